@@ -1,0 +1,207 @@
+"""What every task is: an instance dataclass, a seeded generator, a block-grid renderer and a pure scorer.
+
+All tasks draw on a grid of square colour blocks (`cell_px` pixels each). The ground truth is a
+block video `(T, Hb, Wb, 3)` uint8; `render` upsamples it. Scorers map any frame, at any
+resolution, back onto the block grid (`frame_to_blocks`) and classify each block by its nearest
+palette colour, so they are robust to resizing, blur and compression.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+# The shared palette (RGB). Tasks use a subset; indices are stable across tasks.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "green": (0, 200, 0),
+    "red": (220, 0, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 210, 0),
+    "gray": (128, 128, 128),
+    "magenta": (200, 0, 200),
+    "cyan": (0, 200, 220),
+}
+COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
+COLOR_INDEX: dict[str, int] = {n: i for i, n in enumerate(COLOR_NAMES)}
+PALETTE_ARRAY = np.array([PALETTE[n] for n in COLOR_NAMES], dtype=np.uint8)  # (P, 3)
+
+
+class TaskInputError(ValueError):
+    """Frames or metadata that a scorer cannot interpret (wrong shape, dtype, size)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """The verdict of a rule-based scorer: success, a partial score in [0, 1], and what was seen."""
+
+    success: bool
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"score must be in [0, 1], got {self.score}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": bool(self.success), "score": float(self.score), "details": self.details}
+
+
+def blocks_to_frames(blocks: np.ndarray, cell_px: int) -> np.ndarray:
+    """(T, Hb, Wb, 3) uint8 block video -> (T, Hb*cell_px, Wb*cell_px, 3) frames by nearest upsampling."""
+    if cell_px < 1:
+        raise ValueError(f"cell_px must be >= 1, got {cell_px}")
+    return np.repeat(np.repeat(blocks, cell_px, axis=-3), cell_px, axis=-2)
+
+
+def frame_to_blocks(frame: np.ndarray, grid_hw: tuple[int, int], *, core: float = 0.5) -> np.ndarray:
+    """Map one frame of any resolution onto a (Hb, Wb) block grid: the median colour of each block's core.
+
+    Using only the central `core` fraction of each block (and the median) ignores the blurred or
+    compressed edges between blocks, so a resized, blurred or re-encoded video maps back exactly.
+    """
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise TaskInputError(f"expected a (H, W, 3) frame, got shape {tuple(frame.shape)}")
+    hb, wb = grid_hw
+    h, w = frame.shape[:2]
+    if h < hb or w < wb:
+        raise TaskInputError(f"frame {h}x{w} is smaller than the {hb}x{wb} block grid")
+    pad = (1.0 - core) / 2.0
+    if h % hb == 0 and w % wb == 0:  # fast path: whole pixels per block
+        ph, pw = h // hb, w // wb
+        r0, c0 = int(np.floor(pad * ph)), int(np.floor(pad * pw))
+        r1, c1 = max(r0 + 1, int(np.ceil(ph - pad * ph))), max(c0 + 1, int(np.ceil(pw - pad * pw)))
+        cells = frame.reshape(hb, ph, wb, pw, 3)[:, r0:r1, :, c0:c1]  # (Hb, ph', Wb, pw', 3)
+        cells = cells.transpose(0, 2, 1, 3, 4).reshape(hb, wb, -1, 3)
+        return np.median(cells.astype(np.float32), axis=2)
+    f = frame.astype(np.float32)
+    out = np.empty((hb, wb, 3), dtype=np.float32)
+    ys = np.linspace(0, h, hb + 1)
+    xs = np.linspace(0, w, wb + 1)
+    for i in range(hb):
+        y0, y1 = ys[i], ys[i + 1]
+        r0 = int(np.floor(y0 + pad * (y1 - y0)))
+        r1 = max(r0 + 1, int(np.ceil(y1 - pad * (y1 - y0))))
+        for j in range(wb):
+            x0, x1 = xs[j], xs[j + 1]
+            c0 = int(np.floor(x0 + pad * (x1 - x0)))
+            c1 = max(c0 + 1, int(np.ceil(x1 - pad * (x1 - x0))))
+            out[i, j] = np.median(f[r0:r1, c0:c1].reshape(-1, 3), axis=0)
+    return out
+
+
+def classify_blocks(colors: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """(Hb, Wb, 3) block colours -> (Hb, Wb) indices into `names`, by nearest palette colour.
+
+    Also returns -1 for blocks far from every allowed colour (distance > 120 in RGB), so a
+    uniform-noise or wrongly coloured frame is not forced onto the palette.
+    """
+    pal = np.array([PALETTE[n] for n in names], dtype=np.float32)  # (K, 3)
+    d = np.linalg.norm(colors[..., None, :].astype(np.float32) - pal, axis=-1)  # (Hb, Wb, K)
+    idx = d.argmin(axis=-1)
+    idx[d.min(axis=-1) > 120.0] = -1
+    return idx
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Validate a video as (T, H, W, 3) uint8 (a single (H, W, 3) frame is accepted as T=1)."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise TaskInputError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
+    if frames.shape[0] == 0:
+        raise TaskInputError("video has no frames")
+    if frames.dtype != np.uint8:
+        raise TaskInputError(f"expected uint8 frames, got {frames.dtype}")
+    return frames
+
+
+I = TypeVar("I")
+
+
+class Task(abc.ABC, Generic[I]):
+    """A reasoning task: data plus pure functions. No model code lives here."""
+
+    name: ClassVar[str]
+    instance_type: ClassVar[type]
+    default_size: ClassVar[int]
+    sizes: ClassVar[tuple[int, ...]]
+    description: ClassVar[str]
+
+    @abc.abstractmethod
+    def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
+        """A new instance from an explicit seed (same seed and arguments, same instance)."""
+
+    @abc.abstractmethod
+    def blocks(self, inst: I) -> np.ndarray:
+        """Ground-truth block video (T, Hb, Wb, 3) uint8."""
+
+    @abc.abstractmethod
+    def prompt(self, inst: I) -> str:
+        """The instruction a video model is given."""
+
+    @abc.abstractmethod
+    def score_blocks(self, inst: I, final: np.ndarray, video: np.ndarray) -> Score:
+        """Score block colours of the final frame (Hb, Wb, 3) float; `video` is all frames' blocks."""
+
+    # -- shared behaviour ---------------------------------------------------------------------
+    def render(self, inst: I) -> np.ndarray:
+        """Ground-truth video (T, H, W, 3) uint8 at the instance's `cell_px`."""
+        return blocks_to_frames(self.blocks(inst), inst.cell_px)  # type: ignore[attr-defined]
+
+    def first_frame(self, inst: I) -> np.ndarray:
+        return self.render(inst)[0]
+
+    def grid_hw(self, inst: I) -> tuple[int, int]:
+        b = self.blocks(inst)
+        return int(b.shape[1]), int(b.shape[2])
+
+    def video_blocks(self, inst: I, frames: np.ndarray) -> np.ndarray:
+        """Any video of this instance mapped back onto its block grid: (T, Hb, Wb, 3) float."""
+        frames = check_frames(frames)
+        hw = self.grid_hw(inst)
+        if frames.shape[1:3] == hw:
+            return frames.astype(np.float32)
+        return np.stack([frame_to_blocks(f, hw) for f in frames])
+
+    def score(self, inst: I, frames: np.ndarray) -> Score:
+        """Score a generated video (T, H, W, 3) uint8 of any resolution against the instance."""
+        frames = check_frames(frames)
+        hw = self.grid_hw(inst)
+        final = frame_to_blocks(frames[-1], hw) if frames.shape[1:3] != hw else frames[-1].astype(np.float32)
+        return self.score_blocks(inst, final, frames)
+
+    def to_meta(self, inst: I) -> dict[str, Any]:
+        d = dataclasses.asdict(inst)  # type: ignore[call-overload]
+        return {"task": self.name, **_jsonable(d)}
+
+    def from_meta(self, meta: dict[str, Any]) -> I:
+        d = {k: v for k, v in meta.items() if k != "task"}
+        names = {f.name for f in dataclasses.fields(self.instance_type)}
+        missing = names - set(d)
+        if missing:
+            raise TaskInputError(f"meta for task {self.name!r} lacks {sorted(missing)}")
+        return self.instance_type(**{k: _untuple(d[k]) for k in names})
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _untuple(x: Any) -> Any:
+    """JSON turns tuples into lists; instances store tuples (hashable, frozen)."""
+    if isinstance(x, list):
+        return tuple(_untuple(v) for v in x)
+    return x
