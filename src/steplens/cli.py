@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="steplens: see how video diffusion models reason along denoising steps.")
@@ -21,6 +24,167 @@ def tasks_list() -> None:
     for name, t in sorted(TASKS.items()):
         table.add_row(name, f"{min(t.sizes)}..{max(t.sizes)}", str(t.default_size), t.description)
     Console().print(table)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise (usage and input errors exit 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@tasks_app.command("generate")
+def tasks_generate(
+    task: str = typer.Argument(..., help="Task name (see `steplens tasks list`)."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of samples."),
+    seed: int = typer.Option(0, "--seed", help="Sample i uses seed SEED + i."),
+    out: Path = typer.Option(..., "--out", help="Folder to write <task>_<i>/ sample folders into."),
+    size: int | None = typer.Option(None, "--size", help="Task size (default: the task's default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace sample folders that already exist."),
+) -> None:
+    """Write N samples of TASK in the VBVR-Bench folder format."""
+    from .tasks import TaskInputError
+    from .tasks.vbvr import generate_set
+
+    try:
+        paths = generate_set(task, n, seed, out, size=size, progress=True, overwrite=overwrite)
+    except (TaskInputError, ValueError, FileExistsError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"wrote {len(paths)} samples to {out}")
+
+
+@tasks_app.command("audit")
+def tasks_audit(
+    task: str = typer.Argument(..., help="Task name (see `steplens tasks list`)."),
+    n: int = typer.Option(100, "--n", min=1, help="Number of instances to audit."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    size: int | None = typer.Option(None, "--size", help="Task size (default: the task's default)."),
+) -> None:
+    """Check TASK's generator and scorer (ground truth passes, corruptions fail); exit 1 if the audit fails."""
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        raise _fail(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    from .tasks.audit import audit_task, format_report
+
+    report = audit_task(task, n, seed, size)
+    typer.echo(format_report(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("score")
+def score(
+    data_dir: Path = typer.Argument(..., help="Folder of samples: ROOT/<sample>/ or ROOT/<split>/<task>/<sample>/."),
+    videos: Path | None = typer.Option(None, "--videos", help="Folder of model videos <sample>.mp4 or <sample>/ frames (default: each sample's ground truth)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line per sample, then a summary line."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON lines to this .jsonl file."),
+) -> None:
+    """Score every sample's video with its task's rule-based scorer; exit 2 if any sample could not be scored."""
+    import json
+
+    from .config import atomic_write_text
+    from .scoring import score_folder
+    from .tasks import TaskInputError
+
+    try:
+        summary = score_folder(data_dir, videos)
+    except TaskInputError as e:
+        raise _fail(str(e)) from None
+    lines = [json.dumps(r.to_dict()) for r in summary.results] + [json.dumps({"summary": summary.to_dict()})]
+    if out is not None:
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    if as_json:
+        for line in lines:
+            typer.echo(line)
+    else:
+        _print_summary(summary)
+    if summary.n_errors:
+        raise _fail(f"{summary.n_errors} of {summary.n} samples could not be scored")
+
+
+def _print_summary(summary: Any) -> None:
+    """A rich table of per-task and overall means, then the errors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    table = Table("task", "n", "errors", "success", "score")
+    for name, t in summary.per_task.items():
+        table.add_row(name, str(t.n), str(t.n_errors), fmt(t.success), fmt(t.score))
+    o = summary.overall
+    table.add_row("[bold]all", str(o.n), str(o.n_errors), fmt(o.success), fmt(o.score))
+    console = Console()
+    console.print(table)
+    for err in summary.errors:
+        console.print(f"[red]error:[/red] {err}", highlight=False, markup=True)
+
+
+def _csv_ints(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {s!r}") from None
+
+
+@app.command()
+def train(
+    out: str = typer.Option(..., "--out", help="Run folder: checkpoint, metrics and the exported model."),
+    task: str = typer.Option("maze", "--task", help="Task name, or several separated by commas."),
+    sizes: str = typer.Option("3,4,5,5", "--sizes", help="Sizes to draw from (repeat one to weight it)."),
+    frames: int = typer.Option(4, "--frames", help="Video frames (= latent frames) per sample."),
+    preset: str = typer.Option("base", "--preset", help="Model size preset."),
+    steps: int = typer.Option(1500, "--steps"),
+    minutes: float = typer.Option(0.0, "--minutes", help="Stop after this wall time (0: run all steps)."),
+    batch: int = typer.Option(32, "--batch"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Train the reference video DiT with flow matching; re-running the same command resumes."""
+    from .config import ConfigError
+    from .train import TrainConfig, train as run_train
+
+    try:
+        cfg = TrainConfig(tasks=tuple(task.split(",")), sizes=_csv_ints(sizes), n_frames=frames, preset=preset,
+                          steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes)
+        st = run_train(cfg, out, device=device)
+    except (ConfigError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"trained {st.step} steps in {st.elapsed:.0f} s -> {out}")
+
+
+@app.command()
+def evaluate(
+    out: str = typer.Option(..., "--out", help="Run folder (re-running resumes)."),
+    model: str = typer.Option("maze", "--model", help="Shipped model name or path to an exported model."),
+    task: str = typer.Option("maze", "--task"),
+    size: int = typer.Option(5, "--size"),
+    n: int = typer.Option(100, "--n"),
+    seed: int = typer.Option(10_000, "--seed", help="First held-out instance seed (instances seed..seed+n-1)."),
+    steps: int = typer.Option(20, "--steps"),
+    shift: float = typer.Option(1.0, "--shift"),
+    sampler: str = typer.Option("euler", "--sampler"),
+    batch: int = typer.Option(50, "--batch"),
+) -> None:
+    """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI."""
+    import json
+
+    from .evaluate import EvalConfig, evaluate as run_eval
+    from .models.registry import load
+    from .runner import SamplingConfig
+
+    try:
+        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
+                         sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
+        summary = run_eval(load(model), cfg, out)
+    except Exception as e:  # noqa: BLE001 - the CLI reports every failure as one clear line
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "wall_s_this_call")
+    typer.echo(json.dumps({k: summary[k] for k in keys}))
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""Run folders: a manifest of the run's config, one atomically written result per sample, resumable.
+
+Layout: `RUN/manifest.json` (kind, config), `RUN/samples/<id>.json` (one per finished sample),
+and whatever summaries the command writes. Re-running the same command on the same folder skips
+finished samples; a different config is refused, so results of two configs never mix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .config import atomic_write_text, write_json
+
+
+class RunConfigMismatch(RuntimeError):
+    """The folder holds a run of another config."""
+
+
+class RunFolder:
+    def __init__(self, root: str | Path, kind: str, config: dict[str, Any]):
+        self.root = Path(root)
+        self.kind = kind
+        self.config = json.loads(json.dumps(config, default=str))  # normalise tuples etc.
+        manifest = self.root / "manifest.json"
+        if manifest.exists():
+            old = json.loads(manifest.read_text())
+            if old.get("kind") != kind or old.get("config") != self.config:
+                diff = sorted(k for k in set(self.config) | set(old.get("config", {}))
+                              if self.config.get(k) != old.get("config", {}).get(k))
+                raise RunConfigMismatch(f"{self.root} holds a {old.get('kind')} run with a different config "
+                                        f"(differs in: {', '.join(diff) or 'kind'}); use another --out or the same arguments")
+        else:
+            write_json(manifest, {"kind": kind, "config": self.config})
+        (self.root / "samples").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sample_id: str) -> Path:
+        return self.root / "samples" / f"{sample_id}.json"
+
+    def done(self, sample_id: str) -> bool:
+        return self.path(sample_id).exists()
+
+    def pending(self, ids: Iterable[str]) -> list[str]:
+        return [i for i in ids if not self.done(i)]
+
+    def write(self, sample_id: str, result: dict[str, Any]) -> None:
+        atomic_write_text(self.path(sample_id), json.dumps({"id": sample_id, **result}, default=str) + "\n")
+
+    def results(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Finished results, in the order of `ids` (default: sorted by id)."""
+        if ids is None:
+            files = sorted((self.root / "samples").glob("*.json"))
+        else:
+            files = [self.path(i) for i in ids if self.done(i)]
+        return [json.loads(f.read_text()) for f in files]
+
+    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
+        p = self.root / name
+        atomic_write_text(p, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+        return p

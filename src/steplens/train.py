@@ -1,0 +1,227 @@
+"""Flow-matching trainer for the reference video DiT: tasks generated on the fly, fully seeded.
+
+Every step's data and noise come from generators seeded by (seed, step), so a run that is
+interrupted and resumed from its checkpoint reproduces the uninterrupted run exactly (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError, atomic_write_bytes, from_dict, to_dict, write_json
+from .models.dit import PRESETS, BlockCodec, DiTConfig, VideoDiT
+from .tasks import get_task
+
+TRAIN_SEED_BASE = 2**31  # training instances use seeds >= 2**31; evaluation seeds lie below
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tasks: tuple[str, ...] = ("maze",)
+    sizes: tuple[int, ...] = (3, 4, 5)
+    n_frames: int = 4
+    preset: str = "base"
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 1e-3
+    min_lr_frac: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    t_shift: float = 2.0  # training times t = shift u / (1 + (shift-1) u), u ~ U(0,1): more weight on high noise
+    seed: int = 0
+    ckpt_every: int = 100
+    eval_every: int = 0  # 0: no evaluation during training
+    minutes: float = 0.0  # wall-clock cap (0: none); the schedule still follows `steps`
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        for name in self.tasks:
+            get_task(name)
+        if not self.sizes or self.n_frames < 2 or self.steps < 1 or self.batch < 1:
+            raise ConfigError("need sizes, n_frames >= 2, steps >= 1, batch >= 1")
+        if not 0 < self.ema < 1:
+            raise ConfigError(f"ema must be in (0, 1), got {self.ema}")
+
+    def model_config(self) -> DiTConfig:
+        return PRESETS[self.preset](tasks=self.tasks)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to min_lr_frac * lr."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The training batch of `step`: clean latents (B, 3, F, H, W), task ids (B,), and the task name."""
+    rng = np.random.default_rng([cfg.seed, step])
+    ti = int(rng.integers(len(cfg.tasks)))
+    task = get_task(cfg.tasks[ti])
+    size = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+    seeds = rng.integers(TRAIN_SEED_BASE, 2**62, size=cfg.batch)
+    blocks = np.stack([task.blocks(task.generate(int(s), size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds])
+    return BlockCodec.encode_blocks(blocks), torch.full((cfg.batch,), ti, dtype=torch.long), task.name
+
+
+def flow_loss(model: VideoDiT, x0: torch.Tensor, task_id: torch.Tensor, g: torch.Generator, t_shift: float) -> torch.Tensor:
+    """Rectified-flow loss on frames 1.. (frame 0 is the clean conditioning frame, as at sampling)."""
+    b = x0.shape[0]
+    u = torch.rand(b, generator=g)
+    t = t_shift * u / (1 + (t_shift - 1) * u)
+    eps = torch.randn(x0.shape, generator=g)
+    tt = t.view(b, 1, 1, 1, 1)
+    xt = (1 - tt) * x0 + tt * eps
+    xt[:, :, 0] = x0[:, :, 0]
+    v = model(xt.to(_dev(model)), t.to(_dev(model)), x0[:, :, 0].to(_dev(model)), task_id.to(_dev(model)))
+    target = (eps - x0).to(v.device)
+    return F.mse_loss(v[:, :, 1:].float(), target[:, :, 1:])
+
+
+def _dev(m: torch.nn.Module) -> torch.device:
+    return next(m.parameters()).device
+
+
+@dataclass
+class TrainState:
+    model: VideoDiT
+    ema: VideoDiT
+    opt: torch.optim.Optimizer
+    step: int = 0
+    elapsed: float = 0.0
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
+    torch.manual_seed(cfg.seed)
+    model = VideoDiT(cfg.model_config()).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embed" in n else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.99))
+    return TrainState(model, ema, opt)
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, st: TrainState) -> None:
+    buf = io.BytesIO()
+    torch.save({"config": to_dict(cfg), "model": st.model.state_dict(), "ema": st.ema.state_dict(),
+                "opt": st.opt.state_dict(), "step": st.step, "elapsed": st.elapsed, "log": st.log}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, device: str = "cpu") -> TrainState:
+    ck = torch.load(path, map_location=device, weights_only=False)
+    saved = from_dict(TrainConfig, ck["config"])
+    if _identity(saved) != _identity(cfg):
+        raise ConfigError(f"{path} was written by a different training config; use another --out or the same arguments.\n"
+                          f"  saved: {_identity(saved)}\n  asked: {_identity(cfg)}")
+    st = new_state(cfg, device)
+    st.model.load_state_dict(ck["model"])
+    st.ema.load_state_dict(ck["ema"])
+    st.opt.load_state_dict(ck["opt"])
+    st.step, st.elapsed, st.log = ck["step"], ck["elapsed"], ck["log"]
+    return st
+
+
+def _identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The parts of a config that change the result (not the wall-clock cap or logging cadence)."""
+    d = to_dict(cfg)
+    for k in ("minutes", "ckpt_every", "eval_every"):
+        d.pop(k)
+    return d
+
+
+def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: bool = True,
+          eval_fn: Callable[[VideoDiT, int], dict[str, Any]] | None = None, stop_after: int | None = None) -> TrainState:
+    """Train (or resume) into `out/`: checkpoint.pt while running, metrics.json and the EMA export at the end.
+
+    `stop_after` ends the call after that many steps in total (as a kill would), keeping the checkpoint.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    st = load_checkpoint(ckpt, cfg, device) if ckpt.exists() else new_state(cfg, device)
+    write_json(out / "train_config.json", cfg)
+    t_start = time.time() - st.elapsed
+    torch.set_float32_matmul_precision("high")
+    use_bf16 = device.startswith("cuda")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress) as bar:
+        tid = bar.add_task("train", total=cfg.steps, completed=st.step, loss=float("nan"))
+        losses: list[float] = []
+        while st.step < cfg.steps:
+            if stop_after is not None and st.step >= stop_after:
+                break
+            if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
+                break
+            x0, task_id, _ = make_batch(cfg, st.step)
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
+            for grp in st.opt.param_groups:
+                grp["lr"] = lr_at(cfg, st.step)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
+            st.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+            st.opt.step()
+            decay = min(cfg.ema, (1 + st.step) / (10 + st.step))
+            with torch.no_grad():
+                for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
+                    pe.lerp_(pm, 1 - decay)
+            st.step += 1
+            losses.append(float(loss.detach()))
+            bar.update(tid, completed=st.step, loss=float(np.mean(losses[-20:])))
+            if st.step % 20 == 0 or st.step == cfg.steps:
+                st.log.append({"step": st.step, "loss": float(np.mean(losses[-20:])), "grad_norm": float(gnorm),
+                               "lr": lr_at(cfg, st.step - 1), "elapsed_s": round(time.time() - t_start, 1)})
+            if eval_fn and cfg.eval_every and st.step % cfg.eval_every == 0:
+                st.log.append({"step": st.step, "eval": eval_fn(st.ema, st.step)})
+            if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+                st.elapsed = time.time() - t_start
+                save_checkpoint(ckpt, cfg, st)
+    st.elapsed = time.time() - t_start
+    save_checkpoint(ckpt, cfg, st)
+    write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps,
+                                      "final_loss": st.log[-1]["loss"] if st.log else None, "log": st.log})
+    if st.step >= cfg.steps or cfg.minutes:
+        export(st.ema, cfg, out / "model")
+    return st
+
+
+def export(model: VideoDiT, cfg: TrainConfig, prefix: Path) -> Path:
+    """Write `prefix.safetensors` (EMA weights) and `prefix.json` (configs + sha256) for `steplens.load`."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    weights = prefix.with_suffix(".safetensors")
+    atomic_write_bytes(weights, blob)
+    meta = {"format": "steplens-reference-v1", "model": to_dict(model.cfg), "data": {"n_frames": cfg.n_frames, "sizes": list(cfg.sizes)},
+            "train": to_dict(cfg), "sha256": hashlib.sha256(blob).hexdigest()}
+    write_json(prefix.with_suffix(".json"), meta)
+    return weights
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
