@@ -187,6 +187,11 @@ def evaluate(
     typer.echo(json.dumps({k: summary[k] for k in keys}))
 
 
+from .cli_probe import register as _register_probe  # noqa: E402
+
+_register_probe(app)
+
+
 def main() -> None:
     app()
 

@@ -42,7 +42,7 @@ class StepEvent:
     sigma_next: float
     x: Tensor  # (B, C, F, H, W) latent at the start of the step
     velocity: Tensor  # after CFG
-    x0_hat: Tensor  # clean estimate x - sigma * v
+    x0_hat: Tensor  # clean estimate x - sigma * v (first frame re-imposed for image-to-video)
     x_next: Tensor  # latent after the update
     branches: dict[str, Tensor] | None = None  # per-CFG-branch velocity
     expert: str | None = None
@@ -58,36 +58,40 @@ def _evaluate(denoiser: Denoiser, x: Tensor, sigma: Tensor, cond: Cond, step: in
         return denoiser(x, s, cond)
 
 
-def _event(i: int, sigmas: Tensor, x: Tensor, pred, x_next: Tensor) -> StepEvent:
+def _event(den: Denoiser, cond: Cond, i: int, sigmas: Tensor, x: Tensor, pred, x_next: Tensor, first_step: int) -> StepEvent:
     sigma = float(sigmas[i])
-    return StepEvent(i, len(sigmas) - 1, sigma, float(sigmas[i + 1]), x, pred.velocity,
-                     x0_from_velocity(x, sigma, pred.velocity), x_next, pred.branches, pred.expert)
+    x0_hat = den.reimpose(x0_from_velocity(x, sigma, pred.velocity), cond)  # image-to-video: frame 0 is the given image
+    return StepEvent(first_step + i, first_step + len(sigmas) - 1, sigma, float(sigmas[i + 1]), x, pred.velocity,
+                     x0_hat, x_next, pred.branches, pred.expert)
 
 
-def iter_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond) -> SamplerIter:
-    """Flow-matching Euler: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v(x_i, sigma_i)."""
+def iter_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond, *, first_step: int = 0) -> SamplerIter:
+    """Flow-matching Euler: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v(x_i, sigma_i).
+
+    `first_step` numbers the steps when `sigmas` is the tail of a longer schedule (resuming mid-way).
+    """
     x = denoiser.reimpose(x, cond)
     for i in range(len(sigmas) - 1):
-        pred = _evaluate(denoiser, x, sigmas[i], cond, i)
+        pred = _evaluate(denoiser, x, sigmas[i], cond, first_step + i)
         x_next = denoiser.reimpose(x + (sigmas[i + 1] - sigmas[i]) * pred.velocity, cond)
-        replacement = yield _event(i, sigmas, x, pred, x_next)
+        replacement = yield _event(denoiser, cond, i, sigmas, x, pred, x_next, first_step)
         x = x_next if replacement is None else denoiser.reimpose(replacement, cond)
     return x
 
 
-def iter_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond) -> SamplerIter:
+def iter_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond, *, first_step: int = 0) -> SamplerIter:
     """Heun (2nd order, trapezoidal); Euler on the last step. Events report the first evaluation."""
     x = denoiser.reimpose(x, cond)
     for i in range(len(sigmas) - 1):
-        pred = _evaluate(denoiser, x, sigmas[i], cond, i)
+        pred = _evaluate(denoiser, x, sigmas[i], cond, first_step + i)
         dt = sigmas[i + 1] - sigmas[i]
         x_next = x + dt * pred.velocity
         if sigmas[i + 1] > 0:
             x_pred = denoiser.reimpose(x_next, cond)
-            v2 = _evaluate(denoiser, x_pred, sigmas[i + 1], cond, i, phase="corrector").velocity
+            v2 = _evaluate(denoiser, x_pred, sigmas[i + 1], cond, first_step + i, phase="corrector").velocity
             x_next = x + dt * 0.5 * (pred.velocity + v2)
         x_next = denoiser.reimpose(x_next, cond)
-        replacement = yield _event(i, sigmas, x, pred, x_next)
+        replacement = yield _event(denoiser, cond, i, sigmas, x, pred, x_next, first_step)
         x = x_next if replacement is None else denoiser.reimpose(replacement, cond)
     return x
 

@@ -1,0 +1,56 @@
+"""`steplens probe ...`: the paper's analyses as commands (thin layer over steplens.probes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
+
+_COMMON = {
+    "model": typer.Option("maze", "--model", help="Shipped model name, exported path, or wan:DIR."),
+    "task": typer.Option("maze", "--task"),
+    "size": typer.Option(5, "--size"),
+    "n": typer.Option(16, "--n", help="Held-out instances."),
+    "seed": typer.Option(20_000, "--seed", help="First held-out instance seed."),
+    "steps": typer.Option(20, "--steps"),
+    "shift": typer.Option(1.0, "--shift"),
+    "batch": typer.Option(16, "--batch"),
+}
+
+
+def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
+         steps: int, shift: float, batch: int, sampler: str = "euler") -> None:
+    from .models.registry import load
+    from .probes.common import ProbeConfig
+    from .runner import SamplingConfig
+
+    try:
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
+                          sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
+        summary = body(load(model), cfg)
+    except Exception as e:  # noqa: BLE001 - one clear line, non-zero exit
+        typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
+    from pathlib import Path
+
+    typer.echo((Path(out) / "summary.txt").read_text())
+    typer.echo(f"wrote {out} ({len(json.dumps(summary))} bytes of summary)")
+
+
+@probe_app.command("cos")
+def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
+        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+        batch: int = _COMMON["batch"], sampler: str = typer.Option("euler", "--sampler"),
+        views: int = typer.Option(4, "--views", help="Samples to draw as strips and GIFs.")) -> None:
+    """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
+    from .probes.cos import run_cos
+
+    _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(probe_app, name="probe")
