@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from .base import PALETTE, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
 from .maze import MazeInstance, MazeTask
+from .occlusion import OcclusionInstance, OcclusionTask
+from .rotate import RotateInstance, RotateTask
+from .shuttle import ShuttleInstance, ShuttleTask
+from .tictactoe import TicTacToeInstance, TicTacToeTask
 
 TASKS: dict[str, Task] = {}
 
@@ -14,6 +18,10 @@ def register(task: Task) -> Task:
 
 
 register(MazeTask())
+register(TicTacToeTask())
+register(RotateTask())
+register(OcclusionTask())
+register(ShuttleTask())
 
 
 def get_task(name: str) -> Task:
@@ -29,6 +37,14 @@ __all__ = [
     "TASKS",
     "MazeInstance",
     "MazeTask",
+    "OcclusionInstance",
+    "OcclusionTask",
+    "RotateInstance",
+    "RotateTask",
+    "ShuttleInstance",
+    "ShuttleTask",
+    "TicTacToeInstance",
+    "TicTacToeTask",
     "Score",
     "Task",
     "TaskInputError",

@@ -1,0 +1,158 @@
+"""Shuttle (memory of the start): the blue agent walks to the red target, marks it, and walks back.
+
+An n x n room (n is the size): black border walls, white floor, a blue agent and a red target on
+the floor at least 3 steps apart. The start is marked only by the agent standing on it in frame 0:
+once the agent leaves, the start block is plain floor like every other, so the way back must be
+remembered. The agent goes vertically then horizontally to the target (reached at frame
+(T-1)//2, jumping several blocks per frame when the route is longer than the frames), which turns
+green (visited) once the agent steps off it; it returns by the other corner of the rectangle,
+vertically first, so the way back is not the way out retraced.
+
+Scoring (final frame only): success iff the one blue block is exactly the start, the target block
+is green, and every other block is its floor or wall colour (no off-palette block). Failure
+examples: the agent still on the target, one block off the start, at the route's corner, two
+agents, the target still red (never visited) or erased. The final frame cannot show that the agent
+really travelled: an agent that stays put but turns the target green also succeeds. Partial score:
+IoU of the (block, colour) pairs of agent and target with the expected pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import COLOR_INDEX, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks
+
+WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
+SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
+MIN_DISTANCE = 3  # Manhattan steps between start and target
+
+Cell = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ShuttleInstance:
+    size: int  # room side in blocks, walls included
+    seed: int
+    start: tuple[int, int]
+    target: tuple[int, int]
+    n_frames: int = 8
+    cell_px: int = 8
+
+
+def l_path(a: Cell, b: Cell) -> list[Cell]:
+    """Blocks from a to b, a and b included: vertically to b's row, then horizontally."""
+    (r0, c0), (r1, c1) = a, b
+    dr, dc = (1 if r1 >= r0 else -1), (1 if c1 >= c0 else -1)
+    return [(r, c0) for r in range(r0, r1 + dr, dr)] + [(r1, c) for c in range(c0 + dc, c1 + dc, dc)]
+
+
+def agent_track(inst: ShuttleInstance) -> list[Cell]:
+    """The agent's block in each frame: out in frames 0..(T-1)//2, back in the rest."""
+    out, back = l_path(inst.start, inst.target), l_path(inst.target, inst.start)
+    t_goal, t_last = (inst.n_frames - 1) // 2, inst.n_frames - 1
+    track = []
+    for t in range(inst.n_frames):
+        if t <= t_goal:
+            track.append(out[(t * (len(out) - 1) + t_goal // 2) // t_goal])  # integer rounding: exact on every platform
+        else:
+            k, m = t - t_goal, t_last - t_goal
+            track.append(back[(k * (len(back) - 1) + m // 2) // m])
+    return track
+
+
+def room_indices(size: int, agents: tuple[Cell, ...], target: Cell, target_color: str | None) -> np.ndarray:
+    """(size, size) palette indices: walls, floor, the target in `target_color` (None: floor), agents on top."""
+    idx = np.full((size, size), COLOR_INDEX[WALL], dtype=np.int64)
+    idx[1:-1, 1:-1] = COLOR_INDEX[FLOOR]
+    if target_color is not None:
+        idx[target] = COLOR_INDEX[target_color]
+    for a in agents:
+        idx[a] = COLOR_INDEX[AGENT]
+    return idx
+
+
+class ShuttleTask(Task[ShuttleInstance]):
+    name = "shuttle"
+    instance_type = ShuttleInstance
+    default_size = 9
+    sizes = tuple(range(7, 16))
+    description = "Walk the blue agent to the red target and back to where it started."
+
+    def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> ShuttleInstance:
+        if kw:
+            raise TypeError(f"shuttle: unknown arguments {sorted(kw)}")
+        n = self.default_size if size is None else size
+        if not isinstance(n, int) or n not in self.sizes:
+            raise ValueError(f"shuttle size (room side in blocks) must be in {min(self.sizes)}..{max(self.sizes)}, got {size!r}")
+        if n_frames < 3:
+            raise ValueError(f"shuttle needs n_frames >= 3 (start, target, back), got {n_frames}")
+        rng = np.random.default_rng([seed, n])
+        cells = [(r, c) for r in range(1, n - 1) for c in range(1, n - 1)]
+        start = cells[int(rng.integers(len(cells)))]
+        far = [p for p in cells if abs(p[0] - start[0]) + abs(p[1] - start[1]) >= MIN_DISTANCE]
+        target = far[int(rng.integers(len(far)))]
+        return ShuttleInstance(n, int(seed), start, target, n_frames, cell_px)
+
+    def blocks(self, inst: ShuttleInstance) -> np.ndarray:
+        t_goal = (inst.n_frames - 1) // 2
+        frames = [room_indices(inst.size, (a,), inst.target, TARGET if t <= t_goal else VISITED) for t, a in enumerate(agent_track(inst))]
+        return PALETTE_ARRAY[np.stack(frames)]
+
+    def prompt(self, inst: ShuttleInstance) -> str:
+        return (
+            "A blue agent in a walled room. Walk it to the red target, which turns green once visited, "
+            "then walk it back to exactly the block where it started; the start is not marked once the agent has left."
+        )
+
+    def final_indices(self, inst: ShuttleInstance) -> np.ndarray:
+        return room_indices(inst.size, (inst.start,), inst.target, VISITED)
+
+    def violations(self, inst: ShuttleInstance) -> dict[str, np.ndarray]:
+        """Named block videos whose final frame breaks the rule in one specific way (all must fail)."""
+        n, s, g = inst.size, inst.start, inst.target
+        floor = [(s[0] + dr, s[1] + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+        near = next(p for p in floor if 1 <= p[0] < n - 1 and 1 <= p[1] < n - 1 and p != g)
+        finals = {
+            "stayed_at_target": room_indices(n, (g,), g, VISITED),
+            "off_by_one": room_indices(n, (near,), g, VISITED),
+            "two_agents": room_indices(n, (s, g), g, VISITED),
+            "target_not_visited": room_indices(n, (s,), g, TARGET),
+            "target_erased": room_indices(n, (s,), g, None),
+        }
+        corner = (s[0], g[1])  # the turn of the way back
+        if corner not in (s, g):
+            finals["at_corner"] = room_indices(n, (corner,), g, VISITED)
+        truth = self.blocks(inst)
+        out = {}
+        for name, idx in finals.items():
+            video = truth.copy()
+            video[-1] = PALETTE_ARRAY[idx]
+            out[name] = video
+        return out
+
+    def score_blocks(self, inst: ShuttleInstance, final: np.ndarray, video: np.ndarray) -> Score:
+        n = inst.size
+        if final.shape[:2] != (n, n):
+            raise TaskInputError(f"shuttle size {n} needs a {n}x{n} block grid, got {final.shape[:2]}")
+        cls = classify_blocks(final, SHUTTLE_COLORS)
+        want_idx = self.final_indices(inst)
+        want = np.full(want_idx.shape, -1, dtype=np.int64)
+        for i, c in enumerate(SHUTTLE_COLORS):
+            want[want_idx == COLOR_INDEX[c]] = i
+        # agent and target pairs (block, colour): what the agent did, not the unchanging room
+        marks = [SHUTTLE_COLORS.index(c) for c in (AGENT, TARGET, VISITED)]
+        seen = {(int(r), int(c), int(cls[r, c])) for r, c in np.argwhere(np.isin(cls, marks))}
+        expected = {(int(r), int(c), int(want[r, c])) for r, c in np.argwhere(np.isin(want, marks))}
+        union = len(seen | expected)
+        iou = len(seen & expected) / union if union else 1.0
+        details = {
+            "agent_blocks": [[int(r), int(c)] for r, c in np.argwhere(cls == SHUTTLE_COLORS.index(AGENT))],
+            "start": list(inst.start),
+            "target_visited": bool(cls[inst.target] == SHUTTLE_COLORS.index(VISITED)),
+            "wrong_blocks": int((cls != want).sum()),
+            "unclassified": int((cls < 0).sum()),
+        }
+        return Score(bool(np.array_equal(cls, want)), float(iou), details)

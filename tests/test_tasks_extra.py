@@ -1,0 +1,241 @@
+"""The tictactoe, rotate, occlusion and shuttle tasks: determinism, metadata, sizes and exact scorers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from steplens.tasks import TASKS, TaskInputError, get_task
+from steplens.tasks.audit import box_blur, resize
+from steplens.tasks.base import COLOR_INDEX, PALETTE_ARRAY, blocks_to_frames
+from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, OcclusionTask, position
+from steplens.tasks.rotate import SHAPES, RotateInstance, RotateTask, turn
+from steplens.tasks.shuttle import ShuttleTask, agent_track
+from steplens.tasks.tictactoe import TicTacToeTask, board_indices, correct_move, has_line, place, winning_squares
+
+NEW = ("tictactoe", "rotate", "occlusion", "shuttle")
+SEEDS = range(12)
+
+
+def test_registered():
+    assert set(NEW) | {"maze"} == set(TASKS)
+
+
+# -- shared behaviour --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NEW)
+def test_same_seed_same_bytes_and_seeds_differ(name):
+    task = get_task(name)
+    a, b = task.generate(5), task.generate(5)
+    assert a == b and task.render(a).tobytes() == task.render(b).tobytes()
+    renders = {task.render(task.generate(s)).tobytes() for s in range(10)}
+    assert len(renders) >= 8  # tic-tac-toe has few boards, so allow a rare repeat
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_meta_round_trip(name):
+    task = get_task(name)
+    inst = task.generate(3, n_frames=5, cell_px=4)
+    meta = json.loads(json.dumps(task.to_meta(inst)))
+    assert meta["task"] == name and meta["seed"] == 3 and meta["n_frames"] == 5 and meta["cell_px"] == 4
+    back = task.from_meta(meta)
+    assert back == inst and hash(back) == hash(inst)
+    assert task.render(back).tobytes() == task.render(inst).tobytes()
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_invalid_arguments_raise(name):
+    task = get_task(name)
+    for bad in (min(task.sizes) - 1, max(task.sizes) + 1, 2.5):
+        with pytest.raises(ValueError, match=name):
+            task.generate(0, bad)
+    with pytest.raises(ValueError, match="n_frames"):
+        task.generate(0, n_frames=1)
+    with pytest.raises(TypeError, match="unknown"):
+        task.generate(0, colour="red")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_every_size_renders_and_ground_truth_scores_one(name):
+    task = get_task(name)
+    for size in task.sizes:
+        inst = task.generate(size, size, n_frames=4, cell_px=1)
+        video = task.blocks(inst)
+        assert video.dtype == np.uint8 and video.shape[0] == 4 and 5 <= min(video.shape[1:3]) and max(video.shape[1:3]) <= 16
+        assert set(map(tuple, video.reshape(-1, 3))) <= set(map(tuple, PALETTE_ARRAY))
+        sc = task.score(inst, video)
+        assert sc.success and sc.score == 1.0
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_corrupted_ground_truth_still_succeeds_and_static_fails(name):
+    task = get_task(name)
+    for s in range(4):
+        inst = task.generate(s)
+        truth = task.render(inst)
+        for video in (resize(truth[-1:], 2.0), resize(truth[-1:], 1.37), box_blur(truth[-1:])):
+            assert task.score(inst, video).success
+        static = task.score(inst, np.repeat(truth[:1], len(truth), axis=0))
+        assert not static.success and static.score < 1.0
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_violations_differ_from_truth_and_fail(name):
+    task = get_task(name)
+    for s in SEEDS:
+        inst = task.generate(s)
+        truth = task.blocks(inst)
+        bad = task.violations(inst)
+        assert len(bad) >= 4
+        for key, video in bad.items():
+            assert video.shape == truth.shape and not np.array_equal(video[-1], truth[-1]), key
+            sc = task.score(inst, blocks_to_frames(video, inst.cell_px))
+            assert not sc.success and 0.0 <= sc.score <= 1.0, key
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_wrong_grid_shape_is_an_input_error(name):
+    task = get_task(name)
+    inst = task.generate(0)
+    hb, wb = task.grid_hw(inst)
+    with pytest.raises(TaskInputError):
+        task.score_blocks(inst, np.zeros((hb + 1, wb, 3), np.float32), np.zeros((1, hb + 1, wb, 3), np.uint8))
+
+
+# -- tic-tac-toe ----------------------------------------------------------------------------------------
+def test_tictactoe_rules_by_hand():
+    assert winning_squares("XX.OO....", "X") == [2] and winning_squares("XX.OO....", "O") == [5]
+    assert correct_move("XX.OO....") == (2, "win")  # winning beats blocking O at 5
+    assert correct_move("X..OO..X.") == (5, "block")
+    assert correct_move("XX.XO...O") is None  # X wins at 2 and at 6
+    assert correct_move("X..OO.O.X") is None  # X cannot win, O threatens 2 and 5
+    assert has_line("XXXOO....", "X") and not has_line("XXOOO....", "X")
+
+
+def test_tictactoe_positions_have_one_correct_move_among_several():
+    task = TicTacToeTask()
+    for s in range(40):
+        inst = task.generate(s)
+        b = inst.board
+        assert b.count("X") == b.count("O") and not has_line(b, "X") and not has_line(b, "O")
+        empties = [k for k, m in enumerate(b) if m == "."]
+        assert len(empties) >= 3 and inst.move in empties
+        x_wins = [k for k in empties if has_line(place(b, k, "X"), "X")]
+        o_wins = [k for k in empties if has_line(place(b, k, "O"), "O")]
+        assert x_wins == [inst.move] if inst.kind == "win" else (x_wins == [] and o_wins == [inst.move])
+        # of all the placements of one X, exactly the correct one scores success
+        for k in empties:
+            final = PALETTE_ARRAY[board_indices(place(b, k, "X"), inst.square)].astype(np.float32)
+            assert task.score_blocks(inst, final, final[None]).success == (k == inst.move)
+
+
+def test_tictactoe_kinds_mixed_and_scores_partial():
+    task = TicTacToeTask()
+    kinds = {task.generate(s).kind for s in range(20)}
+    assert kinds == {"win", "block"}
+    inst = task.generate(0)
+    other = next(k for k, m in enumerate(inst.board) if m == "." and k != inst.move)
+    both = PALETTE_ARRAY[board_indices(place(place(inst.board, inst.move, "X"), other, "X"), inst.square)]
+    sc = task.score(inst, both)
+    assert not sc.success and sc.score == pytest.approx(0.5) and sorted(sc.details["new_x_squares"]) == sorted([inst.move, other])
+
+
+# -- rotate -------------------------------------------------------------------------------------------
+def test_turn_is_clockwise_on_screen():
+    right, up = np.array([[0.0, 1.0]]), np.array([[-1.0, 0.0]])
+    assert turn(right, 1.0).tolist() == [[1, 0]] and turn(up, 1.0).tolist() == [[0, 1]]
+    assert turn(right, -1.0).tolist() == [[-1, 0]]
+
+
+def test_shapes_have_no_rotational_symmetry():
+    for name, cells in SHAPES.items():
+        rel = np.array(cells, dtype=np.float64)
+        shapes = set()
+        for q in range(4):
+            t = turn(rel, q)
+            shapes.add(frozenset(map(tuple, (t - t.min(axis=0)).tolist())))
+        assert len(shapes) == 4, name
+
+
+def test_rotate_by_hand():
+    task = RotateTask()
+    # an L: a column going down from the pivot at (2, 2), then a foot to the right
+    inst = RotateInstance(7, 0, "L4", ((2, 2), (3, 2), (4, 2), (4, 3)), (2, 2), 3, 1)
+    assert task.target_cells(inst) == {(2, 1), (2, 0), (3, 0)}
+    final = task.blocks(inst)[-1]
+    assert final[2, 2].tolist() == list(PALETTE_ARRAY[COLOR_INDEX["yellow"]])
+    assert task.score(inst, final).success
+    unturned = task.score(inst, task.blocks(inst)[0])
+    assert not unturned.success and unturned.details["missing"] == 3
+
+
+def test_rotate_generated_piece_stays_on_grid_with_pivot_fixed():
+    task = RotateTask()
+    for s in range(30):
+        inst = task.generate(s, 7, n_frames=5)
+        assert inst.pivot in inst.cells and len(inst.cells) == len(SHAPES[inst.shape])
+        video = task.blocks(inst)  # would raise IndexError if a frame left the grid
+        yellow = np.all(video == PALETTE_ARRAY[COLOR_INDEX["yellow"]], axis=-1)
+        assert yellow.sum(axis=(1, 2)).tolist() == [1] * 5 and np.all(yellow[:, inst.pivot[0], inst.pivot[1]])
+
+
+# -- occlusion ------------------------------------------------------------------------------------------
+def test_occlusion_object_is_hidden_then_reappears_at_the_right_place():
+    task = OcclusionTask()
+    red = PALETTE_ARRAY[COLOR_INDEX["red"]]
+    for s in range(30):
+        for n_frames in (3, 4, 8):
+            inst = task.generate(s, n_frames=n_frames)
+            video = task.blocks(inst)
+            seen = [np.argwhere(np.all(f == red, axis=-1)).tolist() for f in video]
+            assert seen[0] == [[ROW, inst.start]] and seen[-1] == [[ROW, position(inst, n_frames - 1)]]
+            assert seen[-2] == []  # under the occluder in the frame before the last
+            a, b = inst.occluder
+            assert np.all(video[:, OCC_ROWS[0] : OCC_ROWS[1], a : b + 1] == PALETTE_ARRAY[COLOR_INDEX["gray"]])
+            cyan = np.all(video[0] == PALETTE_ARRAY[COLOR_INDEX["cyan"]], axis=-1)
+            assert cyan.sum() == inst.speed and not np.any(np.all(video[1:] == PALETTE_ARRAY[COLOR_INDEX["cyan"]], axis=-1))
+
+
+def test_occlusion_by_hand_and_speeds_vary():
+    task = OcclusionTask()
+    inst = OcclusionInstance(10, 0, 1, 1, 1, (4, 6), 8, 1)
+    assert position(inst, 7) == 8
+    final = task.blocks(inst)[-1]
+    assert task.score(inst, final).success
+    moved = final.copy()
+    moved[ROW, 8], moved[ROW, 9] = moved[ROW, 9], moved[ROW, 8].copy()
+    assert not task.score(inst, moved).success
+    insts = [task.generate(s, 16, n_frames=4) for s in range(30)]
+    assert {i.speed for i in insts} == {1, 2, 3} and {i.direction for i in insts} == {-1, 1}
+    with pytest.raises(ValueError, match="columns"):
+        task.generate(0, 9, n_frames=9)
+
+
+# -- shuttle ----------------------------------------------------------------------------------------------
+def test_shuttle_start_is_unmarked_once_left_and_agent_returns():
+    task = ShuttleTask()
+    blue, white = PALETTE_ARRAY[COLOR_INDEX["blue"]], PALETTE_ARRAY[COLOR_INDEX["white"]]
+    for s in range(30):
+        for n_frames in (3, 4, 8):
+            inst = task.generate(s, n_frames=n_frames)
+            track = agent_track(inst)
+            video = task.blocks(inst)
+            assert track[0] == track[-1] == inst.start and track[(n_frames - 1) // 2] == inst.target
+            for t, frame in enumerate(video):
+                assert np.argwhere(np.all(frame == blue, axis=-1)).tolist() == [list(track[t])]
+                if track[t] != inst.start:
+                    assert np.array_equal(frame[inst.start], white)  # nothing left to show the start
+            steps = [abs(a[0] - b[0]) + abs(a[1] - b[1]) for a, b in zip(track, track[1:])]
+            assert sum(steps) >= 2 * 3
+
+
+def test_shuttle_final_frame_rules():
+    task = ShuttleTask()
+    inst = task.generate(1)
+    final = task.blocks(inst)[-1]
+    assert task.score(inst, final).success
+    target_red = final.copy()
+    target_red[inst.target] = PALETTE_ARRAY[COLOR_INDEX["red"]]
+    sc = task.score(inst, target_red)
+    assert not sc.success and not sc.details["target_visited"] and 0 < sc.score < 1
