@@ -52,5 +52,15 @@ def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
     _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler)
 
 
+@probe_app.command("behaviour")
+def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
+              n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+              batch: int = _COMMON["batch"]) -> None:
+    """Emergent behaviours: self-correction, working memory, perception before action."""
+    from .probes.behaviour import run_behaviour
+
+    _run(out, lambda den, cfg: run_behaviour(den, cfg, out), model, task, size, n, seed, steps, shift, batch)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(probe_app, name="probe")
