@@ -187,9 +187,11 @@ def evaluate(
     typer.echo(json.dumps({k: summary[k] for k in keys}))
 
 
+from .cli_ensemble import register as _register_ensemble  # noqa: E402
 from .cli_probe import register as _register_probe  # noqa: E402
 
 _register_probe(app)
+_register_ensemble(app)
 
 
 def main() -> None:

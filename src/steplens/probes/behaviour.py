@@ -58,9 +58,11 @@ def maze_memory_and_order(insts: list[Any], steps: np.ndarray) -> dict[str, Any]
     }
 
 
-def run_behaviour(den: Any, cfg: ProbeConfig, out: str, *, progress: bool = True) -> dict[str, Any]:
+def run_behaviour(den: Any, cfg: ProbeConfig, out: str, *, progress: bool = True,
+                  traced: tuple[list[Any], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """`traced`: (instances, decoded steps, sigmas) already sampled with `cfg` (e.g. by the CoS probe), to reuse."""
     run = ProbeRun(out, "probe-behaviour", cfg)
-    insts, steps, sigmas = trace_x0(den, cfg, progress)
+    insts, steps, sigmas = traced if traced is not None else trace_x0(den, cfg, progress)
     save_npz(run.root / "behaviour_steps.npz", x0_hat=steps, sigmas=sigmas, seeds=np.array([i.seed for i in insts]))
     ok = step_success(cfg.task, insts, steps)
     kinds = [self_correction(r) for r in ok]

@@ -136,10 +136,11 @@ def plot_curves(run: ProbeRun, a: dict[str, Any]) -> None:
     pyplot.close(fig)
 
 
-def run_cos(den: Any, cfg: ProbeConfig, out: str, *, n_views: int = 4, progress: bool = True) -> dict[str, Any]:
+def run_cos(den: Any, cfg: ProbeConfig, out: str, *, n_views: int = 4, progress: bool = True,
+            traced: tuple[list[Any], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     run = ProbeRun(out, "probe-cos", cfg)
     with torch.no_grad():
-        insts, steps, sigmas = trace_x0(den, cfg, progress)
+        insts, steps, sigmas = traced if traced is not None else trace_x0(den, cfg, progress)
     ids = [sample_id(cfg.task, cfg.size, i.seed) for i in insts]
     save_npz(run.root / "cos_steps.npz", x0_hat=steps, sigmas=sigmas, seeds=np.array([i.seed for i in insts]))
     save_views(run, ids, steps, sigmas, n_views)

@@ -1,0 +1,89 @@
+"""K seeds batched (one ensemble run) vs K sequential single-seed runs, on the reference model.
+
+Run: python benchmarks/bench_ensemble.py [--model maze|PATH] [--ks 3,4] [--size 5] [--steps 20] [--reps 3]
+Prints one JSON object: per K the median wall time of the batched ensemble (K trajectories in one
+batch, mean_xt merged over steps 0:2, all continued) and of K sequential plain runs, and their ratio
+batched/sequential. Target: <= 0.6 on CPU. Repetitions are interleaved (order alternating) so drifting
+machine load hits both sides alike. Without a trained model it uses the base preset with its initial
+(random) weights: the cost of a forward pass does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from steplens.ensemble import EnsembleConfig, ensemble_latents
+from steplens.models.dit import PRESETS, ReferenceDenoiser, VideoDiT
+from steplens.models.registry import load, shipped_models
+from steplens.runner import SamplingConfig, generate, noise_seed, prepare
+from steplens.sampling import seeded_noise
+from steplens.tasks import get_task
+
+
+def make_denoiser(spec: str | None, preset: str = "base") -> tuple[ReferenceDenoiser, str]:
+    if spec:
+        return load(spec), spec
+    if "maze" in shipped_models():
+        return load("maze"), "maze"
+    torch.manual_seed(0)
+    return ReferenceDenoiser(VideoDiT(PRESETS[preset]()).eval(), name=f"{preset}-random"), f"{preset} preset, random weights"
+
+
+def bench(den: ReferenceDenoiser, k: int, size: int, steps: int, reps: int, instances: int, seed: int = 50_000) -> dict[str, float]:
+    task = get_task("maze")
+    seeds = list(range(seed, seed + instances))
+    insts = [task.generate(s, size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for s in seeds]
+    batch = prepare(den, task, insts)
+    cfg = SamplingConfig(steps=steps)
+    sigmas = cfg.sigmas()
+    ens = EnsembleConfig(k=k, window=(0, 2), rule="mean_xt")
+    x = seeded_noise(batch.latent_shape, [noise_seed(s, j) for s in seeds for j in range(k)])
+    cond = batch.cond.repeat(k)
+
+    def batched() -> None:
+        ensemble_latents(den, x, sigmas, cond, ens)
+
+    def sequential() -> None:
+        for j in range(k):
+            generate(den, batch, [noise_seed(s, j) for s in seeds], cfg)
+
+    batched(), sequential()  # warm-up
+    times: dict[str, list[float]] = {"batched": [], "sequential": []}
+    for r in range(reps):
+        order = [("batched", batched), ("sequential", sequential)]
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    b, s = statistics.median(times["batched"]), statistics.median(times["sequential"])
+    return {"k": k, "batched_s": round(b, 4), "sequential_s": round(s, 4), "ratio": round(b / s, 3),
+            "batched_all_s": [round(t, 4) for t in times["batched"]], "sequential_all_s": [round(t, 4) for t in times["sequential"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="Shipped name or exported path (default: shipped 'maze', else base preset random)")
+    ap.add_argument("--preset", default="base", choices=sorted(PRESETS), help="Preset for the random-weights fallback")
+    ap.add_argument("--ks", default="3,4")
+    ap.add_argument("--size", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--instances", type=int, default=1, help="Instances per run (each with K seeds)")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    if a.reps < 3:
+        ap.error("--reps must be >= 3 (the median of fewer is not a median)")
+    torch.set_num_threads(a.threads)
+    den, what = make_denoiser(a.model, a.preset)
+    rows = [bench(den, int(k), a.size, a.steps, a.reps, a.instances) for k in a.ks.split(",")]
+    print(json.dumps({"model": what, "size": a.size, "steps": a.steps, "instances": a.instances, "threads": a.threads,
+                      "reps": a.reps, "target_ratio": 0.6, "results": rows, "max_ratio": max(r["ratio"] for r in rows)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Sampling throughput of the reference model: N mazes batched, Euler steps, 2 CPU cores.
+
+    python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20
+
+Target (issue 3): 100 mazes batched in <= 10 s on 2 CPU cores. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from steplens.evaluate import eval_seeds
+from steplens.models.registry import load
+from steplens.runner import SamplingConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="maze")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--size", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    den = load(a.model)
+    cfg = SamplingConfig(steps=a.steps)
+    seeds = list(range(30_000, 30_000 + a.n))
+    eval_seeds(den, "maze", a.size, seeds[:2], cfg)  # warm-up
+    times, solved = [], 0
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        res = eval_seeds(den, "maze", a.size, seeds, cfg)
+        times.append(time.perf_counter() - t)
+        solved = sum(r["success"] for r in res)
+    print(json.dumps({"model": a.model, "n": a.n, "size": a.size, "steps": a.steps, "threads": torch.get_num_threads(),
+                      "median_s": round(statistics.median(times), 2), "all_s": [round(t, 2) for t in times],
+                      "mazes_per_s": round(a.n / statistics.median(times), 1), "solved": solved, "target_s": 10.0}))
+
+
+if __name__ == "__main__":
+    main()
