@@ -47,6 +47,7 @@ class TrainConfig:
     ckpt_every: int = 100
     eval_every: int = 0  # 0: no evaluation during training
     minutes: float = 0.0  # wall-clock cap (0: none); the schedule still follows `steps`
+    init: str = ""  # start from this checkpoint.pt's model and EMA weights (a second training stage)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -112,7 +113,12 @@ class TrainState:
 def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
     torch.manual_seed(cfg.seed)
     model = VideoDiT(cfg.model_config()).to(device)
+    if cfg.init:
+        init = torch.load(cfg.init, map_location=device, weights_only=False)
+        model.load_state_dict(init["model"])
     ema = copy.deepcopy(model).requires_grad_(False)
+    if cfg.init:
+        ema.load_state_dict(init["ema"])
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "embed" in n else decay).append(p)
