@@ -140,6 +140,9 @@ def train(
     batch: int = typer.Option(32, "--batch"),
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    warmup: int = typer.Option(100, "--warmup"),
+    init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights)."),
+    stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Train the reference video DiT with flow matching; re-running the same command resumes."""
@@ -148,8 +151,8 @@ def train(
 
     try:
         cfg = TrainConfig(tasks=tuple(task.split(",")), sizes=_csv_ints(sizes), n_frames=frames, preset=preset,
-                          steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes)
-        st = run_train(cfg, out, device=device)
+                          steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init)
+        st = run_train(cfg, out, device=device, stop_after=stop_after or None)
     except (ConfigError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -168,8 +171,11 @@ def evaluate(
     shift: float = typer.Option(1.0, "--shift"),
     sampler: str = typer.Option("euler", "--sampler"),
     batch: int = typer.Option(50, "--batch"),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001'). Needs steplens[ray]."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
 ) -> None:
-    """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI."""
+    """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable)."""
     import json
 
     from .evaluate import EvalConfig, evaluate as run_eval
@@ -179,12 +185,32 @@ def evaluate(
     try:
         cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
                          sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
-        summary = run_eval(load(model), cfg, out)
+        summary = run_eval(None if ray else load(model), cfg, out, ray_address=ray, num_workers=workers)
     except Exception as e:  # noqa: BLE001 - the CLI reports every failure as one clear line
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "wall_s_this_call")
-    typer.echo(json.dumps({k: summary[k] for k in keys}))
+    keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
+    typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+    if summary.get("n_errors"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
+         model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests)."),
+         no_report: bool = typer.Option(False, "--no-report")) -> None:
+    """Run every analysis on the shipped reference model and write an HTML report (a few minutes on a CPU)."""
+    import json
+
+    from .demo import DemoConfig, run_demo
+
+    try:
+        summary = run_demo(out, DemoConfig.make(model=model, quick=quick), report=not no_report)
+    except Exception as e:  # noqa: BLE001
+        typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"total_s": summary["total_s"], "timings_s": summary["timings_s"]}))
+    typer.echo(f"open {out}/report.html")
 
 
 from .cli_ensemble import register as _register_ensemble  # noqa: E402

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .config import ConfigError, to_dict, write_json
+from .distributed import map_shards, worker_model
 from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare, score_latents
 from .runs import RunFolder
 from .stats import mean_ci, wilson
@@ -39,15 +42,61 @@ def sample_id(task: str, size: int, seed: int) -> str:
 
 
 def eval_seeds(denoiser: Any, task_name: str, size: int, seeds: Sequence[int], sampling: SamplingConfig) -> list[dict[str, Any]]:
-    """Generate, sample and score the instances of `seeds` (one batch); returns result dicts with frames."""
+    """Generate, sample and score the instances of `seeds` (one batch); returns result dicts with frames.
+
+    A sample whose final latents hold NaN or inf gets `{"error", "error_type"}` instead of a score.
+    """
     task = get_task(task_name)
     n_frames = getattr(denoiser, "n_frames", 4)
     insts = [task.generate(int(s), size, n_frames=n_frames, cell_px=1) for s in seeds]
     batch = prepare(denoiser, task, insts)
     lat = generate(denoiser, batch, [noise_seed(int(s)) for s in seeds], sampling)
+    finite = torch.isfinite(lat).flatten(1).all(1).tolist()  # (B,) a diverged sample must not be scored as a guess
     frames = denoiser.decode(lat)
-    scores = [task.score(i, f) for i, f in zip(insts, frames)]
-    return [{"task": task_name, "size": size, "seed": int(s), **sc.to_dict(), "frames": fr} for s, sc, fr in zip(seeds, scores, frames)]
+    out = []
+    for s, inst, fr, ok in zip(seeds, insts, frames, finite):
+        head = {"task": task_name, "size": size, "seed": int(s)}
+        if ok:
+            out.append({**head, **task.score(inst, fr).to_dict(), "frames": fr})
+        else:
+            out.append({**head, "error": "non-finite final latents (NaN or inf)", "error_type": "NonFiniteLatents"})
+    return out
+
+
+@dataclass(frozen=True)
+class EvalShard:
+    """One chunk of an evaluation, as shipped to a worker: a model spec and seeds, no tensors."""
+
+    model: str
+    task: str
+    size: int
+    seeds: tuple[int, ...]
+    sampling: SamplingConfig
+
+
+def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
+    """Evaluate one shard as one batch; if the batch raises, each sample alone, recording its error.
+
+    `denoiser` defaults to the shard's model spec, loaded once per process (see `distributed`).
+    """
+    den = denoiser if denoiser is not None else worker_model(shard.model)
+    run = lambda seeds: eval_seeds(den, shard.task, shard.size, seeds, shard.sampling)  # noqa: E731
+    try:
+        return run(shard.seeds)
+    except Exception as e:  # noqa: BLE001 - find the bad sample(s); the others still count
+        if len(shard.seeds) == 1:
+            return [_error(shard, shard.seeds[0], e)]
+    out = []
+    for s in shard.seeds:
+        try:
+            out += run([s])
+        except Exception as e:  # noqa: BLE001 - recorded in the sample file, retried on re-run
+            out.append(_error(shard, s, e))
+    return out
+
+
+def _error(shard: EvalShard, seed: int, e: BaseException) -> dict[str, Any]:
+    return {"task": shard.task, "size": shard.size, "seed": int(seed), "error": str(e) or repr(e), "error_type": type(e).__name__}
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -55,39 +104,69 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     k = sum(bool(r["success"]) for r in ok)
     lo, hi = wilson(k, len(ok))
     m, mlo, mhi = mean_ci([r["score"] for r in ok])
-    return {"n": len(ok), "n_errors": len(results) - len(ok), "solved": k, "solve_rate": k / len(ok) if ok else float("nan"),
-            "solve_rate_ci95": [lo, hi], "mean_score": m, "mean_score_ci95": [mlo, mhi]}
+    errors = [{"id": r.get("id"), "error_type": r.get("error_type", "Error"), "error": r["error"]} for r in results if "error" in r]
+    return {"n": len(ok), "n_errors": len(errors), "solved": k, "solve_rate": k / len(ok) if ok else float("nan"),
+            "solve_rate_ci95": [lo, hi], "mean_score": m, "mean_score_ci95": [mlo, mhi], "errors": errors}
 
 
-def evaluate(denoiser: Any, cfg: EvalConfig, out: str | Path, *, progress: bool = True,
-             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Evaluate into run folder `out` (resumable: finished samples are skipped)."""
-    from PIL import Image
+def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress: bool = True,
+             on_batch: Callable[[int], None] | None = None, ray_address: str | None = None,
+             num_workers: int | None = None) -> dict[str, Any]:
+    """Evaluate into run folder `out` (resumable: finished samples are skipped, errored ones retried).
 
+    Seeds are cut into fixed chunks of `cfg.batch` (a chunk's pending samples form one batch), so
+    results do not depend on where a previous run stopped, nor on running locally or on Ray
+    (`ray_address`, see `steplens.distributed.map_shards`). With Ray, or with `denoiser=None`, the
+    model is loaded from `cfg.model` where the work runs (a given `denoiser` is never shipped).
+    """
     run = RunFolder(out, "evaluate", to_dict(cfg))
     seeds = held_out_seeds(cfg.seed, cfg.n)
     ids = [sample_id(cfg.task, cfg.size, s) for s in seeds]
-    todo = [s for s, i in zip(seeds, ids) if not run.done(i)]
+    shards = []
+    for start in range(0, cfg.n, cfg.batch):
+        todo = tuple(s for s, i in zip(seeds[start : start + cfg.batch], ids[start : start + cfg.batch]) if not run.finished(i))
+        if todo:
+            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling))
+    n_todo = sum(len(sh.seeds) for sh in shards)
     t0 = time.time()
     from rich.progress import Progress
 
     with Progress(disable=not progress) as bar:
-        tid = bar.add_task(f"evaluate {cfg.task} {cfg.size}x{cfg.size}", total=cfg.n, completed=cfg.n - len(todo))
-        for start in range(0, len(todo), cfg.batch):
-            chunk = todo[start : start + cfg.batch]
-            for r in eval_seeds(denoiser, cfg.task, cfg.size, chunk, cfg.sampling):
-                frames = r.pop("frames")
+        tid = bar.add_task(f"evaluate {cfg.task} {cfg.size}x{cfg.size}", total=cfg.n, completed=cfg.n - n_todo)
+        computed = 0
+
+        def commit(i: int, results: list[dict[str, Any]]) -> None:
+            nonlocal computed
+            rows = {}
+            for r in results:
                 sid = sample_id(cfg.task, cfg.size, r["seed"])
-                if cfg.save_frames:
-                    strip = np.concatenate(list(np.repeat(np.repeat(frames, 4, 1), 4, 2)), axis=1)  # frames side by side, 4x
-                    (run.root / "frames").mkdir(exist_ok=True)
-                    Image.fromarray(strip).save(run.root / "frames" / f"{sid}.png")
-                run.write(sid, r)
-            bar.update(tid, advance=len(chunk))
+                frames = r.pop("frames", None)
+                if cfg.save_frames and frames is not None:
+                    _save_strip(run.root / "frames" / f"{sid}.png", frames)
+                rows[sid] = r
+            run.write_many(rows)  # after the frames: a sample file means its strip exists
+            computed += len(results)
+            bar.update(tid, advance=len(results))
             if on_batch:
-                on_batch(start + len(chunk))
+                on_batch(computed)
+
+        def failed(i: int, e: BaseException) -> None:  # the shard's worker died for good: record, retry on re-run
+            commit(i, [_error(shards[i], s, e) for s in shards[i].seeds])
+
+        fn = eval_shard if denoiser is None or ray_address is not None else partial(eval_shard, denoiser=denoiser)
+        map_shards(fn, shards, ray_address=ray_address, num_workers=num_workers, on_result=commit, on_error=failed)
     results = run.results(ids)
     run.write_jsonl("results.jsonl", results)
-    summary = {"config": to_dict(cfg), **summarize(results), "wall_s_this_call": round(time.time() - t0, 2)}
+    summary = {"config": to_dict(cfg), **summarize(results), "n_computed_this_call": n_todo,
+               "wall_s_this_call": round(time.time() - t0, 2)}
     write_json(run.root / "summary.json", summary)
     return summary
+
+
+def _save_strip(path: Path, frames: np.ndarray) -> None:
+    """Frames side by side, upscaled 4x, as one PNG."""
+    from PIL import Image
+
+    strip = np.concatenate(list(np.repeat(np.repeat(frames, 4, 1), 4, 2)), axis=1)
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(strip).save(path)

@@ -2,13 +2,15 @@
 
 Layout: `RUN/manifest.json` (kind, config), `RUN/samples/<id>.json` (one per finished sample),
 and whatever summaries the command writes. Re-running the same command on the same folder skips
-finished samples; a different config is refused, so results of two configs never mix.
+finished samples; a different config is refused, so results of two configs never mix. Results
+written together with `write_many` go through a journal (`samples/.commit-*.jsonl`), replayed when
+the folder is opened, so a crash leaves all of them or none.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ class RunFolder:
         else:
             write_json(manifest, {"kind": kind, "config": self.config})
         (self.root / "samples").mkdir(parents=True, exist_ok=True)
+        for journal in sorted((self.root / "samples").glob(".commit-*.jsonl")):
+            self._replay(journal)  # a crash between journal and sample files: finish the commit
 
     def path(self, sample_id: str) -> Path:
         return self.root / "samples" / f"{sample_id}.json"
@@ -42,11 +46,29 @@ class RunFolder:
     def done(self, sample_id: str) -> bool:
         return self.path(sample_id).exists()
 
+    def finished(self, sample_id: str) -> bool:
+        """Done without an error (errored samples count as pending, so a re-run retries them)."""
+        p = self.path(sample_id)
+        return p.exists() and "error" not in json.loads(p.read_text())
+
     def pending(self, ids: Iterable[str]) -> list[str]:
         return [i for i in ids if not self.done(i)]
 
     def write(self, sample_id: str, result: dict[str, Any]) -> None:
         atomic_write_text(self.path(sample_id), json.dumps({"id": sample_id, **result}, default=str) + "\n")
+
+    def write_many(self, results: Mapping[str, dict[str, Any]]) -> None:
+        """Write several results as one unit: after a crash either all of them exist or none."""
+        if not results:
+            return
+        journal = self.root / "samples" / f".commit-{next(iter(results))}.jsonl"
+        atomic_write_text(journal, "".join(json.dumps({"id": i, **r}, default=str) + "\n" for i, r in results.items()))
+        self._replay(journal)
+
+    def _replay(self, journal: Path) -> None:
+        for line in journal.read_text().splitlines():
+            atomic_write_text(self.path(json.loads(line)["id"]), line + "\n")
+        journal.unlink()
 
     def results(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Finished results, in the order of `ids` (default: sorted by id)."""
