@@ -21,6 +21,7 @@ class CallInfo:
     sigma: float
     branch: str = "main"  # "main" without CFG; "cond" / "uncond" under CFG
     phase: str = "main"  # "main" for the evaluation a step event reports; e.g. "corrector" for Heun's second
+    expert: str | None = None  # which expert answers, for mixture-of-experts models (Wan2.2 "high"/"low")
 
 
 _CURRENT: ContextVar[CallInfo | None] = ContextVar("steplens_call", default=None)
@@ -46,6 +47,17 @@ def branch(name: str) -> Iterator[None]:
     """Mark the CFG branch of the enclosed evaluation (keeps hooks apart per branch)."""
     cur = _CURRENT.get()
     token = _CURRENT.set(dataclasses.replace(cur, branch=name) if cur else CallInfo(-1, float("nan"), branch=name))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextmanager
+def expert(name: str | None) -> Iterator[None]:
+    """Mark the expert (of a mixture-of-experts model) answering the enclosed evaluation."""
+    cur = _CURRENT.get()
+    token = _CURRENT.set(dataclasses.replace(cur, expert=name) if cur else CallInfo(-1, float("nan"), expert=name))
     try:
         yield
     finally:

@@ -262,7 +262,7 @@ def run_trajectories(denoiser: Any, task_name: str, size: int, seeds: Sequence[i
     dev = denoiser.device
     x = seeded_noise(batch.latent_shape, [noise_seed(int(s), j) for s in seeds for j in range(ens.k)], device=dev)
     cond = batch.cond.repeat(ens.k)
-    lat = ensemble_latents(denoiser, x, sampling.sigmas().to(dev), cond, ens, sampler=sampling.sampler)
+    lat = ensemble_latents(denoiser, x, sampling.sigmas(denoiser).to(dev), cond, ens, sampler=sampling.sampler)
     b = len(insts)
     finals = lat.reshape(b, -1, *lat.shape[1:])  # (B, K', C, F, H, W)
     decoded = denoiser.decode(lat)

@@ -35,7 +35,10 @@ class SamplingConfig:
         if self.shift <= 0:
             raise ConfigError(f"shift must be > 0, got {self.shift}")
 
-    def sigmas(self) -> Tensor:
+    def sigmas(self, denoiser: Any = None) -> Tensor:
+        """The schedule; a backend with its own (e.g. diffusers' scheduler grid) provides `schedule`."""
+        if denoiser is not None and hasattr(denoiser, "schedule"):
+            return denoiser.schedule(self.steps, self.shift)
         return flow_sigmas(self.steps, self.shift)
 
 
@@ -52,7 +55,8 @@ class Batch:
 
 def prepare(denoiser: Any, task: Task, instances: Sequence[Any]) -> Batch:
     """Encode the instances' ground truth and first frames for `denoiser` (all must share a grid)."""
-    blocks = [task.blocks(i) for i in instances]
+    video = getattr(denoiser, "task_video", None)  # backends with a real VAE take pixel videos
+    blocks = [video(task, i) if video else task.blocks(i) for i in instances]
     shapes = {b.shape for b in blocks}
     if len(shapes) != 1:
         raise ValueError(f"a batch needs instances of one grid size and frame count, got {sorted(shapes)}")
@@ -70,7 +74,7 @@ def generate(denoiser: Any, batch: Batch, seeds: Sequence[int], cfg: SamplingCon
     x = seeded_noise(batch.latent_shape, seeds, device=dev)
     cond = _to(batch.cond, dev)
     with torch.no_grad():
-        return run(get_sampler(cfg.sampler)(denoiser, x, cfg.sigmas().to(dev), cond), callback)
+        return run(get_sampler(cfg.sampler)(denoiser, x, cfg.sigmas(denoiser).to(dev), cond), callback)
 
 
 def score_latents(denoiser: Any, batch: Batch, latents: Tensor) -> list[Score]:

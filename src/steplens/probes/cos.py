@@ -28,7 +28,7 @@ def trace_x0(den: Any, cfg: ProbeConfig, progress: bool = True) -> tuple[list[An
             steps.append(np.stack(per_step, axis=1))  # (B, S, T, H, W, 3)
             insts += batch.instances
             bar.update(tid, advance=len(batch.instances))
-    return insts, np.concatenate(steps), cfg.sampling.sigmas().numpy()
+    return insts, np.concatenate(steps), cfg.sampling.sigmas(den).numpy()
 
 
 def analyse(task_name: str, insts: list[Any], steps: np.ndarray) -> dict[str, Any]:
