@@ -52,6 +52,44 @@ def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
     _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler)
 
 
+@probe_app.command("perturb")
+def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
+            n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+            batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
+            mode: str = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma * noise."),
+            strength: float = typer.Option(1.0, "--strength")) -> None:
+    """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
+    from .probes.perturb import run_perturb
+
+    if mode not in ("replace", "add"):
+        raise typer.BadParameter("--mode must be replace or add")
+    _run(out, lambda den, cfg: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength), model, task, size, n, seed, steps, shift, batch)
+
+
+@probe_app.command("cka")
+def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
+        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+        batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every"),
+        layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last).")) -> None:
+    """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
+    from .probes.perturb import run_cka
+
+    ls = [int(v) for v in layers.split(",") if v.strip()] or None
+    _run(out, lambda den, cfg: run_cka(den, cfg, out, every=every, layers=ls), model, task, size, n, seed, steps, shift, batch)
+
+
+@probe_app.command("layers")
+def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
+           n: int = typer.Option(8, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+           batch: int = typer.Option(8, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
+           window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all).")) -> None:
+    """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
+    from .probes.layers import run_layers
+
+    w = tuple(int(v) for v in window.split(":")) if window else None
+    _run(out, lambda den, cfg: run_layers(den, cfg, out, step=None if step < 0 else step, window=w), model, task, size, n, seed, steps, shift, batch)
+
+
 @probe_app.command("behaviour")
 def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
               n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],

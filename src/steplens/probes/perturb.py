@@ -1,0 +1,230 @@
+"""Noise at a step vs noise at a frame (paper Fig. 3b) and CKA information flow (Fig. 3c).
+
+- Noise at step s: the latent leaving step s (all frames) is replaced by fresh Gaussian noise
+  (`--mode replace`), or gets `strength * sigma_next * noise` added (`--mode add`); steps s+1..
+  continue from it. Runs share the clean prefix: each injected run restarts at step s from the clean
+  latent, so a sweep costs about half of running every injection from scratch.
+- Noise at frame f: latent frame f is replaced (or noised) after every step.
+- Information flow: after an injection at step s, 1 - linear CKA between the clean and the perturbed
+  run's states at every later step t (latents x_t as tokens x channels, and chosen layers' residual
+  streams as tokens x width), per sample, averaged over samples.
+Perturbation probes run on Euler: a corrector (UniPC, Heun) partly undoes an injected latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..interventions import NoiseAtFrame, NoiseAtStep
+from ..runner import Batch
+from ..sampling import get_sampler, run, seeded_noise
+from ..stats import mean_ci
+from .cka import linear_cka
+from .common import ProbeConfig, ProbeRun, batches, plt, save_npz
+
+
+def _check_euler(cfg: ProbeConfig) -> None:
+    if cfg.sampling.sampler != "euler":
+        raise ValueError("perturbation probes need the Euler sampler: a corrector step partly undoes injected noise")
+
+
+class _States:
+    """Per-step states of one run: latents x_t, and residual streams of chosen layers (full, for CKA)."""
+
+    def __init__(self, den: Any, layers: Sequence[int]):
+        self.den = den
+        self.layers = list(layers)
+        self.x: dict[int, Tensor] = {}
+        self.acts: dict[tuple[int, int], Tensor] = {}
+
+    def callback(self, e) -> None:
+        self.x[e.step] = e.x.detach().float().cpu()
+
+    def hook_map(self) -> dict[str, Any]:
+        from ..context import current_call
+
+        def fn(t: Tensor, *, point) -> None:
+            call = current_call()
+            if call is not None and call.phase == "main":
+                self.acts[(call.step, point.layer)] = t.detach().float().cpu()
+
+        return {f"blocks.{i}.resid_post": fn for i in self.layers}
+
+
+def _sample(den: Any, batch: Batch, x: Tensor, cfg: ProbeConfig, first_step: int, callbacks: list, states: _States | None) -> Tensor:
+    from ..hooks import hooks
+
+    sig = cfg.sampling.sigmas(den).to(x.device)[first_step:]
+    gen = get_sampler("euler")(den, x, sig, batch.cond, first_step=first_step)
+    cbs = callbacks + ([states.callback] if states else [])
+    if states and states.layers:
+        with hooks(den, states.hook_map()):
+            return run(gen, cbs)
+    return run(gen, cbs)
+
+
+def _score(den: Any, batch: Batch, lat: Tensor) -> list[float]:
+    frames = den.decode(lat)
+    return [float(batch.task.score(i, f).success) for i, f in zip(batch.instances, frames)]
+
+
+def _cka_rows(a: Tensor, b: Tensor) -> float:
+    """Mean over samples of 1 - CKA, tokens as rows; a, b: (B, N, D) or latents (B, C, F, H, W)."""
+    if a.ndim == 5:
+        a, b = a.flatten(2).transpose(1, 2), b.flatten(2).transpose(1, 2)  # (B, N, C)
+    return float(np.mean([1.0 - linear_cka(x, y) for x, y in zip(a, b)]))
+
+
+def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], frames: Sequence[int], mode: str = "replace",
+                  strength: float = 1.0, cka_layers: Sequence[int] = (), progress: bool = True) -> dict[str, Any]:
+    """Scores per sample for every injection index, and (optionally) the CKA flow matrix. Pure of files."""
+    _check_euler(cfg)
+    n_steps = cfg.sampling.steps
+    scores_step = {s: [] for s in inject_steps}
+    scores_frame = {f: [] for f in frames}
+    clean_scores: list[float] = []
+    flow_lat = np.full((len(inject_steps), n_steps), np.nan)
+    flow_act = {l: np.full((len(inject_steps), n_steps), np.nan) for l in cka_layers}
+    acc_lat = np.zeros_like(flow_lat)
+    acc_act = {l: np.zeros_like(flow_lat) for l in cka_layers}
+    count = 0
+    from rich.progress import Progress
+
+    work = sum(len(b.instances) for b, _ in batches(den, cfg)) * (1 + len(inject_steps) + len(frames))
+    with Progress(disable=not progress) as bar, torch.no_grad():
+        tid = bar.add_task(f"perturb ({mode})", total=work)
+        for batch, noise_seeds in batches(den, cfg):
+            b = len(batch.instances)
+            x0 = seeded_noise(batch.latent_shape, noise_seeds, device=den.device)
+            clean = _States(den, cka_layers)
+            out = _sample(den, batch, x0, cfg, 0, [], clean)
+            clean_scores += _score(den, batch, out)
+            bar.update(tid, advance=b)
+            inj_seeds = [s + 1 for s in noise_seeds]
+            for si, s in enumerate(inject_steps):
+                pert = _States(den, cka_layers)
+                lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=mode, strength=strength, seeds=tuple(inj_seeds))], pert)
+                scores_step[s] += _score(den, batch, lat)
+                for t in range(s + 1, n_steps):
+                    acc_lat[si, t] += _cka_rows(clean.x[t], pert.x[t]) * b
+                    for l in cka_layers:
+                        acc_act[l][si, t] += _cka_rows(clean.acts[(t, l)], pert.acts[(t, l)]) * b
+                bar.update(tid, advance=b)
+            for f in frames:
+                lat = _sample(den, batch, x0, cfg, 0, [NoiseAtFrame((f,), mode=mode, strength=strength, seeds=tuple(inj_seeds))], None)
+                scores_frame[f] += _score(den, batch, lat)
+                bar.update(tid, advance=b)
+            count += b
+    for si, s in enumerate(inject_steps):
+        flow_lat[si, s + 1 :] = acc_lat[si, s + 1 :] / count
+        for l in cka_layers:
+            flow_act[l][si, s + 1 :] = acc_act[l][si, s + 1 :] / count
+    return {"clean": clean_scores, "step": scores_step, "frame": scores_frame, "flow_latent": flow_lat, "flow_layers": flow_act}
+
+
+def _curve(scores: dict[int, list[float]]) -> list[dict[str, float]]:
+    return [dict(zip(("index", "mean", "lo", "hi"), (k, *mean_ci(v)))) for k, v in scores.items()]
+
+
+def run_perturb(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, mode: str = "replace", strength: float = 1.0,
+                frames: Sequence[int] | None = None, progress: bool = True, cka_layers: Sequence[int] = ()) -> dict[str, Any]:
+    """Noise at step vs noise at frame: score vs injection index with 95% CIs (and CKA flow if layers given)."""
+    n_frames = getattr(den, "n_frames", 4)
+    frames = list(frames) if frames is not None else list(range(1, n_frames))
+    steps = list(range(0, cfg.sampling.steps - 1, every))
+    run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "mode": mode,
+                                           "strength": strength, "frames": frames, "cka_layers": list(cka_layers)})
+    res = perturb_sweep(den, cfg, inject_steps=steps, frames=frames, mode=mode, strength=strength, cka_layers=cka_layers, progress=progress)
+    return _write_perturb(run_, cfg, res, mode)
+
+
+def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: str) -> dict[str, Any]:
+    clean = mean_ci(res["clean"])
+    step_curve, frame_curve = _curve(res["step"]), _curve(res["frame"])
+    worst_step = min(step_curve, key=lambda r: r["mean"])
+    worst_frame = min(frame_curve, key=lambda r: r["mean"]) if frame_curve else None
+    save_npz(run_.root / "perturb.npz", clean=np.array(res["clean"]),
+             step_index=np.array(list(res["step"])), step_scores=np.array(list(res["step"].values())),
+             frame_index=np.array(list(res["frame"])), frame_scores=np.array(list(res["frame"].values())) if res["frame"] else np.zeros((0, 0)),
+             flow_latent=res["flow_latent"])
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, curve, label in ((axes[0], step_curve, "noise at step (all frames)"), (axes[1], frame_curve, "noise at frame (every step)")):
+        xs = [r["index"] for r in curve]
+        ax.errorbar(xs, [r["mean"] for r in curve], yerr=[[r["mean"] - r["lo"] for r in curve], [r["hi"] - r["mean"] for r in curve]],
+                    marker="o", capsize=3)
+        ax.axhline(clean[0], color="k", ls=":", label="no noise")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("injection step" if "step" in label else "injected frame")
+    axes[0].set_ylabel("solve rate (95% CI)")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_.figure("perturb.png", "Noise at step vs noise at frame",
+                            f"Solve rate after {mode} noise injection, by injection index (95% CI over {cfg.n} samples). "
+                            "Corrupting one denoising step costs far more than corrupting one frame at every step."), dpi=120)
+    pyplot.close(fig)
+    summary: dict[str, Any] = {
+        "n": cfg.n, "mode": mode, "clean_solve_rate": clean[0],
+        "noise_at_step": step_curve, "noise_at_frame": frame_curve,
+        "worst_step": worst_step, "worst_frame": worst_frame,
+        "worst_drop_step": clean[0] - worst_step["mean"],
+        "worst_drop_frame": clean[0] - worst_frame["mean"] if worst_frame else None,
+    }
+    text = [f"noise at step vs frame ({mode}), {cfg.n} held-out {cfg.task} {cfg.size}x{cfg.size}: clean solve rate {clean[0]:.2f}",
+            f"worst step injection: step {worst_step['index']} -> {worst_step['mean']:.2f} (drop {summary['worst_drop_step']:.2f})"]
+    if worst_frame:
+        text.append(f"worst frame injection: frame {worst_frame['index']} -> {worst_frame['mean']:.2f} (drop {summary['worst_drop_frame']:.2f})")
+    if np.isfinite(res["flow_latent"]).any():
+        summary.update(_write_flow(run_, res))
+        text.append(f"1 - CKA at the last step (latents): earliest injection {summary['flow_last_step_first_injection']:.3f}, "
+                    f"latest injection {summary['flow_last_step_last_injection']:.3f}")
+    return run_.finish(summary, "\n".join(text))
+
+
+def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
+    steps = list(res["step"])
+    mats = {"latent": res["flow_latent"], **{f"blocks.{l}.resid_post": m for l, m in res["flow_layers"].items()}}
+    save_npz(run_.root / "cka_flow.npz", injection_steps=np.array(steps), **{k.replace(".", "_"): v for k, v in mats.items()})
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, len(mats), figsize=(4.6 * len(mats), 3.8), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", vmin=0, vmax=1, cmap="magma", origin="upper")
+        ax.set_yticks(range(len(steps)), steps, fontsize=7)
+        ax.set_xlabel("observed step")
+        ax.set_ylabel("injection step")
+        ax.set_title(f"1 - CKA, {name}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.savefig(run_.figure("cka_flow.png", "Information flow across steps (1 - CKA)",
+                            "Dissimilarity between the clean and the perturbed run at every later step, per injection step "
+                            "(1: complete corruption, 0: no effect)."), dpi=120, bbox_inches="tight")
+    pyplot.close(fig)
+    last = res["flow_latent"][:, -1]
+    ok = np.isfinite(last)
+    return {"flow_injection_steps": steps, "flow_latent": [[None if not np.isfinite(v) else float(v) for v in row] for row in res["flow_latent"]],
+            "flow_last_step_first_injection": float(last[ok][0]) if ok.any() else float("nan"),
+            "flow_last_step_last_injection": float(last[ok][-1]) if ok.any() else float("nan"),
+            "flow_layers_last_step": {k: [None if not np.isfinite(v) else float(v) for v in m[:, -1]] for k, m in mats.items()}}
+
+
+def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA."""
+    depth = len(den.hook_blocks())
+    layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
+    return run_perturb(den, cfg, out, every=every, frames=[], progress=progress, cka_layers=layers)
+
+
+# -- demo hooks: small default sizes ---------------------------------------------------------------
+def demo_perturb(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
+    s = run_perturb(den, cfg, out, every=max(2, cfg.sampling.steps // 5), progress=progress)
+    return {k: s[k] for k in ("clean_solve_rate", "worst_step", "worst_frame", "worst_drop_step", "worst_drop_frame")}
+
+
+def demo_cka(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
+    s = run_cka(den, cfg, out, every=max(2, cfg.sampling.steps // 5), progress=progress)
+    return {k: s[k] for k in ("flow_injection_steps", "flow_last_step_first_injection", "flow_last_step_last_injection", "flow_layers_last_step")}

@@ -1,0 +1,103 @@
+"""End-to-end probe runs on a tiny random model: every probe writes its data, plots and summary."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from steplens.models.dit import PRESETS, VideoDiT
+from steplens.train import TrainConfig, export
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    m = VideoDiT(PRESETS["tiny"]())
+    for p in m.parameters():  # adaLN-Zero gives a zero model: randomise so probes see real effects
+        nn.init.normal_(p, std=0.1)
+    prefix = tmp_path_factory.mktemp("m") / "model"
+    export(m, TrainConfig(preset="tiny"), prefix)
+    return str(prefix)
+
+
+def cfg(model_path, **kw):
+    from steplens.probes.common import ProbeConfig
+    from steplens.runner import SamplingConfig
+
+    base = dict(model=model_path, size=3, n=4, batch=4, sampling=SamplingConfig(steps=6))
+    base.update(kw)
+    return ProbeConfig(**base)
+
+
+def _check_run(out, *files):
+    figs = json.loads((out / "figures.json").read_text())
+    assert figs and all((out / f["path"]).stat().st_size > 0 for f in figs)
+    for f in files:
+        assert (out / f).exists(), f
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_cos(model_path, tmp_path):
+    from steplens.models.registry import load
+    from steplens.probes.cos import run_cos
+
+    s = run_cos(load(model_path), cfg(model_path), str(tmp_path), progress=False, n_views=2)
+    _check_run(tmp_path, "cos_steps.npz", "cos_curves.png", "summary.txt")
+    assert len(s["per_step"]["all"]["off_solution_mass"]) == 6
+    assert sum(s["commit_step"]["histogram"]) == 4
+    steps = np.load(tmp_path / "cos_steps.npz")["x0_hat"]
+    assert steps.shape == (4, 6, 4, 7, 7, 3)
+    assert len(list((tmp_path / "steps").glob("*/step_*.png"))) == 2 * 6
+
+
+def test_perturb_and_cka(model_path, tmp_path):
+    from steplens.models.registry import load
+    from steplens.probes.perturb import run_cka, run_perturb
+
+    den = load(model_path)
+    s = run_perturb(den, cfg(model_path), str(tmp_path / "p"), every=2, progress=False)
+    _check_run(tmp_path / "p", "perturb.npz", "perturb.png")
+    assert [r["index"] for r in s["noise_at_step"]] == [0, 2, 4]
+    assert [r["index"] for r in s["noise_at_frame"]] == [1, 2, 3]
+    c = run_cka(den, cfg(model_path), str(tmp_path / "c"), every=2, progress=False)
+    _check_run(tmp_path / "c", "cka_flow.npz", "cka_flow.png")
+    flow = np.array(c["flow_latent"], dtype=float)
+    assert np.isnan(flow[0, 0]) and np.all((flow[0, 1:] >= 0) & (flow[0, 1:] <= 1))  # only later steps are observed
+    assert set(c["flow_layers_last_step"]) == {"latent", "blocks.1.resid_post"}
+    with pytest.raises(ValueError, match="Euler"):
+        from steplens.runner import SamplingConfig
+
+        run_perturb(den, cfg(model_path, sampling=SamplingConfig(sampler="heun", steps=4)), str(tmp_path / "h"), progress=False)
+
+
+def test_layers(model_path, tmp_path):
+    from steplens.models.registry import load
+    from steplens.probes.layers import run_layers
+
+    s = run_layers(load(model_path), cfg(model_path), str(tmp_path), progress=False)
+    _check_run(tmp_path, "layers.npz", "layers_summary.png", "layers_norm.png", "layers_pca.png")
+    assert s["depth"] == 2 and len(s["skip_drop"]) == 2
+    cka = np.array(s["layer_cka"])
+    assert np.allclose(np.diag(cka), 1.0, atol=1e-6)
+
+
+def test_behaviour(model_path, tmp_path):
+    from steplens.models.registry import load
+    from steplens.probes.behaviour import run_behaviour
+
+    s = run_behaviour(load(model_path), cfg(model_path), str(tmp_path), progress=False)
+    _check_run(tmp_path, "behaviour_per_step.png", "perception_vs_action.png")
+    assert sum(s["self_correction"].values()) == 4 and len(s["markers_present_per_step"]) == 6
+
+
+def test_probe_cli_rejects_bad_input(model_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    r = CliRunner().invoke(app, ["probe", "cos", "--model", model_path, "--task", "nope", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown task" in r.output
+    r = CliRunner().invoke(app, ["probe", "perturb", "--model", "no-such-model", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "no model" in r.output
