@@ -195,6 +195,57 @@ def evaluate(
         raise typer.Exit(1)
 
 
+trace_app = typer.Typer(no_args_is_help=True, help="Record and inspect traces: step events plus reduced captures.")
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("run")
+def trace_run(
+    out: str = typer.Option(..., "--out"),
+    model: str = typer.Option("maze", "--model"),
+    task: str = typer.Option("maze", "--task"),
+    size: int = typer.Option(5, "--size"),
+    n: int = typer.Option(8, "--n"),
+    seed: int = typer.Option(20_000, "--seed"),
+    steps: int = typer.Option(20, "--steps"),
+    capture: str = typer.Option("", "--capture", help="e.g. 'blocks.*.resid_post:norm,proj16' (';' separates specs, '@0-4' picks steps)."),
+    budget_mb: float = typer.Option(512.0, "--budget-mb", help="Refuse plans whose captures would exceed this."),
+    fields: str = typer.Option("x0_hat", "--fields", help="Event tensors to keep per step: x, x0_hat, velocity, x_next."),
+) -> None:
+    """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
+    from .models.registry import load
+    from .probes.common import ProbeConfig, batches
+    from .runner import SamplingConfig
+    from .trace import CapturePlan, describe, record
+
+    try:
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps))
+        den = load(model)
+        plan = CapturePlan.parse(capture, budget_mb)
+        (batch, noise), = batches(den, cfg)
+        tr = record(den, batch, noise, cfg.sampling, plan, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
+                    config={"model": model, "task": task, "size": size, "n": n, "seed": seed, "steps": steps, "capture": capture,
+                            "seeds": cfg.seeds()})
+        tr.save(out)
+    except Exception as e:  # noqa: BLE001
+        typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(describe(tr))
+    typer.echo(f"wrote {out}")
+
+
+@trace_app.command("show")
+def trace_show(path: str = typer.Argument(..., help="A trace folder.")) -> None:
+    """Print what a saved trace holds (no model needed)."""
+    from .trace import Trace, TraceError, describe
+
+    try:
+        typer.echo(describe(Trace.load(path)))
+    except TraceError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
          model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests)."),
