@@ -267,11 +267,13 @@ def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.ht
 from .cli_ensemble import register as _register_ensemble  # noqa: E402
 from .cli_probe import register as _register_probe  # noqa: E402
 
+from .cli_report import register as _register_report  # noqa: E402
 from .cli_wan import register as _register_wan  # noqa: E402
 
 _register_probe(app)
 _register_ensemble(app)
 _register_wan(app)
+_register_report(app)
 
 
 def main() -> None:
