@@ -19,22 +19,12 @@ from pathlib import Path
 import torch
 
 from steplens.evaluate import EvalConfig, evaluate
-from steplens.models.dit import PRESETS, VideoDiT
 from steplens.runner import SamplingConfig
-from steplens.train import TrainConfig, export
+from steplens.models.dit import export_random_tiny
 
 
 def tiny_model(folder: Path) -> str:
-    """A tiny random reference model (adaLN-Zero weights randomised, so it does real work)."""
-    torch.manual_seed(0)
-    model = VideoDiT(PRESETS["tiny"]())
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    export(model, TrainConfig(preset="tiny"), folder / "model")
-    return str(folder / "model")
+    return export_random_tiny(folder / "model")
 
 
 def timed(cfg: EvalConfig, out: Path, **kw) -> float:

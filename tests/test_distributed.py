@@ -15,11 +15,10 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from steplens.models.dit import export_random_tiny
 from steplens.distributed import map_shards  # noqa: E402
 from steplens.evaluate import EvalConfig, evaluate  # noqa: E402
-from steplens.models.dit import PRESETS, VideoDiT  # noqa: E402
 from steplens.runner import SamplingConfig  # noqa: E402
-from steplens.train import TrainConfig, export  # noqa: E402
 
 torch.set_num_threads(1)
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
@@ -37,16 +36,7 @@ def cluster() -> str:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
     """A tiny random reference model with its adaLN-Zero weights randomised (so batches matter)."""
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    m = VideoDiT(PRESETS["tiny"]())
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    export(m, TrainConfig(preset="tiny"), folder / "model")
-    return str(folder / "model")
+    return export_random_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

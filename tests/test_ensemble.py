@@ -14,11 +14,12 @@ from steplens.config import ConfigError
 from steplens.ensemble import (EnsembleConfig, Method, baselines, choose, compare, ensemble_latents, matched_steps,
                                nfe_per_instance, run_ensemble, run_trajectories, spread, step_nfe, sweep, vote_keys)
 from steplens.evaluate import eval_seeds
-from steplens.models.dit import PRESETS, BlockCodec, ReferenceDenoiser, VideoDiT
+from steplens.models.dit import BlockCodec, ReferenceDenoiser
 from steplens.models.protocol import Cond, DenoiserBase, Prediction, velocity_from_x0
 from steplens.runner import SamplingConfig, generate, noise_seed, prepare
 from steplens.sampling import flow_sigmas, seeded_noise
 from steplens.tasks import PALETTE, Score, get_task
+from steplens.models.dit import random_tiny
 
 torch.set_num_threads(1)
 SEEDS = [11, 12]
@@ -27,14 +28,7 @@ SEEDS = [11, 12]
 @pytest.fixture(scope="module")
 def den():
     """The tiny reference DiT with its adaLN-Zero (all-zero) weights randomised, so it predicts non-zero velocities."""
-    torch.manual_seed(0)
-    model = VideoDiT(PRESETS["tiny"]())
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return ReferenceDenoiser(model.eval(), name="tiny-random")
+    return ReferenceDenoiser(random_tiny(scale=0.05).eval(), name="tiny-random")
 
 
 def _batch(den, seeds, k):

@@ -1,6 +1,4 @@
-import hashlib
 import json
-import shutil
 
 import numpy as np
 import pytest

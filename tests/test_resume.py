@@ -13,30 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from steplens.models.dit import export_random_tiny
 from steplens.evaluate import EvalConfig, evaluate
-from steplens.models.dit import PRESETS, ReferenceDenoiser, VideoDiT
+from steplens.models.dit import ReferenceDenoiser
 from steplens.models.protocol import Prediction
 from steplens.models.registry import load
 from steplens.runner import SamplingConfig
 from steplens.runs import RunFolder
 from steplens.tasks import get_task
-from steplens.train import TrainConfig, export
 
 torch.set_num_threads(1)
 N, BATCH, STEPS = 12, 3, 3
 
 
 def export_tiny(folder: Path) -> str:
-    """A tiny random reference model with its adaLN-Zero weights randomised (so batches matter)."""
-    torch.manual_seed(0)
-    model = VideoDiT(PRESETS["tiny"]())
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    export(model, TrainConfig(preset="tiny"), folder / "model")
-    return str(folder / "model")
+    return export_random_tiny(folder / "model")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 
 from .config import ConfigError, to_dict, write_json
 from .distributed import map_shards, worker_model
-from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare, score_latents
+from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
 from .runs import RunFolder
 from .stats import mean_ci, wilson
 from .tasks import get_task

@@ -247,7 +247,7 @@ class Trace:
 
 def describe(trace: Trace) -> str:
     """Human summary of what a trace holds."""
-    lines = [f"events: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in trace.events.items())]
+    lines = ["events: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in trace.events.items())]
     by_point: dict[tuple[str, str, str], list[int]] = {}
     for (s, p, b), slot in trace.captures.items():
         for r, t in slot.items():

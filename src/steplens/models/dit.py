@@ -307,6 +307,29 @@ class ReferenceDenoiser(DenoiserBase):
             raise ValueError(f"model {self.name!r} was not trained on task {task!r}; it knows {list(self.model.cfg.tasks)}") from None
 
 
+def random_tiny(*, scale: float = 0.3, seed: int = 0, preset: str = "tiny") -> VideoDiT:
+    """An untrained model whose adaLN-Zero (all-zero) weights are filled with noise, so it does real work.
+
+    For tests and benchmarks: a freshly initialised DiT predicts exactly zero velocity.
+    """
+    torch.manual_seed(seed)
+    model = VideoDiT(PRESETS[preset]())
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def export_random_tiny(prefix, **kw) -> str:
+    """`random_tiny` exported as a loadable model at `prefix` (.safetensors + .json); returns the spec."""
+    from ..train import TrainConfig, export
+
+    export(random_tiny(**kw), TrainConfig(preset=kw.get("preset", "tiny")), prefix)
+    return str(prefix)
+
+
 def snap_to_palette(latents: Tensor) -> Tensor:
     """Latents rounded to the nearest palette colour per latent pixel (for clean viewing)."""
     pal = torch.as_tensor(PALETTE_ARRAY, dtype=torch.float32) / 127.5 - 1.0  # (P, 3)

@@ -19,7 +19,7 @@ import numpy as np
 from ..stats import bootstrap_diff, wilson
 from ..tasks import get_task
 from ..tasks.base import classify_blocks
-from ..tasks.maze import MAZE_COLORS, PATH, floor_mask
+from ..tasks.maze import MAZE_COLORS, PATH
 from .common import ProbeConfig, ProbeRun, plt, save_npz
 from .cos import trace_x0
 from .metrics import commit_step, self_correction
