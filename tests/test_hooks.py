@@ -128,5 +128,7 @@ def test_noise_at_step_and_frame():
     assert torch.allclose(add, 0.5 * 0.6 * r)
     nf = NoiseAtFrame((2,), seeds=(1, 2))(_event(0, x))
     assert torch.count_nonzero(nf[:, :, [0, 1, 3]]) == 0 and torch.count_nonzero(nf[:, :, 2]) > 0
+    last = StepEvent(3, 4, 0.2, 0.0, x, x, x, x)
+    assert NoiseAtFrame((2,), seeds=(1, 2))(last) is None  # the output itself is never overwritten
     with pytest.raises(ValueError, match="seed"):
         NoiseAtStep((0,))(_event(0, x))

@@ -3,7 +3,9 @@
 Latent (step callbacks, see `steplens.sampling`: a returned tensor replaces the latent leaving step i):
 - `NoiseAtStep(steps)`: after each chosen step, all frames are replaced by fresh Gaussian noise
   ("replace") or get `strength * sigma_next * noise` added ("add").
-- `NoiseAtFrame(frames)`: after every step (or the chosen ones), the chosen latent frames likewise.
+- `NoiseAtFrame(frames)`: after every step (or the chosen ones), the chosen latent frames likewise,
+  so the model sees the corrupted frame in every step's input. The final output (after the last
+  step, sigma_next = 0) is never overwritten: the model's own last update is what gets scored.
 Noise is explicit: one generator per sample from `seeds`, and per step, so runs are reproducible.
 Inside the transformer (hook mappings for `steplens.hooks.hooks`):
 - `skip_blocks(layers, steps)`: the block becomes the identity (resid_post := resid_pre).
@@ -72,7 +74,7 @@ class NoiseAtFrame:
     seeds: tuple[int, ...] | None = None
 
     def __call__(self, e: StepEvent) -> Tensor | None:
-        if self.steps is not None and e.step not in self.steps:
+        if (self.steps is not None and e.step not in self.steps) or e.sigma_next <= 0:
             return None
         x = e.x_next.clone()
         n = _noise(x, self.seeds, e.step)
