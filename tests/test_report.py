@@ -1,47 +1,128 @@
+"""`steplens report`: one self-contained HTML file built only from a run folder."""
+
+import json
+import re
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from steplens.report.html import ReportError, build_report
-from report_fixture import make_run
+from fixtures_report import COMMAND, make_demo, make_run
+from steplens.cli_report import register
+from steplens.report.html import ReportError, build_report, flatten, fmt_num
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):
     d = make_run(tmp_path, caption="<script>alert(1)</script>")
-    html = build_report(d).read_text()
-    assert html.count("data:image/png;base64,") >= 4  # the plot and three steps
-    assert "data:image/gif;base64," in html
-    assert "steplens probe cos --out run" in html and "0.812" in html and "[0.7, 0.9]" in html
+    out = build_report(d)
+    assert out == d / "report.html"
+    html = out.read_text()
+    assert "data:image/png;base64," in html and "data:image/gif;base64," in html  # the plot, the GIF
+    assert html.count("data:image/png;base64,") >= 1 + 2 * 3  # plus 2 samples x 3 steps in the step viewer
+    assert f"<code>{COMMAND}</code>" in html and "button class=copy" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "of &lt;b&gt;text&lt;/b&gt;" in html
-    assert "src=\"http" not in html and "cdn" not in html.lower()  # no external resources
+    assert "<pre class=txt>three lines\nof &lt;b&gt;text&lt;/b&gt;" in html
+    assert 'class="card viewer"' in html and "probe-test" in html
+    # no external resources: every src/href is a data URI or an in-page anchor
+    assert re.findall(r'(?:src|href)=["\']?(?!data:|#)[^"\'\s>]+', html) == []
+    assert not list(d.glob(".report.html.*"))  # written atomically: no temp file left
+
+
+def test_numbers_are_flattened_and_rounded(tmp_path):
+    html = build_report(make_run(tmp_path)).read_text()
+    assert "0.812 <span class=ci>[0.7, 0.9]</span>" in html  # x and x_ci95 share a row
+    assert "solve_rate_ci95" not in html
+    assert "deeper.<wbr>b" in html and "0.123" in html and "0.123456" not in html
+    assert "0.25 <span class=ci>[0.1, 0.4]</span>" in html  # {"mean", "ci95"} pairs too
+    assert "1230" in html and "1.23e-05" in html
+    assert "<table class=mini>" in html  # a list of records becomes a small table
+
+
+def test_fmt_and_flatten():
+    assert [fmt_num(x) for x in (0.8123456, 1234.5, 999.7, 1.234e-5, 0.0, 7, float("nan"), -0.5)] == \
+        ["0.812", "1230", "1000", "1.23e-05", "0", "7", "nan", "-0.5"]
+    rows = flatten({"a": {"b": 1.0, "b_ci95": [0.5, 1.5]}, "c_ci95": [1, 2], "d": {"mean": 2, "ci95": [1, 3], "n": 4}})
+    assert rows == [("a.b", 1.0, [0.5, 1.5]), ("c_ci95", [1, 2], None), ("d.mean", 2, [1, 3]), ("d.n", 4, None)]
 
 
 def test_parent_folder_gets_a_section_per_run(tmp_path):
-    make_run(tmp_path, "first")
-    make_run(tmp_path, "second")
-    html = build_report(tmp_path, tmp_path / "r.html").read_text()
-    assert 'href="#first"' in html and 'id="second"' in html
+    make_demo(tmp_path)
+    html = build_report(tmp_path, tmp_path / "out" / "r.html").read_text()
+    assert 'href="#run-cos"' in html and 'id="run-behaviour"' in html  # table of contents
+    assert html.index('id="run-cos"') < html.index('id="run-behaviour"')  # the order the demo's summary.json names them
+    assert "Headline plot" in html and "steplens demo: two stages" in html
+    assert html.count('class="card viewer"') == 1  # only the cos stage has steps/
+
+
+def test_video_figures_are_embedded(tmp_path):
+    d = make_run(tmp_path)
+    (d / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")  # the report only embeds the bytes
+    figs = json.loads((d / "figures.json").read_text()) + [{"path": "clip.mp4", "title": "clip", "caption": "", "command": ""}]
+    (d / "figures.json").write_text(json.dumps(figs))
+    assert '<video src="data:video/mp4;base64,' in build_report(d).read_text()
 
 
 def test_bad_folders_are_named(tmp_path):
     d = make_run(tmp_path)
     (d / "plot.png").unlink()
-    with pytest.raises(ReportError, match="plot.png"):
+    with pytest.raises(ReportError, match=r"figures.json: figure file 'plot.png' is missing"):
         build_report(d)
     (d / "figures.json").write_text("{oops")
-    with pytest.raises(ReportError, match="figures.json"):
+    with pytest.raises(ReportError, match="figures.json: invalid JSON"):
+        build_report(d)
+    (d / "figures.json").write_text(json.dumps([{"path": "../../etc/passwd"}]))
+    with pytest.raises(ReportError, match="must be relative and inside"):
+        build_report(d)
+    (d / "figures.json").write_text("[]")
+    (d / "summary.json").write_text("[1, 2")
+    with pytest.raises(ReportError, match="summary.json: invalid JSON"):
+        build_report(d)
+    (d / "summary.json").write_text("{}")
+    (d / "steps" / "s0" / "meta.json").write_text("nope")
+    with pytest.raises(ReportError, match="meta.json"):
         build_report(d)
     with pytest.raises(ReportError, match="not a steplens run"):
-        build_report(tmp_path / "run" / "steps")
+        build_report(d / "steps")
+    with pytest.raises(ReportError, match="not a folder"):
+        build_report(tmp_path / "missing")
+
+
+def test_sample_names_and_titles_are_escaped(tmp_path):
+    d = make_run(tmp_path, samples=('a"b<c>',))
+    figs = json.loads((d / "figures.json").read_text())
+    figs[0]["title"] = "</h3><img src=x onerror=alert(1)>"
+    (d / "figures.json").write_text(json.dumps(figs))
+    html = build_report(d).read_text()
+    assert "<img src=x" not in html and 'a"b<c>' not in html
+    assert "a&quot;b&lt;c&gt;" in html and "a\\\"b\\u003cc\\u003e" in html  # the picker and the viewer's JSON
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
 
 
 def test_cli_report(tmp_path):
-    from typer.testing import CliRunner
-
-    from steplens.cli import app
-
     d = make_run(tmp_path)
-    r = CliRunner().invoke(app, ["report", str(d)])
+    r = CliRunner().invoke(cli(), ["report", str(d), "--out", str(tmp_path / "x.html")])
+    assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "x.html") and (tmp_path / "x.html").exists()
+    r = CliRunner().invoke(cli(), ["report", str(d)])
     assert r.exit_code == 0 and (d / "report.html").exists()
-    r = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    r = CliRunner().invoke(cli(), ["report", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "not a folder" in r.output and "Traceback" not in r.output
+    (d / "figures.json").write_text("{oops")
+    r = CliRunner().invoke(cli(), ["report", str(d)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "figures.json" in r.output
+
+
+def test_cli_serve_errors(tmp_path):
+    r = CliRunner().invoke(cli(), ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert r.exit_code == 2 and "not a folder" in r.output
+    import socket
+
+    with socket.socket() as s:  # a port that is taken
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = CliRunner().invoke(cli(), ["serve", str(tmp_path), "--port", str(s.getsockname()[1])])
+    assert r.exit_code == 2 and "cannot listen" in r.output

@@ -159,6 +159,15 @@ def train(
     typer.echo(f"trained {st.step} steps in {st.elapsed:.0f} s -> {out}")
 
 
+@app.command("export")
+def export_cmd(checkpoint: str = typer.Argument(..., help="A training run's checkpoint.pt."),
+               out: str = typer.Argument(..., help="Output prefix: writes PREFIX.safetensors and PREFIX.json.")) -> None:
+    """Export a checkpoint's EMA weights as a model that `--model PREFIX` (or a shipped name) loads."""
+    from .train import export_checkpoint
+
+    typer.echo(str(export_checkpoint(checkpoint, out)))
+
+
 @app.command()
 def evaluate(
     out: str = typer.Option(..., "--out", help="Run folder (re-running resumes)."),

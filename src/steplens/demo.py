@@ -23,7 +23,7 @@ class DemoConfig:
     n: int = 12
     steps: int = 20
     seed: int = 40_000
-    ensemble_n: int = 48
+    ensemble_n: int = 24
     quick: bool = False
 
     def __post_init__(self) -> None:

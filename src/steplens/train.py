@@ -231,3 +231,16 @@ def export(model: VideoDiT, cfg: TrainConfig, prefix: Path) -> Path:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def export_checkpoint(ckpt: str | Path, prefix: str | Path) -> Path:
+    """Export a training checkpoint's EMA weights as a loadable model (`prefix`.safetensors + .json)."""
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = from_dict(TrainConfig, ck["config"])
+    model = VideoDiT(cfg.model_config())
+    model.load_state_dict(ck["ema"])
+    path = export(model, cfg, Path(prefix))
+    meta = read_json(Path(prefix).with_suffix(".json"))
+    meta["trained_steps"], meta["train_elapsed_s"] = ck["step"], round(ck["elapsed"], 1)
+    write_json(Path(prefix).with_suffix(".json"), meta)
+    return path

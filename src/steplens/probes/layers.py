@@ -196,5 +196,5 @@ def _plots(run_: ProbeRun, maps: dict[str, np.ndarray], energy: np.ndarray, cka:
 def demo_layers(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
     from dataclasses import replace
 
-    s = run_layers(den, replace(cfg, n=min(cfg.n, 8), batch=min(cfg.n, 8)), out, progress=progress)
+    s = run_layers(den, replace(cfg, n=min(cfg.n, 4), batch=min(cfg.n, 4)), out, progress=progress)
     return {k: s[k] for k in ("most_important_layers", "skip_drop", "patch_flip_layer")}

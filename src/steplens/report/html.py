@@ -1,8 +1,12 @@
 """Self-contained HTML reports built only from saved run folders (never re-runs a model).
 
-A run folder holds manifest.json (kind, config), summary.json, optional summary.txt, figures.json
-([{path, title, caption, command}]) and optional steps/<sample>/step_NNN.png (per-step decodes).
-A parent folder (a demo) may hold several run folders; each becomes a section.
+A run folder holds `manifest.json` ({kind, config}), `summary.json` (headline numbers), optional
+`summary.txt`, `figures.json` ([{path, title, caption, command}]) and optional
+`steps/<sample>/step_NNN.png` (the decoded clean estimate at each step) with `meta.json` ({sigmas}).
+A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
+of contents in the order the parent's summary.json names them (then by name). The dashboard
+(`serve.py`) uses the same renderer; only `src`, which turns a file into the URL an <img> loads,
+differs (a base64 data URI here, a /files/ URL there).
 """
 
 from __future__ import annotations
@@ -10,187 +14,463 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import mimetypes
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_text
 
+Src = Callable[[Path], str]  # a file of the run -> the URL that loads it
+
+IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
+VIDEO_TYPES = {".mp4", ".webm"}
+MAX_REPORT_SAMPLES = 8  # samples embedded in a self-contained report's step viewer (the dashboard shows all)
+
 
 class ReportError(RuntimeError):
-    """A run folder that cannot be rendered: missing or invalid files (named in the message)."""
+    """A run folder that cannot be rendered: missing or invalid files, named in the message."""
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f7f7f8;color:#1d1d1f}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:1.7rem;margin:.2em 0}h2{border-bottom:2px solid #e3e3e8;padding-bottom:.2em;margin-top:2em}
-h3{margin-bottom:.3em}nav{background:#fff;border:1px solid #e3e3e8;border-radius:8px;padding:8px 16px}
-nav a{margin-right:14px}a{color:#2f5fb3}
-.fig{background:#fff;border:1px solid #e3e3e8;border-radius:8px;padding:12px 16px;margin:14px 0}
-.fig img,.fig video{max-width:100%;height:auto;image-rendering:pixelated;display:block;margin:8px 0}
-.cap{color:#444;font-size:.93rem}
-pre,code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
-.cmd{display:flex;gap:8px;align-items:center;background:#f0f0f3;border-radius:6px;padding:6px 8px;margin-top:6px}
-.cmd code{flex:1;overflow-x:auto;white-space:nowrap}
-button{border:1px solid #ccd;background:#fff;border-radius:5px;padding:3px 9px;cursor:pointer}
-table{border-collapse:collapse;background:#fff;font-size:.88rem;margin:8px 0}
-td,th{border:1px solid #e3e3e8;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f0f0f3}.num{text-align:right;font-variant-numeric:tabular-nums}
-pre.txt{background:#fff;border:1px solid #e3e3e8;border-radius:8px;padding:10px;white-space:pre-wrap}
-.viewer{background:#fff;border:1px solid #e3e3e8;border-radius:8px;padding:12px}
-.viewer img{image-rendering:pixelated;max-width:100%}
-details summary{cursor:pointer;color:#555}
-"""
-
-JS = """
-document.querySelectorAll('button.copy').forEach(b=>b.addEventListener('click',()=>{
-  const t=b.parentElement.querySelector('code').textContent;
-  if(navigator.clipboard){navigator.clipboard.writeText(t).catch(()=>{});}
-  b.textContent='copied';setTimeout(()=>b.textContent='copy',1200);}));
-document.querySelectorAll('.viewer').forEach(v=>{
-  const frames=JSON.parse(v.dataset.frames), img=v.querySelector('img'), r=v.querySelector('input'), l=v.querySelector('.lbl');
-  const sig=JSON.parse(v.dataset.sigmas||'[]');
-  function show(i){i=Math.max(0,Math.min(frames.length-1,i));r.value=i;img.src=frames[i];
-    l.textContent='step '+i+' / '+(frames.length-1)+(sig.length>i?'  (sigma '+sig[i]+')':'');v.dataset.step=i;}
-  r.addEventListener('input',()=>show(+r.value));
-  v.tabIndex=0; v.addEventListener('keydown',e=>{const i=+r.value;
-    if(e.key==='ArrowRight'||e.key==='k'){show(i+1);e.preventDefault();}
-    if(e.key==='ArrowLeft'||e.key==='j'){show(i-1);e.preventDefault();}});
-  show(0);});
-document.addEventListener('keydown',e=>{if(e.target===document.body){const v=document.querySelector('.viewer');
-  if(v&&['ArrowRight','ArrowLeft','j','k'].includes(e.key)){v.focus();v.dispatchEvent(new KeyboardEvent('keydown',{key:e.key}));}}});
-"""
+@dataclass(frozen=True)
+class Figure:
+    path: Path
+    rel: str  # as written in figures.json
+    title: str
+    caption: str
+    command: str
+    size: tuple[int, int] | None  # pixels of a raster image; None for video and svg
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
-    if not path.exists():
-        if default is not None:
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    frames: tuple[Path, ...]  # steps/<id>/step_NNN.png in step order
+    sigmas: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    kind: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    text: str  # summary.txt
+    figures: tuple[Figure, ...]
+    samples: tuple[Sample, ...]
+
+
+# ---------------------------------------------------------------- loading (all validation lives here)
+
+
+def read_json(path: Path, default: Any = ...) -> Any:
+    """JSON from `path`; a missing file returns `default` if given, else (like invalid JSON) raises ReportError."""
+    if not path.is_file():
+        if default is not ...:
             return default
         raise ReportError(f"{path}: missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"{path}: invalid JSON ({e})") from None
-
-
-def data_uri(path: Path) -> str:
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def is_run(folder: Path) -> bool:
     return (folder / "manifest.json").is_file()
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return html.escape(str(v))
-    if isinstance(v, float):
-        return f"{v:.3g}"
+def sub_runs(folder: Path) -> list[Path]:
+    """Run folders directly inside `folder`, by name."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and is_run(p)), key=lambda p: p.name)
+
+
+def _inside(folder: Path, rel: str, what: Path) -> Path:
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel or "\x00" in rel:
+        raise ReportError(f"{what}: path {rel!r} must be relative and inside {folder}")
+    return folder / rel
+
+
+def _image_size(path: Path, what: Path) -> tuple[int, int] | None:
+    if path.suffix.lower() not in IMAGE_TYPES - {".svg"}:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ReportError(f"{what}: {path.name} is not a readable image ({e})") from None
+
+
+def _figures(folder: Path) -> tuple[Figure, ...]:
+    where = folder / "figures.json"
+    raw = read_json(where, [])
+    if not isinstance(raw, list):
+        raise ReportError(f"{where}: expected a list of figures, got {type(raw).__name__}")
+    out = []
+    for k, f in enumerate(raw):
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+            raise ReportError(f"{where}: figure {k} needs a 'path' string")
+        path = _inside(folder, f["path"], where)
+        if not path.is_file():
+            raise ReportError(f"{where}: figure file {f['path']!r} is missing")
+        if path.suffix.lower() not in IMAGE_TYPES | VIDEO_TYPES:
+            raise ReportError(f"{where}: figure {f['path']!r} is not an image or video "
+                              f"({', '.join(sorted(IMAGE_TYPES | VIDEO_TYPES))})")
+        out.append(Figure(path, f["path"], str(f.get("title") or f["path"]), str(f.get("caption") or ""),
+                          str(f.get("command") or ""), _image_size(path, where)))
+    return tuple(out)
+
+
+def _step_number(p: Path) -> int:
+    m = re.fullmatch(r"step_(\d+)\.png", p.name)
+    return int(m.group(1)) if m else -1
+
+
+def _samples(folder: Path) -> tuple[Sample, ...]:
+    steps = folder / "steps"
+    if not steps.is_dir():
+        return ()
+    out = []
+    for d in sorted((p for p in steps.iterdir() if p.is_dir()), key=lambda p: p.name):
+        frames = sorted((p for p in d.glob("step_*.png") if _step_number(p) >= 0), key=_step_number)
+        if not frames:
+            continue
+        meta = read_json(d / "meta.json", {})
+        sig = meta.get("sigmas", []) if isinstance(meta, dict) else None
+        if not isinstance(sig, list) or not all(_is_num(s) or s is None for s in sig):
+            raise ReportError(f"{d / 'meta.json'}: 'sigmas' must be a list of numbers")
+        out.append(Sample(d.name, tuple(frames), tuple(sig)))
+    return tuple(out)
+
+
+def load_run(folder: str | Path) -> Run:
+    """Everything a report shows about one run folder, validated; errors name the file."""
+    folder = Path(folder)
+    manifest = read_json(folder / "manifest.json")
+    if not isinstance(manifest, dict):
+        raise ReportError(f"{folder / 'manifest.json'}: expected an object with 'kind' and 'config'")
+    summary = read_json(folder / "summary.json", {})
+    if not isinstance(summary, dict):
+        raise ReportError(f"{folder / 'summary.json'}: expected an object of headline numbers")
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    text = (folder / "summary.txt").read_text(encoding="utf-8", errors="replace") if (folder / "summary.txt").is_file() else ""
+    return Run(folder, str(manifest.get("kind", "run")), config, summary, text, _figures(folder), _samples(folder))
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)
+
+
+def fmt_num(v: float | int) -> str:
+    """Three significant digits; no exponent between 1e-4 and 1e6 (1234.5 -> '1230')."""
     if isinstance(v, int):
         return str(v)
-    if isinstance(v, list) and len(v) <= 12 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return html.escape(json.dumps(v)[:300])
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if 999.5 <= a < 1e6:  # '.3g' would write 1.23e+03
+        return f"{round(v, 2 - math.floor(math.log10(a))):.0f}"
+    return f"{v:.3g}"
 
 
-def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict):
-                rows += _flatten(v, key)
-            elif isinstance(v, list) and v and isinstance(v[0], dict | list) and len(v) > 12:
-                rows.append((key, f"({len(v)} entries, see summary.json)"))
-            else:
-                rows.append((key, v))
+Row = tuple[str, Any, list[float] | None]  # (dotted key, value, 95% CI or None)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> list[Row]:
+    """Nested dicts as dotted keys; `x_ci95` (or `ci95` beside `mean` / one other number) becomes x's interval."""
+    ci: dict[str, list[float]] = {}  # key -> its interval
+    used: set[str] = set()  # keys shown as an interval, not as rows
+    for k, v in d.items():
+        if k.endswith("_ci95") and _is_pair(v) and _is_num(d.get(k[:-5])):
+            ci[k[:-5]] = v
+            used.add(k)
+    if _is_pair(d.get("ci95")):
+        nums = [k for k, v in d.items() if k != "ci95" and _is_num(v)]
+        base = "mean" if "mean" in nums else nums[0] if len(nums) == 1 else None
+        if base is not None and base not in ci:
+            ci[base] = d["ci95"]
+            used.add("ci95")
+    rows: list[Row] = []
+    for k, v in d.items():
+        if k in used:
+            continue
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            rows += flatten(v, key)
+        else:
+            rows.append((key, v, ci.get(k)))
     return rows
 
 
-def summary_table(summary: dict[str, Any], limit: int = 80) -> str:
-    rows = _flatten(summary)
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td class=num>{v if isinstance(v, str) and v.startswith('(') else _fmt(v)}</td></tr>"
-                   for k, v in rows[:limit])
-    more = f"<tr><td colspan=2>... {len(rows) - limit} more in summary.json</td></tr>" if len(rows) > limit else ""
-    return f"<table>{body}{more}</table>"
+def _sparkline(xs: list[float], w: int = 64, h: int = 18) -> str:
+    finite = [x for x in xs if math.isfinite(x)]
+    if len(finite) < 2:
+        return ""
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or 1.0
+    pts = " ".join(f"{2 + i * (w - 4) / (len(xs) - 1):.1f},{h - 2 - ((x - lo) / span) * (h - 4):.1f}"
+                   for i, x in enumerate(xs) if math.isfinite(x))
+    return (f'<svg class=spark width={w} height={h} viewBox="0 0 {w} {h}" aria-hidden=true>'
+            f'<polyline points="{pts}" fill=none stroke="#0969da" stroke-width=1.5 /></svg>')
 
 
-def _figure(fig: dict[str, Any], src: Callable[[Path], str], root: Path) -> str:
-    try:
-        rel = str(fig["path"])
-    except (KeyError, TypeError):
-        raise ReportError(f"{root / 'figures.json'}: every figure needs a 'path'") from None
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise ReportError(f"{root / 'figures.json'}: figure file {rel!r} is missing")
-    media = (f'<video src="{src(path)}" controls loop muted></video>' if path.suffix == ".mp4"
-             else f'<img src="{src(path)}" alt="{html.escape(fig.get("title", rel))}">')
-    cmd = fig.get("command") or ""
-    cmd_html = f'<div class=cmd><code>{html.escape(cmd)}</code><button class=copy type=button>copy</button></div>' if cmd else ""
-    return (f'<div class=fig><h3>{html.escape(fig.get("title", rel))}</h3>{media}'
-            f'<div class=cap>{html.escape(fig.get("caption", ""))}</div>{cmd_html}</div>')
+def _is_block(v: Any) -> bool:
+    """Values drawn below their key, across the card: tables of records."""
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
 
 
-def step_viewer(folder: Path, src: Callable[[Path], str], limit: int = 2) -> str:
-    """A slider + keyboard viewer over steps/<sample>/step_NNN.png."""
+def cell(v: Any) -> str:
+    """One summary value as HTML (escaped)."""
+    if v is None:
+        return '<span class=muted>&ndash;</span>'
+    if isinstance(v, bool):
+        return str(v).lower()
+    if _is_num(v):
+        return fmt_num(v)
+    if isinstance(v, str):
+        return html.escape(v if len(v) <= 200 else v[:200] + "...")
+    if isinstance(v, list):
+        if not v:
+            return "[]"
+        if all(_is_num(x) for x in v):
+            if len(v) <= 6:
+                return "[" + ", ".join(fmt_num(x) for x in v) + "]"
+            full = html.escape(", ".join(fmt_num(x) for x in v[:200]))
+            return (f'<span title="{full}">{_sparkline([float(x) for x in v])}<span class=list>'
+                    f'[{fmt_num(v[0])}, {fmt_num(v[1])}, &hellip;, {fmt_num(v[-1])}] <span class=muted>({len(v)})</span></span></span>')
+        if all(isinstance(x, list) and all(_is_num(y) or y is None for y in x) for x in v):
+            return f"<span class=muted>{len(v)} &times; {max(len(x) for x in v)} values</span>"
+        if all(isinstance(x, dict) and all(not isinstance(y, dict | list) for y in x.values()) for x in v):
+            cols = list(dict.fromkeys(k for x in v for k in x))
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+            body = "".join("<tr>" + "".join(f"<td>{cell(x.get(c))}</td>" for c in cols) + "</tr>" for x in v[:30])
+            more = f"<tr><td colspan={len(cols)} class=muted>&hellip; {len(v) - 30} more</td></tr>" if len(v) > 30 else ""
+            return f"<table class=mini><tr>{head}</tr>{body}{more}</table>"
+    text = json.dumps(v, default=str)
+    return html.escape(text if len(text) <= 120 else text[:120] + "...")
+
+
+def _key(key: str) -> str:
+    """A dotted key that may wrap after '.' and '_' rather than mid-word."""
+    return re.sub(r"([._])", r"\1<wbr>", html.escape(key))
+
+
+def _rows_html(rows: list[Row]) -> str:
     out = []
-    for sample in sorted(p for p in (folder / "steps").glob("*") if p.is_dir())[:limit]:
-        frames = sorted(sample.glob("step_*.png"))
-        if not frames:
+    for key, v, ci in rows:
+        if _is_block(v):
+            out.append(f"<tr><td colspan=2 class=blk><div class=k>{_key(key)}</div>{cell(v)}</td></tr>")
             continue
-        meta = _read_json(sample / "meta.json", {})
-        sig = [round(float(s), 3) for s in meta.get("sigmas", [])]
-        out.append(f'<div class=viewer data-frames=\'{html.escape(json.dumps([src(f) for f in frames]))}\' '
-                   f'data-sigmas=\'{json.dumps(sig)}\'><h3>Step viewer: {html.escape(sample.name)}</h3>'
-                   f'<img alt="decoded x0_hat"><div><input type=range min=0 max={len(frames) - 1} value=0 style="width:60%"> '
-                   f'<span class=lbl></span></div><div class=cap>Drag, or use the arrow keys (or j/k), to move through denoising steps.</div></div>')
+        ci_html = f" <span class=ci>[{fmt_num(ci[0])}, {fmt_num(ci[1])}]</span>" if ci else ""
+        out.append(f"<tr><th>{_key(key)}</th><td class=v>{cell(v)}{ci_html}</td></tr>")
     return "".join(out)
 
 
-def run_section(folder: Path, src: Callable[[Path], str], anchor: str = "") -> str:
-    manifest = _read_json(folder / "manifest.json")
-    summary = _read_json(folder / "summary.json", {})
-    figs = _read_json(folder / "figures.json", [])
-    if not isinstance(figs, list):
-        raise ReportError(f"{folder / 'figures.json'}: expected a list of figures")
-    text = (folder / "summary.txt").read_text() if (folder / "summary.txt").exists() else ""
-    parts = [f'<h2 id="{html.escape(anchor)}">{html.escape(folder.name)} <small>({html.escape(str(manifest.get("kind", "run")))})</small></h2>']
-    if text:
-        parts.append(f"<pre class=txt>{html.escape(text)}</pre>")
-    parts.append(step_viewer(folder, src))
-    parts += [_figure(f, src, folder) for f in figs]
-    if summary:
-        parts.append(f"<details><summary>All numbers (summary.json)</summary>{summary_table(summary)}</details>")
-    parts.append(f"<details><summary>Config</summary><pre>{html.escape(json.dumps(manifest.get('config', {}), indent=1, default=str))}</pre></details>")
+def numbers_html(summary: dict[str, Any], skip: tuple[str, ...] = (), show: int = 12) -> str:
+    """summary.json as cards of tables: top-level numbers first, then one card per top-level object."""
+    top = {k: v for k, v in summary.items() if not (isinstance(v, dict) and v) and k not in skip}
+    groups = ([("summary", flatten(top))] if top else []) + [
+        (k, flatten(v)) for k, v in summary.items() if isinstance(v, dict) and v and k not in skip]
+    cards = []
+    for name, rows in groups:
+        head, rest = (rows, []) if len(rows) <= show + 2 else (rows[:show], rows[show:])
+        more = (f"<details><summary>{len(rest)} more</summary><table>{_rows_html(rest)}</table></details>"
+                if rest else "")
+        lists = sum(isinstance(v, list) and len(v) > 6 for _, v, _ in rows)
+        cls = "card span2" if lists >= 3 else "card"  # rows of sparklines need room
+        cards.append(f"<div class='{cls}'><h4>{html.escape(name)}</h4><table>{_rows_html(head)}</table>{more}</div>")
+    return f"<div class=nums>{''.join(cards)}</div>" if cards else ""
+
+
+def config_html(config: dict[str, Any]) -> str:
+    chips = "".join(f"<span><b>{html.escape(k)}</b> {cell(v)}</span>" for k, v, _ in flatten(config))
+    return f"<div class=cfg>{chips}</div>" if chips else ""
+
+
+# ---------------------------------------------------------------- figures and the step viewer
+
+
+def data_uri(path: Path) -> str:
+    """The file as a base64 data URI (self-contained reports)."""
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _display(size: tuple[int, int], target: int) -> tuple[int, int, bool]:
+    """Display size: small pixel images are scaled up by a whole factor and drawn crisp."""
+    w, h = size
+    if w >= 400 or w == 0:
+        return w, h, False
+    k = max(1, min(8, target // w))
+    return w * k, h * k, True
+
+
+def figure_html(fig: Figure, src: Src) -> str:
+    title = html.escape(fig.title)
+    wide = False
+    if fig.path.suffix.lower() in VIDEO_TYPES:
+        media = f'<video src="{html.escape(src(fig.path))}" controls loop muted playsinline></video>'
+    else:
+        dims, cls = "", ""
+        if fig.size:
+            w, h, px = _display(fig.size, 560)
+            dims, cls, wide = f" width={w} height={h}", " class=px" if px else "", w >= 900
+        media = f'<img src="{html.escape(src(fig.path))}" alt="{title}"{dims}{cls}>'
+    cmd = (f'<div class=cmd><code>{html.escape(fig.command)}</code><button class=copy type=button '
+           f'title="copy the command">copy</button></div>' if fig.command else "")
+    cap = f"<p class=cap>{html.escape(fig.caption)}</p>" if fig.caption else ""
+    return f'<div class="card fig{" wide" if wide else ""}"><h3>{title}</h3>{media}{cap}{cmd}</div>'
+
+
+def _json_script(obj: Any) -> str:
+    """JSON that is safe inside a <script> element."""
+    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def viewer_html(samples: tuple[Sample, ...] | list[Sample], src: Src, note: str = "", title: str = "Chain-of-Steps") -> str:
+    """A step viewer over per-step decodes: slider, sample picker, arrow keys and j/k."""
+    if not samples:
+        return ""
+    first = samples[0].frames[0]
+    w, h, px = _display(_image_size(first, first) or (0, 0), 720)
+    data = [{"id": s.id, "frames": [src(f) for f in s.frames],
+             "sigmas": [None if x is None else float(x) for x in s.sigmas]} for s in samples]
+    if len(samples) > 1:
+        opts = "".join(f"<option value={k}>{html.escape(s.id)}</option>" for k, s in enumerate(samples))
+        pick = f'<select aria-label="sample">{opts}</select>'
+    else:
+        pick = f"<span class=muted>{html.escape(samples[0].id)}</span>"
+    hint = ("<kbd>&larr;</kbd> <kbd>&rarr;</kbd> or <kbd>k</kbd> <kbd>j</kbd> move through the denoising steps; "
+            "<kbd>Home</kbd> / <kbd>End</kbd> jump to the first / last. Each image is the model's clean estimate "
+            "x0_hat at that step.")
+    return (f'<div class="card viewer" tabindex=0 data-step=0><div class=bar><h3>{html.escape(title)}</h3>{pick}'
+            f'<span class=lbl></span></div><div class=stage><img alt="decoded x0_hat" width={w} height={h}'
+            f'{" class=px" if px else ""}></div><input type=range min=0 max={len(samples[0].frames) - 1} value=0 '
+            f'aria-label="step"><p class=hint>{hint}{(" " + note) if note else ""}</p>'
+            f'<script type="application/json" class=vdata>{_json_script(data)}</script></div>')
+
+
+# ---------------------------------------------------------------- pages
+
+
+def asset(name: str) -> str:
+    return resources.files("steplens.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def page(title: str, body: str, *, wide: bool = False) -> str:
+    """A complete HTML page with the inline stylesheet and script (no external resources)."""
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'><link rel=icon href='data:,'>"
+            f"<title>{html.escape(title)}</title><style>{asset('report.css')}</style></head>"
+            f"<body><main{' class=wide' if wide else ''}>{body}</main><script>{asset('report.js')}</script></body></html>")
+
+
+def _anchor(name: str, taken: set[str]) -> str:
+    base = "run-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x")
+    a, k = base, 2
+    while a in taken:
+        a, k = f"{base}-{k}", k + 1
+    taken.add(a)
+    return a
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+SampleLinks = Callable[[Run], str]  # extra HTML under a run's step viewer (the dashboard links each sample)
+
+
+def run_content(run: Run, src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
+                sample_links: SampleLinks | None = None, show_config: bool = False) -> str:
+    """One run's text, numbers, step viewer and figures."""
+    parts = []
+    if run.config and not show_config:
+        parts.append(f"<details><summary>config</summary>{config_html(run.config)}</details>")
+    if run.text.strip():
+        parts.append(f"<pre class=txt>{html.escape(run.text.rstrip())}</pre>")
+    skip = ("config",) if run.summary.get("config") == run.config else ()
+    parts.append(numbers_html(run.summary, skip))
+    if run.samples:
+        shown = run.samples if max_samples is None else run.samples[:max_samples]
+        note = (f"Showing {len(shown)} of {len(run.samples)} samples; <code>steplens serve</code> shows all."
+                if len(shown) < len(run.samples) else "")
+        parts.append(viewer_html(shown, src, note))
+        if sample_links:
+            parts.append(sample_links(run))
+    if run.figures:
+        parts.append(f"<div class=figs>{''.join(figure_html(f, src) for f in run.figures)}</div>")
+    if not (run.text.strip() or run.summary or run.samples or run.figures):
+        parts.append("<p class=empty>This run has no summary, figures or steps yet.</p>")
     return "".join(parts)
 
 
-def render(root: str | Path, src: Callable[[Path], str] = data_uri, title: str | None = None) -> str:
-    """The report page of a run folder, or of a parent folder of runs."""
+def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
+         sample_links: SampleLinks | None = None) -> tuple[str, str]:
+    """(title, body HTML) of a run folder or a parent folder of runs."""
     root = Path(root)
     if not root.is_dir():
         raise ReportError(f"{root}: not a folder")
-    subs = sorted(p for p in root.iterdir() if p.is_dir() and is_run(p))
+    subs = sub_runs(root)
     if not is_run(root) and not subs:
         raise ReportError(f"{root}: no manifest.json here or in its sub-folders: not a steplens run")
-    sections, nav = [], []
-    if is_run(root):
-        sections.append(run_section(root, src, "top"))
-    for s in subs:
-        nav.append(f'<a href="#{html.escape(s.name)}">{html.escape(s.name)}</a>')
-        sections.append(run_section(s, src, s.name))
-    head = f"<h1>{html.escape(title or 'steplens report: ' + root.resolve().name)}</h1>"
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>{html.escape(title or root.name)}</title><style>{CSS}</style></head><body><main>{head}"
-            f"{'<nav>' + ''.join(nav) + '</nav>' if nav else ''}{''.join(sections)}</main><script>{JS}</script></body></html>")
+    me = load_run(root) if is_run(root) else None
+    story = list(me.summary) if me else []  # a demo's summary.json lists its stages in the order they ran
+    subs.sort(key=lambda p: (story.index(p.name) if p.name in story else len(story), p.name))
+    runs = [load_run(s) for s in subs]
+    name = root.resolve().name or str(root)
+    kind = f"<span class=badge>{html.escape(me.kind)}</span>" if me else ""
+    sub = "steplens report" + (f" &middot; {len(runs)} runs" if runs else "")
+    parts = [f"<header><h1>{html.escape(name)}{kind}</h1><p class=sub>{sub}</p>"]
+    if me:
+        parts.append(config_html(me.config))
+    parts.append("</header>")
+    taken: set[str] = set()
+    anchors = [_anchor(r.folder.name, taken) for r in runs]
+    if runs:
+        items = "".join(f'<li><a href="#{a}">{html.escape(r.folder.name)}</a> <span class=badge>{html.escape(r.kind)}'
+                        f"</span> <span class=muted>{html.escape(_first_line(r.text)[:110])}</span></li>"
+                        for a, r in zip(anchors, runs))
+        parts.append(f"<nav class='card toc block'><h4>Contents</h4><ol>{items}</ol></nav>")
+    if me:
+        parts.append(run_content(me, src, max_samples=max_samples, sample_links=sample_links, show_config=True))
+    for a, r in zip(anchors, runs):
+        parts.append(f'<section class=run id="{a}"><h2>{html.escape(r.folder.name)}<span class=badge>'
+                     f"{html.escape(r.kind)}</span></h2>"
+                     f"{run_content(r, src, max_samples=max_samples, sample_links=sample_links)}</section>")
+    return f"steplens: {name}", "".join(parts)
+
+
+def render(root: str | Path, src: Src = data_uri, max_samples: int | None = MAX_REPORT_SAMPLES) -> str:
+    """The report page of a run folder (or a parent of runs); by default every file is inlined."""
+    title, content = render_body(root, src, max_samples=max_samples)
+    return page(title, content)
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write one self-contained report.html (images inlined) for a run folder; returns its path."""
+    """Write one self-contained report.html (images inlined, no external resources); returns its path."""
     run_dir = Path(run_dir)
-    target = Path(out) if out else run_dir / "report.html"
-    atomic_write_text(target, render(run_dir))
+    target = Path(out) if out is not None else run_dir / "report.html"
+    text = render(run_dir)
+    try:
+        atomic_write_text(target, text)
+    except OSError as e:
+        raise ReportError(f"{target}: cannot write the report ({e.strerror or e})") from None
     return target
