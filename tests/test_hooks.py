@@ -5,25 +5,11 @@ import torch
 from torch import nn
 
 from steplens import context
+from conftest import tiny_reference
 from steplens.hooks import HookPointError, frame_tokens, grid_to_tokens, hook_points, hooks, select_points, tokens_to_grid
-from steplens.models.dit import ReferenceDenoiser, random_tiny
-from steplens.runner import SamplingConfig, generate, prepare
-from steplens.tasks import get_task
+from steplens.runner import SamplingConfig, generate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared with training: keep tests light
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_reference(seeds=(1, 2)):
-    """The reference DiT (tiny preset, random weights that do real work) and a batch of 3x3 mazes."""
-    den = ReferenceDenoiser(random_tiny(seed=0).eval())
-    task = get_task("maze")
-    return den, prepare(den, task, [task.generate(s, 3, n_frames=4, cell_px=1) for s in seeds])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Toy:

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from test_hooks import tiny_reference
+from conftest import tiny_reference
 
 from steplens.hooks import frame_tokens, hooks
 from steplens.interventions import (NoiseAtFrame, NoiseAtStep, injection_noise, patch_activations, record_activations,
@@ -16,12 +16,7 @@ from steplens.trace import TraceRecorder
 CFG = SamplingConfig(steps=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared with training: keep tests light
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_hooks import tiny_reference
+from conftest import tiny_reference
 
 from steplens import context
 from steplens.config import ConfigError
@@ -19,12 +19,7 @@ N = 4 * 7 * 7  # tokens of a 3x3 maze (7x7 blocks) over 4 frames
 D = 32  # tiny preset width
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared with training: keep tests light
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

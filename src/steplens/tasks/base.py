@@ -151,6 +151,21 @@ class Task(abc.ABC, Generic[I]):
         """Score block colours of the final frame (Hb, Wb, 3) float; `video` is all frames' blocks."""
 
     # -- shared behaviour ---------------------------------------------------------------------
+    def check_generate_args(self, size: int | None, n_frames: int, extra: dict[str, Any], *, size_what: str,
+                            min_frames: int = 2, frames_why: str = "") -> int:
+        """Validate `generate`'s common arguments; returns the size (the default when None)."""
+        if extra:
+            raise TypeError(f"{self.name}: unknown arguments {sorted(extra)}")
+        n = self.default_size if size is None else size
+        if not isinstance(n, int) or n not in self.sizes:
+            lo, hi = min(self.sizes), max(self.sizes)
+            allowed = f"{lo}..{hi}" if list(self.sizes) == list(range(lo, hi + 1)) else f"one of {self.sizes}"
+            raise ValueError(f"{self.name} size ({size_what}) must be in {allowed}, got {size!r}")
+        if n_frames < min_frames:
+            why = f" ({frames_why})" if frames_why else ""
+            raise ValueError(f"{self.name} needs n_frames >= {min_frames}{why}, got {n_frames}")
+        return n
+
     def render(self, inst: I) -> np.ndarray:
         """Ground-truth video (T, H, W, 3) uint8 at the instance's `cell_px`."""
         return blocks_to_frames(self.blocks(inst), inst.cell_px)  # type: ignore[attr-defined]

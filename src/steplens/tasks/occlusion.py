@@ -78,13 +78,7 @@ class OcclusionTask(Task[OcclusionInstance]):
     description = "Keep track of a block moving behind an occluder; show where it comes out."
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> OcclusionInstance:
-        if kw:
-            raise TypeError(f"occlusion: unknown arguments {sorted(kw)}")
-        w = self.default_size if size is None else size
-        if not isinstance(w, int) or w not in self.sizes:
-            raise ValueError(f"occlusion size (grid columns) must be in {min(self.sizes)}..{max(self.sizes)}, got {size!r}")
-        if n_frames < 3:
-            raise ValueError(f"occlusion needs n_frames >= 3 (visible, hidden, visible), got {n_frames}")
+        w = self.check_generate_args(size, n_frames, kw, size_what="grid columns", min_frames=3, frames_why="visible, hidden, visible")
         speeds = fitting_speeds(w, n_frames)
         if not speeds:
             raise ValueError(f"occlusion: {n_frames} frames need at least {2 + n_frames - 1} columns, got size {w}")

@@ -80,13 +80,7 @@ class RotateTask(Task[RotateInstance]):
     description = "Rotate the blue piece 90 degrees clockwise about its yellow pivot block."
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> RotateInstance:
-        if kw:
-            raise TypeError(f"rotate: unknown arguments {sorted(kw)}")
-        n = self.default_size if size is None else size
-        if not isinstance(n, int) or n not in self.sizes:
-            raise ValueError(f"rotate size (grid side in blocks) must be in {min(self.sizes)}..{max(self.sizes)}, got {size!r}")
-        if n_frames < 2:
-            raise ValueError(f"rotate needs n_frames >= 2, got {n_frames}")
+        n = self.check_generate_args(size, n_frames, kw, size_what="grid side in blocks")
         rng = np.random.default_rng([seed, n])
         names = sorted(SHAPES)
         shape = names[int(rng.integers(len(names)))]

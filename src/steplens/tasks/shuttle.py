@@ -82,13 +82,7 @@ class ShuttleTask(Task[ShuttleInstance]):
     description = "Walk the blue agent to the red target and back to where it started."
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> ShuttleInstance:
-        if kw:
-            raise TypeError(f"shuttle: unknown arguments {sorted(kw)}")
-        n = self.default_size if size is None else size
-        if not isinstance(n, int) or n not in self.sizes:
-            raise ValueError(f"shuttle size (room side in blocks) must be in {min(self.sizes)}..{max(self.sizes)}, got {size!r}")
-        if n_frames < 3:
-            raise ValueError(f"shuttle needs n_frames >= 3 (start, target, back), got {n_frames}")
+        n = self.check_generate_args(size, n_frames, kw, size_what="room side in blocks", min_frames=3, frames_why="start, target, back")
         rng = np.random.default_rng([seed, n])
         cells = [(r, c) for r in range(1, n - 1) for c in range(1, n - 1)]
         start = cells[int(rng.integers(len(cells)))]

@@ -108,13 +108,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     description = "X to move: place the one X that wins, or else the one that blocks O."
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> TicTacToeInstance:
-        if kw:
-            raise TypeError(f"tictactoe: unknown arguments {sorted(kw)}")
-        s = self.default_size if size is None else size
-        if not isinstance(s, int) or s not in self.sizes:
-            raise ValueError(f"tictactoe size (blocks per square) must be one of {self.sizes}, got {size!r}")
-        if n_frames < 2:
-            raise ValueError(f"tictactoe needs n_frames >= 2, got {n_frames}")
+        s = self.check_generate_args(size, n_frames, kw, size_what="blocks per square")
         rng = np.random.default_rng([seed, s])
         kind = KINDS[int(rng.integers(len(KINDS)))]
         for _ in range(_MAX_TRIES):

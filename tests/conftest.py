@@ -1,0 +1,26 @@
+"""Shared test helpers: a tiny reference model with a batch of mazes, and single-threaded torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steplens.models.dit import ReferenceDenoiser, random_tiny
+from steplens.runner import prepare
+from steplens.tasks import get_task
+
+
+def tiny_reference(seeds=(1, 2)):
+    """The reference DiT (tiny preset, random weights that do real work) and a batch of 3x3 mazes."""
+    den = ReferenceDenoiser(random_tiny(seed=0).eval())
+    task = get_task("maze")
+    return den, prepare(den, task, [task.generate(s, 3, n_frames=4, cell_px=1) for s in seeds])
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (the CI machine has two cores; keep tests light)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
