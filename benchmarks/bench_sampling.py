@@ -2,7 +2,9 @@
 
     python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20
 
-Target (issue 3): 100 mazes batched in <= 10 s on 2 CPU cores. Prints JSON.
+Target (issue 3): 100 mazes batched in <= 10 s on 2 CPU cores. Prints JSON, with the model's FLOPs per
+sample and step (torch's FlopCounterMode) and the FLOP rate achieved, which say how far the target is
+from what the hardware can do for this model.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from steplens.evaluate import eval_seeds
 from steplens.models.registry import load
-from steplens.runner import SamplingConfig
+from steplens.runner import SamplingConfig, prepare
+from steplens.tasks import get_task
 
 
 def main() -> None:
@@ -37,9 +41,18 @@ def main() -> None:
         res = eval_seeds(den, "maze", a.size, seeds, cfg)
         times.append(time.perf_counter() - t)
         solved = sum(r["success"] for r in res)
+    task = get_task("maze")
+    batch = prepare(den, task, [task.generate(s, a.size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for s in seeds[:2]])
+    x = torch.randn(2, *batch.latent_shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        den(x, torch.full((2,), 0.5), batch.cond)
+    gflop = fc.get_total_flops() / 2 / 1e9  # one sample, one network evaluation
+    med = statistics.median(times)
     print(json.dumps({"model": a.model, "n": a.n, "size": a.size, "steps": a.steps, "threads": torch.get_num_threads(),
                       "median_s": round(statistics.median(times), 2), "all_s": [round(t, 2) for t in times],
-                      "mazes_per_s": round(a.n / statistics.median(times), 1), "solved": solved, "target_s": 10.0}))
+                      "mazes_per_s": round(a.n / statistics.median(times), 1), "solved": solved, "target_s": 10.0,
+                      "gflop_per_sample_step": round(gflop, 3), "achieved_gflops": round(gflop * a.n * a.steps / med, 1),
+                      "gflops_needed_for_target": round(gflop * a.n * a.steps / 10.0, 1)}))
 
 
 if __name__ == "__main__":
