@@ -66,6 +66,12 @@ def test_perturb_and_cka(model_path, tmp_path):
     flow = np.array(c["flow_latent"], dtype=float)
     assert np.isnan(flow[0, 0]) and np.all((flow[0, 1:] >= 0) & (flow[0, 1:] <= 1))  # only later steps are observed
     assert set(c["flow_layers_last_step"]) == {"latent", "blocks.1.resid_post"}
+    # added noise scaled by sigma disturbs less than fresh noise: the flow is smaller everywhere it is observed
+    weak = run_cka(den, cfg(model_path), str(tmp_path / "a"), every=2, mode="add", strength=0.1, progress=False)
+    assert weak["mode"] == "add"
+    weak_flow = np.array(weak["flow_latent"], dtype=float)
+    seen = np.isfinite(flow)
+    assert np.all(weak_flow[seen] <= flow[seen] + 1e-6) and weak_flow[seen].mean() < flow[seen].mean()
     with pytest.raises(ValueError, match="Euler"):
         from steplens.runner import SamplingConfig
 

@@ -52,17 +52,24 @@ def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
     _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler)
 
 
+_MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
+_STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("replace", "add"):
+        raise typer.BadParameter("--mode must be replace or add")
+
+
 @probe_app.command("perturb")
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
             n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
             batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
-            mode: str = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma * noise."),
-            strength: float = typer.Option(1.0, "--strength")) -> None:
+            mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
 
-    if mode not in ("replace", "add"):
-        raise typer.BadParameter("--mode must be replace or add")
+    _check_mode(mode)
     _run(out, lambda den, cfg: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength), model, task, size, n, seed, steps, shift, batch)
 
 
@@ -70,12 +77,15 @@ def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"]
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
         batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every"),
-        layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last).")) -> None:
+        layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
+        mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
     from .probes.perturb import run_cka
 
+    _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
-    _run(out, lambda den, cfg: run_cka(den, cfg, out, every=every, layers=ls), model, task, size, n, seed, steps, shift, batch)
+    _run(out, lambda den, cfg: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength),
+         model, task, size, n, seed, steps, shift, batch)
 
 
 @probe_app.command("layers")

@@ -212,11 +212,12 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
             "flow_layers_last_step": {k: [None if not np.isfinite(v) else float(v) for v in m[:, -1]] for k, m in mats.items()}}
 
 
-def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
+def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Sequence[int] | None = None, mode: str = "replace",
+            strength: float = 1.0, progress: bool = True) -> dict[str, Any]:
     """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA."""
     depth = len(den.hook_blocks())
     layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
-    return run_perturb(den, cfg, out, every=every, frames=[], progress=progress, cka_layers=layers)
+    return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers)
 
 
 # -- demo hooks: small default sizes ---------------------------------------------------------------
