@@ -148,6 +148,11 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
     step_curve, frame_curve = _curve(res["step"]), _curve(res["frame"])
     worst_step = min(step_curve, key=lambda r: r["mean"])
     worst_frame = min(frame_curve, key=lambda r: r["mean"]) if frame_curve else None
+    # the last latent frame is the one the scorer reads: noise there every step overwrites the answer
+    # itself, which no attention can repair. The paper's comparison is about the frames in between.
+    answer = max(res["frame"]) if res["frame"] else None
+    inner = [r for r in frame_curve if r["index"] != answer]
+    worst_inner = min(inner, key=lambda r: r["mean"]) if inner else None
     save_npz(run_.root / "perturb.npz", clean=np.array(res["clean"]),
              step_index=np.array(list(res["step"])), step_scores=np.array(list(res["step"].values())),
              frame_index=np.array(list(res["frame"])), frame_scores=np.array(list(res["frame"].values())) if res["frame"] else np.zeros((0, 0)),
@@ -175,11 +180,16 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
         "worst_step": worst_step, "worst_frame": worst_frame,
         "worst_drop_step": clean[0] - worst_step["mean"],
         "worst_drop_frame": clean[0] - worst_frame["mean"] if worst_frame else None,
+        "answer_frame": answer, "worst_frame_before_answer": worst_inner,
+        "worst_drop_frame_before_answer": clean[0] - worst_inner["mean"] if worst_inner else None,
     }
     text = [f"noise at step vs frame ({mode}), {cfg.n} held-out {cfg.task} {cfg.size}x{cfg.size}: clean solve rate {clean[0]:.2f}",
             f"worst step injection: step {worst_step['index']} -> {worst_step['mean']:.2f} (drop {summary['worst_drop_step']:.2f})"]
     if worst_frame:
         text.append(f"worst frame injection: frame {worst_frame['index']} -> {worst_frame['mean']:.2f} (drop {summary['worst_drop_frame']:.2f})")
+    if worst_inner:
+        text.append(f"worst frame before the answer frame {answer}: frame {worst_inner['index']} -> {worst_inner['mean']:.2f} "
+                    f"(drop {summary['worst_drop_frame_before_answer']:.2f}); noise on the answer frame itself overwrites what is scored")
     if np.isfinite(res["flow_latent"]).any():
         summary.update(_write_flow(run_, res))
         text.append(f"1 - CKA at the last step (latents): earliest injection {summary['flow_last_step_first_injection']:.3f}, "
@@ -223,7 +233,8 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
 # -- demo hooks: small default sizes ---------------------------------------------------------------
 def demo_perturb(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
     s = run_perturb(den, cfg, out, every=max(2, cfg.sampling.steps // 5), progress=progress)
-    return {k: s[k] for k in ("clean_solve_rate", "worst_step", "worst_frame", "worst_drop_step", "worst_drop_frame")}
+    return {k: s[k] for k in ("clean_solve_rate", "worst_step", "worst_frame", "worst_drop_step", "worst_drop_frame",
+                              "answer_frame", "worst_frame_before_answer", "worst_drop_frame_before_answer")}
 
 
 def demo_cka(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
