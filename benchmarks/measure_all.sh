@@ -26,7 +26,7 @@ python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --r
 python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
 python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
 python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 5 | tee "$out/bench_trace.json"
-python benchmarks/bench_ensemble.py --model maze | tee "$out/bench_ensemble.json"
+python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
 
 log "probes at size $size with more instances"
 steplens probe cos --size "$size" --n 100 --batch 50 --out "$out/probe_cos" | tail -8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,7 +74,8 @@ def test_mean_xt_collapses_the_seeds(den):
     k, cfg = 3, SamplingConfig(steps=5)
     _, x, cond = _batch(den, SEEDS, k)
     seen = []
-    out = ensemble_latents(den, x, cfg.sigmas(), cond, EnsembleConfig(k=k, window=(0, 2)), callback=lambda e: seen.append(e))
+    ens = EnsembleConfig(k=k, window=(0, 2))
+    out = ensemble_latents(den, x, cfg.sigmas(), cond, ens, callback=lambda e: seen.append(e), dedupe=False)
     assert not torch.allclose(_groups(seen[0].x, k)[:, 0], _groups(seen[0].x, k)[:, 1])  # distinct seeds before
     for e in seen[2:]:
         g = _groups(e.x, k)
@@ -81,6 +83,18 @@ def test_mean_xt_collapses_the_seeds(den):
     g = _groups(out, k)
     assert torch.allclose(g, g[:, :1].expand_as(g), atol=1e-6)
     assert all(spread(g[b]) < 1e-5 for b in range(len(SEEDS)))
+    # so one trajectory per instance after the first merge gives the same result with fewer evaluations
+    rows = []
+
+    def count(e):
+        rows.append(e.x.shape[0])
+
+    fast = ensemble_latents(den, x, cfg.sigmas(), cond, ens, callback=count)
+    assert rows == [k * len(SEEDS)] + [len(SEEDS)] * (cfg.steps - 1)
+    assert fast.shape == out.shape and torch.allclose(fast, out, atol=1e-5)
+    single = ensemble_latents(den, x, cfg.sigmas(), cond, replace(ens, after="single"))
+    assert torch.allclose(single, out[::k], atol=1e-5)
+    assert nfe_per_instance(ens, cfg) == k + cfg.steps - 1 == sum(rows) // len(SEEDS)
 
 
 @pytest.mark.parametrize("rule", ["mean_x0_renoise", "mean_v"])
@@ -151,14 +165,17 @@ def test_after_single_keeps_one_trajectory_and_counts_nfe(den):
 def test_nfe_accounting_and_matched_steps():
     euler, heun = SamplingConfig(steps=20), SamplingConfig(sampler="heun", steps=20)
     assert nfe_per_instance(EnsembleConfig(k=1), euler) == 20
-    assert nfe_per_instance(EnsembleConfig(k=3), euler) == 60
-    assert nfe_per_instance(EnsembleConfig(k=4, window=(0, 2), after="single"), euler) == 4 * 2 + 18
+    assert nfe_per_instance(EnsembleConfig(k=3), euler) == 3 + 19  # mean_xt, window 0:2: K only at step 0
+    assert nfe_per_instance(EnsembleConfig(k=3, window=(0, 0)), euler) == 60  # K unmerged seeds
+    assert nfe_per_instance(EnsembleConfig(k=4, window=(0, 2), after="single"), euler) == 4 + 19  # mean_xt collapses
+    assert nfe_per_instance(EnsembleConfig(k=4, window=(2, 4), rule="mean_v", after="single"), euler) == 4 * 4 + 16
     assert step_nfe("heun", 3) == [2, 2, 1]  # Heun's last step (to sigma 0) is Euler
-    assert nfe_per_instance(EnsembleConfig(k=2), heun) == 2 * 39
+    assert nfe_per_instance(EnsembleConfig(k=2), heun) == 2 * 2 + 37
+    assert nfe_per_instance(EnsembleConfig(k=2, window=(0, 0)), heun) == 2 * 39
     assert matched_steps(60, "euler") == 60 and matched_steps(78, "heun") == 39
     names = [m.name for m in baselines(EnsembleConfig(k=3), euler)]
     assert names == ["single", "single_matched", "best_of_k_oracle", "best_of_k_agreement", "majority_vote", "ensemble"]
-    assert baselines(EnsembleConfig(k=3), euler)[1].steps == 60
+    assert baselines(EnsembleConfig(k=3), euler)[1].steps == 22
 
 
 @pytest.mark.parametrize("rule,nc", [("mean_xt", False), ("mean_xt", True), ("mean_v", False), ("mean_x0_renoise", False)])

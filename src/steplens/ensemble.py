@@ -8,7 +8,9 @@ with the cost K*M + (steps - M) network evaluations per instance, M = window end
 
 Merge rules at step i (sigma = s, next sigma = s'), per instance group of K:
 - `mean_xt`: every x_next := the group mean of x_next. With a deterministic sampler this collapses the
-  K seeds into one trajectory (every later step starts from the same latent). The mean of K independent
+  K seeds into one trajectory (every later step starts from the same latent): only the window's first
+  step needs K evaluations, a longer window changes nothing, and steplens computes one trajectory per
+  instance from there (cost K*(start+1) + the remaining steps). The mean of K independent
   noises has std 1/sqrt(K), so at high sigma the merged latent is off the noise distribution;
   `norm_correct` splits x_next_k = (1 - s') x0_hat_k + n_k (n_k = s' eps_k for Euler) and rescales the
   mean noise part to keep its std: merged = (1 - s') mean_k x0_hat_k + mean_k n_k * r, with
@@ -91,6 +93,12 @@ class EnsembleConfig:
     def merges(self) -> bool:
         return self.k > 1 and self.window[1] > self.window[0]
 
+    @property
+    def collapses(self) -> bool:
+        """mean_xt gives all K trajectories of an instance one latent at the window's first step; with a
+        deterministic sampler they stay identical, so one per instance is computed from there on."""
+        return self.merges and self.rule == "mean_xt"
+
 
 # -- merging, as a step callback ----------------------------------------------------------------------
 def _group(t: Tensor, k: int) -> Tensor:
@@ -146,23 +154,34 @@ def merge_callback(ens: EnsembleConfig, *, skip_first_frame: bool = False) -> St
 
 @torch.no_grad()
 def ensemble_latents(denoiser: Any, x: Tensor, sigmas: Tensor, cond: Cond, ens: EnsembleConfig, *, sampler: str = "euler",
-                     callback: StepCallback | Sequence[StepCallback] | None = None) -> Tensor:
+                     callback: StepCallback | Sequence[StepCallback] | None = None, dedupe: bool = True) -> Tensor:
     """Sample B*K trajectories (x, cond: (B*K, ...), seed-major per instance) with merging.
 
     Returns (B*K, C, F, H, W) final latents for after="all", (B, C, F, H, W) for after="single".
     Extra `callback`s see every step after the merge (and only the kept trajectories after the window).
+    With a collapsing rule (`ens.collapses`: mean_xt) and `dedupe`, only one trajectory per instance is
+    computed after the window's first step (the K are identical from there; after="all" returns K
+    copies), so extra callbacks see B rows from then on. `dedupe=False` computes all K throughout.
     """
     if x.shape[0] % ens.k:
         raise ValueError(f"batch of {x.shape[0]} trajectories is not a multiple of k={ens.k}")
-    ens.check(len(sigmas) - 1)
+    steps = len(sigmas) - 1
+    ens.check(steps)
     extra = [] if callback is None else ([callback] if callable(callback) else list(callback))
     make = get_sampler(sampler)
     cbs = [merge_callback(ens, skip_first_frame=cond.image is not None), *extra]
+    keep = slice(None, None, ens.k)  # the first trajectory of each instance
+    if dedupe and ens.collapses:
+        first = ens.window[0]
+        x_mid = run(make(denoiser, x, sigmas[: first + 2], cond), cbs)  # all K through the first merge
+        one = x_mid[keep]
+        if first + 1 < steps:
+            one = run(make(denoiser, one, sigmas[first + 1 :], cond.index(keep), first_step=first + 1), extra)
+        return one if ens.after == "single" else one.repeat_interleave(ens.k, 0)
     if ens.after == "all" or ens.k == 1:
         return run(make(denoiser, x, sigmas, cond), cbs)
     end = ens.window[1]
     x_mid = run(make(denoiser, x, sigmas[: end + 1], cond), cbs)  # all K up to the window's end
-    keep = slice(None, None, ens.k)  # the first trajectory of each instance
     return run(make(denoiser, x_mid[keep], sigmas[end:], cond.index(keep), first_step=end), extra)
 
 
@@ -175,8 +194,14 @@ def step_nfe(sampler: str, steps: int) -> list[int]:
 
 
 def nfe_per_instance(ens: EnsembleConfig, sampling: SamplingConfig) -> int:
-    """Network evaluations per instance: K trajectories through the window, then K or 1 to the end."""
+    """Network evaluations per instance: K trajectories through the window, then K or 1 to the end.
+
+    A collapsing rule (mean_xt) needs K only up to the window's first step (see `ensemble_latents`).
+    """
     per_step = step_nfe(sampling.sampler, sampling.steps)
+    if ens.collapses:
+        m = ens.window[0] + 1
+        return ens.k * sum(per_step[:m]) + sum(per_step[m:])
     if ens.after == "all" or ens.k == 1:
         return ens.k * sum(per_step)
     m = ens.window[1]
