@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from steplens.cli_ensemble import register
 from steplens.config import ConfigError
 from steplens.ensemble import (EnsembleConfig, Method, baselines, choose, compare, ensemble_latents, matched_steps,
-                               nfe_per_instance, run_ensemble, run_trajectories, spread, step_nfe, sweep, vote_keys)
+                               nfe_per_instance, run_ensemble, run_trajectories, spread, step_nfe, sweep, sweep_methods,
+                               vote_keys)
 from steplens.evaluate import eval_seeds
 from steplens.models.dit import BlockCodec, ReferenceDenoiser
 from steplens.models.protocol import Cond, DenoiserBase, Prediction, velocity_from_x0
@@ -174,7 +175,8 @@ def test_nfe_accounting_and_matched_steps():
     assert nfe_per_instance(EnsembleConfig(k=2, window=(0, 0)), heun) == 2 * 39
     assert matched_steps(60, "euler") == 60 and matched_steps(78, "heun") == 39
     names = [m.name for m in baselines(EnsembleConfig(k=3), euler)]
-    assert names == ["single", "single_matched", "best_of_k_oracle", "best_of_k_agreement", "majority_vote", "ensemble"]
+    assert names == ["single", "single_matched", "best_of_k_oracle", "best_of_k_agreement", "majority_vote", "single_cold", "ensemble"]
+    assert "single_cold" not in [m.name for m in baselines(EnsembleConfig(k=3, rule="mean_v"), euler)]
     assert baselines(EnsembleConfig(k=3), euler)[1].steps == 22
 
 
@@ -255,7 +257,8 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     for f in ("sweep.json", "sweep.md", "sweep.png", "figures.json", "summary.json", "summary.txt", "manifest.json"):
         assert (out / f).exists(), f
     data = json.loads((out / "sweep.json").read_text())
-    assert len(data["points"]) == 2 * 4 and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    assert len(data["points"]) == 2 * 4 + 2 and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    assert [(p["k"], p["window"]) for p in data["points"] if p["rule"] == "single_cold"] == [(2, None), (3, None)]
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
@@ -292,3 +295,27 @@ def test_cli_run_and_sweep_end_to_end(den, tmp_path):
                             "--rules", "mean_xt", "--no-norm-correct", *common])
     assert r.exit_code == 0, r.output
     assert "recommended" in r.output and (tmp_path / "s" / "sweep.png").exists()
+
+
+def test_cold_single_scales_the_initial_noise(den):
+    """single_cold starts one seed from noise * 1/sqrt(K): the same distribution as the mean of K noises."""
+    from steplens.ensemble import cold_single, run_trajectories
+
+    cfg = SamplingConfig(steps=3)
+    m = cold_single(4)
+    assert m.noise_scale == pytest.approx(0.5)
+    first = []
+    cold = run_trajectories(den, "maze", 3, SEEDS, cfg, m.ens, noise_scale=m.noise_scale)
+    plain = run_trajectories(den, "maze", 3, SEEDS, cfg, m.ens)
+    assert not torch.allclose(cold.finals, plain.finals)
+    # the same thing by hand: scaled noise through the plain sampler
+    batch, x, cond = _batch(den, SEEDS, 1)
+    from steplens.sampling import get_sampler, run
+
+    want = run(get_sampler("euler")(den, x * 0.5, cfg.sigmas(), cond), lambda e: first.append(e.x))
+    assert torch.allclose(cold.finals[:, 0], want, atol=1e-6)
+    assert torch.allclose(first[0][:, :, 1:], (x * 0.5)[:, :, 1:])  # frame 0 is the given image
+    with pytest.raises(ConfigError):
+        Method("bad", noise_scale=0.0)
+    names = [mm.name for mm in sweep_methods(ks=(2, 4), windows=((0, 1),), rules=("mean_xt",), norm_correct=(False,))]
+    assert names[:3] == ["single", "k2_single_cold", "k4_single_cold"]

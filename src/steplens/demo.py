@@ -74,9 +74,9 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     for name, runner in _optional_stages():
         headline[name] = stage(name, lambda r=runner: r(den, probe, str(out / name), cfg, progress))
 
-    from .ensemble import EnsembleConfig, Method, compare
+    from .ensemble import EnsembleConfig, Method, cold_single, compare
 
-    ens_methods = [Method("single"), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
+    ens_methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
     ens = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.ensemble_n, cfg.seed, sampling, ens_methods,
                                             out / "ensemble", progress=progress))
     headline["ensemble"] = ens["methods"]

@@ -278,14 +278,19 @@ class Trajectories:
 
 
 def run_trajectories(denoiser: Any, task_name: str, size: int, seeds: Sequence[int], sampling: SamplingConfig,
-                     ens: EnsembleConfig) -> Trajectories:
-    """Generate the instances of `seeds`, sample K trajectories each (noise_seed(seed, j)), decode and score all."""
+                     ens: EnsembleConfig, *, noise_scale: float = 1.0) -> Trajectories:
+    """Generate the instances of `seeds`, sample K trajectories each (noise_seed(seed, j)), decode and score all.
+
+    `noise_scale` multiplies the initial noise (1: the model's prior; < 1: a colder start).
+    """
     task = get_task(task_name)
     n_frames = getattr(denoiser, "n_frames", 4)
     insts = [task.generate(int(s), size, n_frames=n_frames, cell_px=1) for s in seeds]
     batch = prepare(denoiser, task, insts)
     dev = denoiser.device
     x = seeded_noise(batch.latent_shape, [noise_seed(int(s), j) for s in seeds for j in range(ens.k)], device=dev)
+    if noise_scale != 1.0:
+        x = x * noise_scale
     cond = batch.cond.repeat(ens.k)
     lat = ensemble_latents(denoiser, x, sampling.sigmas(denoiser).to(dev), cond, ens, sampler=sampling.sampler)
     b = len(insts)
@@ -330,17 +335,20 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 @dataclass(frozen=True)
 class Method:
-    """A named test-time method: an ensemble config, optionally with its own number of steps."""
+    """A named test-time method: an ensemble config, optionally with its own number of steps and noise scale."""
 
     name: str
     ens: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(k=1, window=(0, 0)))
     steps: int | None = None  # None: the comparison's steps
+    noise_scale: float = 1.0  # multiplies the initial noise (see `baselines`: single_cold)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"method name {self.name!r} must match {_NAME.pattern}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 < self.noise_scale <= 1e3:
+            raise ConfigError(f"noise_scale must be in (0, 1000], got {self.noise_scale}")
 
     def sampling(self, base: SamplingConfig) -> SamplingConfig:
         return base if self.steps is None else replace(base, steps=self.steps)
@@ -356,6 +364,9 @@ def baselines(ens: EnsembleConfig, sampling: SamplingConfig) -> list[Method]:
 
     single (k=1); single_matched (one seed, as many steps as the ensemble's NFE allow); best_of_k_oracle
     (needs ground truth: an upper bound); best_of_k_agreement; majority_vote (K unmerged seeds each); ensemble.
+    For mean_xt without norm correction also single_cold: one seed whose initial noise is scaled by
+    1/sqrt(K), the distribution of the mean of K noises, at no extra compute. It separates what averaging
+    K predictions buys from what a colder start buys.
     """
     ens.check(sampling.steps)
     plain = EnsembleConfig(k=ens.k, window=(0, 0), after="all")
@@ -365,7 +376,14 @@ def baselines(ens: EnsembleConfig, sampling: SamplingConfig) -> list[Method]:
         methods += [Method("best_of_k_oracle", replace(plain, select="oracle")),
                     Method("best_of_k_agreement", replace(plain, select="agreement")),
                     Method("majority_vote", replace(plain, select="vote"))]
+    if ens.collapses and not ens.norm_correct:
+        methods.append(cold_single(ens.k))
     return [*methods, Method("ensemble", ens)]
+
+
+def cold_single(k: int, name: str = "single_cold") -> Method:
+    """One seed started from noise of std 1/sqrt(k): what a mean of k noises looks like."""
+    return Method(name, noise_scale=1.0 / k**0.5)
 
 
 def sample_key(method: str, task: str, size: int, seed: int) -> str:
@@ -375,7 +393,7 @@ def sample_key(method: str, task: str, size: int, seed: int) -> str:
 def _traj_key(m: Method, base: SamplingConfig) -> tuple:
     e = m.ens
     return (e.k, e.window if e.merges else (0, 0), e.rule if e.merges else "", e.norm_correct and e.merges,
-            e.after if e.k > 1 else "all", m.sampling(base).steps)
+            e.after if e.k > 1 else "all", m.sampling(base).steps, m.noise_scale)
 
 
 def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[int], sampling: SamplingConfig,
@@ -396,7 +414,7 @@ def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list
             todo = [s for s in seeds if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
             for i in range(0, len(todo), per_chunk):
                 chunk = todo[i : i + per_chunk]
-                traj = run_trajectories(denoiser, task, size, chunk, lead.sampling(sampling), lead.ens)
+                traj = run_trajectories(denoiser, task, size, chunk, lead.sampling(sampling), lead.ens, noise_scale=lead.noise_scale)
                 for m in group:
                     for r in select_results(traj, m.ens.select):
                         key = sample_key(m.name, task, size, r["seed"])
@@ -496,8 +514,13 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
 def sweep_methods(ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
                   rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), *, after: str = "single",
                   select: str = "first") -> list[Method]:
-    """"single" plus one ensemble per (K, window, rule, norm_correct); norm_correct only varies for mean_xt."""
+    """"single" plus one ensemble per (K, window, rule, norm_correct); norm_correct only varies for mean_xt.
+
+    With plain mean_xt in the sweep, also one `k{K}_single_cold` control per K (see `baselines`).
+    """
     methods = [Method("single")]
+    if "mean_xt" in rules and False in norm_correct:
+        methods += [cold_single(k, f"k{k}_single_cold") for k in ks if k > 1]
     for rule in rules:
         for nc in sorted(set(norm_correct)) if rule == "mean_xt" else [False]:
             for w in windows:
@@ -505,6 +528,13 @@ def sweep_methods(ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int,
                     ens = EnsembleConfig(k=k, window=tuple(w), rule=rule, norm_correct=nc, after=after, select=select)
                     methods.append(Method(method_name(ens), ens))
     return methods
+
+
+def _point(m: Method) -> dict[str, Any]:
+    """A sweep point's coordinates; a cold-start control sits at the K whose noise mean it imitates."""
+    if m.noise_scale != 1.0 and m.ens.k == 1:
+        return {"name": m.name, "k": round(m.noise_scale**-2), "window": None, "rule": "single_cold", "norm_correct": False}
+    return {"name": m.name, "k": m.ens.k, "window": list(m.ens.window), "rule": m.ens.rule, "norm_correct": m.ens.norm_correct}
 
 
 def recommend(per: dict[str, dict[str, Any]], base: str = "single") -> dict[str, Any]:
@@ -544,8 +574,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single")
     rec = recommend(per)
-    points = [{"name": m.name, "k": m.ens.k, "window": list(m.ens.window), "rule": m.ens.rule, "norm_correct": m.ens.norm_correct,
-               **per[m.name]} for m in methods[1:]]
+    points = [_point(m) | per[m.name] for m in methods[1:]]
     write_json(run.root / "sweep.json", {"baseline": per["single"], "points": points, "recommended": rec})
 
     md = ["| K | window | rule | norm | NFE | solve rate [95% CI] | diff vs single [95% CI] |", "|---|---|---|---|---|---|---|"]
@@ -554,25 +583,29 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     for p in points:
         d = p["diff_vs_single"]["solve_rate"]
         star = " **" if p["name"] == rec["name"] else ""
-        md.append(f"| {p['k']} | {p['window'][0]}:{p['window'][1]} | {p['rule']} | {'yes' if p['norm_correct'] else 'no'} | {p['nfe']} | "
+        win = f"{p['window'][0]}:{p['window'][1]}" if p["window"] else "-"
+        md.append(f"| {p['k']} | {win} | {p['rule']} | {'yes' if p['norm_correct'] else 'no'} | {p['nfe']} | "
                   f"{_fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {_fmt_ci(d[0], d[1:])}{star} |")
     md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}).")
     atomic_write_text(run.root / "sweep.md", "\n".join(md) + "\n")
 
     pyplot = plt()
-    wins = sorted({tuple(p["window"]) for p in points})
+    wins = sorted({tuple(p["window"]) for p in points if p["window"]})
+    colds = sorted((p for p in points if p["rule"] == "single_cold"), key=lambda p: p["k"])
     fig, axes = pyplot.subplots(1, len(wins), figsize=(4.2 * len(wins), 3.4), squeeze=False, sharey=True)
     for ax, w in zip(axes[0], wins):
         ax.axhspan(*s0["solve_rate_ci95"], color="#ddd", label="single seed (95% CI)")
         ax.axhline(s0["solve_rate"], color="#888", lw=1)
         for rule in rules:
             for nc in (False, True):
-                ps = sorted((p for p in points if tuple(p["window"]) == w and p["rule"] == rule and p["norm_correct"] == nc), key=lambda p: p["k"])
+                ps = sorted((p for p in points if p["window"] and tuple(p["window"]) == w and p["rule"] == rule and p["norm_correct"] == nc), key=lambda p: p["k"])
                 if not ps:
                     continue
                 r = np.array([p["solve_rate"] for p in ps])
                 err = np.array([[v - p["solve_rate_ci95"][0], p["solve_rate_ci95"][1] - v] for v, p in zip(r, ps)]).T
                 ax.errorbar([p["k"] for p in ps], r, yerr=err, marker="o", capsize=3, label=rule + (" +norm" if nc else ""))
+        if colds:
+            ax.plot([p["k"] for p in colds], [p["solve_rate"] for p in colds], "k--", marker="x", label="single, noise / sqrt(K)")
         ax.set_title(f"merge window {w[0]}:{w[1]}", fontsize=9)
         ax.set_xlabel("K seeds")
         ax.set_xticks(sorted(set(ks)))
@@ -593,6 +626,6 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
 
 
 __all__ = ["AFTER", "RULES", "SELECT", "EnsembleConfig", "Method", "Trajectories", "agreement_distances", "baselines", "choose",
-           "compare", "ensemble_latents", "matched_steps", "merge", "merge_callback", "method_name", "nfe_per_instance",
+           "cold_single", "compare", "ensemble_latents", "matched_steps", "merge", "merge_callback", "method_name", "nfe_per_instance",
            "recommend", "run_ensemble", "run_trajectories", "select_results", "spread", "step_nfe", "summarize_methods",
            "sweep", "sweep_methods", "vote_keys"]
