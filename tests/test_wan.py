@@ -396,3 +396,43 @@ def test_evaluate_vbvr_cli(pipes, tmp_path):
     assert set(rescored) == {x["sample"] for x in ok} and all(0.0 <= v <= 1.0 for v in rescored.values())
     r2 = CliRunner().invoke(app, args)  # resumable: only the broken sample is tried again
     assert r2.exit_code == 2 and "2 done, 1 to run" in r2.output
+
+
+# -- every probe command on the tiny Wan model ----------------------------------------------------
+@pytest.mark.parametrize("probe", ["cos", "perturb", "cka", "layers", "behaviour"])
+def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
+    import json
+
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    root = tmp_path_factory.getbasetemp() / "wan_probe_model"
+    if not (root / "model_index.json").exists():
+        pipes["i2v_moe"].save_pretrained(root)
+        g = torch.Generator().manual_seed(0)
+        torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
+                   root / "emb.pt")
+    out = tmp_path_factory.mktemp(probe)
+    args = ["probe", probe, "--model", f"wan:{root}", "--prompt-embeds", str(root / "emb.pt"), "--size", "3", "--n", "2",
+            "--batch", "2", "--steps", "4", "--out", str(out)]
+    res = CliRunner().invoke(app, args + (["--every", "2"] if probe in ("perturb", "cka") else []))
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures and all((out / f["path"]).stat().st_size > 0 for f in figures)
+    if probe == "cos":  # Wan decodes to pixels (16 per block here): metrics see them mapped onto the maze grid
+        assert summary["n"] == 2 and len(summary["per_step"]["all"]["off_solution_mass"]) == 4
+    if probe == "perturb":  # 9 video frames are 3 latent frames: the sweep covers latent frames 1 and 2
+        assert [r["index"] for r in summary["noise_at_frame"]] == [1, 2] and summary["answer_frame"] == 2
+    if probe == "cka":
+        assert summary["flow_layers_last_step"]["blocks.1.resid_post"]
+
+
+def test_prompt_embeds_are_for_wan_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    res = CliRunner().invoke(app, ["probe", "cos", "--prompt-embeds", str(tmp_path / "e.pt"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "wan: models only" in res.output

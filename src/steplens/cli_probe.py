@@ -19,11 +19,13 @@ _COMMON = {
     "steps": typer.Option(20, "--steps"),
     "shift": typer.Option(1.0, "--shift"),
     "batch": typer.Option(16, "--batch"),
+    "prompt_embeds": typer.Option(None, "--prompt-embeds",
+                                  help="wan: models: precomputed prompt embeddings (.pt, as evaluate-vbvr takes); skips the text encoder."),
 }
 
 
 def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
-         steps: int, shift: float, batch: int, sampler: str = "euler") -> None:
+         steps: int, shift: float, batch: int, sampler: str = "euler", prompt_embeds: str | None = None) -> None:
     from .models.registry import load
     from .probes.common import ProbeConfig
     from .runner import SamplingConfig
@@ -31,7 +33,16 @@ def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task:
     try:
         cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
                           sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
-        summary = body(load(model), cfg)
+        if prompt_embeds and not model.startswith("wan:"):
+            raise ValueError("--prompt-embeds applies to text-conditioned wan: models only")
+        den = load(model, **({"text_encoder": False} if prompt_embeds else {}))
+        if prompt_embeds:
+            from .cli_wan import load_prompt_embeds
+            from .tasks import get_task
+
+            t = get_task(task)
+            den.prompt_embeds, den.negative_prompt_embeds = load_prompt_embeds(prompt_embeds)(t.prompt(t.generate(seed, size)))
+        summary = body(den, cfg)
     except Exception as e:  # noqa: BLE001 - one clear line, non-zero exit
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
@@ -44,12 +55,12 @@ def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task:
 @probe_app.command("cos")
 def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-        batch: int = _COMMON["batch"], sampler: str = typer.Option("euler", "--sampler"),
+        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], sampler: str = typer.Option("euler", "--sampler"),
         views: int = typer.Option(4, "--views", help="Samples to draw as strips and GIFs.")) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from .probes.cos import run_cos
 
-    _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler)
+    _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds)
 
 
 _MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
@@ -64,19 +75,20 @@ def _check_mode(mode: str) -> None:
 @probe_app.command("perturb")
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
             n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-            batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
+            batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
 
     _check_mode(mode)
-    _run(out, lambda den, cfg: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength), model, task, size, n, seed, steps, shift, batch)
+    _run(out, lambda den, cfg: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
 
 
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-        batch: int = _COMMON["batch"], every: int = typer.Option(2, "--every"),
+        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every"),
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
@@ -85,29 +97,32 @@ def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
     _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
     _run(out, lambda den, cfg: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength),
-         model, task, size, n, seed, steps, shift, batch)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
 
 
 @probe_app.command("layers")
 def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
            n: int = typer.Option(8, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
            batch: int = typer.Option(8, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
-           window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all).")) -> None:
+           window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
+           prompt_embeds: str | None = _COMMON["prompt_embeds"]) -> None:
     """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
     from .probes.layers import run_layers
 
     w = tuple(int(v) for v in window.split(":")) if window else None
-    _run(out, lambda den, cfg: run_layers(den, cfg, out, step=None if step < 0 else step, window=w), model, task, size, n, seed, steps, shift, batch)
+    _run(out, lambda den, cfg: run_layers(den, cfg, out, step=None if step < 0 else step, window=w),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
               n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-              batch: int = _COMMON["batch"]) -> None:
+              batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"]) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from .probes.behaviour import run_behaviour
 
-    _run(out, lambda den, cfg: run_behaviour(den, cfg, out), model, task, size, n, seed, steps, shift, batch)
+    _run(out, lambda den, cfg: run_behaviour(den, cfg, out),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,12 +47,17 @@ def load_meta(spec: str) -> tuple[dict[str, Any], Path]:
     return meta, cfg_path
 
 
-def load(spec: str = "maze", *, device: str | torch.device = "cpu") -> ReferenceDenoiser:
-    """A reference denoiser from a shipped name or an exported path; verifies sha256 and config."""
+def load(spec: str = "maze", *, device: str | torch.device = "cpu", **backend: Any) -> ReferenceDenoiser:
+    """A reference denoiser from a shipped name or an exported path; verifies sha256 and config.
+
+    `wan:DIR` loads Wan through diffusers; `backend` keywords go to `steplens.models.wan.load_wan`.
+    """
     if spec.startswith("wan:"):
         from .wan import load_wan  # optional backend
 
-        return load_wan(spec[4:], device=device)
+        return load_wan(spec[4:], device=device, **backend)
+    if backend:
+        raise TypeError(f"options {sorted(backend)} apply to wan: models only")
     meta, cfg_path = load_meta(spec)
     weights = cfg_path.with_suffix(".safetensors")
     if not weights.is_file():

@@ -58,13 +58,13 @@ def _solved(den: Any, batch: Batch, lat: Tensor) -> np.ndarray:
 
 
 def _path_iou(den: Any, lat: Tensor, insts: Sequence[Any]) -> np.ndarray:
-    from .metrics import blueness
+    from .metrics import blueness, on_grid
 
     frames = den.decode(lat)
     out = []
     for f, inst in zip(frames, insts):
-        blue = blueness(f[-1]) >= 0.5
         truth = solution_mask(inst)
+        blue = blueness(on_grid(f[-1], truth.shape)) >= 0.5
         out.append((blue & truth).sum() / max(1, (blue | truth).sum()))
     return np.array(out)
 

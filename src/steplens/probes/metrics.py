@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tasks.base import classify_blocks
+from ..tasks.base import classify_blocks, frame_to_blocks
 from ..tasks.maze import MAZE_COLORS, PATH, MazeInstance, floor_mask, solution_mask
 
 LIT = 0.5
@@ -62,10 +62,19 @@ class StepMetrics:
     final_correct: bool
 
 
+def on_grid(frames: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """Frames (..., H, W, 3) of any resolution (a real VAE's pixels) mapped onto the task's block grid (..., Hb, Wb, 3)."""
+    if frames.shape[-3:-1] == tuple(grid_hw):
+        return frames
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    return np.stack([frame_to_blocks(f, grid_hw) for f in flat]).reshape(*frames.shape[:-3], *grid_hw, 3)
+
+
 def maze_step_metrics(inst: MazeInstance, steps_blocks: np.ndarray) -> StepMetrics:
-    """Metrics of one sample from its decoded last frames per step, (S, Hb, Wb, 3)."""
+    """Metrics of one sample from its decoded last frames per step, (S, Hb, Wb, 3) (or pixels: mapped to the grid)."""
     floor = floor_mask(inst)
     truth = solution_mask(inst)
+    steps_blocks = on_grid(steps_blocks, truth.shape)
     off = floor & ~truth
     off[inst.start] = off[inst.goal] = False
     blue = blueness(steps_blocks)  # (S, Hb, Wb)

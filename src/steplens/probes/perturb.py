@@ -14,6 +14,7 @@ Perturbation probes run on Euler: a corrector (UniPC, Heun) partly undoes an inj
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -134,8 +135,10 @@ def _curve(scores: dict[int, list[float]]) -> list[dict[str, float]]:
 def run_perturb(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, mode: str = "replace", strength: float = 1.0,
                 frames: Sequence[int] | None = None, progress: bool = True, cka_layers: Sequence[int] = ()) -> dict[str, Any]:
     """Noise at step vs noise at frame: score vs injection index with 95% CIs (and CKA flow if layers given)."""
-    n_frames = getattr(den, "n_frames", 4)
-    frames = list(frames) if frames is not None else list(range(1, n_frames))
+    if frames is None:  # every latent frame after the first (the given image for image-to-video)
+        n_latent = batches(den, replace(cfg, n=1, batch=1))[0][0].latent_shape[1]
+        frames = list(range(1, n_latent))
+    frames = list(frames)
     steps = list(range(0, cfg.sampling.steps - 1, every))
     run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "mode": mode,
                                            "strength": strength, "frames": frames, "cka_layers": list(cka_layers)})
