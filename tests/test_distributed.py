@@ -150,3 +150,18 @@ def test_sigkilled_ray_driver_resumes_to_the_local_result(model, local_run, clus
     assert summary["n_computed_this_call"] == N - 2 * BATCH
     assert samples(out) == samples(local_run)
     assert (out / "results.jsonl").read_text() == (local_run / "results.jsonl").read_text()
+
+
+def test_ensemble_compare_on_ray_equals_the_local_run(model, cluster, tmp_path):
+    """`ensemble run --ray`: the same chunks on two workers write the same results as the local path."""
+    from steplens.ensemble import EnsembleConfig, Method, compare
+    from steplens.models.registry import load
+
+    methods = [Method("single"), Method("vote", EnsembleConfig(k=2, window=(0, 0), select="vote")),
+               Method("ensemble", EnsembleConfig(k=2, window=(0, 1), rule="mean_v", after="single"))]
+    sampling = SamplingConfig(steps=STEPS)
+    local = compare(load(model), "maze", 3, 6, 40_000, sampling, methods, tmp_path / "local", max_batch=4, progress=False)
+    dist = compare(load(model), "maze", 3, 6, 40_000, sampling, methods, tmp_path / "ray", max_batch=4, progress=False,
+                   ray_address=cluster, num_workers=2)
+    assert dist == local
+    assert (tmp_path / "ray" / "results.jsonl").read_text() == (tmp_path / "local" / "results.jsonl").read_text()

@@ -65,6 +65,9 @@ def run_cmd(
     sampler: str = typer.Option("euler", "--sampler"),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run the compute-matched baselines."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Trajectories per forward pass."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary."""
     from .config import ConfigError
@@ -79,7 +82,8 @@ def run_cmd(
         raise _fail(str(e)) from None
     den = _load(model)
     try:
-        summary = compare(den, task, size, n, seed, sampling, methods, out, max_batch=max_batch)
+        summary = compare(den, task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
+                          num_workers=workers, model=model)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
     typer.echo(json.dumps(summary, indent=1))
@@ -103,6 +107,9 @@ def sweep_cmd(
     shift: float = typer.Option(1.0, "--shift"),
     sampler: str = typer.Option("euler", "--sampler"),
     max_batch: int = typer.Option(64, "--max-batch", min=1),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from .config import ConfigError
@@ -126,7 +133,7 @@ def sweep_cmd(
     den = _load(model)
     try:
         sweep(den, task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-              after=after, select=select, max_batch=max_batch)
+              after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
     from pathlib import Path

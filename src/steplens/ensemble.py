@@ -396,31 +396,71 @@ def _traj_key(m: Method, base: SamplingConfig) -> tuple:
             e.after if e.k > 1 else "all", m.sampling(base).steps, m.noise_scale)
 
 
+@dataclass(frozen=True)
+class EnsembleShard:
+    """One chunk of instances for one trajectory group, as shipped to a worker: a model spec, no tensors."""
+
+    model: str
+    task: str
+    size: int
+    seeds: tuple[int, ...]
+    sampling: SamplingConfig
+    ens: EnsembleConfig
+    noise_scale: float
+    selects: tuple[tuple[str, str], ...]  # (method name, selection rule) of the methods sharing these trajectories
+
+
+def ensemble_shard(shard: EnsembleShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
+    """Sample one shard's trajectories once and return one result per (method, instance)."""
+    from .distributed import worker_model
+
+    den = denoiser if denoiser is not None else worker_model(shard.model)
+    traj = run_trajectories(den, shard.task, shard.size, list(shard.seeds), shard.sampling, shard.ens, noise_scale=shard.noise_scale)
+    return [{"method": name, **r} for name, sel in shard.selects for r in select_results(traj, sel)]
+
+
 def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[int], sampling: SamplingConfig,
-                      methods: Sequence[Method], *, max_batch: int, progress: bool) -> dict[str, list[dict[str, Any]]]:
-    """Evaluate every method on the same instances; methods sharing trajectories sample them once."""
+                      methods: Sequence[Method], *, max_batch: int, progress: bool, ray_address: str | None = None,
+                      num_workers: int | None = None, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Evaluate every method on the same instances; methods sharing trajectories sample them once.
+
+    Instances are cut into fixed chunks per trajectory group (so results do not depend on where an
+    earlier run stopped); with `ray_address` the chunks run as Ray tasks (see `steplens.distributed`)
+    on workers that load `model` (default: the denoiser's name), and the driver writes every result.
+    """
+    from functools import partial
+
     from rich.progress import Progress
 
+    from .distributed import map_shards
+
+    spec = model or getattr(denoiser, "name", None)
+    if ray_address is not None and not isinstance(spec, str):
+        raise ConfigError("a Ray run needs a model spec the workers can load (a shipped name, a path or wan:DIR)")
     groups: dict[tuple, list[Method]] = {}
     for m in methods:
         groups.setdefault(_traj_key(m, sampling), []).append(m)
+    shards = []
+    for group in groups.values():
+        lead = group[0]
+        per_chunk = max(1, max_batch // lead.ens.k)
+        for i in range(0, len(seeds), per_chunk):
+            chunk = [s for s in seeds[i : i + per_chunk] if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
+            if chunk:
+                shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), lead.ens, lead.noise_scale,
+                                            tuple((m.name, m.ens.select) for m in group)))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
     with Progress(disable=not progress) as bar:
         tid = bar.add_task(f"ensemble {task} {size}x{size}", total=total, completed=done)
-        for group in groups.values():
-            lead = group[0]
-            per_chunk = max(1, max_batch // lead.ens.k)
-            todo = [s for s in seeds if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
-            for i in range(0, len(todo), per_chunk):
-                chunk = todo[i : i + per_chunk]
-                traj = run_trajectories(denoiser, task, size, chunk, lead.sampling(sampling), lead.ens, noise_scale=lead.noise_scale)
-                for m in group:
-                    for r in select_results(traj, m.ens.select):
-                        key = sample_key(m.name, task, size, r["seed"])
-                        if not run.done(key):
-                            run.write(key, {"method": m.name, **r})
-                            bar.advance(tid)
+
+        def commit(i: int, rows: list[dict[str, Any]]) -> None:
+            new = {k: r for r in rows if not run.done(k := sample_key(r["method"], task, size, r["seed"]))}
+            run.write_many(new)  # a chunk's results land together (see RunFolder.write_many)
+            bar.advance(tid, len(new))
+
+        fn = ensemble_shard if ray_address is not None else partial(ensemble_shard, denoiser=denoiser)
+        map_shards(fn, shards, ray_address=ray_address, num_workers=num_workers, on_result=commit)
     return {m.name: run.results([sample_key(m.name, task, size, s) for s in seeds]) for m in methods}
 
 
@@ -472,8 +512,9 @@ def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling
 
 
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],
-            out: str | Path, *, max_batch: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable).
+            out: str | Path, *, max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
+            num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+    """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
     bootstrap CI of the difference to "single" (or the first method).
@@ -487,7 +528,8 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
         m.ens.check(m.sampling(sampling).steps)
     run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
-    results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress)
+    results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
+                                ray_address=ray_address, num_workers=num_workers, model=model)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling)
     base = "single" if "single" in per else names[0]
@@ -556,7 +598,8 @@ def recommend(per: dict[str, dict[str, Any]], base: str = "single") -> dict[str,
 def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
           ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
           rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), after: str = "single",
-          select: str = "first", max_batch: int = 64, progress: bool = True) -> dict[str, Any]:
+          select: str = "first", max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
+          num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
     """Sweep K, windows, rules and norm correction against single seed on the same instances.
 
     after="single" by default: with select="first" it gives the same answer as continuing all K, at
@@ -570,7 +613,8 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
         m.ens.check(sampling.steps)
     run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
-    results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress)
+    results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
+                                ray_address=ray_address, num_workers=num_workers, model=model)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single")
     rec = recommend(per)
@@ -625,7 +669,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     return run.finish(summary, "\n".join(text))
 
 
-__all__ = ["AFTER", "RULES", "SELECT", "EnsembleConfig", "Method", "Trajectories", "agreement_distances", "baselines", "choose",
-           "cold_single", "compare", "ensemble_latents", "matched_steps", "merge", "merge_callback", "method_name", "nfe_per_instance",
+__all__ = ["AFTER", "RULES", "SELECT", "EnsembleConfig", "EnsembleShard", "Method", "Trajectories", "agreement_distances", "baselines", "choose",
+           "cold_single", "compare", "ensemble_latents", "ensemble_shard", "matched_steps", "merge", "merge_callback", "method_name", "nfe_per_instance",
            "recommend", "run_ensemble", "run_trajectories", "select_results", "spread", "step_nfe", "summarize_methods",
            "sweep", "sweep_methods", "vote_keys"]
