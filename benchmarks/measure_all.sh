@@ -2,9 +2,17 @@
 # Every number in the README, MODEL_CARD and closing notes, in one sequential run on 2 CPU cores
 # (about 75 minutes). Run on an otherwise idle machine: the timings are part of the output.
 #   bash benchmarks/measure_all.sh [OUT]
+# Timings come first; the rest only counts solved samples.
 set -euo pipefail
 out="${1:-runs/measure}"; mkdir -p "$out"
 log() { echo "[$(date +%T)] $*"; }
+
+log "speed (first, while nothing else runs): sampling 100 mazes, demo, probes at default sizes, tracing overhead, ensemble batching"
+python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --reps 1 | tee "$out/bench_sampling.json"
+python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
+python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
+python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 5 | tee "$out/bench_trace.json"
+python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
 
 log "model card: solve rate per size (single seed, 20 Euler steps, held-out seeds 10000..)"
 for spec in 3:100 4:500 5:500 6:100 7:100 8:100; do
@@ -20,13 +28,6 @@ print(mid[0] if mid else min(rates, key=lambda s: abs(rates[s] - 0.65)))
 PY
 )
 log "probe/ensemble size: $size"
-
-log "speed: sampling 100 mazes, demo, probes at default sizes, tracing overhead, ensemble batching"
-python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --reps 1 | tee "$out/bench_sampling.json"
-python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
-python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
-python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 5 | tee "$out/bench_trace.json"
-python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
 
 log "probes at size $size with more instances"
 steplens probe cos --size "$size" --n 100 --batch 50 --out "$out/probe_cos" | tail -8
