@@ -74,8 +74,8 @@ def _check_mode(mode: str) -> None:
 
 @probe_app.command("perturb")
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-            n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-            batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
+            n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+            batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
@@ -88,7 +88,7 @@ def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"]
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every"),
+        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
@@ -102,8 +102,8 @@ def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
 
 @probe_app.command("layers")
 def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-           n: int = typer.Option(8, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-           batch: int = typer.Option(8, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
+           n: int = typer.Option(6, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+           batch: int = typer.Option(6, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
            prompt_embeds: str | None = _COMMON["prompt_embeds"]) -> None:
     """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""

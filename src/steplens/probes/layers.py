@@ -112,10 +112,11 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
             perm = [(i + 1) % b for i in range(b)]
             donor = Batch(batch.task, [batch.instances[i] for i in perm], batch.cond.index(perm), batch.latent_shape, batch.truth[perm])
             donor_noise = [noise[i] for i in perm]
+            every = [f"blocks.{l}.{site}" for l in range(depth) for site in ("attn_out", "mlp_out")]
+            with record_activations(den, every, steps=range(*patch_window)) as store:  # the donor run, once for all layers
+                generate(den, donor, donor_noise, cfg.sampling)
             for l in range(depth):
                 points = [f"blocks.{l}.attn_out", f"blocks.{l}.mlp_out"]
-                with record_activations(den, points, steps=range(*patch_window)) as store:
-                    generate(den, donor, donor_noise, cfg.sampling)
                 with hooks(den, patch_activations(store, points, steps=range(*patch_window))):
                     lat = generate(den, batch, noise, cfg.sampling)
                 iou_b[l].append(_path_iou(den, lat, batch.instances))
