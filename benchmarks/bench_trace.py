@@ -3,8 +3,8 @@
     python benchmarks/bench_trace.py                       # base preset, random weights
     python benchmarks/bench_trace.py --weights maze        # a shipped name or an exported model path
 
-5x5 mazes, 4 frames, batch 8, 20 Euler steps by default. Compares, interleaved (so load changes hit
-every variant alike), the median wall time over --reps repetitions of: plain sampling; x0_hat tracing
+5x5 mazes, 4 frames, batch 8, 20 Euler steps by default. Compares, interleaved in rotating order (so
+load changes and first-run effects hit every variant alike), the median wall time over --reps repetitions of: plain sampling; x0_hat tracing
 at every step; reduced captures (norm + proj16) at every step on every block's resid_post; and on all
 four sites of every block. Targets: x0 tracing <= 1.03x, captures <= 1.15x. Prints JSON, including the
 bytes the captures stored (exactly the estimate) against the declared budget.
@@ -80,8 +80,11 @@ def main() -> None:
     for fn in runs.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(a.reps):
-        for k, fn in runs.items():
+    names = list(runs)
+    for r in range(a.reps):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no variant always runs first or last
+        for k in order:
+            fn = runs[k]
             if den.device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
