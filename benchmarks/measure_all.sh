@@ -35,6 +35,8 @@ steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --out "$out/pr
 steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail -3
 steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
+log "Chain-of-Steps where the model struggles (6x6, out of its training sizes)"
+steplens probe cos --size 6 --n 100 --batch 50 --out "$out/probe_cos6" | tail -8
 
 log "ensemble: 500 instances, K=3 mean_xt window 0:2 vs single"
 steplens ensemble run --size "$size" --k 3 --window 0:2 --rule mean_xt --after single --n 500 --seed 50000 --no-baselines --out "$out/ens_main" | tail -6
