@@ -63,6 +63,9 @@ def test_perturb_and_cka(model_path, tmp_path):
     assert [r["index"] for r in s["noise_at_frame"]] == [1, 2, 3]
     assert s["answer_frame"] == 3 and s["worst_frame_before_answer"]["index"] in (1, 2)
     assert s["worst_drop_frame_before_answer"] <= s["worst_drop_frame"]
+    lo, hi = s["step_minus_frame_drop_ci95"]
+    assert lo <= s["step_minus_frame_drop"] <= hi
+    assert abs(s["step_minus_frame_drop"] - (s["worst_drop_step"] - s["worst_drop_frame_before_answer"])) < 1e-9
     c = run_cka(den, cfg(model_path), str(tmp_path / "c"), every=2, progress=False)
     _check_run(tmp_path / "c", "cka_flow.npz", "cka_flow.png")
     flow = np.array(c["flow_latent"], dtype=float)

@@ -54,3 +54,38 @@ def test_other_config_is_refused(tmp_path):
     train(cfg(steps=2), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="different training config"):
         train(cfg(steps=2, lr=5e-3), tmp_path, progress=False)
+
+
+def test_bf16_autocast_on_cpu_is_used_resumable_and_validated(tmp_path):
+    import pytest
+
+    from steplens.config import ConfigError
+
+    torch.set_num_threads(1)
+    fp32 = train(cfg(), tmp_path / "fp32", progress=False)
+    full = train(cfg(precision="bf16"), tmp_path / "a", progress=False)
+    train(cfg(precision="bf16"), tmp_path / "b", progress=False, stop_after=3)
+    resumed = train(cfg(precision="bf16"), tmp_path / "b", progress=False)
+    ema = dict(full.ema.state_dict())
+    assert all(torch.equal(ema[k], v) for k, v in resumed.ema.state_dict().items())
+    # autocast really ran: bf16 matmuls give other weights than fp32 from the same seed and data
+    assert any(not torch.equal(ema[k], v) for k, v in fp32.ema.state_dict().items())
+    assert all(v.dtype == torch.float32 for v in ema.values())  # master weights stay fp32
+    with pytest.raises(ConfigError, match="precision"):
+        cfg(precision="fp16")
+
+
+def test_a_later_stage_starts_from_an_exported_model(tmp_path):
+    import pytest
+
+    from steplens.config import ConfigError
+    from steplens.models.registry import load
+
+    torch.set_num_threads(1)
+    train(cfg(steps=2), tmp_path / "a", progress=False)
+    exported = load(str(tmp_path / "a" / "model")).model.state_dict()
+    stage2 = train(cfg(steps=1, init=str(tmp_path / "a" / "model"), lr=0.0, warmup=1), tmp_path / "b", progress=False)
+    # lr 0: the weights stay what the export held (EMA of a fixed model is that model)
+    assert all(torch.equal(exported[k], v) for k, v in stage2.model.state_dict().items())
+    with pytest.raises(ConfigError, match="model config"):
+        train(cfg(steps=1, init=str(tmp_path / "a" / "model"), preset="small"), tmp_path / "c", progress=False)

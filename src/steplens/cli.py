@@ -141,9 +141,10 @@ def train(
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     warmup: int = typer.Option(100, "--warmup"),
-    init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights)."),
+    init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights) or an exported model (a path or shipped name)."),
     stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
     device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
 ) -> None:
     """Train the reference video DiT with flow matching; re-running the same command resumes."""
     from .config import ConfigError
@@ -151,7 +152,8 @@ def train(
 
     try:
         cfg = TrainConfig(tasks=tuple(task.split(",")), sizes=_csv_ints(sizes), n_frames=frames, preset=preset,
-                          steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init)
+                          steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init,
+                          precision=precision)
         st = run_train(cfg, out, device=device, stop_after=stop_after or None)
     except (ConfigError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -47,7 +47,9 @@ class TrainConfig:
     ckpt_every: int = 100
     eval_every: int = 0  # 0: no evaluation during training
     minutes: float = 0.0  # wall-clock cap (0: none); the schedule still follows `steps`
-    init: str = ""  # start from this checkpoint.pt's model and EMA weights (a second training stage)
+    init: str = ""  # start from a checkpoint.pt's model and EMA weights, or an exported model's (a later stage)
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" to force either
+
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -58,6 +60,14 @@ class TrainConfig:
             raise ConfigError("need sizes, n_frames >= 2, steps >= 1, batch >= 1")
         if not 0 < self.ema < 1:
             raise ConfigError(f"ema must be in (0, 1), got {self.ema}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+
+    def autocast(self, device: str) -> torch.autocast:
+        """The autocast context of a training step (bf16 on CPU needs AVX512-BF16/AMX to be faster)."""
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        on = self.precision == "bf16" or (self.precision == "auto" and kind == "cuda")
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=on)
 
     def model_config(self) -> DiTConfig:
         return PRESETS[self.preset](tasks=self.tasks)
@@ -113,11 +123,11 @@ class TrainState:
 def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
     torch.manual_seed(cfg.seed)
     model = VideoDiT(cfg.model_config()).to(device)
-    if cfg.init:
-        init = torch.load(cfg.init, map_location=device, weights_only=False)
+    init = _init_weights(cfg, device) if cfg.init else None
+    if init:
         model.load_state_dict(init["model"])
     ema = copy.deepcopy(model).requires_grad_(False)
-    if cfg.init:
+    if init:
         ema.load_state_dict(init["ema"])
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -125,6 +135,19 @@ def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.99))
     return TrainState(model, ema, opt)
+
+
+def _init_weights(cfg: TrainConfig, device: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Model and EMA weights to start from: a checkpoint.pt, or an exported model (both from its EMA)."""
+    if cfg.init.endswith(".pt"):
+        return torch.load(cfg.init, map_location=device, weights_only=False)
+    from .models.registry import load
+
+    den = load(cfg.init, device=device)  # checks the export's sha256 and config
+    if den.model.cfg != cfg.model_config():
+        raise ConfigError(f"--init {cfg.init}: its model config {den.model.cfg} is not this run's {cfg.model_config()}")
+    weights = den.model.state_dict()
+    return {"model": weights, "ema": weights}
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, st: TrainState) -> None:
@@ -169,7 +192,6 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
     write_json(out / "train_config.json", cfg)
     t_start = time.time() - st.elapsed
     torch.set_float32_matmul_precision("high")
-    use_bf16 = device.startswith("cuda")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -186,7 +208,7 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
             for grp in st.opt.param_groups:
                 grp["lr"] = lr_at(cfg, st.step)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with cfg.autocast(device):
                 loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
             st.opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..interventions import NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
 from ..sampling import get_sampler, run, seeded_noise
-from ..stats import mean_ci
+from ..stats import bootstrap_diff, mean_ci
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, batches, plt, save_npz
 
@@ -186,6 +186,10 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
         "answer_frame": answer, "worst_frame_before_answer": worst_inner,
         "worst_drop_frame_before_answer": clean[0] - worst_inner["mean"] if worst_inner else None,
     }
+    if worst_inner:
+        # paired over samples: how much more the worst step injection costs than the worst frame injection
+        d = bootstrap_diff(res["step"][worst_step["index"]], res["frame"][worst_inner["index"]])
+        summary["step_minus_frame_drop"], summary["step_minus_frame_drop_ci95"] = d[0], [d[1], d[2]]
     text = [f"noise at step vs frame ({mode}), {cfg.n} held-out {cfg.task} {cfg.size}x{cfg.size}: clean solve rate {clean[0]:.2f}",
             f"worst step injection: step {worst_step['index']} -> {worst_step['mean']:.2f} (drop {summary['worst_drop_step']:.2f})"]
     if worst_frame:
@@ -193,6 +197,9 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
     if worst_inner:
         text.append(f"worst frame before the answer frame {answer}: frame {worst_inner['index']} -> {worst_inner['mean']:.2f} "
                     f"(drop {summary['worst_drop_frame_before_answer']:.2f}); noise on the answer frame itself overwrites what is scored")
+        lo, hi = summary["step_minus_frame_drop_ci95"]
+        text.append(f"worst step costs {summary['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
+                    f"(paired bootstrap 95% CI [{lo:.2f}, {hi:.2f}])")
     if np.isfinite(res["flow_latent"]).any():
         summary.update(_write_flow(run_, res))
         text.append(f"1 - CKA at the last step (latents): earliest injection {summary['flow_last_step_first_injection']:.3f}, "
@@ -237,7 +244,8 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
 def demo_perturb(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
     s = run_perturb(den, cfg, out, every=max(2, cfg.sampling.steps // 5), progress=progress)
     return {k: s[k] for k in ("clean_solve_rate", "worst_step", "worst_frame", "worst_drop_step", "worst_drop_frame",
-                              "answer_frame", "worst_frame_before_answer", "worst_drop_frame_before_answer")}
+                              "answer_frame", "worst_frame_before_answer", "worst_drop_frame_before_answer",
+                              "step_minus_frame_drop", "step_minus_frame_drop_ci95") if k in s}
 
 
 def demo_cka(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
