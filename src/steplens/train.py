@@ -229,6 +229,8 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
             if st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
                 st.elapsed = time.time() - t_start
                 save_checkpoint(ckpt, cfg, st)
+                if progress and not bar.console.is_terminal:  # a log file gets a line per checkpoint instead of a live bar
+                    bar.console.print(f"step {st.step}/{cfg.steps} loss {np.mean(losses[-20:]):.4f} {st.elapsed:.0f} s")
     st.elapsed = time.time() - t_start
     save_checkpoint(ckpt, cfg, st)
     write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps,
