@@ -291,6 +291,11 @@ def test_cli_run_and_sweep_end_to_end(den, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout[r.stdout.index("{"):])
     assert summary["methods"]["ensemble"]["nfe"] == 6 and summary["methods"]["single_matched"]["steps"] == 6
+    # the spelling, without the subcommand: `ensemble` defaults to `ensemble run`
+    r2 = runner.invoke(app, ["ensemble", "--out", str(tmp_path / "r2"), "--k", "2", "--window", "0:1", "--rule", "mean_v",
+                             "--select", "agreement", *common])
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(r2.stdout[r2.stdout.index("{"):]) == summary
     r = runner.invoke(app, ["ensemble", "sweep", "--out", str(tmp_path / "s"), "--ks", "2", "--windows", "0:1",
                             "--rules", "mean_xt", "--no-norm-correct", *common])
     assert r.exit_code == 0, r.output

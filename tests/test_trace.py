@@ -260,3 +260,28 @@ def test_corrupt_or_missing_files(setup, tmp_path):
         (p / "manifest.json").write_text(json.dumps(edit(m)))
         with pytest.raises(TraceError, match=msg):
             Trace.load(p)
+
+
+def test_cli_trace_then_show(setup, tmp_path):
+    """`steplens trace --model ... --out RUN` (the default `run` subcommand), then `trace show RUN`, as a user types them."""
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+    from steplens.train import TrainConfig, export
+
+    den, _ = setup
+    export(den.model, TrainConfig(preset="tiny"), tmp_path / "model")
+    runner = CliRunner()
+    args = ["--model", str(tmp_path / "model"), "--task", "maze", "--size", "3", "--n", "2", "--seed", "5", "--steps", "3",
+            "--capture", "blocks.*.resid_post:norm,proj16", "--out", str(tmp_path / "run")]
+    r = runner.invoke(app, ["trace", *args])
+    assert r.exit_code == 0, r.output
+    tr = Trace.load(tmp_path / "run")
+    assert set(tr.captures) == {CacheKey(s, l, "resid_post", "main") for l in range(2) for s in range(3)}
+    assert all(set(slot) == {"norm", "proj16"} and slot["proj16"].shape == (2, N, 16) for slot in tr.captures.values())
+    assert tr.config["seed"] == 5 and tr.events["x0_hat"].shape == (3, 2, 3, 4, 7, 7)
+    shown = runner.invoke(app, ["trace", "show", str(tmp_path / "run")])
+    assert shown.exit_code == 0 and "blocks.1.resid_post" in shown.output and "proj16" in shown.output
+    bad = runner.invoke(app, ["trace", *args[:-2], "--capture", "blocks.9.resid_post:norm", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "no hook point matches" in bad.output and not (tmp_path / "bad").exists()
+    assert runner.invoke(app, ["trace", "show", str(tmp_path / "nothing")]).exit_code == 2

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from .cli_common import RunByDefault
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="steplens: see how video diffusion models reason along denoising steps.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Generate, inspect and audit reasoning tasks.")
 app.add_typer(tasks_app, name="tasks")
@@ -206,7 +208,8 @@ def evaluate(
         raise typer.Exit(1)
 
 
-trace_app = typer.Typer(no_args_is_help=True, help="Record and inspect traces: step events plus reduced captures.")
+trace_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
+                        help="Record and inspect traces: step events plus reduced captures (`trace --model ...` means `trace run ...`).")
 app.add_typer(trace_app, name="trace")
 
 

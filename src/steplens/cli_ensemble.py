@@ -7,7 +7,11 @@ from typing import Any
 
 import typer
 
-ensemble_app = typer.Typer(no_args_is_help=True, help="Merge K seeds' latents during early steps; compare with compute-matched baselines.")
+from .cli_common import RunByDefault
+
+ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
+                           help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
+                                "(`ensemble --k 3 ...` means `ensemble run ...`).")
 
 
 def _fail(message: str) -> typer.Exit:
