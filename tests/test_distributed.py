@@ -165,3 +165,24 @@ def test_ensemble_compare_on_ray_equals_the_local_run(model, cluster, tmp_path):
                    ray_address=cluster, num_workers=2)
     assert dist == local
     assert (tmp_path / "ray" / "results.jsonl").read_text() == (tmp_path / "local" / "results.jsonl").read_text()
+
+
+def test_probes_on_ray_equal_the_local_run(model, cluster, tmp_path):
+    """`probe ... --ray`: chunks of samples on two workers give the same sample files and summaries as the local path."""
+    from steplens.models.registry import load
+    from steplens.probes.common import ProbeConfig
+    from steplens.probes.cos import run_cos
+    from steplens.probes.layers import run_layers
+    from steplens.probes.perturb import run_cka
+
+    cfg = ProbeConfig(model=model, size=3, n=6, batch=2, seed=300, sampling=SamplingConfig(steps=STEPS))
+    den = load(model)
+    for name, probe in (("cos", lambda out, **kw: run_cos(den, cfg, out, n_views=1, progress=False, **kw)),
+                        ("cka", lambda out, **kw: run_cka(den, cfg, out, every=1, layers=[0, 1], progress=False, **kw)),
+                        ("layers", lambda out, **kw: run_layers(den, cfg, out, progress=False, **kw))):
+        local = probe(str(tmp_path / name / "local"))
+        dist = probe(str(tmp_path / name / "ray"), ray_address=cluster, num_workers=2)
+        assert dist == local, name
+        assert samples(tmp_path / name / "ray") == samples(tmp_path / name / "local"), name
+        arrays = sorted(p.name for p in (tmp_path / name / "local" / "samples").glob("*.npz"))
+        assert arrays == sorted(p.name for p in (tmp_path / name / "ray" / "samples").glob("*.npz")) and len(arrays) == 6

@@ -241,3 +241,53 @@ def test_a_different_config_in_the_same_folder_is_refused(model, reference, tmp_
     assert r.returncode == 2
     assert "different config" in r.stderr and "differs in: n" in r.stderr
     assert len(samples(out)) == 3
+
+
+# -- probes: the same run folders, chunk by chunk ------------------------------------------------
+
+def probe_args(model: str, out: Path) -> list[str]:
+    return ["probe", "perturb", "--model", model, "--task", "maze", "--size", "3", "--n", "6", "--batch", "2",
+            "--steps", str(STEPS), "--every", "1", "--out", str(out)]
+
+
+def test_sigkilled_probe_resumes_to_the_uninterrupted_result(model, tmp_path):
+    whole = steplens(*probe_args(model, tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "run"
+    start_and_kill(tmp_path, HANG_AFTER, probe_args(model, out), chunks=2)
+    assert len(samples(out)) == 4 and not (out / "summary.json").exists()
+    before = stats(out)
+    r = steplens(*probe_args(model, out))
+    assert r.returncode == 0, r.stderr
+    assert all(stats(out)[k] == v for k, v in before.items())  # finished chunks were not recomputed
+    assert samples(out) == samples(tmp_path / "whole")
+    assert json.loads((out / "summary.json").read_text()) == json.loads((tmp_path / "whole" / "summary.json").read_text())
+    other = steplens(*probe_args(model, out), "--mode", "add")
+    assert other.returncode == 2 and "different config" in other.stderr
+
+
+def test_a_probe_batch_that_raises_is_recorded_and_retried(model, tmp_path):
+    from steplens.probes.common import ProbeConfig, ProbeRun, run_sharded, split_errors
+    from steplens.probes.cos import trace_batch
+
+    cfg = ProbeConfig(model=model, size=3, n=6, batch=2, seed=100, sampling=SamplingConfig(steps=STEPS))
+    den = load(model)
+
+    def flaky(den, batch, noise, cfg, *, tick=None):
+        if any(i.seed == 102 for i in batch.instances):
+            raise RuntimeError("bad batch")
+        return trace_batch(den, batch, noise, cfg, tick=tick)
+
+    folder = ProbeRun(tmp_path, "probe-cos", cfg).folder
+    ok, errors = split_errors(run_sharded(den, cfg, flaky, folder=folder, progress=False))
+    assert [r["seed"] for r in ok] == [100, 101, 104, 105] and ok[0]["steps"].shape == (STEPS, 4, 7, 7, 3)
+    assert errors == [{"seed": s, "error_type": "RuntimeError", "error": "bad batch"} for s in (102, 103)]
+    before = stats(tmp_path)
+    recs = run_sharded(den, cfg, trace_batch, folder=folder, progress=False)  # the re-run computes the errored chunk only
+    assert [r["seed"] for r in recs] == list(range(100, 106)) and all("error" not in r for r in recs)
+    after = stats(tmp_path)
+    assert {k for k in before if after[k] != before[k]} == {"maze_3_0000000102.json", "maze_3_0000000103.json"}
+    fresh = run_sharded(den, cfg, trace_batch, progress=False)  # in memory, no folder: the same arrays
+    assert all((a["steps"] == b["steps"]).all() for a, b in zip(recs, fresh))
+    with pytest.raises(RuntimeError, match="every sample failed"):
+        split_errors([{"seed": 1, "error": "x", "error_type": "E"}])

@@ -21,11 +21,18 @@ _COMMON = {
     "batch": typer.Option(16, "--batch"),
     "prompt_embeds": typer.Option(None, "--prompt-embeds",
                                   help="wan: models: precomputed prompt embeddings (.pt, as evaluate-vbvr takes); skips the text encoder."),
+    "ray": typer.Option(None, "--ray", metavar="ADDRESS",
+                        help="Shard the samples over Ray workers: 'local' starts a local cluster, else a cluster address. Needs steplens[ray]."),
+    "workers": typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
 }
 
 
-def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
-         steps: int, shift: float, batch: int, sampler: str = "euler", prompt_embeds: str | None = None) -> None:
+def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
+         steps: int, shift: float, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
+         ray: str | None = None, workers: int | None = None) -> None:
+    """Load the model, build the probe config and run `body(den, cfg, ray_address=..., num_workers=...)`; errors exit 2.
+
+    Every probe folder is resumable: re-running the command skips the batches it already holds."""
     from .models.registry import load
     from .probes.common import ProbeConfig
     from .runner import SamplingConfig
@@ -35,6 +42,8 @@ def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task:
                           sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
         if prompt_embeds and not model.startswith("wan:"):
             raise ValueError("--prompt-embeds applies to text-conditioned wan: models only")
+        if prompt_embeds and ray:
+            raise ValueError("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
         den = load(model, **({"text_encoder": False} if prompt_embeds else {}))
         if prompt_embeds:
             from .cli_wan import load_prompt_embeds
@@ -42,7 +51,7 @@ def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task:
 
             t = get_task(task)
             den.prompt_embeds, den.negative_prompt_embeds = load_prompt_embeds(prompt_embeds)(t.prompt(t.generate(seed, size)))
-        summary = body(den, cfg)
+        summary = body(den, cfg, ray_address=ray, num_workers=workers)
     except Exception as e:  # noqa: BLE001 - one clear line, non-zero exit
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
@@ -55,12 +64,14 @@ def _run(out: str, body: Callable[[Any, Any], dict[str, Any]], model: str, task:
 @probe_app.command("cos")
 def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], sampler: str = typer.Option("euler", "--sampler"),
+        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
+        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], sampler: str = typer.Option("euler", "--sampler"),
         views: int = typer.Option(4, "--views", help="Samples to draw as strips and GIFs.")) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from .probes.cos import run_cos
 
-    _run(out, lambda den, cfg: run_cos(den, cfg, out, n_views=views), model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds)
+    _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers)
 
 
 _MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
@@ -75,20 +86,22 @@ def _check_mode(mode: str) -> None:
 @probe_app.command("perturb")
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
             n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-            batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
+            batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"],
+            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
 
     _check_mode(mode)
-    _run(out, lambda den, cfg: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
+    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
+        batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
+        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
@@ -96,8 +109,8 @@ def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
 
     _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
-    _run(out, lambda den, cfg: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
+    _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 @probe_app.command("layers")
@@ -105,24 +118,26 @@ def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"],
            n: int = typer.Option(6, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
            batch: int = typer.Option(6, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
-           prompt_embeds: str | None = _COMMON["prompt_embeds"]) -> None:
+           prompt_embeds: str | None = _COMMON["prompt_embeds"],
+           ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
     """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
     from .probes.layers import run_layers
 
     w = tuple(int(v) for v in window.split(":")) if window else None
-    _run(out, lambda den, cfg: run_layers(den, cfg, out, step=None if step < 0 else step, window=w),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
+    _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
               n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
-              batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"]) -> None:
+              batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
+              ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from .probes.behaviour import run_behaviour
 
-    _run(out, lambda den, cfg: run_behaviour(den, cfg, out),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds)
+    _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 def register(app: typer.Typer) -> None:

@@ -62,10 +62,12 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     from .probes.behaviour import run_behaviour
     from .probes.cos import run_cos, trace_x0
 
-    traced = stage("sample", lambda: dict(zip(("insts", "steps", "sigmas"), trace_x0(den, probe, progress))))
-    t3 = (traced["insts"], traced["steps"], traced["sigmas"])
-    cos = stage("cos", lambda: run_cos(den, probe, str(out / "cos"), n_views=min(4, cfg.n), progress=progress, traced=t3))
-    beh = stage("behaviour", lambda: run_behaviour(den, probe, str(out / "behaviour"), progress=progress, traced=t3))
+    from .probes.common import ProbeRun
+
+    # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
+    traced = stage("sample", lambda: {"t": trace_x0(den, probe, progress, folder=ProbeRun(out / "cos", "probe-cos", probe).folder)})["t"]
+    cos = stage("cos", lambda: run_cos(den, probe, str(out / "cos"), n_views=min(4, cfg.n), progress=progress, traced=traced))
+    beh = stage("behaviour", lambda: run_behaviour(den, probe, str(out / "behaviour"), progress=progress, traced=traced))
     headline["cos"] = {k: cos.get(k) for k in ("solve_rate", "solve_rate_ci95", "commit_step", "multiple_candidates_early",
                                                "off_solution_mass_early", "off_solution_mass_late",
                                                "off_solution_mass_early_minus_late", "off_solution_mass_early_minus_late_ci95")}

@@ -21,7 +21,7 @@ from ..tasks import get_task
 from ..tasks.base import classify_blocks
 from ..tasks.maze import MAZE_COLORS, PATH
 from .common import ProbeConfig, ProbeRun, plt, save_npz
-from .cos import trace_x0
+from .cos import Traced, trace_x0
 from .metrics import commit_step, self_correction
 
 
@@ -58,11 +58,13 @@ def maze_memory_and_order(insts: list[Any], steps: np.ndarray) -> dict[str, Any]
     }
 
 
-def run_behaviour(den: Any, cfg: ProbeConfig, out: str, *, progress: bool = True,
-                  traced: tuple[list[Any], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """`traced`: (instances, decoded steps, sigmas) already sampled with `cfg` (e.g. by the CoS probe), to reuse."""
+def run_behaviour(den: Any, cfg: ProbeConfig, out: str, *, progress: bool = True, traced: Traced | None = None,
+                  ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
+    """`traced`: the samples already traced with `cfg` (e.g. by the CoS probe), to reuse."""
     run = ProbeRun(out, "probe-behaviour", cfg)
-    insts, steps, sigmas = traced if traced is not None else trace_x0(den, cfg, progress)
+    if traced is None:
+        traced = trace_x0(den, cfg, progress, folder=run.folder, ray_address=ray_address, num_workers=num_workers)
+    insts, steps, sigmas, errors = traced
     save_npz(run.root / "behaviour_steps.npz", x0_hat=steps, sigmas=sigmas, seeds=np.array([i.seed for i in insts]))
     ok = step_success(cfg.task, insts, steps)
     kinds = [self_correction(r) for r in ok]
@@ -77,6 +79,7 @@ def run_behaviour(den: Any, cfg: ProbeConfig, out: str, *, progress: bool = True
         "corrected_rate_ci95": list(wilson(counts["corrected"], n)),
         "lost_rate": counts["lost"] / n,
         "lost_rate_ci95": list(wilson(counts["lost"], n)),
+        "n_errors": len(errors), "errors": errors,
     }
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(5.5, 3.2))

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
+from ..evaluate import sample_id
 from ..runner import Batch, SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..runs import RunFolder
 from ..tasks import get_task
@@ -44,17 +47,134 @@ class ProbeConfig:
         return held_out_seeds(self.seed, self.n)
 
 
+def chunks(cfg: ProbeConfig) -> list[tuple[int, ...]]:
+    """The held-out seeds cut into fixed chunks of `cfg.batch`: one batch, one shard, one commit each."""
+    seeds = cfg.seeds()
+    return [tuple(seeds[i : i + cfg.batch]) for i in range(0, len(seeds), cfg.batch)]
+
+
+def make_batch(den: Any, cfg: ProbeConfig, seeds: Sequence[int]) -> tuple[Batch, list[int]]:
+    """The instances of `seeds` as one batch, with each instance's noise seed."""
+    task = get_task(cfg.task)
+    insts = [task.generate(int(s), cfg.size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for s in seeds]
+    return prepare(den, task, insts), [noise_seed(int(s)) for s in seeds]
+
+
 def batches(den: Any, cfg: ProbeConfig) -> list[tuple[Batch, list[int]]]:
     """Held-out instances in batches of `cfg.batch`, with each instance's noise seed."""
-    task = get_task(cfg.task)
-    n_frames = getattr(den, "n_frames", 4)
+    return [make_batch(den, cfg, c) for c in chunks(cfg)]
+
+
+# -- sample-level probe work: sharded, resumable, local or on Ray ---------------------------------
+Record = dict[str, Any]  # one sample's result: JSON values and numpy arrays
+BatchFn = Callable[..., list[Record]]  # fn(den, batch, noise_seeds, cfg, *, tick) -> one record per instance
+
+
+@dataclass(frozen=True)
+class ProbeShard:
+    """One chunk of a probe's samples, as shipped to a worker: a model spec and seeds, no tensors."""
+
+    cfg: ProbeConfig
+    seeds: tuple[int, ...]
+
+
+def probe_shard(shard: ProbeShard, fn: BatchFn, denoiser: Any = None, tick: Callable[[int], None] | None = None) -> list[Record]:
+    """Run `fn` on one shard as one batch; an exception marks every sample of the shard as an error."""
+    import torch
+
+    from ..distributed import worker_model
+
+    den = denoiser if denoiser is not None else worker_model(shard.cfg.model)
+    try:
+        batch, noise = make_batch(den, shard.cfg, shard.seeds)
+        with torch.no_grad():
+            recs = fn(den, batch, noise, shard.cfg, tick=tick)
+    except Exception as e:  # noqa: BLE001 - recorded per sample; the run goes on and a re-run retries them
+        return [{"seed": int(s), "error": str(e) or repr(e), "error_type": type(e).__name__} for s in shard.seeds]
+    return [{"seed": int(s), **r} for s, r in zip(shard.seeds, recs)]
+
+
+def require_finite(latents: Any, what: str = "final latents") -> None:
+    """Raise when a sampled latent holds NaN or inf: a diverged run must not be scored as a guess."""
+    import torch
+
+    if not bool(torch.isfinite(latents).all()):
+        raise FloatingPointError(f"non-finite {what} (NaN or inf)")
+
+
+def run_sharded(den: Any, cfg: ProbeConfig, fn: BatchFn, *, folder: RunFolder | None = None, label: str = "probe",
+                work_per_sample: int = 1, progress: bool = True, ray_address: str | None = None,
+                num_workers: int | None = None) -> list[Record]:
+    """Every held-out sample's record, in seed order: computed by `fn` chunk by chunk, here or on Ray.
+
+    With a `folder`, each chunk's records are committed together (arrays in `samples/<id>.npz` beside the
+    JSON), finished chunks are skipped on a re-run and errored ones retried; a kill loses at most
+    the chunks in flight. `work_per_sample`: progress units `fn` reports per sample through `tick`.
+    """
+    from rich.progress import Progress
+
+    from ..distributed import map_shards
+
+    ids = {s: sample_id(cfg.task, cfg.size, s) for c in chunks(cfg) for s in c}
+    todo = [ProbeShard(cfg, c) for c in chunks(cfg) if folder is None or not all(folder.finished(ids[s]) for s in c)]
+    if ray_address is not None and getattr(den, "prompt_embeds", None) is not None:
+        raise ConfigError("--ray loads the model in each worker from its spec; precomputed prompt embeddings are not shipped")
+    kept: dict[int, Record] = {}
+    with Progress(disable=not progress) as bar:
+        total = cfg.n * work_per_sample
+        tid = bar.add_task(label, total=total, completed=total - sum(len(t.seeds) for t in todo) * work_per_sample)
+
+        def commit(i: int, recs: list[Record]) -> None:
+            if folder is not None:
+                write_records(folder, {ids[r["seed"]]: r for r in recs})
+            else:
+                kept.update((r["seed"], r) for r in recs)
+            if ray_address is not None:
+                bar.advance(tid, len(recs) * work_per_sample)
+
+        def failed(i: int, e: BaseException) -> None:  # a worker died for good
+            commit(i, [{"seed": s, "error": str(e) or repr(e), "error_type": type(e).__name__} for s in todo[i].seeds])
+
+        if ray_address is None:
+            run = partial(probe_shard, fn=fn, denoiser=den, tick=lambda k: bar.advance(tid, k))
+        else:
+            run = partial(probe_shard, fn=fn)
+        map_shards(run, todo, ray_address=ray_address, num_workers=num_workers, on_result=commit, on_error=failed)
+    if folder is None:
+        return [kept[s] for s in ids]
+    return read_records(folder, list(ids.values()))
+
+
+def write_records(folder: RunFolder, records: dict[str, Record]) -> None:
+    """Commit records as one unit: numpy arrays to `samples/<id>.npz` first, then the JSON (journaled)."""
+    rows = {}
+    for sid, r in records.items():
+        arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
+        if arrays:
+            save_npz(folder.root / "samples" / f"{sid}.npz", **arrays)
+        rows[sid] = {**{k: v for k, v in r.items() if k not in arrays}, "arrays": sorted(arrays)}
+    folder.write_many(rows)
+
+
+def read_records(folder: RunFolder, ids: Sequence[str]) -> list[Record]:
     out = []
-    seeds = cfg.seeds()
-    for i in range(0, len(seeds), cfg.batch):
-        chunk = seeds[i : i + cfg.batch]
-        insts = [task.generate(s, cfg.size, n_frames=n_frames, cell_px=1) for s in chunk]
-        out.append((prepare(den, task, insts), [noise_seed(s) for s in chunk]))
+    for r in folder.results(ids):
+        names = r.pop("arrays", [])
+        if names:
+            with np.load(folder.root / "samples" / f"{r['id']}.npz") as z:
+                r.update({k: z[k] for k in names})
+        out.append(r)
     return out
+
+
+def split_errors(records: Sequence[Record]) -> tuple[list[Record], list[dict[str, Any]]]:
+    """(records without errors, [{id, error_type, error}] for the others): analysis runs on the first."""
+    ok = [r for r in records if "error" not in r]
+    errors = [{"seed": r["seed"], "error_type": r.get("error_type", "Error"), "error": r["error"]} for r in records if "error" in r]
+    if not ok:
+        first = errors[0] if errors else {"error": "no samples"}
+        raise RuntimeError(f"every sample failed; first error: {first.get('error_type', '')}: {first['error']}")
+    return ok, errors
 
 
 class ProbeRun:

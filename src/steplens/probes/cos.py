@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from ..evaluate import sample_id
-from ..runner import generate
+from ..runner import Batch, generate
+from ..runs import RunFolder
 from ..stats import bootstrap_diff, mean_ci, wilson
 from ..tasks import get_task
-from .common import ProbeConfig, ProbeRun, batches, plt, save_npz, upscale
+from .common import ProbeConfig, ProbeRun, Record, plt, require_finite, run_sharded, save_npz, split_errors, upscale
 from .metrics import maze_step_metrics, self_correction
 
 
-def trace_x0(den: Any, cfg: ProbeConfig, progress: bool = True) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """Sample every held-out instance, keeping decoded x0_hat per step: (n, S, T, H, W, 3) uint8, and sigmas."""
-    from rich.progress import Progress
+class Traced(NamedTuple):
+    """Decoded clean estimates of every sample at every step, and the samples that failed."""
 
-    insts, steps = [], []
-    with Progress(disable=not progress) as bar:
-        tid = bar.add_task("chain-of-steps", total=cfg.n)
-        for batch, noise in batches(den, cfg):
-            per_step: list[np.ndarray] = []
-            generate(den, batch, noise, cfg.sampling, callback=lambda e: per_step.append(den.decode(e.x0_hat)))
-            steps.append(np.stack(per_step, axis=1))  # (B, S, T, H, W, 3)
-            insts += batch.instances
-            bar.update(tid, advance=len(batch.instances))
-    return insts, np.concatenate(steps), cfg.sampling.sigmas(den).numpy()
+    insts: list[Any]
+    steps: np.ndarray  # (n, S, T, H, W, 3) uint8
+    sigmas: np.ndarray  # (S + 1,)
+    errors: list[dict[str, Any]]
+
+
+def trace_batch(den: Any, batch: Batch, noise: list[int], cfg: ProbeConfig, *, tick: Callable[[int], None] | None = None) -> list[Record]:
+    """One batch sampled, keeping each sample's decoded x0_hat per step: {"steps": (S, T, H, W, 3) uint8}."""
+    per_step: list[np.ndarray] = []
+    lat = generate(den, batch, noise, cfg.sampling, callback=lambda e: per_step.append(den.decode(e.x0_hat)))
+    require_finite(lat)
+    if tick:
+        tick(len(batch.instances))
+    return [{"steps": s} for s in np.stack(per_step, axis=1)]  # (B, S, T, H, W, 3)
+
+
+def trace_x0(den: Any, cfg: ProbeConfig, progress: bool = True, *, folder: RunFolder | None = None,
+             ray_address: str | None = None, num_workers: int | None = None) -> Traced:
+    """Sample every held-out instance (resumably into `folder`, on Ray with `ray_address`), keeping decoded x0_hat per step."""
+    recs = run_sharded(den, cfg, trace_batch, folder=folder, label="chain-of-steps", progress=progress,
+                       ray_address=ray_address, num_workers=num_workers)
+    ok, errors = split_errors(recs)
+    task = get_task(cfg.task)
+    insts = [task.generate(int(r["seed"]), cfg.size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for r in ok]
+    return Traced(insts, np.stack([r["steps"] for r in ok]), cfg.sampling.sigmas(den).numpy(), errors)
 
 
 def analyse(task_name: str, insts: list[Any], steps: np.ndarray) -> dict[str, Any]:
@@ -136,17 +151,19 @@ def plot_curves(run: ProbeRun, a: dict[str, Any]) -> None:
     pyplot.close(fig)
 
 
-def run_cos(den: Any, cfg: ProbeConfig, out: str, *, n_views: int = 4, progress: bool = True,
-            traced: tuple[list[Any], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+def run_cos(den: Any, cfg: ProbeConfig, out: str, *, n_views: int = 4, progress: bool = True, traced: Traced | None = None,
+            ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
+    """`traced`: the samples already traced with `cfg` (the demo shares them with the behaviour probe)."""
     run = ProbeRun(out, "probe-cos", cfg)
-    with torch.no_grad():
-        insts, steps, sigmas = traced if traced is not None else trace_x0(den, cfg, progress)
+    if traced is None:
+        traced = trace_x0(den, cfg, progress, folder=run.folder, ray_address=ray_address, num_workers=num_workers)
+    insts, steps, sigmas, errors = traced
     ids = [sample_id(cfg.task, cfg.size, i.seed) for i in insts]
     save_npz(run.root / "cos_steps.npz", x0_hat=steps, sigmas=sigmas, seeds=np.array([i.seed for i in insts]))
     save_views(run, ids, steps, sigmas, n_views)
     task = get_task(cfg.task)
     final = [task.score(i, s[-1]) for i, s in zip(insts, steps)]
-    summary: dict[str, Any] = {"final_solve_rate": float(np.mean([f.success for f in final]))}
+    summary: dict[str, Any] = {"final_solve_rate": float(np.mean([f.success for f in final])), "n_errors": len(errors), "errors": errors}
     text = [f"Chain-of-Steps on {cfg.n} held-out {cfg.task} {cfg.size}x{cfg.size} instances, {cfg.sampling.steps} {cfg.sampling.sampler} steps."]
     if cfg.task == "maze":
         a = analyse(cfg.task, insts, steps)
@@ -158,4 +175,6 @@ def run_cos(den: Any, cfg: ProbeConfig, out: str, *, n_views: int = 4, progress:
                  f"(diff {a['off_solution_mass_early_minus_late']:.3f}, 95% CI {a['off_solution_mass_early_minus_late_ci95'][0]:.3f}..{a['off_solution_mass_early_minus_late_ci95'][1]:.3f})",
                  f"samples with a lit dead-end branch in the first quarter of steps: {a['multiple_candidates_early']:.2f}",
                  f"self-correction: {a['self_correction']}"]
+    if errors:
+        text.append(f"{len(errors)} samples failed and are left out (listed in summary.json); re-running the command retries them")
     return run.finish(summary, "\n".join(text))

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..runner import Batch, generate
 from ..stats import bootstrap_diff, mean_ci
 from ..tasks.maze import solution_mask
 from .cka import cka_matrix
-from .common import ProbeConfig, ProbeRun, batches, plt, save_npz
+from .common import ProbeConfig, ProbeRun, chunks, plt, require_finite, run_sharded, save_npz, split_errors
 
 
 def capture_step(den: Any, batch: Batch, noise: list[int], cfg: ProbeConfig, step: int) -> dict[int, Tensor]:
@@ -69,70 +70,80 @@ def _path_iou(den: Any, lat: Tensor, insts: Sequence[Any]) -> np.ndarray:
     return np.array(out)
 
 
+def layers_batch(den: Any, batch: Batch, noise: list[int], cfg: ProbeConfig, *, step: int, window: tuple[int, int],
+                 patch_window: tuple[int, int], tick: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """One batch: residual streams at `step`, a plain run, each block skipped, each layer's writes patched from a donor.
+
+    Per sample: energy (L, F) mean token norm, cka (L, L), base (solved), skip[l] (solved), iou_own[l] /
+    iou_donor[l] (path IoU with its own / the donor's answer); the batch's first sample also carries the
+    norm and PCA maps. The donor of sample i is sample i+1 of the batch (another puzzle of the same size).
+    """
+    depth, b = len(den.hook_blocks()), len(batch.instances)
+    tick = tick or (lambda k: None)
+    grid = den.token_grid((b, *batch.latent_shape))
+    acts = capture_step(den, batch, noise, cfg, step)
+    norms = {l: a.norm(dim=-1) for l, a in acts.items()}  # (B, N)
+    energy = np.stack([tokens_to_grid(norms[l], grid).mean(dim=(2, 3)).numpy() for l in range(depth)], axis=1)  # (B, L, F)
+    recs: list[dict[str, Any]] = [{"energy": energy[i], "cka": cka_matrix([acts[l][i] for l in range(depth)]).numpy()} for i in range(b)]
+    recs[0]["norm_map"] = np.stack([tokens_to_grid(norms[l][:1], grid)[0].numpy() for l in range(depth)])  # (L, F, H, W)
+    recs[0]["pca_map"] = np.stack([pca_rgb(acts[l][0]).reshape(*grid, 3) for l in range(depth)])  # (L, F, H, W, 3)
+    tick(b)
+    plain = generate(den, batch, noise, cfg.sampling)
+    require_finite(plain)
+    for r, v in zip(recs, _solved(den, batch, plain)):
+        r.update(base=float(v), skip=[], iou_own=[], iou_donor=[])
+    tick(b)
+    for l in range(depth):
+        with hooks(den, skip_blocks([l], steps=range(*window))):
+            for r, v in zip(recs, _solved(den, batch, generate(den, batch, noise, cfg.sampling))):
+                r["skip"].append(float(v))
+        tick(b)
+    perm = [(i + 1) % b for i in range(b)]
+    donor = Batch(batch.task, [batch.instances[i] for i in perm], batch.cond.index(perm), batch.latent_shape, batch.truth[perm])
+    every = [f"blocks.{l}.{site}" for l in range(depth) for site in ("attn_out", "mlp_out")]
+    with record_activations(den, every, steps=range(*patch_window)) as store:  # the donor run, once for all layers
+        generate(den, donor, [noise[i] for i in perm], cfg.sampling)
+    for l in range(depth):
+        with hooks(den, patch_activations(store, [f"blocks.{l}.attn_out", f"blocks.{l}.mlp_out"], steps=range(*patch_window))):
+            lat = generate(den, batch, noise, cfg.sampling)
+        for r, own, other in zip(recs, _path_iou(den, lat, batch.instances), _path_iou(den, lat, donor.instances)):
+            r["iou_own"].append(float(own))
+            r["iou_donor"].append(float(other))
+        tick(b)
+    return recs
+
+
 def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None, window: tuple[int, int] | None = None,
-               patch_window: tuple[int, int] | None = None, progress: bool = True) -> dict[str, Any]:
+               patch_window: tuple[int, int] | None = None, progress: bool = True, ray_address: str | None = None,
+               num_workers: int | None = None) -> dict[str, Any]:
     depth = len(den.hook_blocks())
     n_steps = cfg.sampling.steps
     step = n_steps // 4 if step is None else step
     window = window or (0, n_steps)
     patch_window = patch_window or (0, n_steps // 2)
+    if any(len(c) < 2 for c in chunks(cfg)):
+        raise ValueError(f"the layer probe patches each sample from another one of its batch: n={cfg.n} in batches of "
+                         f"{cfg.batch} leaves a batch of one (choose n and --batch so that every batch holds two or more)")
     run_ = ProbeRun(out, "probe-layers", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "step": step,
                                           "window": list(window), "patch_window": list(patch_window)})
-    from rich.progress import Progress
-
-    all_batches = batches(den, cfg)
-    energy, cka_sum, n = np.zeros((depth, 0)), np.zeros((depth, depth)), 0
-    base, skip = [], {l: [] for l in range(depth)}
-    iou_b, iou_a = {l: [] for l in range(depth)}, {l: [] for l in range(depth)}
-    maps: dict[str, np.ndarray] = {}
-    with Progress(disable=not progress) as bar, torch.no_grad():
-        tid = bar.add_task("layers", total=len(all_batches) * (2 + 2 * depth))
-        for bi, (batch, noise) in enumerate(all_batches):
-            b = len(batch.instances)
-            grid = den.token_grid((b, *batch.latent_shape))
-            acts = capture_step(den, batch, noise, cfg, step)
-            bar.advance(tid)
-            norms = {l: a.norm(dim=-1) for l, a in acts.items()}  # (B, N)
-            per_frame = np.stack([tokens_to_grid(norms[l], grid).mean(dim=(2, 3)).mean(0).numpy() for l in range(depth)])  # (L, F)
-            energy = per_frame if energy.size == 0 else energy + per_frame
-            for s in range(b):
-                cka_sum += cka_matrix([acts[l][s] for l in range(depth)]).numpy()
-            n += b
-            if bi == 0:
-                maps["norm"] = np.stack([tokens_to_grid(norms[l][:1], grid)[0].numpy() for l in range(depth)])  # (L, F, H, W)
-                maps["pca"] = np.stack([pca_rgb(acts[l][0]).reshape(*grid, 3) for l in range(depth)])  # (L, F, H, W, 3)
-            plain = generate(den, batch, noise, cfg.sampling)
-            base.append(_solved(den, batch, plain))
-            bar.advance(tid)
-            for l in range(depth):
-                with hooks(den, skip_blocks([l], steps=range(*window))):
-                    skip[l].append(_solved(den, batch, generate(den, batch, noise, cfg.sampling)))
-                bar.advance(tid)
-            # activation patching: donor A = the next instance in the batch (another puzzle, same size)
-            perm = [(i + 1) % b for i in range(b)]
-            donor = Batch(batch.task, [batch.instances[i] for i in perm], batch.cond.index(perm), batch.latent_shape, batch.truth[perm])
-            donor_noise = [noise[i] for i in perm]
-            every = [f"blocks.{l}.{site}" for l in range(depth) for site in ("attn_out", "mlp_out")]
-            with record_activations(den, every, steps=range(*patch_window)) as store:  # the donor run, once for all layers
-                generate(den, donor, donor_noise, cfg.sampling)
-            for l in range(depth):
-                points = [f"blocks.{l}.attn_out", f"blocks.{l}.mlp_out"]
-                with hooks(den, patch_activations(store, points, steps=range(*patch_window))):
-                    lat = generate(den, batch, noise, cfg.sampling)
-                iou_b[l].append(_path_iou(den, lat, batch.instances))
-                iou_a[l].append(_path_iou(den, lat, donor.instances))
-                bar.advance(tid)
-    base_all = np.concatenate(base)
-    drops = {l: bootstrap_diff(np.concatenate(skip[l]), base_all) for l in range(depth)}  # base - skipped
-    patch_b = {l: mean_ci(np.concatenate(iou_b[l])) for l in range(depth)}
-    patch_a = {l: mean_ci(np.concatenate(iou_a[l])) for l in range(depth)}
+    fn = partial(layers_batch, step=step, window=tuple(window), patch_window=tuple(patch_window))
+    recs = run_sharded(den, cfg, fn, folder=run_.folder, label="layers", work_per_sample=2 + 2 * depth, progress=progress,
+                       ray_address=ray_address, num_workers=num_workers)
+    ok, errors = split_errors(recs)
+    n = len(ok)
+    base_all = np.array([r["base"] for r in ok])
+    drops = {l: bootstrap_diff([r["skip"][l] for r in ok], base_all) for l in range(depth)}  # base - skipped
+    patch_b = {l: mean_ci([r["iou_own"][l] for r in ok]) for l in range(depth)}
+    patch_a = {l: mean_ci([r["iou_donor"][l] for r in ok]) for l in range(depth)}
     flip = next((l for l in range(depth) if patch_a[l][0] > patch_b[l][0]), None)
-    energy /= max(1, len(all_batches))
-    cka = cka_sum / max(1, n)
+    energy = np.stack([r["energy"] for r in ok]).mean(0)  # (L, F)
+    cka = np.stack([r["cka"] for r in ok]).mean(0)
+    first = next(r for r in ok if "norm_map" in r)
+    maps = {"norm": first["norm_map"], "pca": first["pca_map"]}
     save_npz(run_.root / "layers.npz", norm_maps=maps["norm"], pca_maps=maps["pca"], energy=energy, cka=cka)
     _plots(run_, maps, energy, cka, drops, patch_a, patch_b, step, window, patch_window)
     ranked = sorted(drops, key=lambda l: -drops[l][0])
-    summary = {"n": n, "depth": depth, "step": step, "clean_solve_rate": float(base_all.mean()),
+    summary = {"n": n, "n_errors": len(errors), "errors": errors, "depth": depth, "step": step, "clean_solve_rate": float(base_all.mean()),
                "skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]]} for l, d in drops.items()},
                "most_important_layers": ranked[:3],
                "patch_iou_own": {str(l): v[0] for l, v in patch_b.items()}, "patch_iou_donor": {str(l): v[0] for l, v in patch_a.items()},

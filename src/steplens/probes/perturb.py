@@ -13,8 +13,9 @@ Perturbation probes run on Euler: a corrector (UniPC, Heun) partly undoes an inj
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,11 @@ from torch import Tensor
 
 from ..interventions import NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
+from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, mean_ci
 from .cka import linear_cka
-from .common import ProbeConfig, ProbeRun, batches, plt, save_npz
+from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
 
 def _check_euler(cfg: ProbeConfig) -> None:
@@ -74,58 +76,70 @@ def _score(den: Any, batch: Batch, lat: Tensor) -> list[float]:
     return [float(batch.task.score(i, f).success) for i, f in zip(batch.instances, frames)]
 
 
-def _cka_rows(a: Tensor, b: Tensor) -> float:
-    """Mean over samples of 1 - CKA, tokens as rows; a, b: (B, N, D) or latents (B, C, F, H, W)."""
+def _cka_rows(a: Tensor, b: Tensor) -> list[float]:
+    """Per sample 1 - CKA, tokens as rows; a, b: (B, N, D) or latents (B, C, F, H, W)."""
     if a.ndim == 5:
         a, b = a.flatten(2).transpose(1, 2), b.flatten(2).transpose(1, 2)  # (B, N, C)
-    return float(np.mean([1.0 - linear_cka(x, y) for x, y in zip(a, b)]))
+    return [1.0 - linear_cka(x, y) for x, y in zip(a, b)]
+
+
+def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfig, *, inject_steps: Sequence[int],
+                  frames: Sequence[int], mode: str = "replace", strength: float = 1.0, cka_layers: Sequence[int] = (),
+                  tick: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """One batch: the clean run, every injection at a step and at a frame, scored; 1 - CKA rows per sample.
+
+    Per sample: clean (score), step / frame (score per injection index), flow_latent and flow_layer_{l}
+    ((injections, steps) 1 - CKA, NaN at and before the injection step).
+    """
+    n_steps, b = cfg.sampling.steps, len(batch.instances)
+    tick = tick or (lambda k: None)
+    x0 = seeded_noise(batch.latent_shape, noise_seeds, device=den.device)
+    clean = _States(den, cka_layers)
+    out = _sample(den, batch, x0, cfg, 0, [], clean)
+    require_finite(out)
+    recs: list[dict[str, Any]] = [{"clean": c, "step": [], "frame": []} for c in _score(den, batch, out)]
+    flow = {name: np.full((b, len(inject_steps), n_steps), np.nan) for name in ["flow_latent", *(f"flow_layer_{l}" for l in cka_layers)]}
+    tick(b)
+    inj_seeds = tuple(s + 1 for s in noise_seeds)
+    for si, s in enumerate(inject_steps):
+        pert = _States(den, cka_layers)
+        lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=mode, strength=strength, seeds=inj_seeds)], pert)
+        for r, v in zip(recs, _score(den, batch, lat)):
+            r["step"].append(v)
+        for t in range(s + 1, n_steps):
+            flow["flow_latent"][:, si, t] = _cka_rows(clean.x[t], pert.x[t])
+            for l in cka_layers:
+                flow[f"flow_layer_{l}"][:, si, t] = _cka_rows(clean.acts[(t, l)], pert.acts[(t, l)])
+        tick(b)
+    for f in frames:
+        lat = _sample(den, batch, x0, cfg, 0, [NoiseAtFrame((f,), mode=mode, strength=strength, seeds=inj_seeds)], None)
+        for r, v in zip(recs, _score(den, batch, lat)):
+            r["frame"].append(v)
+        tick(b)
+    for i, r in enumerate(recs):
+        r.update({name: m[i] for name, m in flow.items()})
+    return recs
 
 
 def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], frames: Sequence[int], mode: str = "replace",
-                  strength: float = 1.0, cka_layers: Sequence[int] = (), progress: bool = True) -> dict[str, Any]:
-    """Scores per sample for every injection index, and (optionally) the CKA flow matrix. Pure of files."""
+                  strength: float = 1.0, cka_layers: Sequence[int] = (), progress: bool = True, folder: RunFolder | None = None,
+                  ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
+    """Scores per sample for every injection index, and (optionally) the CKA flow matrix (mean over samples)."""
     _check_euler(cfg)
-    n_steps = cfg.sampling.steps
-    scores_step = {s: [] for s in inject_steps}
-    scores_frame = {f: [] for f in frames}
-    clean_scores: list[float] = []
-    flow_lat = np.full((len(inject_steps), n_steps), np.nan)
-    flow_act = {l: np.full((len(inject_steps), n_steps), np.nan) for l in cka_layers}
-    acc_lat = np.zeros_like(flow_lat)
-    acc_act = {l: np.zeros_like(flow_lat) for l in cka_layers}
-    count = 0
-    from rich.progress import Progress
+    fn = partial(perturb_batch, inject_steps=list(inject_steps), frames=list(frames), mode=mode, strength=strength,
+                 cka_layers=list(cka_layers))
+    recs = run_sharded(den, cfg, fn, folder=folder, label=f"perturb ({mode})", work_per_sample=1 + len(inject_steps) + len(frames),
+                       progress=progress, ray_address=ray_address, num_workers=num_workers)
+    ok, errors = split_errors(recs)
 
-    work = sum(len(b.instances) for b, _ in batches(den, cfg)) * (1 + len(inject_steps) + len(frames))
-    with Progress(disable=not progress) as bar, torch.no_grad():
-        tid = bar.add_task(f"perturb ({mode})", total=work)
-        for batch, noise_seeds in batches(den, cfg):
-            b = len(batch.instances)
-            x0 = seeded_noise(batch.latent_shape, noise_seeds, device=den.device)
-            clean = _States(den, cka_layers)
-            out = _sample(den, batch, x0, cfg, 0, [], clean)
-            clean_scores += _score(den, batch, out)
-            bar.update(tid, advance=b)
-            inj_seeds = [s + 1 for s in noise_seeds]
-            for si, s in enumerate(inject_steps):
-                pert = _States(den, cka_layers)
-                lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=mode, strength=strength, seeds=tuple(inj_seeds))], pert)
-                scores_step[s] += _score(den, batch, lat)
-                for t in range(s + 1, n_steps):
-                    acc_lat[si, t] += _cka_rows(clean.x[t], pert.x[t]) * b
-                    for l in cka_layers:
-                        acc_act[l][si, t] += _cka_rows(clean.acts[(t, l)], pert.acts[(t, l)]) * b
-                bar.update(tid, advance=b)
-            for f in frames:
-                lat = _sample(den, batch, x0, cfg, 0, [NoiseAtFrame((f,), mode=mode, strength=strength, seeds=tuple(inj_seeds))], None)
-                scores_frame[f] += _score(den, batch, lat)
-                bar.update(tid, advance=b)
-            count += b
-    for si, s in enumerate(inject_steps):
-        flow_lat[si, s + 1 :] = acc_lat[si, s + 1 :] / count
-        for l in cka_layers:
-            flow_act[l][si, s + 1 :] = acc_act[l][si, s + 1 :] / count
-    return {"clean": clean_scores, "step": scores_step, "frame": scores_frame, "flow_latent": flow_lat, "flow_layers": flow_act}
+    def mean_flow(name: str) -> np.ndarray:  # (I, S); NaN (not observed) at the same places in every sample
+        return np.stack([r[name] for r in ok]).mean(0)
+
+    return {"clean": [r["clean"] for r in ok],
+            "step": {s: [r["step"][i] for r in ok] for i, s in enumerate(inject_steps)},
+            "frame": {f: [r["frame"][i] for r in ok] for i, f in enumerate(frames)},
+            "flow_latent": mean_flow("flow_latent"), "flow_layers": {l: mean_flow(f"flow_layer_{l}") for l in cka_layers},
+            "errors": errors}
 
 
 def _curve(scores: dict[int, list[float]]) -> list[dict[str, float]]:
@@ -133,16 +147,18 @@ def _curve(scores: dict[int, list[float]]) -> list[dict[str, float]]:
 
 
 def run_perturb(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, mode: str = "replace", strength: float = 1.0,
-                frames: Sequence[int] | None = None, progress: bool = True, cka_layers: Sequence[int] = ()) -> dict[str, Any]:
+                frames: Sequence[int] | None = None, progress: bool = True, cka_layers: Sequence[int] = (),
+                ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
     """Noise at step vs noise at frame: score vs injection index with 95% CIs (and CKA flow if layers given)."""
     if frames is None:  # every latent frame after the first (the given image for image-to-video)
-        n_latent = batches(den, replace(cfg, n=1, batch=1))[0][0].latent_shape[1]
+        n_latent = make_batch(den, cfg, cfg.seeds()[:1])[0].latent_shape[1]
         frames = list(range(1, n_latent))
     frames = list(frames)
     steps = list(range(0, cfg.sampling.steps - 1, every))
     run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "mode": mode,
                                            "strength": strength, "frames": frames, "cka_layers": list(cka_layers)})
-    res = perturb_sweep(den, cfg, inject_steps=steps, frames=frames, mode=mode, strength=strength, cka_layers=cka_layers, progress=progress)
+    res = perturb_sweep(den, cfg, inject_steps=steps, frames=frames, mode=mode, strength=strength, cka_layers=cka_layers, progress=progress,
+                        folder=run_.folder, ray_address=ray_address, num_workers=num_workers)
     return _write_perturb(run_, cfg, res, mode)
 
 
@@ -178,7 +194,7 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
                             "Corrupting one denoising step costs far more than corrupting one frame at every step."), dpi=120)
     pyplot.close(fig)
     summary: dict[str, Any] = {
-        "n": cfg.n, "mode": mode, "clean_solve_rate": clean[0],
+        "n": len(res["clean"]), "n_errors": len(res["errors"]), "errors": res["errors"], "mode": mode, "clean_solve_rate": clean[0],
         "noise_at_step": step_curve, "noise_at_frame": frame_curve,
         "worst_step": worst_step, "worst_frame": worst_frame,
         "worst_drop_step": clean[0] - worst_step["mean"],
@@ -233,11 +249,12 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Sequence[int] | None = None, mode: str = "replace",
-            strength: float = 1.0, progress: bool = True) -> dict[str, Any]:
+            strength: float = 1.0, progress: bool = True, ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
     """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA."""
     depth = len(den.hook_blocks())
     layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
-    return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers)
+    return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers,
+                       ray_address=ray_address, num_workers=num_workers)
 
 
 # -- demo hooks: small default sizes ---------------------------------------------------------------
