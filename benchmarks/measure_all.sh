@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every number in the README, MODEL_CARD and closing notes, in one sequential run on 2 CPU cores
-# (about 75 minutes). Run on an otherwise idle machine: the timings are part of the output.
+# (about 90 minutes). Run on an otherwise idle machine: the timings are part of the output.
 #   bash benchmarks/measure_all.sh [OUT]
 # Timings come first; the rest only counts solved samples.
 set -euo pipefail
@@ -13,6 +13,8 @@ python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
 python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
 python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 5 | tee "$out/bench_trace.json"
 python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
+python benchmarks/bench_tasks.py --n 1000 --size 5 | tee "$out/bench_tasks.json"
+python benchmarks/bench_ray.py --model maze --n 64 --size 4 --steps 20 --batch 8 | tee "$out/bench_ray.json"
 
 log "model card: solve rate per size (single seed, 20 Euler steps, held-out seeds 10000..)"
 for spec in 3:100 4:500 5:500 6:100 7:100 8:100; do
@@ -35,6 +37,7 @@ steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --out "$out/pr
 steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail -3
 steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
+steplens probe behaviour --size "$size" --n 100 --batch 50 --out "$out/probe_behaviour" | tail -6
 log "Chain-of-Steps where the model struggles (6x6, out of its training sizes)"
 steplens probe cos --size 6 --n 100 --batch 50 --out "$out/probe_cos6" | tail -8
 
@@ -46,4 +49,5 @@ log "sweep over K (window 0:2, mean_xt), 100 instances"
 steplens ensemble sweep --size "$size" --n 100 --seed 70000 --ks 2,3,4,8 --windows 0:2 --rules mean_xt --out "$out/ens_sweep_k" | tail -12
 log "sweep over windows and rules (K=3), 100 instances"
 steplens ensemble sweep --size "$size" --n 100 --seed 70000 --ks 3 --windows 0:1,0:2,0:4 --rules mean_xt,mean_v,mean_x0_renoise --out "$out/ens_sweep_rules" | tail -12
-log done
+python benchmarks/results.py "$out" > "$out/results.md"
+log "done: $out/results.md"

@@ -1,0 +1,182 @@
+"""The README's "What the reference model shows" section, written from a `measure_all.sh` folder.
+
+    python benchmarks/results.py runs/measure > runs/measure/results.md
+
+Reads only the JSON that the measuring commands wrote (never runs a model), so every number in the
+section comes from `bash benchmarks/measure_all.sh OUT`; each part names the command behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(path: Path) -> Any | None:
+    """A JSON file, or the JSON object a benchmark printed (after any log lines); None if absent."""
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    return json.loads(text[text.index("{"):])
+
+
+def ci(v: float, lo_hi: list[float], pct: bool = True) -> str:
+    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.3f}")
+    return f"{f(v)} [{f(lo_hi[0])}, {f(lo_hi[1])}]"
+
+
+def card(out: Path) -> list[str]:
+    rows = sorted(((s["config"]["size"], s) for p in out.glob("card/size*/summary.json") if (s := load(p))), key=lambda r: r[0])
+    if not rows:
+        return []
+    lines = ["### Solve rate per maze size", "",
+             "Single seed, 20 Euler steps, held-out instances (`steplens evaluate --model maze --size S --n N --seed 10000 --steps 20`):", "",
+             "| maze | n | solved % [95% CI] | mean path IoU |", "|---|---|---|---|"]
+    lines += [f"| {k}x{k} | {s['n']} | {ci(s['solve_rate'], s['solve_rate_ci95'])} | {s['mean_score']:.3f} |" for k, s in rows]
+    return lines + [""]
+
+
+def cos(out: Path, name: str) -> list[str]:
+    s, m = load(out / name / "summary.json"), load(out / name / "manifest.json")
+    if not s:
+        return []
+    c, size = s["commit_step"], m["config"]["size"]
+    d = s["off_solution_mass_early_minus_late"], s["off_solution_mass_early_minus_late_ci95"]
+    sc = s["self_correction"]
+    return [f"- **Chain-of-Steps, {size}x{size}** (`steplens probe cos --size {size} --n {s['n']}`): solve rate {100 * s['solve_rate']:.0f}%. "
+            f"Path colour on floor blocks off the solution is {s['off_solution_mass_early']:.3f} in the first quarter of the steps and "
+            f"{s['off_solution_mass_late']:.3f} in the last (early minus late {ci(d[0], d[1], pct=False)}, paired bootstrap); "
+            f"{100 * s['multiple_candidates_early']:.0f}% of samples light a dead-end branch early "
+            f"(95% CI {100 * s['multiple_candidates_early_ci95'][0]:.0f}-{100 * s['multiple_candidates_early_ci95'][1]:.0f}%). "
+            f"Commit step (the decoded answer never changes after it): median {c['median']:.0f} of {s['n_steps']} "
+            f"(10th-90th percentile {c['q10']:.0f}-{c['q90']:.0f}). Self-correction: {sc['corrected']} samples wrong at some step and "
+            f"right at the end, {sc['lost']} the reverse."]
+
+
+def perturb(out: Path) -> list[str]:
+    s = load(out / "probe_perturb" / "summary.json")
+    if not s:
+        return []
+    ws, wf = s["worst_step"], s["worst_frame_before_answer"]
+    line = (f"- **Noise at a step vs at a frame** (`steplens probe perturb --n {s['n']} --every 2`): clean solve rate "
+            f"{100 * s['clean_solve_rate']:.0f}%; fresh noise at step {ws['index']} drops it to {100 * ws['mean']:.0f}% "
+            f"(worst step), noise on latent frame {wf['index']} at every step to {100 * wf['mean']:.0f}% (worst frame before the answer frame)")
+    if "step_minus_frame_drop" in s:
+        line += f"; the step costs {ci(s['step_minus_frame_drop'], s['step_minus_frame_drop_ci95'])} points more (paired bootstrap)"
+    return [line + ". Noise on the answer frame itself overwrites what is scored, so it is reported apart "
+                   f"({100 * s['worst_frame']['mean']:.0f}%)."]
+
+
+def cka(out: Path) -> list[str]:
+    lines = []
+    for name, what in (("probe_cka", "fresh noise"), ("probe_cka_add", "added noise, strength 1")):
+        s = load(out / name / "summary.json")
+        if not s:
+            continue
+        steps = s["flow_injection_steps"]
+        layers = ", ".join(f"{k} {v[0]:.2f} vs {v[-1]:.2f}" for k, v in s["flow_layers_last_step"].items() if k != "latent")
+        lines.append(f"- **Information flow ({what})** (`steplens probe cka --n {s['n']} --every 2`): 1 - CKA between the clean and the "
+                     f"perturbed latents at the last step is {s['flow_last_step_first_injection']:.2f} after an injection at step {steps[0]} "
+                     f"and {s['flow_last_step_last_injection']:.2f} after one at step {steps[-1]}; in the residual streams "
+                     f"(step {steps[0]} vs step {steps[-1]}): {layers}.")
+    return lines
+
+
+def layers(out: Path) -> list[str]:
+    s = load(out / "probe_layers" / "summary.json")
+    if not s:
+        return []
+    drops = ", ".join(f"L{k} {ci(v['drop'], v['ci95'])}" for k, v in s["skip_drop"].items())
+    flip = s["patch_flip_layer"]
+    return [f"- **Layers** (`steplens probe layers --n {s['n']}`): solve-rate drop in points when one block is skipped at every step: "
+            f"{drops}; most important: {s['most_important_layers']}. Patching one layer's writes from another puzzle "
+            + (f"flips the answer to the donor's from layer {flip}." if flip is not None else "never flips the answer to the donor's.")]
+
+
+def behaviour(out: Path) -> list[str]:
+    s = load(out / "probe_behaviour" / "summary.json")
+    if not s:
+        return []
+    d = s.get("path_minus_scene_steps"), s.get("path_minus_scene_steps_ci95")
+    return [f"- **Behaviours** (`steplens probe behaviour --n {s['n']}`): {100 * s['corrected_rate']:.0f}% of samples self-correct "
+            f"(95% CI {100 * s['corrected_rate_ci95'][0]:.0f}-{100 * s['corrected_rate_ci95'][1]:.0f}%), {100 * s['lost_rate']:.0f}% lose a "
+            f"right answer; start and goal markers are kept at every step in {100 * s['markers_kept_all_steps']:.0f}%; the scene settles at "
+            f"step {s['scene_settle_step_mean']:.1f} on average and the path commits at {s['path_commit_step_mean']:.1f} "
+            f"(path minus scene {d[0]:.1f} steps, 95% CI {d[1][0]:.1f}..{d[1][1]:.1f})."]
+
+
+def ensemble(out: Path) -> list[str]:
+    lines = []
+    main = load(out / "ens_main" / "summary.json")
+    if main:
+        m, size = main["methods"], load(out / "ens_main" / "manifest.json")["config"]["size"]
+        e = m["ensemble"]
+        lines += [f"- **Latent-trajectory ensemble, {size}x{size}** (`steplens ensemble run --size {size} --k 3 --window 0:2 --rule mean_xt "
+                  f"--n {main['n']} --no-baselines`): single seed {ci(m['single']['solve_rate'], m['single']['solve_rate_ci95'])}%, "
+                  f"ensemble {ci(e['solve_rate'], e['solve_rate_ci95'])}%, paired difference "
+                  f"{ci(e['diff_vs_single']['solve_rate'][0], e['diff_vs_single']['solve_rate'][1:])} points at {e['nfe']} vs "
+                  f"{m['single']['nfe']} network evaluations."]
+    base = load(out / "ens_baselines" / "summary.json")
+    if base:
+        lines += ["", f"Compute-matched baselines on {base['n']} instances (`steplens ensemble run ... --n {base['n']}`):", "",
+                  "| method | NFE | solve rate % [95% CI] | diff vs single, points [95% CI] |", "|---|---|---|---|"]
+        for name, s in base["methods"].items():
+            d = s.get("diff_vs_single")
+            tag = " (oracle, upper bound)" if s["needs_ground_truth"] else ""
+            lines.append(f"| {name}{tag} | {s['nfe']} | {ci(s['solve_rate'], s['solve_rate_ci95'])} | "
+                         f"{ci(d['solve_rate'][0], d['solve_rate'][1:]) if d else '-'} |")
+    for name in ("ens_sweep_k", "ens_sweep_rules"):
+        s = load(out / name / "summary.json")
+        if s:
+            r = s["recommended"]
+            lines += ["", f"Sweep `{name}` ({s['n_settings']} settings, n={s['n']}): recommended `{r['name']}`, {r['reason']} "
+                          f"(table: `{name}/sweep.md`)."]
+    return lines
+
+
+def speed(out: Path) -> list[str]:
+    lines = []
+    if s := load(out / "bench_tasks.json"):
+        lines.append(f"- 1,000 maze instances generated, rendered and scored in {s['memory']['total_s']:.1f} s (target < 30 s; "
+                     "`python benchmarks/bench_tasks.py`).")
+    if s := load(out / "bench_sampling.json"):
+        lines.append(f"- {s['n']} {s['size']}x{s['size']} mazes sampled in one batch, {s['steps']} Euler steps: {s['median_s']:.1f} s "
+                     f"(target 10 s; `python benchmarks/bench_sampling.py`).")
+    if s := load(out / "bench_trace.json"):
+        r = s["ratio_vs_plain"]
+        lines.append(f"- Tracing x0_hat at every step: {r['x0_tracing']:.3f}x plain sampling (target 1.03); norm + 16-dim projection "
+                     f"of every block's resid_post at every step: {r['captures_resid_post']:.3f}x (target 1.15), all four sites "
+                     f"{r['captures_all_sites']:.3f}x; stored {s['stored_mb']['captures_resid_post']} MB, exactly the estimate "
+                     f"({s['estimate_exact']}) (`python benchmarks/bench_trace.py --model maze`).")
+    if s := load(out / "bench_ensemble.json"):
+        rows = ", ".join(f"K={r['k']} {r['ratio_batched']:.2f}x" for r in s["results"])
+        lines.append(f"- K seeds batched vs K sequential runs: {rows} (target <= 0.6; `python benchmarks/bench_ensemble.py`).")
+    if s := load(out / "bench_demo.json"):
+        lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads (target 180 s; `python benchmarks/bench_demo.py`).")
+    if s := load(out / "bench_probes.json"):
+        lines.append("- Each probe at its default size: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_s"].items())
+                     + " (target 60 s each; `python benchmarks/bench_probes.py`).")
+    if s := load(out / "bench_ray.json"):
+        w = s["wall_s"]
+        lines.append(f"- `evaluate` on a local Ray cluster: {w['ray_1_worker']:.1f} s with 1 worker, {w['ray_2_workers']:.1f} s with 2 "
+                     f"({s['speedup_2_vs_1_workers']:.2f}x), local {w['local']:.1f} s; identical sample files: {s['identical_samples']} "
+                     "(`python benchmarks/bench_ray.py`).")
+    return ["### Speed (2 CPU cores)", "", *lines, ""] if lines else []
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/measure")
+    findings = cos(out, "probe_cos") + cos(out, "probe_cos6") + perturb(out) + cka(out) + layers(out) + behaviour(out)
+    parts = [f"Measured by `bash benchmarks/measure_all.sh` and written by `python benchmarks/results.py`.", "", *card(out)]
+    if findings:
+        parts += ["### The paper's findings, on held-out mazes", "", *findings, ""]
+    if ens := ensemble(out):
+        parts += ["### Ensembles", "", *ens, ""]
+    parts += speed(out)
+    print("\n".join(parts).rstrip())
+
+
+if __name__ == "__main__":
+    main()
