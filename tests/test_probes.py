@@ -92,6 +92,9 @@ def test_layers(model_path, tmp_path):
     assert s["depth"] == 2 and len(s["skip_drop"]) == 2
     cka = np.array(s["layer_cka"])
     assert np.allclose(np.diag(cka), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="leaves a batch of one"):  # the last sample would be patched from itself
+        run_layers(load(model_path), cfg(model_path, n=5, batch=2), str(tmp_path / "odd"), progress=False)
+    assert not (tmp_path / "odd").exists()
 
 
 def test_behaviour(model_path, tmp_path):
