@@ -285,3 +285,33 @@ def test_cli_trace_then_show(setup, tmp_path):
     bad = runner.invoke(app, ["trace", *args[:-2], "--capture", "blocks.9.resid_post:norm", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "no hook point matches" in bad.output and not (tmp_path / "bad").exists()
     assert runner.invoke(app, ["trace", "show", str(tmp_path / "nothing")]).exit_code == 2
+    ens = runner.invoke(app, ["trace", *args[:-2], "--k", "3", "--window", "0:1", "--out", str(tmp_path / "ens")])
+    assert ens.exit_code == 0, ens.output
+    tr = Trace.load(tmp_path / "ens")
+    assert tr.config["ensemble"] == {"k": 3, "window": [0, 1], "rule": "mean_xt", "norm_correct": False, "after": "single",
+                                     "select": "first"} and len(tr.config["noise_seeds"]) == 6
+    assert tr.events["x0_hat"].shape == (3, 2, 3, 4, 7, 7)
+    bad = runner.invoke(app, ["trace", *args[:-2], "--k", "3", "--window", "0:9", "--out", str(tmp_path / "bad2")])
+    assert bad.exit_code == 2 and "exceeds" in bad.output
+
+
+@pytest.mark.parametrize("rule,after", [("mean_xt", "single"), ("mean_v", "all")])
+def test_an_ensemble_is_recorded_like_any_run(setup, rule, after):
+    """The trace follows the trajectory the ensemble returns; captures see every trajectory computed."""
+    from steplens.ensemble import EnsembleConfig, ensemble_latents
+    from steplens.sampling import seeded_noise
+
+    den, batch = setup
+    ens = EnsembleConfig(k=3, window=(0, 2), rule=rule, after=after)
+    seeds = [10 + i for i in range(6)]
+    cfg = SamplingConfig(steps=4)
+    tr = record(den, batch, seeds, cfg, CapturePlan.parse("blocks.0.resid_post:norm"), fields=("x0_hat", "x_next"), ensemble=ens)
+    want = ensemble_latents(den, seeded_noise(batch.latent_shape, seeds), cfg.sigmas(), batch.cond.repeat(3), ens)
+    want = want if after == "single" else want[::3]
+    assert tr.events["x0_hat"].shape == (4, 2, 3, 4, 7, 7) and torch.equal(tr.events["x_next"][-1], want)
+    assert torch.allclose(tr.events["x0_hat"][-1], want, atol=1e-6)  # sigma 0 at the end: x0_hat is the output
+    rows = {k.step: slot["norm"].shape[0] for k, slot in tr.captures.items()}
+    assert rows[0] == 6 and rows[3] == (2 if rule == "mean_xt" else 6)  # mean_xt collapses the K after its first merge
+    assert tr.config["ensemble"]["k"] == 3 and tr.config["noise_seeds"] == seeds
+    with pytest.raises(ValueError, match="needs 6 noise seeds"):
+        record(den, batch, seeds[:2], cfg, CapturePlan.parse(""), ensemble=ens)

@@ -225,21 +225,34 @@ def trace_run(
     capture: str = typer.Option("", "--capture", help="e.g. 'blocks.*.resid_post:norm,proj16' (';' separates specs, '@0-4' picks steps)."),
     budget_mb: float = typer.Option(512.0, "--budget-mb", help="Refuse plans whose captures would exceed this."),
     fields: str = typer.Option("x0_hat", "--fields", help="Event tensors to keep per step: x, x0_hat, velocity, x_next."),
+    k: int = typer.Option(1, "--k", min=1, help="Record a latent-trajectory ensemble of K seeds per instance (1: plain sampling)."),
+    window: str = typer.Option("0:2", "--window", help="With --k > 1: merge during steps START:END."),
+    rule: str = typer.Option("mean_xt", "--rule", help="With --k > 1: mean_xt | mean_v | mean_x0_renoise."),
+    after: str = typer.Option("single", "--after", help="With --k > 1: all (continue K, keep the first) or single."),
 ) -> None:
     """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
     from .models.registry import load
     from .probes.common import ProbeConfig, batches
-    from .runner import SamplingConfig
+    from .runner import SamplingConfig, noise_seed
     from .trace import CapturePlan, describe, record
 
     try:
         cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps))
+        ens = None
+        if k > 1:
+            from .ensemble import EnsembleConfig
+
+            a, b = window.split(":") if ":" in window else (window, "")
+            ens = EnsembleConfig(k=k, window=(int(a), int(b)), rule=rule, after=after)
+            ens.check(steps)
         den = load(model)
         plan = CapturePlan.parse(capture, budget_mb)
         (batch, noise), = batches(den, cfg)
+        if ens is not None:  # the K noises of `steplens ensemble` for the same instances
+            noise = [noise_seed(s, j) for s in cfg.seeds() for j in range(k)]
         tr = record(den, batch, noise, cfg.sampling, plan, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
                     config={"model": model, "task": task, "size": size, "n": n, "seed": seed, "steps": steps, "capture": capture,
-                            "seeds": cfg.seeds()})
+                            "seeds": cfg.seeds()}, ensemble=ens)
         tr.save(out)
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)

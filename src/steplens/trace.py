@@ -617,12 +617,16 @@ def describe(trace: Trace) -> str:
 
 
 def record(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, plan: CapturePlan, *,
-           fields: Sequence[str] = ("x0_hat",), latents: str = "full", config: dict[str, Any] | None = None) -> Trace:
+           fields: Sequence[str] = ("x0_hat",), latents: str = "full", config: dict[str, Any] | None = None,
+           ensemble: Any = None) -> Trace:
     """Sample with event tracing and reduced captures; refuses a plan over its budget before sampling.
 
     Args:
         batch, seeds, sampling: as for `steplens.runner.generate` (a Batch, noise seeds, a SamplingConfig).
         fields, latents: what `TraceRecorder` keeps per step; config: extra entries for the trace's config.
+        ensemble: an `EnsembleConfig` to record a latent-trajectory ensemble instead of plain sampling;
+            `seeds` then holds K noise seeds per instance (instance-major). Events follow the trajectory
+            the ensemble returns (the first of each instance's K); captures see every trajectory computed.
     """
     from .runner import generate
 
@@ -632,10 +636,41 @@ def record(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, plan:
     cfg = {**(config or {}), "sampling": sampling, "capture_plan": plan.to_dict(), "noise_seeds": list(seeds),
            "latent_shape": list(batch.latent_shape), "denoiser": getattr(denoiser, "name", type(denoiser).__name__),
            "capture_estimate_bytes": est}
+    if ensemble is not None:
+        cfg["ensemble"] = ensemble
+        sample = lambda: _ensemble_run(denoiser, batch, seeds, sampling, ensemble, ev)  # noqa: E731
+    else:
+        sample = lambda: generate(denoiser, batch, seeds, sampling, callback=ev)  # noqa: E731
     if plan.captures:
         with Recorder(denoiser, plan) as rec:
-            generate(denoiser, batch, seeds, sampling, callback=ev)
+            sample()
     else:
         rec = None
-        generate(denoiser, batch, seeds, sampling, callback=ev)
+        sample()
     return Trace.from_recorders(json.loads(json.dumps(cfg, default=_jsonable)), ev, rec)
+
+
+def _ensemble_run(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, ens: Any, ev: TraceRecorder) -> Tensor:
+    """An ensemble sampled with `ev` seeing, at every step, the first trajectory of each instance."""
+    from dataclasses import replace
+
+    from .ensemble import ensemble_latents
+    from .runner import _to
+    from .sampling import seeded_noise
+
+    b, k = len(batch.instances), ens.k
+    if len(seeds) != b * k:
+        raise ValueError(f"an ensemble of k={k} needs {b * k} noise seeds for {b} instances, got {len(seeds)}")
+
+    def first_of_each(e: StepEvent) -> None:
+        if e.x.shape[0] == b * k and k > 1:  # inside the merge window all K rows are computed
+            pick = lambda t: t[::k]  # noqa: E731
+            e = replace(e, x=pick(e.x), velocity=pick(e.velocity), x0_hat=pick(e.x0_hat), x_next=pick(e.x_next),
+                        branches={n: pick(v) for n, v in e.branches.items()} if e.branches else None)
+        ev(e)
+
+    dev = denoiser.device
+    x = seeded_noise(batch.latent_shape, seeds, device=dev)
+    with torch.no_grad():
+        return ensemble_latents(denoiser, x, sampling.sigmas(denoiser).to(dev), _to(batch.cond, dev).repeat(k), ens,
+                                sampler=sampling.sampler, callback=first_of_each)
