@@ -87,7 +87,7 @@ def _check_mode(mode: str) -> None:
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
             n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
             batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"],
-            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(2, "--every", help="Inject at every k-th step."),
+            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb

@@ -6,7 +6,8 @@
   latent, so a sweep costs about half of running every injection from scratch.
 - Noise at frame f: latent frame f is replaced (or noised) after every step.
 - Information flow: after an injection at step s, 1 - linear CKA between the clean and the perturbed
-  run's states at every later step t (latents x_t as tokens x channels, and chosen layers' residual
+  run's states at every later step t (latents x_t as tokens x channels, without the first frame when it
+  is the given image, identical in both runs by construction; and chosen layers' residual
   streams as tokens x width), per sample, averaged over samples.
 Perturbation probes run on Euler: a corrector (UniPC, Heun) partly undoes an injected latent.
 """
@@ -101,13 +102,14 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
     flow = {name: np.full((b, len(inject_steps), n_steps), np.nan) for name in ["flow_latent", *(f"flow_layer_{l}" for l in cka_layers)]}
     tick(b)
     inj_seeds = tuple(s + 1 for s in noise_seeds)
+    skip = 1 if batch.cond.image is not None else 0  # image-to-video: latent frame 0 is re-imposed in both runs
     for si, s in enumerate(inject_steps):
         pert = _States(den, cka_layers)
         lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=mode, strength=strength, seeds=inj_seeds)], pert)
         for r, v in zip(recs, _score(den, batch, lat)):
             r["step"].append(v)
         for t in range(s + 1, n_steps):
-            flow["flow_latent"][:, si, t] = _cka_rows(clean.x[t], pert.x[t])
+            flow["flow_latent"][:, si, t] = _cka_rows(clean.x[t][:, :, skip:], pert.x[t][:, :, skip:])
             for l in cka_layers:
                 flow[f"flow_layer_{l}"][:, si, t] = _cka_rows(clean.acts[(t, l)], pert.acts[(t, l)])
         tick(b)
