@@ -11,7 +11,7 @@ log "speed (first, while nothing else runs): sampling 100 mazes, demo, probes at
 python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --reps 1 | tee "$out/bench_sampling.json"
 python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
 python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
-python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 5 | tee "$out/bench_trace.json"
+python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 15 | tee "$out/bench_trace.json"
 python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
 python benchmarks/bench_tasks.py --n 1000 --size 5 | tee "$out/bench_tasks.json"
 python benchmarks/bench_ray.py --model maze --n 64 --size 4 --steps 20 --batch 8 | tee "$out/bench_ray.json"
@@ -38,8 +38,8 @@ steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail
 steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
 steplens probe behaviour --size "$size" --n 100 --batch 50 --out "$out/probe_behaviour" | tail -6
-log "Chain-of-Steps where the model struggles (6x6, out of its training sizes)"
-steplens probe cos --size 6 --n 100 --batch 50 --out "$out/probe_cos6" | tail -8
+log "Chain-of-Steps one size up, where the model struggles more"
+steplens probe cos --size "$((size + 1))" --n 100 --batch 50 --out "$out/probe_cos_harder" | tail -8
 
 log "ensemble: 500 instances, K=3 mean_xt window 0:2 vs single"
 steplens ensemble run --size "$size" --k 3 --window 0:2 --rule mean_xt --after single --n 500 --seed 50000 --no-baselines --out "$out/ens_main" | tail -6

@@ -168,7 +168,7 @@ def speed(out: Path) -> list[str]:
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/measure")
-    findings = cos(out, "probe_cos") + cos(out, "probe_cos6") + perturb(out) + cka(out) + layers(out) + behaviour(out)
+    findings = cos(out, "probe_cos") + cos(out, "probe_cos_harder") + perturb(out) + cka(out) + layers(out) + behaviour(out)
     parts = [f"Measured by `bash benchmarks/measure_all.sh` and written by `python benchmarks/results.py`.", "", *card(out)]
     if findings:
         parts += ["### The paper's findings, on held-out mazes", "", *findings, ""]
