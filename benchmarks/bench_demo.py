@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.demo import DemoConfig, run_demo
 
 
@@ -25,12 +26,13 @@ def main() -> None:
     ap.add_argument("--model", default="maze")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     shutil.rmtree(a.out, ignore_errors=True)  # a fresh run: no stage may be resumed from disk
     t = time.perf_counter()
     summary = run_demo(a.out, DemoConfig.make(model=a.model, quick=a.quick), progress=False)
     wall = time.perf_counter() - t
     target = 60.0 if a.quick else 180.0
-    print(json.dumps({"model": a.model, "quick": a.quick, "threads": torch.get_num_threads(), "wall_s": round(wall, 1),
+    print(json.dumps({"allocator": allocator_state(), "model": a.model, "quick": a.quick, "threads": torch.get_num_threads(), "wall_s": round(wall, 1),
                       "stages_s": summary["timings_s"], "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "target_s": target, "within_target": wall <= target}, indent=1))
 

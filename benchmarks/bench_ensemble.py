@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.ensemble import EnsembleConfig, ensemble_latents
 from steplens.models.dit import PRESETS, ReferenceDenoiser, VideoDiT
 from steplens.models.registry import load, shipped_models
@@ -82,13 +83,14 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=1, help="Instances per run (each with K seeds)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, all cores)")
     a = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     if a.reps < 3:
         ap.error("--reps must be >= 3 (the median of fewer is not a median)")
     if a.threads:
         torch.set_num_threads(a.threads)
     den, what = make_denoiser(a.model, a.preset)
     rows = [bench(den, int(k), a.size, a.steps, a.reps, a.instances) for k in a.ks.split(",")]
-    print(json.dumps({"model": what, "size": a.size, "steps": a.steps, "instances": a.instances, "threads": torch.get_num_threads(),
+    print(json.dumps({"allocator": allocator_state(), "model": what, "size": a.size, "steps": a.steps, "instances": a.instances, "threads": torch.get_num_threads(),
                       "reps": a.reps, "target_ratio": 0.6, "results": rows,
                       "max_ratio_batched": max(r["ratio_batched"] for r in rows),
                       "max_ratio_ensemble": max(r["ratio_ensemble"] for r in rows)}, indent=1))

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.cli import app
 
 TARGET_S = 60.0
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--model", default="maze")
     ap.add_argument("--probes", default="cos,perturb,cka,layers,behaviour")
     a = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     runner = CliRunner()
     wall: dict[str, float] = {}
     for name in a.probes.split(","):
@@ -38,7 +40,7 @@ def main() -> None:
         wall[name] = round(time.perf_counter() - t, 1)
         if res.exit_code != 0:
             raise SystemExit(f"probe {name} failed ({res.exit_code}): {res.output}")
-    print(json.dumps({"model": a.model, "threads": torch.get_num_threads(), "wall_s": wall, "target_s": TARGET_S,
+    print(json.dumps({"allocator": allocator_state(), "model": a.model, "threads": torch.get_num_threads(), "wall_s": wall, "target_s": TARGET_S,
                       "within_target": {k: v <= TARGET_S for k, v in wall.items()}}, indent=1))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.evaluate import EvalConfig, evaluate
 from steplens.runner import SamplingConfig
 from steplens.models.dit import export_random_tiny
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads for the local run (0: PyTorch's default).")
     a = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     if a.threads:
         torch.set_num_threads(a.threads)
     import ray
@@ -65,7 +67,7 @@ def main() -> None:
             ray.shutdown()
         runs = [root / "local", root / "ray1", root / "ray2"]
         texts = [{p.name: p.read_text() for p in (r / "samples").glob("*.json")} for r in runs]
-    print(json.dumps({"model": a.model or "tiny-random", "n": a.n, "size": a.size, "steps": a.steps, "batch": a.batch,
+    print(json.dumps({"allocator": allocator_state(), "model": a.model or "tiny-random", "n": a.n, "size": a.size, "steps": a.steps, "batch": a.batch,
                       "local_threads": torch.get_num_threads(), "ray_start_s": round(start_s, 2),
                       "wall_s": {k: round(v, 2) for k, v in wall.items()},
                       "speedup_2_vs_1_workers": round(wall["ray_1_worker"] / wall["ray_2_workers"], 2),

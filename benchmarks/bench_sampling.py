@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.evaluate import eval_seeds
 from steplens.models.registry import load
 from steplens.runner import SamplingConfig, prepare
@@ -30,7 +32,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--allocator", choices=["kept", "default"], default="kept",
+                    help="kept: steplens.allocator.keep_freed_memory (what the CLI does); default: glibc as it comes")
     a = ap.parse_args()
+    if a.allocator == "kept":
+        keep_freed_memory()
     den = load(a.model)
     cfg = SamplingConfig(steps=a.steps)
     seeds = list(range(30_000, 30_000 + a.n))
@@ -48,11 +54,12 @@ def main() -> None:
         den(x, torch.full((2,), 0.5), batch.cond)
     gflop = fc.get_total_flops() / 2 / 1e9  # one sample, one network evaluation
     med = statistics.median(times)
-    print(json.dumps({"model": a.model, "n": a.n, "size": a.size, "steps": a.steps, "threads": torch.get_num_threads(),
+    print(json.dumps({"allocator": allocator_state(), "model": a.model, "n": a.n, "size": a.size, "steps": a.steps, "threads": torch.get_num_threads(),
                       "median_s": round(statistics.median(times), 2), "all_s": [round(t, 2) for t in times],
                       "mazes_per_s": round(a.n / statistics.median(times), 1), "solved": solved, "target_s": 10.0,
                       "gflop_per_sample_step": round(gflop, 3), "achieved_gflops": round(gflop * a.n * a.steps / med, 1),
-                      "gflops_needed_for_target": round(gflop * a.n * a.steps / 10.0, 1)}))
+                      "gflops_needed_for_target": round(gflop * a.n * a.steps / 10.0, 1),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.context import model_call
 from steplens.models.dit import ReferenceDenoiser, random_tiny
 from steplens.runner import SamplingConfig, generate, noise_seed, prepare
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--forward-reps", type=int, default=15, help="alternating single-call repetitions for per_forward_ms")
     a = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.weights:
@@ -98,6 +100,7 @@ def main() -> None:
     # each repetition's variant over the same repetition's plain run: machine drift cancels in the pair
     ratio = {k: round(statistics.median(t / p for t, p in zip(v, times["plain"])), 3) for k, v in times.items()}
     print(json.dumps({
+        "allocator": allocator_state(),
         "model": a.weights or "base (random weights)", "device": str(den.device), "threads": torch.get_num_threads(),
         "size": a.size, "frames": a.frames, "n": a.n, "steps": a.steps, "reps": a.reps,
         "median_s": {k: round(v, 4) for k, v in med.items()},

@@ -95,6 +95,9 @@ def map_shards(fn: Callable[[S], Results], shards: Sequence[S], *, ray_address: 
 
 
 def _call(fn: Callable[[S], Results], shard: S) -> Results:
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # a Ray worker is its own process: the same allocator settings as the driver's CLI
     return fn(shard)
 
 
