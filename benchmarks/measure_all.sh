@@ -15,6 +15,7 @@ python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 1
 python benchmarks/bench_ensemble.py --model maze --threads 2 --size 5 | tee "$out/bench_ensemble.json"
 python benchmarks/bench_tasks.py --n 1000 --size 5 | tee "$out/bench_tasks.json"
 python benchmarks/bench_ray.py --model maze --n 64 --size 4 --steps 20 --batch 8 | tee "$out/bench_ray.json"
+python benchmarks/bench_allocator.py --n 32 --pairs 3 --reps 2 | tee "$out/bench_allocator.json"
 
 log "model card: solve rate per size (single seed, 20 Euler steps, held-out seeds 10000..)"
 for spec in 3:100 4:500 5:500 6:100 7:100 8:100; do

@@ -144,6 +144,10 @@ def speed(out: Path) -> list[str]:
     if s := load(out / "bench_sampling.json"):
         lines.append(f"- {s['n']} {s['size']}x{s['size']} mazes sampled in one batch, {s['steps']} Euler steps: {s['median_s']:.1f} s "
                      f"(target 10 s; `python benchmarks/bench_sampling.py`).")
+    if s := load(out / "bench_allocator.json"):
+        lines.append(f"- Freed memory kept in the process (`steplens.allocator`, on in the CLI): sampling {s['speedup_kept']:.2f}x faster "
+                     f"than glibc's defaults ({s['n']} mazes, median of {s['pairs']} paired fresh-process runs; "
+                     "`python benchmarks/bench_allocator.py`).")
     if s := load(out / "bench_trace.json"):
         r = s["ratio_vs_plain"]
         lines.append(f"- Tracing x0_hat at every step: {r['x0_tracing']:.3f}x plain sampling (target 1.03); norm + 16-dim projection "
