@@ -155,8 +155,11 @@ def speed(out: Path) -> list[str]:
                      f"{r['captures_all_sites']:.3f}x; stored {s['stored_mb']['captures_resid_post']} MB, exactly the estimate "
                      f"({s['estimate_exact']}) (`python benchmarks/bench_trace.py --model maze`).")
     if s := load(out / "bench_ensemble.json"):
-        rows = ", ".join(f"K={r['k']} {r['ratio_batched']:.2f}x" for r in s["results"])
-        lines.append(f"- K seeds batched vs K sequential runs: {rows} (target <= 0.6; `python benchmarks/bench_ensemble.py`).")
+        rows = ", ".join(f"K={r['k']} {r['ratio_batched']:.2f}x batched, {r['ratio_ensemble']:.2f}x as `ensemble_latents` runs it"
+                         for r in s["results"])
+        lines.append(f"- A K-seed ensemble vs K sequential single-seed runs: {rows} (target <= 0.6; after a mean_xt merge the K "
+                     "trajectories are identical and one is computed; batching alone gains little on 2 CPU cores, which are busy "
+                     "at batch 1 already; `python benchmarks/bench_ensemble.py`).")
     if s := load(out / "bench_demo.json"):
         lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads (target 180 s; `python benchmarks/bench_demo.py`).")
     if s := load(out / "bench_probes.json"):
@@ -166,7 +169,7 @@ def speed(out: Path) -> list[str]:
         w = s["wall_s"]
         lines.append(f"- `evaluate` on a local Ray cluster: {w['ray_1_worker']:.1f} s with 1 worker, {w['ray_2_workers']:.1f} s with 2 "
                      f"({s['speedup_2_vs_1_workers']:.2f}x), local {w['local']:.1f} s; identical sample files: {s['identical_samples']} "
-                     "(`python benchmarks/bench_ray.py`).")
+                     "(each Ray worker runs one torch thread on one core; `python benchmarks/bench_ray.py`).")
     return ["### Speed (2 CPU cores)", "", *lines, ""] if lines else []
 
 
