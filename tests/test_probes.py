@@ -70,7 +70,9 @@ def test_perturb_and_cka(model_path, tmp_path):
     _check_run(tmp_path / "c", "cka_flow.npz", "cka_flow.png")
     flow = np.array(c["flow_latent"], dtype=float)
     assert np.isnan(flow[0, 0]) and np.all((flow[0, 1:] >= 0) & (flow[0, 1:] <= 1))  # only later steps are observed
-    assert set(c["flow_layers_last_step"]) == {"latent", "blocks.1.resid_post"}
+    assert set(c["flow_layers_last_step"]) == {"latent", "latent_change", "blocks.1.resid_post"}  # image-to-video: the change too
+    change = np.array(c["flow_layers_last_step"]["latent_change"][1:], dtype=float)
+    assert np.all((change >= 0) & (change <= 1))
     # added noise scaled by sigma disturbs less than fresh noise: the flow is smaller everywhere it is observed
     weak = run_cka(den, cfg(model_path), str(tmp_path / "a"), every=2, mode="add", strength=0.1, progress=False)
     assert weak["mode"] == "add"
@@ -115,3 +117,20 @@ def test_probe_cli_rejects_bad_input(model_path, tmp_path):
     assert r.exit_code == 2 and "unknown task" in r.output
     r = CliRunner().invoke(app, ["probe", "perturb", "--model", "no-such-model", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no model" in r.output
+
+
+def test_the_change_from_frame_0_separates_answers_that_whole_latents_hide():
+    """Two runs with the same scene (frame 0 everywhere) and different small drawings on top of it."""
+    import torch
+
+    from steplens.probes.perturb import _change, _cka_rows
+
+    g = torch.Generator().manual_seed(0)
+    scene = torch.randn(2, 3, 1, 12, 12, generator=g).expand(2, 3, 4, 12, 12) * 3  # shared by both runs, large
+    a, b = scene.clone(), scene.clone()
+    a[:, :, 1:, 2:5, 2:5] += torch.randn(2, 3, 3, 3, 3, generator=g)  # run A draws here
+    b[:, :, 1:, 7:10, 7:10] += torch.randn(2, 3, 3, 3, 3, generator=g)  # run B draws somewhere else
+    whole = _cka_rows(a[:, :, 1:], b[:, :, 1:])
+    change = _cka_rows(_change(a), _change(b))
+    assert max(whole) < 0.2 and min(change) > 0.8
+    assert max(_cka_rows(_change(a), _change(a.clone()))) < 1e-6

@@ -8,7 +8,10 @@
 - Information flow: after an injection at step s, 1 - linear CKA between the clean and the perturbed
   run's states at every later step t (latents x_t as tokens x channels, without the first frame when it
   is the given image, identical in both runs by construction; and chosen layers' residual
-  streams as tokens x width), per sample, averaged over samples.
+  streams as tokens x width), per sample, averaged over samples. For image-to-video runs also on the
+  latent change from frame 0 (`x_t[:, :, 1:] - x_t[:, :, :1]`): what the model draws on top of the given
+  image. Whole latents are dominated by what both runs share (a maze's walls and floor), so they
+  understate how different two runs' answers are; the change is the answer.
 Perturbation probes run on Euler: a corrector (UniPC, Heun) partly undoes an injected latent.
 """
 
@@ -77,6 +80,11 @@ def _score(den: Any, batch: Batch, lat: Tensor) -> list[float]:
     return [float(batch.task.score(i, f).success) for i, f in zip(batch.instances, frames)]
 
 
+def _change(x: Tensor) -> Tensor:
+    """Latents (B, C, F, H, W) -> each later frame minus frame 0 (the given image in image-to-video runs)."""
+    return x[:, :, 1:] - x[:, :, :1]
+
+
 def _cka_rows(a: Tensor, b: Tensor) -> list[float]:
     """Per sample 1 - CKA, tokens as rows; a, b: (B, N, D) or latents (B, C, F, H, W)."""
     if a.ndim == 5:
@@ -99,10 +107,11 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
     out = _sample(den, batch, x0, cfg, 0, [], clean)
     require_finite(out)
     recs: list[dict[str, Any]] = [{"clean": c, "step": [], "frame": []} for c in _score(den, batch, out)]
-    flow = {name: np.full((b, len(inject_steps), n_steps), np.nan) for name in ["flow_latent", *(f"flow_layer_{l}" for l in cka_layers)]}
+    skip = 1 if batch.cond.image is not None else 0  # image-to-video: latent frame 0 is re-imposed in both runs
+    names = ["flow_latent", *(["flow_change"] if skip else []), *(f"flow_layer_{l}" for l in cka_layers)]
+    flow = {name: np.full((b, len(inject_steps), n_steps), np.nan) for name in names}
     tick(b)
     inj_seeds = tuple(s + 1 for s in noise_seeds)
-    skip = 1 if batch.cond.image is not None else 0  # image-to-video: latent frame 0 is re-imposed in both runs
     for si, s in enumerate(inject_steps):
         pert = _States(den, cka_layers)
         lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=mode, strength=strength, seeds=inj_seeds)], pert)
@@ -110,6 +119,8 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
             r["step"].append(v)
         for t in range(s + 1, n_steps):
             flow["flow_latent"][:, si, t] = _cka_rows(clean.x[t][:, :, skip:], pert.x[t][:, :, skip:])
+            if skip:
+                flow["flow_change"][:, si, t] = _cka_rows(_change(clean.x[t]), _change(pert.x[t]))
             for l in cka_layers:
                 flow[f"flow_layer_{l}"][:, si, t] = _cka_rows(clean.acts[(t, l)], pert.acts[(t, l)])
         tick(b)
@@ -140,7 +151,8 @@ def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], fr
     return {"clean": [r["clean"] for r in ok],
             "step": {s: [r["step"][i] for r in ok] for i, s in enumerate(inject_steps)},
             "frame": {f: [r["frame"][i] for r in ok] for i, f in enumerate(frames)},
-            "flow_latent": mean_flow("flow_latent"), "flow_layers": {l: mean_flow(f"flow_layer_{l}") for l in cka_layers},
+            "flow_latent": mean_flow("flow_latent"), "flow_change": mean_flow("flow_change") if ok and "flow_change" in ok[0] else None,
+            "flow_layers": {l: mean_flow(f"flow_layer_{l}") for l in cka_layers},
             "errors": errors}
 
 
@@ -222,12 +234,16 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
         summary.update(_write_flow(run_, res))
         text.append(f"1 - CKA at the last step (latents): earliest injection {summary['flow_last_step_first_injection']:.3f}, "
                     f"latest injection {summary['flow_last_step_last_injection']:.3f}")
+        if ch := summary["flow_layers_last_step"].get("latent_change"):
+            text.append("1 - CKA at the last step (latent change from frame 0) per injection step: "
+                        + ", ".join(f"{st}: {v:.2f}" for st, v in zip(summary["flow_injection_steps"], ch) if v is not None))
     return run_.finish(summary, "\n".join(text))
 
 
 def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
     steps = list(res["step"])
-    mats = {"latent": res["flow_latent"], **{f"blocks.{l}.resid_post": m for l, m in res["flow_layers"].items()}}
+    change = {"latent_change": res["flow_change"]} if res.get("flow_change") is not None else {}
+    mats = {"latent": res["flow_latent"], **change, **{f"blocks.{l}.resid_post": m for l, m in res["flow_layers"].items()}}
     save_npz(run_.root / "cka_flow.npz", injection_steps=np.array(steps), **{k.replace(".", "_"): v for k, v in mats.items()})
     pyplot = plt()
     fig, axes = pyplot.subplots(1, len(mats), figsize=(4.6 * len(mats), 3.8), squeeze=False)
