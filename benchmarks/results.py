@@ -71,16 +71,16 @@ def perturb(out: Path) -> list[str]:
 
 def cka(out: Path) -> list[str]:
     lines = []
-    for name, what in (("probe_cka", "fresh noise"), ("probe_cka_add", "added noise, strength 1")):
+    for name, what, flag in (("probe_cka", "fresh noise", ""), ("probe_cka_add", "added noise, sigma-scaled, strength 1", " --mode add --strength 1")):
         s = load(out / name / "summary.json")
         if not s:
             continue
         steps = s["flow_injection_steps"]
-        layers = ", ".join(f"{k} {v[0]:.2f} vs {v[-1]:.2f}" for k, v in s["flow_layers_last_step"].items() if k != "latent")
-        lines.append(f"- **Information flow ({what})** (`steplens probe cka --n {s['n']} --every 2`): 1 - CKA between the clean and the "
-                     f"perturbed latents at the last step is {s['flow_last_step_first_injection']:.2f} after an injection at step {steps[0]} "
-                     f"and {s['flow_last_step_last_injection']:.2f} after one at step {steps[-1]}; in the residual streams "
-                     f"(step {steps[0]} vs step {steps[-1]}): {layers}.")
+        rows = "; ".join(f"{k}: " + " ".join("-" if v is None else f"{v:.2f}" for v in vals) for k, vals in s["flow_layers_last_step"].items())
+        solved = " ".join(f"{100 * r['mean']:.0f}" for r in s["noise_at_step"])
+        lines.append(f"- **Information flow ({what})** (`steplens probe cka --n {s['n']} --every 2{flag}`): for injections at steps "
+                     f"{' '.join(map(str, steps))}, the solve rate after the injection is {solved}% (clean {100 * s['clean_solve_rate']:.0f}%) "
+                     f"and 1 - CKA between the clean and the perturbed run at the last step is, per state, {rows}.")
     return lines
 
 
