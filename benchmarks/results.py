@@ -80,7 +80,10 @@ def cka(out: Path) -> list[str]:
         solved = " ".join(f"{100 * r['mean']:.0f}" for r in s["noise_at_step"])
         lines.append(f"- **Information flow ({what})** (`steplens probe cka --n {s['n']} --every 2{flag}`): for injections at steps "
                      f"{' '.join(map(str, steps))}, the solve rate after the injection is {solved}% (clean {100 * s['clean_solve_rate']:.0f}%) "
-                     f"and 1 - CKA between the clean and the perturbed run at the last step is, per state, {rows}.")
+                     f"and 1 - CKA between the clean and the perturbed run at the last step is, per state, {rows}."
+                     + (" Earliest minus latest injection (paired bootstrap): " + ", ".join(
+                         f"{k} {ci(r['diff'], r['ci95'], pct=False)}" for k, r in s["flow_first_minus_last_injection"].items()) + "."
+                        if s.get("flow_first_minus_last_injection") else ""))
     return lines
 
 

@@ -73,6 +73,11 @@ def test_perturb_and_cka(model_path, tmp_path):
     assert set(c["flow_layers_last_step"]) == {"latent", "latent_change", "blocks.1.resid_post"}  # image-to-video: the change too
     change = np.array(c["flow_layers_last_step"]["latent_change"][1:], dtype=float)
     assert np.all((change >= 0) & (change <= 1))
+    fml = c["flow_first_minus_last_injection"]
+    assert set(fml) == {"latent", "latent_change", "blocks.1.resid_post"}
+    for name, r in fml.items():  # the difference of the first and last observed last-step values, per state
+        row = [v for v in c["flow_layers_last_step"][name] if v is not None]
+        assert abs(r["diff"] - (row[0] - row[-1])) < 1e-9 and r["ci95"][0] <= r["diff"] <= r["ci95"][1]
     # added noise scaled by sigma disturbs less than fresh noise: the flow is smaller everywhere it is observed
     weak = run_cka(den, cfg(model_path), str(tmp_path / "a"), every=2, mode="add", strength=0.1, progress=False)
     assert weak["mode"] == "add"

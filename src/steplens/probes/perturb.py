@@ -153,6 +153,8 @@ def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], fr
             "frame": {f: [r["frame"][i] for r in ok] for i, f in enumerate(frames)},
             "flow_latent": mean_flow("flow_latent"), "flow_change": mean_flow("flow_change") if ok and "flow_change" in ok[0] else None,
             "flow_layers": {l: mean_flow(f"flow_layer_{l}") for l in cka_layers},
+            # per sample, 1 - CKA at the last step for every injection: (samples, injections) per state
+            "flow_last": {name: np.stack([r[name][:, -1] for r in ok]) for name in ok[0] if name.startswith("flow_")} if ok else {},
             "errors": errors}
 
 
@@ -237,6 +239,8 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
         if ch := summary["flow_layers_last_step"].get("latent_change"):
             text.append("1 - CKA at the last step (latent change from frame 0) per injection step: "
                         + ", ".join(f"{st}: {v:.2f}" for st, v in zip(summary["flow_injection_steps"], ch) if v is not None))
+        for name, r in summary["flow_first_minus_last_injection"].items():
+            text.append(f"{name}: earliest minus latest injection {r['diff']:.3f} (paired bootstrap 95% CI [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}])")
     return run_.finish(summary, "\n".join(text))
 
 
@@ -263,7 +267,23 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
     return {"flow_injection_steps": steps, "flow_latent": [[None if not np.isfinite(v) else float(v) for v in row] for row in res["flow_latent"]],
             "flow_last_step_first_injection": float(last[ok][0]) if ok.any() else float("nan"),
             "flow_last_step_last_injection": float(last[ok][-1]) if ok.any() else float("nan"),
-            "flow_layers_last_step": {k: [None if not np.isfinite(v) else float(v) for v in m[:, -1]] for k, m in mats.items()}}
+            "flow_layers_last_step": {k: [None if not np.isfinite(v) else float(v) for v in m[:, -1]] for k, m in mats.items()},
+            "flow_first_minus_last_injection": _first_minus_last(res.get("flow_last", {}))}
+
+
+def _first_minus_last(last: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per state: 1 - CKA at the last step after the earliest minus after the latest observed injection (paired over
+    samples, bootstrap 95% CI). Positive: early injections propagate to the end more than late ones."""
+    names = {"flow_latent": "latent", "flow_change": "latent_change"}
+    out = {}
+    for key, m in last.items():
+        cols = [i for i in range(m.shape[1]) if np.isfinite(m[:, i]).all()]
+        if len(cols) < 2:
+            continue
+        d, lo, hi = bootstrap_diff(m[:, cols[-1]], m[:, cols[0]])
+        out[names.get(key, key.replace("flow_layer_", "blocks.") + (".resid_post" if key.startswith("flow_layer_") else ""))] = \
+            {"diff": d, "ci95": [lo, hi]}
+    return out
 
 
 def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Sequence[int] | None = None, mode: str = "replace",
