@@ -305,4 +305,5 @@ def demo_perturb(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool
 
 def demo_cka(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
     s = run_cka(den, cfg, out, every=max(2, cfg.sampling.steps // 5), progress=progress)
-    return {k: s[k] for k in ("flow_injection_steps", "flow_last_step_first_injection", "flow_last_step_last_injection", "flow_layers_last_step")}
+    return {k: s[k] for k in ("flow_injection_steps", "flow_last_step_first_injection", "flow_last_step_last_injection", "flow_layers_last_step",
+                              "flow_first_minus_last_injection")}
