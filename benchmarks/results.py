@@ -130,13 +130,30 @@ def ensemble(out: Path) -> list[str]:
             tag = " (oracle, upper bound)" if s["needs_ground_truth"] else ""
             lines.append(f"| {name}{tag} | {s['nfe']} | {ci(s['solve_rate'], s['solve_rate_ci95'])} | "
                          f"{ci(d['solve_rate'][0], d['solve_rate'][1:]) if d else '-'} |")
+        if "single_cold" in base["methods"] and "ensemble" in base["methods"]:
+            cold, ens = base["methods"]["single_cold"], base["methods"]["ensemble"]
+            lines += ["", "`single_cold` is one seed whose initial noise is scaled by 1/sqrt(K), the norm of the noise part of the latent after "
+                      "mean_xt first averages K trajectories: it measures what a colder start alone buys. Here it reaches "
+                      f"{100 * cold['solve_rate']:.1f}% against the ensemble's {100 * ens['solve_rate']:.1f}%"
+                      + (", so the ensemble's gain on this model is explained by the colder start." if cold["solve_rate"] >= ens["solve_rate"]
+                         else ".")]
     for name in ("ens_sweep_k", "ens_sweep_rules"):
         s = load(out / name / "summary.json")
         if s:
             r = s["recommended"]
-            lines += ["", f"Sweep `{name}` ({s['n_settings']} settings, n={s['n']}): recommended `{r['name']}`, {r['reason']} "
-                          f"(table: `{name}/sweep.md`)."]
+            cmd = load(out / name / "manifest.json")["config"]
+            lines += ["", f"Sweep `{name}` ({s['n_settings']} settings, {cmd['size']}x{cmd['size']}, n={s['n']}, seeds from {cmd['seed']}; "
+                          "`steplens ensemble sweep`, see `benchmarks/measure_all.sh`), bold: recommended:", ""]
+            table = (out / name / "sweep.md").read_text().split("\n\nRecommended:")[0].strip().splitlines()
+            lines += [_bold(row) if row.rstrip().endswith("**|") or row.rstrip().endswith("** |") else row for row in table]
+            lines += ["", f"Recommended `{r['name']}`: {r['reason']}."]
     return lines
+
+
+def _bold(row: str) -> str:
+    """A sweep.md row marked recommended (ends in ' **|'): the whole row in bold."""
+    cells = [c.strip().rstrip("*").strip() for c in row.strip().strip("|").split("|")]
+    return "| " + " | ".join(f"**{c}**" for c in cells) + " |"
 
 
 def speed(out: Path) -> list[str]:
