@@ -147,6 +147,9 @@ def ensemble(out: Path) -> list[str]:
             table = (out / name / "sweep.md").read_text().split("\n\nRecommended:")[0].strip().splitlines()
             lines += [_bold(row) if row.rstrip().endswith("**|") or row.rstrip().endswith("** |") else row for row in table]
             lines += ["", f"Recommended `{r['name']}`: {r['reason']}."]
+            if (re := s.get("recommended_ensemble")) and re["name"] != r["name"]:
+                lines[-1] += f" Best setting that merges trajectories (the cold-start controls aside): `{re['name']}`."
+            lines = [x for x in lines if not x.startswith("Best ensemble (the cold-start controls aside)")]
     return lines
 
 

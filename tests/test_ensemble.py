@@ -259,6 +259,11 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     data = json.loads((out / "sweep.json").read_text())
     assert len(data["points"]) == 2 * 4 + 2 and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
     assert [(p["k"], p["window"]) for p in data["points"] if p["rule"] == "single_cold"] == [(2, None), (3, None)]
+    # the best setting that merges trajectories is named apart from the cold-start controls (single seeds)
+    merged = {p["name"] for p in data["points"] if p["rule"] != "single_cold"}
+    assert summary["recommended_ensemble"]["name"] in merged and data["recommended_ensemble"] == summary["recommended_ensemble"]
+    if summary["recommended"]["name"] in merged:
+        assert summary["recommended_ensemble"] == summary["recommended"]
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
