@@ -38,6 +38,8 @@ steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --out "$out/pr
 steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail -3
 steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
+steplens probe layers --size "$size" --n 16 --window 0:5 --out "$out/probe_layers_w0_5" | tail -6
+steplens probe layers --size "$size" --n 16 --window 10:20 --out "$out/probe_layers_w10_20" | tail -6
 steplens probe behaviour --size "$size" --n 100 --batch 50 --out "$out/probe_behaviour" | tail -6
 log "Chain-of-Steps one size up, where the model struggles more"
 steplens probe cos --size "$((size + 1))" --n 100 --batch 50 --out "$out/probe_cos_harder" | tail -8

@@ -95,7 +95,17 @@ def layers(out: Path) -> list[str]:
     flip = s["patch_flip_layer"]
     return [f"- **Layers** (`steplens probe layers --n {s['n']}`): solve-rate drop in points when one block is skipped at every step: "
             f"{drops}; most important: {s['most_important_layers']}. Patching one layer's writes from another puzzle "
-            + (f"flips the answer to the donor's from layer {flip}." if flip is not None else "never flips the answer to the donor's.")]
+            + (f"flips the answer to the donor's from layer {flip}." if flip is not None else "never flips the answer to the donor's.")
+            + "".join(_window(out, name) for name in ("probe_layers_w0_5", "probe_layers_w10_20"))]
+
+
+def _window(out: Path, name: str) -> str:
+    s, m = load(out / name / "summary.json"), load(out / name / "manifest.json")
+    if not s or not m:
+        return ""
+    a, b = m["config"]["window"]
+    drops = ", ".join(f"L{k} {100 * v['drop']:.0f}" for k, v in s["skip_drop"].items())
+    return f" Skipping a block only during steps {a}-{b - 1} (`--window {a}:{b}`): {drops} points."
 
 
 def behaviour(out: Path) -> list[str]:
@@ -199,7 +209,9 @@ def speed(out: Path) -> list[str]:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/measure")
     findings = cos(out, "probe_cos") + cos(out, "probe_cos_harder") + perturb(out) + cka(out) + layers(out) + behaviour(out)
-    parts = [f"Measured by `bash benchmarks/measure_all.sh` and written by `python benchmarks/results.py`.", "", *card(out)]
+    parts = ["Measured on 2 CPU cores by `bash benchmarks/measure_all.sh OUT` and written by `python benchmarks/results.py OUT`; "
+             "all instances are held out (seeds below 2^31, training used none). Timings move by about 10% from run to run "
+             "on this machine.", "", *card(out)]
     if findings:
         parts += ["### The paper's findings, on held-out mazes", "", *findings, ""]
     if ens := ensemble(out):
