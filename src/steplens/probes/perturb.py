@@ -137,7 +137,7 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
 def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], frames: Sequence[int], mode: str = "replace",
                   strength: float = 1.0, cka_layers: Sequence[int] = (), progress: bool = True, folder: RunFolder | None = None,
                   ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
-    """Scores per sample for every injection index, and (optionally) the CKA flow matrix (mean over samples)."""
+    """Scores per sample for every injection index, and the per-sample CKA flow per state (`flows`) with its mean for latents."""
     _check_euler(cfg)
     fn = partial(perturb_batch, inject_steps=list(inject_steps), frames=list(frames), mode=mode, strength=strength,
                  cka_layers=list(cka_layers))
@@ -145,17 +145,20 @@ def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], fr
                        progress=progress, ray_address=ray_address, num_workers=num_workers)
     ok, errors = split_errors(recs)
 
-    def mean_flow(name: str) -> np.ndarray:  # (I, S); NaN (not observed) at the same places in every sample
-        return np.stack([r[name] for r in ok]).mean(0)
-
+    keys = [k for k in ("flow_latent", "flow_change", *(f"flow_layer_{l}" for l in cka_layers)) if not ok or k in ok[0]]
+    # per state, (samples, injections, steps); NaN (not observed) at the same places in every sample
+    flows = {_state_name(k): np.stack([r[k] for r in ok]) for k in keys}
     return {"clean": [r["clean"] for r in ok],
             "step": {s: [r["step"][i] for r in ok] for i, s in enumerate(inject_steps)},
             "frame": {f: [r["frame"][i] for r in ok] for i, f in enumerate(frames)},
-            "flow_latent": mean_flow("flow_latent"), "flow_change": mean_flow("flow_change") if ok and "flow_change" in ok[0] else None,
-            "flow_layers": {l: mean_flow(f"flow_layer_{l}") for l in cka_layers},
-            # per sample, 1 - CKA at the last step for every injection: (samples, injections) per state
-            "flow_last": {name: np.stack([r[name][:, -1] for r in ok]) for name in ok[0] if name.startswith("flow_")} if ok else {},
-            "errors": errors}
+            "flow_latent": flows["latent"].mean(0), "flows": flows, "errors": errors}
+
+
+def _state_name(key: str) -> str:
+    """A record's flow key -> the state's name in summaries and plots."""
+    if key.startswith("flow_layer_"):
+        return f"blocks.{key.removeprefix('flow_layer_')}.resid_post"
+    return {"flow_latent": "latent", "flow_change": "latent_change"}[key]
 
 
 def _curve(scores: dict[int, list[float]]) -> list[dict[str, float]]:
@@ -246,8 +249,7 @@ def _write_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], mode: 
 
 def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
     steps = list(res["step"])
-    change = {"latent_change": res["flow_change"]} if res.get("flow_change") is not None else {}
-    mats = {"latent": res["flow_latent"], **change, **{f"blocks.{l}.resid_post": m for l, m in res["flow_layers"].items()}}
+    mats = {name: m.mean(0) for name, m in res["flows"].items()}  # (injections, steps): mean over samples
     save_npz(run_.root / "cka_flow.npz", injection_steps=np.array(steps), **{k.replace(".", "_"): v for k, v in mats.items()})
     pyplot = plt()
     fig, axes = pyplot.subplots(1, len(mats), figsize=(4.6 * len(mats), 3.8), squeeze=False)
@@ -268,21 +270,19 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any]) -> dict[str, Any]:
             "flow_last_step_first_injection": float(last[ok][0]) if ok.any() else float("nan"),
             "flow_last_step_last_injection": float(last[ok][-1]) if ok.any() else float("nan"),
             "flow_layers_last_step": {k: [None if not np.isfinite(v) else float(v) for v in m[:, -1]] for k, m in mats.items()},
-            "flow_first_minus_last_injection": _first_minus_last(res.get("flow_last", {}))}
+            "flow_first_minus_last_injection": _first_minus_last(res["flows"])}
 
 
-def _first_minus_last(last: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+def _first_minus_last(flows: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """Per state: 1 - CKA at the last step after the earliest minus after the latest observed injection (paired over
     samples, bootstrap 95% CI). Positive: early injections propagate to the end more than late ones."""
-    names = {"flow_latent": "latent", "flow_change": "latent_change"}
     out = {}
-    for key, m in last.items():
-        cols = [i for i in range(m.shape[1]) if np.isfinite(m[:, i]).all()]
-        if len(cols) < 2:
-            continue
-        d, lo, hi = bootstrap_diff(m[:, cols[-1]], m[:, cols[0]])
-        out[names.get(key, key.replace("flow_layer_", "blocks.") + (".resid_post" if key.startswith("flow_layer_") else ""))] = \
-            {"diff": d, "ci95": [lo, hi]}
+    for name, m in flows.items():
+        last = m[:, :, -1]  # (samples, injections)
+        cols = [i for i in range(last.shape[1]) if np.isfinite(last[:, i]).all()]
+        if len(cols) >= 2:
+            d, lo, hi = bootstrap_diff(last[:, cols[-1]], last[:, cols[0]])
+            out[name] = {"diff": d, "ci95": [lo, hi]}
     return out
 
 
