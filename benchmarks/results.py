@@ -155,11 +155,10 @@ def ensemble(out: Path) -> list[str]:
             lines += ["", f"Sweep `{name}` ({s['n_settings']} settings, {cmd['size']}x{cmd['size']}, n={s['n']}, seeds from {cmd['seed']}; "
                           "`steplens ensemble sweep`, see `benchmarks/measure_all.sh`), bold: recommended:", ""]
             table = (out / name / "sweep.md").read_text().split("\n\nRecommended:")[0].strip().splitlines()
-            lines += [_bold(row) if row.rstrip().endswith("**|") or row.rstrip().endswith("** |") else row for row in table]
+            lines += [_bold(row) if row.rstrip().endswith("** |") else row for row in table]  # sweep.md marks the recommended row
             lines += ["", f"Recommended `{r['name']}`: {r['reason']}."]
             if (re := s.get("recommended_ensemble")) and re["name"] != r["name"]:
                 lines[-1] += f" Best setting that merges trajectories (the cold-start controls aside): `{re['name']}`."
-            lines = [x for x in lines if not x.startswith("Best ensemble (the cold-start controls aside)")]
     return lines
 
 

@@ -18,6 +18,8 @@ def _startup() -> None:
     from .allocator import keep_freed_memory
 
     keep_freed_memory()  # CPU sampling 1.25x faster (benchmarks/bench_allocator.py); STEPLENS_MALLOC=default turns it off
+
+
 tasks_app = typer.Typer(no_args_is_help=True, help="Generate, inspect and audit reasoning tasks.")
 app.add_typer(tasks_app, name="tasks")
 

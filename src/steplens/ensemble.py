@@ -670,9 +670,10 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     text = [f"ensemble sweep: {task} {size}x{size}, n={n}, {sampling.sampler} {sampling.steps} steps, {len(points)} settings",
             f"single seed: {_fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])}",
             f"recommended: {rec['name']}: {rec['reason']}"]
-    for label, r in (("recommended", rec), ("best ensemble (cold-start controls aside)", rec_ens))[: 1 if rec_ens is rec else 2]:
-        if label != "recommended":
-            text.append(f"{label}: {r['name']}: {r['reason']}")
+    shown = [rec] if rec_ens is rec else [rec, rec_ens]
+    for i, r in enumerate(shown):
+        if i:
+            text.append(f"best ensemble (cold-start controls aside): {r['name']}: {r['reason']}")
         if r.get("diff"):
             text.append(f"  solve rate {r['solve_rate']:.3f}, diff vs single {_fmt_ci(r['diff']['solve_rate'][0], r['diff']['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
