@@ -89,3 +89,35 @@ def test_a_later_stage_starts_from_an_exported_model(tmp_path):
     assert all(torch.equal(exported[k], v) for k, v in stage2.model.state_dict().items())
     with pytest.raises(ConfigError, match="model config"):
         train(cfg(steps=1, init=str(tmp_path / "a" / "model"), preset="small"), tmp_path / "c", progress=False)
+
+
+def test_each_task_draws_from_its_own_sizes():
+    import pytest
+
+    from steplens.config import ConfigError
+
+    c = cfg(tasks=("maze", "rotate"), task_sizes=((3,), (8,)))
+    shapes = {}
+    for step in range(12):
+        x0, tid, name = make_batch(c, step)
+        shapes.setdefault(name, set()).add(tuple(x0.shape[-2:]))
+        assert int(tid[0]) == c.tasks.index(name)
+    assert shapes == {"maze": {(7, 7)}, "rotate": {(8, 8)}}  # a 3x3 maze is 7x7 blocks
+    with pytest.raises(ConfigError, match="one non-empty size list per task"):
+        cfg(tasks=("maze", "rotate"), task_sizes=((3,),))
+    with pytest.raises(ConfigError, match="outside its range"):
+        cfg(tasks=("maze", "rotate"), task_sizes=((3,), (3,)))
+
+
+def test_a_multi_task_stage_starts_from_a_one_task_model(tmp_path):
+    from steplens.models.registry import load
+
+    torch.set_num_threads(1)
+    train(cfg(steps=2), tmp_path / "a", progress=False)
+    one = load(str(tmp_path / "a" / "model")).model.state_dict()
+    multi = train(cfg(steps=1, tasks=("rotate", "maze"), task_sizes=((7,), (3,)), init=str(tmp_path / "a" / "model"),
+                      lr=0.0, warmup=1), tmp_path / "b", progress=False).model.state_dict()
+    # every weight but the task table is carried over; the maze row moves to the maze's new index
+    assert all(torch.equal(one[k], v) for k, v in multi.items() if k != "task_embed.weight")
+    assert torch.equal(multi["task_embed.weight"][1], one["task_embed.weight"][0])
+    assert not torch.equal(multi["task_embed.weight"][0], one["task_embed.weight"][0])

@@ -140,11 +140,25 @@ def _csv_ints(s: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"expected comma-separated integers, got {s!r}") from None
 
 
+def _train_sizes(spec: str, tasks: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """`--sizes`: '3,4,5' for every task, or 'maze=4,5;rotate=7,9' naming each task once."""
+    if "=" not in spec:
+        return _csv_ints(spec), ()
+    per: dict[str, tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, _, vals = part.partition("=")
+        per[name.strip()] = _csv_ints(vals)
+    if set(per) != set(tasks):
+        raise typer.BadParameter(f"--sizes names tasks {sorted(per)}, but --task is {list(tasks)}; name each task once")
+    by_task = tuple(per[t] for t in tasks)
+    return by_task[0], by_task
+
+
 @app.command()
 def train(
     out: str = typer.Option(..., "--out", help="Run folder: checkpoint, metrics and the exported model."),
     task: str = typer.Option("maze", "--task", help="Task name, or several separated by commas."),
-    sizes: str = typer.Option("3,4,5,5", "--sizes", help="Sizes to draw from (repeat one to weight it)."),
+    sizes: str = typer.Option("3,4,5,5", "--sizes", help="Sizes to draw from (repeat one to weight it); per task: 'maze=4,5;rotate=7,9'."),
     frames: int = typer.Option(4, "--frames", help="Video frames (= latent frames) per sample."),
     preset: str = typer.Option("base", "--preset", help="Model size preset."),
     steps: int = typer.Option(1500, "--steps"),
@@ -163,7 +177,9 @@ def train(
     from .train import TrainConfig, train as run_train
 
     try:
-        cfg = TrainConfig(tasks=tuple(task.split(",")), sizes=_csv_ints(sizes), n_frames=frames, preset=preset,
+        tasks = tuple(task.split(","))
+        flat, per_task = _train_sizes(sizes, tasks)
+        cfg = TrainConfig(tasks=tasks, sizes=flat, task_sizes=per_task, n_frames=frames, preset=preset,
                           steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init,
                           precision=precision)
         st = run_train(cfg, out, device=device, stop_after=stop_after or None)

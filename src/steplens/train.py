@@ -7,6 +7,7 @@ interrupted and resumed from its checkpoint reproduces the uninterrupted run exa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,6 +33,7 @@ TRAIN_SEED_BASE = 2**31  # training instances use seeds >= 2**31; evaluation see
 class TrainConfig:
     tasks: tuple[str, ...] = ("maze",)
     sizes: tuple[int, ...] = (3, 4, 5)
+    task_sizes: tuple[tuple[int, ...], ...] = ()  # per task (same order as `tasks`); empty: every task draws from `sizes`
     n_frames: int = 4
     preset: str = "base"
     steps: int = 1500
@@ -56,6 +58,14 @@ class TrainConfig:
             raise ConfigError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         for name in self.tasks:
             get_task(name)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks repeat: {self.tasks}")
+        if self.task_sizes and (len(self.task_sizes) != len(self.tasks) or not all(self.task_sizes)):
+            raise ConfigError(f"task_sizes needs one non-empty size list per task ({len(self.tasks)}), got {self.task_sizes}")
+        for name, sizes in zip(self.tasks, self.task_sizes or (self.sizes,) * len(self.tasks)):
+            allowed = get_task(name).sizes
+            if bad := [s for s in sizes if s not in allowed]:
+                raise ConfigError(f"{name}: sizes {bad} are outside its range {min(allowed)}..{max(allowed)}")
         if not self.sizes or self.n_frames < 2 or self.steps < 1 or self.batch < 1:
             raise ConfigError("need sizes, n_frames >= 2, steps >= 1, batch >= 1")
         if not 0 < self.ema < 1:
@@ -68,6 +78,10 @@ class TrainConfig:
         kind = "cuda" if device.startswith("cuda") else "cpu"
         on = self.precision == "bf16" or (self.precision == "auto" and kind == "cuda")
         return torch.autocast(kind, dtype=torch.bfloat16, enabled=on)
+
+    def sizes_of(self, task_index: int) -> tuple[int, ...]:
+        """The sizes that task `task_index` draws from."""
+        return self.task_sizes[task_index] if self.task_sizes else self.sizes
 
     def model_config(self) -> DiTConfig:
         return PRESETS[self.preset](tasks=self.tasks)
@@ -86,7 +100,8 @@ def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor,
     rng = np.random.default_rng([cfg.seed, step])
     ti = int(rng.integers(len(cfg.tasks)))
     task = get_task(cfg.tasks[ti])
-    size = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+    sizes = cfg.sizes_of(ti)
+    size = sizes[int(rng.integers(len(sizes)))]
     seeds = rng.integers(TRAIN_SEED_BASE, 2**62, size=cfg.batch)
     blocks = np.stack([task.blocks(task.generate(int(s), size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds])
     return BlockCodec.encode_blocks(blocks), torch.full((cfg.batch,), ti, dtype=torch.long), task.name
@@ -144,9 +159,16 @@ def _init_weights(cfg: TrainConfig, device: str) -> dict[str, dict[str, torch.Te
     from .models.registry import load
 
     den = load(cfg.init, device=device)  # checks the export's sha256 and config
-    if den.model.cfg != cfg.model_config():
-        raise ConfigError(f"--init {cfg.init}: its model config {den.model.cfg} is not this run's {cfg.model_config()}")
+    want = cfg.model_config()
+    if dataclasses.replace(den.model.cfg, tasks=want.tasks) != want:
+        raise ConfigError(f"--init {cfg.init}: its model config {den.model.cfg} is not this run's {want}")
     weights = den.model.state_dict()
+    if den.model.cfg.tasks != want.tasks:  # a model of other tasks: its known tasks keep their embeddings
+        weights = dict(weights)
+        fresh = VideoDiT(want).task_embed.weight.detach().to(device)  # seeded by new_state's manual_seed
+        old = weights["task_embed.weight"]
+        weights["task_embed.weight"] = torch.stack([old[den.model.cfg.tasks.index(t)] if t in den.model.cfg.tasks else fresh[i]
+                                                    for i, t in enumerate(want.tasks)])
     return {"model": weights, "ema": weights}
 
 
@@ -247,7 +269,8 @@ def export(model: VideoDiT, cfg: TrainConfig, prefix: Path) -> Path:
     blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     weights = prefix.with_suffix(".safetensors")
     atomic_write_bytes(weights, blob)
-    meta = {"format": "steplens-reference-v1", "model": to_dict(model.cfg), "data": {"n_frames": cfg.n_frames, "sizes": list(cfg.sizes)},
+    meta = {"format": "steplens-reference-v1", "model": to_dict(model.cfg), "data": {"n_frames": cfg.n_frames, "sizes": list(cfg.sizes),
+            "task_sizes": {t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)}},
             "train": to_dict(cfg), "sha256": hashlib.sha256(blob).hexdigest()}
     write_json(prefix.with_suffix(".json"), meta)
     return weights
