@@ -321,12 +321,14 @@ from .cli_ensemble import register as _register_ensemble  # noqa: E402
 from .cli_probe import register as _register_probe  # noqa: E402
 
 from .cli_report import register as _register_report  # noqa: E402
+from .cli_search import register as _register_search  # noqa: E402
 from .cli_wan import register as _register_wan  # noqa: E402
 
 _register_probe(app)
 _register_ensemble(app)
 _register_wan(app)
 _register_report(app)
+_register_search(app)
 
 
 def main() -> None:
