@@ -52,5 +52,9 @@ log "sweep over K (window 0:2, mean_xt), 100 instances"
 steplens ensemble sweep --size "$size" --n 100 --seed 70000 --ks 2,3,4,8 --windows 0:2 --rules mean_xt --out "$out/ens_sweep_k" | tail -12
 log "sweep over windows and rules (K=3), 100 instances"
 steplens ensemble sweep --size "$size" --n 100 --seed 70000 --ks 3 --windows 0:1,0:2,0:4 --rules mean_xt,mean_v,mean_x0_renoise --out "$out/ens_sweep_rules" | tail -12
+log "test-time search on the steps: 7x7 mazes at a budget of 4 single runs, 12 seeds per instance"
+steplens search run --model maze --size 7 --n 60 --seed 30000 --k 12 --budget 4 --steps 20 --out "$out/search7" | tail -40
+log "search sweep on 8x8 mazes: solve rate vs NFE up to 8 single runs"
+steplens search sweep --model maze --size 8 --n 60 --seed 30000 --k 24 --budgets 1,2,4,8 --ks 4,8,12,24 --ss 2,4,6 --out "$out/search8" | tail -20
 python benchmarks/results.py "$out" > "$out/results.md"
 log "done: $out/results.md"

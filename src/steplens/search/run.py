@@ -278,12 +278,16 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     per = summarize(results, methods, sampling)
     prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
     unit = method_nfe(SearchMethod("single", "single"), sampling)
+    computed = k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
     md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision}, "
-          f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per)]
+          f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per), "",
+          f"NFE: what each method spends per instance. The run computed {k} full trajectories plus the two controls per instance "
+          f"({computed} NFE) "
+          "and evaluates every method on them (a survivor continued from its latent after s steps ends where its full trajectory ends)."]
     atomic_write_text(prun.root / f"methods_b{budget:g}.md", "\n".join(md) + "\n")
     _bar_plot(prun, per, f"{n} {task} {size}x{size} instances, budget {budget:g} single runs ({budget * unit:g} NFE)")
     summary = {"kind": "search-run", "task": task, "size": size, "n": n, "seed": seed, "budget": budget, "budget_nfe": budget * unit,
-               "k": k, "screen_step": screen_step, "precision": precision, "methods": per}
+               "k": k, "screen_step": screen_step, "precision": precision, "nfe_computed_per_instance": computed, "methods": per}
     return prun.finish(summary, "\n".join(md))
 
 
