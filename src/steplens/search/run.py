@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ from ..sampling import StepEvent, get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, wilson
 from ..tasks import get_task
 from .methods import COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, method_nfe, screen_methods, select
-from .scores import get_score
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -288,7 +287,18 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     _bar_plot(prun, per, f"{n} {task} {size}x{size} instances, budget {budget:g} single runs ({budget * unit:g} NFE)")
     summary = {"kind": "search-run", "task": task, "size": size, "n": n, "seed": seed, "budget": budget, "budget_nfe": budget * unit,
                "k": k, "screen_step": screen_step, "precision": precision, "nfe_computed_per_instance": computed, "methods": per}
-    return prun.finish(summary, "\n".join(md))
+    return _finish(prun, summary, "\n".join(md))
+
+
+def _finish(prun: Any, summary: dict[str, Any], text: str) -> dict[str, Any]:
+    """ProbeRun.finish, keeping the figures an earlier command (run or sweep) listed for this shared folder."""
+    import json
+
+    old = prun.root / "figures.json"
+    mine = {f["path"] for f in prun.figures}
+    if old.exists():
+        prun.figures[:0] = [f for f in json.loads(old.read_text()) if f["path"] not in mine and (prun.root / f["path"]).exists()]
+    return prun.finish(summary, text)
 
 
 def _bar_plot(prun: Any, per: dict[str, dict[str, Any]], what: str) -> None:
@@ -409,7 +419,7 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
     text = [head, ""]
     for fam, pts in sorted(curves.items()):
         text.append(f"{fam}: " + ", ".join(f"{p['nfe']} NFE {_ci(p['solve_rate'], p['ci95'])}" for p in pts))
-    return prun.finish(summary, "\n".join(text))
+    return _finish(prun, summary, "\n".join(text))
 
 
 __all__ = ["PRECISIONS", "SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
