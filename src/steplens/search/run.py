@@ -347,22 +347,19 @@ def _family(m: SearchMethod) -> str:
 def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod], budgets: Sequence[float], k_max: int, screen_step: int,
                  sampling: SamplingConfig) -> dict[str, list[dict[str, Any]]]:
     """Per family, one point per budget by a rule fixed in advance (not picked on the data): best_of_k with K = budget;
-    early_screen with K = min(k_max, 3 * budget), s = screen_step and as many survivors as fit."""
-    from .methods import fit_m, screen_name
-
-    by_name = {m.name: m for m in methods}
+    early_screen screened after screen_step steps with the most seeds (at most 3 x budget) of the grid that leave room for a survivor,
+    and as many survivors as fit."""
     unit = method_nfe(SearchMethod("single", "single"), sampling)
     curves: dict[str, list[dict[str, Any]]] = {}
     for b in budgets:
         kb = max(1, min(k_max, int(b)))
-        ks = min(k_max, 3 * int(b))
-        mb = fit_m(ks, screen_step, b * unit, sampling)
+        screens = [m for m in methods if m.kind == "early_screen" and m.s == screen_step and m.k <= 3 * b and method_nfe(m, sampling) <= b * unit]
+        best = max(((m.k, m.m) for m in screens), default=None)
         for m in methods:
-            if m.kind == "best_of_k" and m.k == kb or (m.kind == "early_screen" and (m.k, m.s, m.m) == (ks, screen_step, mb)
-                                                       and m.name == screen_name(m.score, ks, screen_step, mb, m.final)):
+            if (m.kind == "best_of_k" and m.k == kb) or (m.kind == "early_screen" and m in screens and (m.k, m.m) == best):
                 curves.setdefault(_family(m), []).append({"budget": b, **per[m.name]})
     for name in ("single", "single_cold", "ensemble"):
-        if name in by_name:
+        if name in per:
             curves[name] = [{"budget": per[name]["nfe"] / unit, **per[name]}]
     return curves
 
