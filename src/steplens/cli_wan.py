@@ -50,35 +50,7 @@ class VbvrRunConfig:
             raise ConfigError("height and width must be >= 0 (0: from the sample)")
 
 
-PromptLookup = Callable[[str], tuple[Any, Any]]
-
-
-def load_prompt_embeds(path: str | Path) -> PromptLookup:
-    """prompt -> (embeddings (1, L, D), negative or None) from a .pt file.
-
-    The file holds a tensor (used for every prompt), or a dict with "prompt_embeds" (tensor, or a dict
-    from prompt text to tensor) and optionally "negative_prompt_embeds".
-    """
-    import torch
-
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(blob, torch.Tensor):
-        blob = {"prompt_embeds": blob}
-    if not isinstance(blob, dict) or "prompt_embeds" not in blob:
-        raise ValueError(f"{path}: expected a tensor or a dict with 'prompt_embeds'")
-    pos, neg = blob["prompt_embeds"], blob.get("negative_prompt_embeds")
-
-    def as_batch(t: Any) -> Any:
-        return None if t is None else (t[None] if t.ndim == 2 else t).float()
-
-    def lookup(prompt: str) -> tuple[Any, Any]:
-        if isinstance(pos, dict):
-            if prompt not in pos:
-                raise KeyError(f"{path}: no embeddings for prompt {prompt[:60]!r}...")
-            return as_batch(pos[prompt]), as_batch(neg)
-        return as_batch(pos), as_batch(neg)
-
-    return lookup
+from .vbvr_run import PromptLookup, fit_image, load_prompt_embeds  # noqa: E402,F401 - moved to the library
 
 
 def video_size(den: Any, first: np.ndarray, n_truth_frames: int, height: int = 0, width: int = 0) -> tuple[int, int, int]:
@@ -91,15 +63,6 @@ def video_size(den: Any, first: np.ndarray, n_truth_frames: int, height: int = 0
     if h < sh or w < sw:
         raise ValueError(f"frame {first.shape[1]}x{first.shape[0]} is smaller than Wan's {sw}x{sh} minimum")
     return frames, h, w
-
-
-def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (H, W, 3) uint8 to height x width as the pipelines' image processor does (Lanczos); same size: unchanged."""
-    if img.shape[:2] == (height, width):
-        return img
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def run_sample(den: Any, ref: Any, cfg: VbvrRunConfig, prompts: PromptLookup | None) -> tuple[np.ndarray, Any, float]:
@@ -200,14 +163,30 @@ def register(app: typer.Typer) -> None:
         lora_high: str | None = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert."),
         lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
         device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
+        split: str = typer.Option("", "--split", help="Official layout: comma-separated splits (In-Domain_50, Out-of-Domain_50; default all)."),
+        tasks: str = typer.Option("", "--tasks", help="Official layout: comma-separated task folders (default all)."),
+        preset: str = typer.Option("auto", "--preset", help="Official layout: frames and pixel area (auto: from the model)."),
+        frames: int = typer.Option(0, "--frames", help="Official layout: frames to generate (0: the preset's)."),
+        method: str = typer.Option("single", "--method", help="Official layout: name of the output root OUT/<method>/."),
+        scorer: str = typer.Option("steplens", "--scorer", help="Official layout: steplens, vbvr-evalkit, or both comma-separated."),
+        evalkit: Path | None = typer.Option(None, "--evalkit", help="A VBVR-EvalKit checkout (for --scorer vbvr-evalkit)."),
+        evalkit_entry: str = typer.Option("run_evaluation", "--evalkit-entry", help="run_evaluation (task score only) or evaluate (weighted mix)."),
     ) -> None:
-        """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 2 on errors."""
+        """Generate every VBVR sample with a Wan model and score it; exit 2 on errors.
+
+        An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/, no meta.json) writes OUT/<method>/<split>/<task>/<i:05d>.mp4.
+        """
         import json
 
         import torch
 
         from .models.wan import load_wan
+        from .tasks.vbvr import is_bench_root
 
+        if is_bench_root(data):
+            _bench_cmd(model, data, out, steps, shift, guidance, guidance_2, seed, prompt_embeds, height, width, lora, lora_high, lora_low,
+                       device, split, tasks, preset, frames, method, scorer, evalkit, evalkit_entry)
+            return
         try:
             cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
                                 seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
@@ -222,3 +201,39 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
         if summary["n_errors"]:
             raise typer.Exit(2)
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in s.split(",") if v.strip())
+
+
+def _bench_cmd(model: str, data: Path, out: Path, steps: int, shift: float, guidance: float, guidance_2: float | None, seed: int,
+               prompt_embeds: Path | None, height: int, width: int, lora: str | None, lora_high: str | None, lora_low: str | None,
+               device: str, split: str, tasks: str, preset: str, frames: int, method: str, scorer: str, evalkit: Path | None,
+               evalkit_entry: str) -> None:
+    """evaluate-vbvr on an official layout root (see steplens.vbvr_run)."""
+    import torch
+
+    from .ensemble import Method
+    from .models.wan import load_wan
+    from .runner import SamplingConfig
+    from .scoring_kit import make_scorers
+    from .vbvr_run import BenchConfig, evaluate_bench, summary_lines
+
+    try:
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        cfg = BenchConfig(str(data), _csv(split), _csv(tasks), preset, frames, height, width, seed,
+                          None if prompt_embeds is None else str(prompt_embeds))
+        sampling = SamplingConfig("euler", steps, shift)
+        scorers = make_scorers(scorer, evalkit=None if evalkit is None else str(evalkit), entry=evalkit_entry, device=dev)
+        methods = [Method(method)]
+        den = load_wan(model.removeprefix("wan:"), device=dev, lora=lora, lora_high=lora_high, lora_low=lora_low,
+                       text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
+        model_cfg = {"model": model, "guidance": guidance, "guidance_2": guidance_2, "lora": lora, "lora_high": lora_high, "lora_low": lora_low}
+        summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind="evaluate-vbvr-bench", manifest=model_cfg, echo=typer.echo)
+    except Exception as e:  # noqa: BLE001 - one clear line, exit 2
+        typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(summary_lines(summary)))
+    if summary["generation_errors"]:
+        raise typer.Exit(2)
