@@ -243,8 +243,9 @@ def test_kit_adapter_run_evaluation(gt, kit, tmp_path):
     fake_outputs(gt, out / "single", skip=f"In-Domain_50/{KEY_DOOR}/00001")
     refs = iter_bench(gt)
     summary = score_bench(out, gt, refs, ["single"], [EvalKitScorer(kit, "run_evaluation")])
-    s = summary["methods"]["single"]["vbvr-evalkit"]
-    rows = {(r["task"], r["index"]): r for r in map(json.loads, (out / "scores" / "single.vbvr-evalkit.jsonl").read_text().splitlines())}
+    s = summary["methods"]["single"]["vbvr-evalkit.run_evaluation"]
+    rows = {(r["task"], r["index"]): r
+            for r in map(json.loads, (out / "scores" / "single.vbvr-evalkit.run_evaluation.jsonl").read_text().splitlines())}
     assert (rows[(KEY_DOOR, "00000")]["status"], rows[(KEY_DOOR, "00000")]["score"]) == ("scored", 0.25)
     assert (rows[(KEY_DOOR, "00001")]["status"], rows[(KEY_DOOR, "00001")]["score"]) == ("missing", 0.0)
     assert rows[("steplens-maze", "00000")]["status"] == "not_covered"
@@ -259,13 +260,13 @@ def test_kit_adapter_run_evaluation(gt, kit, tmp_path):
     assert 0.0 <= lo <= s["overall"]["score"] <= hi <= 1.0
     assert s["scorer"]["entry_point"] == "run_evaluation.py" and s["scorer"]["convention"].startswith("task_specific")
     assert s["not_covered"] == {"n": 2, "tasks": ["steplens-maze"]}
-    assert (out / "scores" / "single.vbvr-evalkit" / "single_vbvr_results.json").is_file()  # the kit's raw output, kept for audit
+    assert (out / "scores" / "single.vbvr-evalkit.run_evaluation" / "single_vbvr_results.json").is_file()  # the kit's raw output
 
 
 def test_kit_adapter_evaluate_weighted(gt, kit, tmp_path):
     out = tmp_path / "OUT"
     fake_outputs(gt, out / "single", skip=f"In-Domain_50/{KEY_DOOR}/00001")
-    s = score_bench(out, gt, iter_bench(gt), ["single"], [EvalKitScorer(kit, "evaluate")])["methods"]["single"]["vbvr-evalkit"]
+    s = score_bench(out, gt, iter_bench(gt), ["single"], [EvalKitScorer(kit, "evaluate")])["methods"]["single"]["vbvr-evalkit.evaluate"]
     # 0.15 * 1 + 0.35 * 0.5 + 0.15 * 1 + 0.10 * 0 + 0.25 * task score
     assert s["per_task"][MAZE_OOD]["score"] == pytest.approx(0.475 + 0.25 * 0.9)
     assert s["per_task"][KEY_DOOR]["score"] == pytest.approx((0.475 + 0.25 * 0.25 + 0.0) / 2)
@@ -301,7 +302,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     for ref in refs:
         assert read_video(out / "single" / ref.video_rel).shape == (5, 32, 32, 3)
     summary = json.loads((out / "summary.json").read_text())
-    steplens_s, kit_s = summary["methods"]["single"]["steplens"], summary["methods"]["single"]["vbvr-evalkit"]
+    steplens_s, kit_s = summary["methods"]["single"]["steplens"], summary["methods"]["single"]["vbvr-evalkit.run_evaluation"]
     assert steplens_s["overall"]["n"] == 2 and steplens_s["not_covered"]["n"] == 3  # steplens scores its own maze only
     assert kit_s["overall"]["n"] == 3 and kit_s["overall"]["score"] == pytest.approx((0.25 + 0.5 + 0.9) / 3)
     for s in (steplens_s, kit_s):
@@ -312,6 +313,8 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     again = runner.invoke(app, args[:-4])  # resumable, and scoring again with another scorer regenerates nothing
     assert again.exit_code == 0 and "5 done, 0 to run" in again.output
     assert (out / "single" / refs[0].video_rel).stat().st_mtime_ns == mtime
+    kept = json.loads((out / "summary.json").read_text())["methods"]["single"]
+    assert set(kept) == {"steplens", "vbvr-evalkit.run_evaluation"}  # the kit's summary of the same videos is kept
 
     ens_out = tmp_path / "ens"
     res = runner.invoke(app, ["ensemble", "run", *common, "--out", str(ens_out), "--k", "3", "--window", "0:1", "--no-baselines",

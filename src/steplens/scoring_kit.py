@@ -76,6 +76,7 @@ class Scorer(Protocol):
     """Scores one method's output root against the ground truth, one BenchScore per ref (in order)."""
 
     name: str
+    key: str  # unique per convention: names the summary entry and the score files
 
     def describe(self) -> dict[str, Any]:
         """What produced the numbers: scorer, entry point, convention, missing-video policy."""
@@ -95,6 +96,7 @@ class SteplensScorer:
     """steplens' task scorers on `steplens-<task>` samples; official tasks are not covered."""
 
     name = "steplens"
+    key = "steplens"  # names its summaries and score files
 
     def describe(self) -> dict[str, Any]:
         return {"scorer": self.name, "entry_point": "steplens Task.score", "convention": "steplens: the task's rule-based score of the video",
@@ -149,6 +151,7 @@ class EvalKitScorer:
         if entry not in ENTRY_POINTS:
             raise ConfigError(f"unknown kit entry point {entry!r}; choose from {list(ENTRY_POINTS)}")
         self.entry, self.device, self.timeout_s = entry, device, timeout_s
+        self.key = f"{self.name}.{entry}"  # one summary per convention
         self.script = self.kit / ENTRY_POINTS[entry]
         if not self.script.is_file():
             raise ConfigError(f"{self.kit}: no {ENTRY_POINTS[entry]} (is --evalkit a VBVR-EvalKit checkout?)")

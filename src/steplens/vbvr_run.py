@@ -275,8 +275,9 @@ def _message(e: Exception, ref: BenchRef) -> str:
 
 def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], methods: Sequence[str], scorers: Sequence[Any],
                 *, baseline: str | None = "single") -> dict[str, Any]:
-    """Score every method's output root with every scorer; writes OUT/scores/<method>.<scorer>.jsonl,
-    OUT/summary.json and OUT/summary.txt and returns the summary.
+    """Score every method's output root with every scorer; writes OUT/scores/<method>.<scorer key>.jsonl,
+    OUT/summary.json and OUT/summary.txt and returns the summary. Summaries of earlier calls by other scorers
+    stay in summary.json while the videos they scored are unchanged.
 
     With `baseline` among the methods, every other method also gets the paired bootstrap difference
     of its mean score to the baseline's (same samples, same scorer).
@@ -288,28 +289,31 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     from .stats import bootstrap_diff
 
     out, gt_root = Path(out), Path(gt_root)
+    old = json.loads((out / "summary.json").read_text()).get("methods", {}) if (out / "summary.json").is_file() else {}
     per: dict[str, dict[str, Any]] = {}
     scored: dict[tuple[str, str], list[Any]] = {}
     for m in methods:
-        per[m] = {}
+        stamp = videos_fingerprint(out / m, refs)
+        # other scorers' summaries of these very videos are kept (e.g. both kit conventions); stale ones dropped
+        per[m] = {k: v for k, v in old.get(m, {}).items() if v.get("videos_fingerprint") == stamp}
         for sc in scorers:
-            rows = sc.score(gt_root, (out / m).resolve(), refs, (out / "scores" / f"{m}.{sc.name}").resolve())
-            scored[(m, sc.name)] = rows
-            atomic_write_text(out / "scores" / f"{m}.{sc.name}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
+            rows = sc.score(gt_root, (out / m).resolve(), refs, (out / "scores" / f"{m}.{sc.key}").resolve())
+            scored[(m, sc.key)] = rows
+            atomic_write_text(out / "scores" / f"{m}.{sc.key}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
             s = summarize(rows, sc.describe())
             if getattr(sc, "kit_reported", None):
                 s["kit_reported"] = dict(sc.kit_reported)
-            per[m][sc.name] = s
+            per[m][sc.key] = {**s, "videos_fingerprint": stamp}
     if baseline in per:
         for m in methods:
             for sc in scorers:
                 if m == baseline:
                     continue
-                a = [r for r in scored[(baseline, sc.name)] if r.status != "not_covered"]
-                b = [r for r in scored[(m, sc.name)] if r.status != "not_covered"]
+                a = [r for r in scored[(baseline, sc.key)] if r.status != "not_covered"]
+                b = [r for r in scored[(m, sc.key)] if r.status != "not_covered"]
                 if a and len(a) == len(b):
                     d = bootstrap_diff([float(r.score) for r in a], [float(r.score) for r in b])
-                    per[m][sc.name]["diff_vs_" + baseline] = {"score": list(d), "ci": "paired percentile bootstrap over samples"}
+                    per[m][sc.key]["diff_vs_" + baseline] = {"score": list(d), "ci": "paired percentile bootstrap over samples"}
     paths = [out / "samples" / f"{sample_key(m, r)}.json" for m in methods for r in refs]
     records = [json.loads(p.read_text()) for p in paths if p.is_file()]
     errors = [f"{x['method']} {x['split']}/{x['task']}/{x['index']}: {x['error']}" for x in records if "error" in x]
@@ -317,6 +321,18 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.txt", "\n".join(summary_lines(summary)) + "\n")
     return summary
+
+
+def videos_fingerprint(root: Path, refs: Sequence[BenchRef]) -> str:
+    """A hash of which videos exist under `root` and their sizes and times: a summary of other videos is stale."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ref in refs:
+        p = root / ref.video_rel
+        st = p.stat() if p.is_file() else None
+        h.update(f"{ref.video_rel}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _jsonl(d: dict[str, Any]) -> str:
@@ -332,11 +348,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         for name, s in by.items():
             o = s["overall"]
             if o["score"] is None:
-                lines.append(f"{m:<24} {name:<13} no samples covered ({s['not_covered']['n']} not covered)")
+                lines.append(f"{m:<24} {name:<27} no samples covered ({s['not_covered']['n']} not covered)")
                 continue
             diff = next((v for k, v in s.items() if k.startswith("diff_vs_")), None)
             dtxt = f"  diff {diff['score'][0]:+.3f} [{diff['score'][1]:+.3f}, {diff['score'][2]:+.3f}]" if diff else ""
-            lines.append(f"{m:<24} {name:<13} {o['score']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]  n={o['n']} "
+            lines.append(f"{m:<24} {name:<27} {o['score']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]  n={o['n']} "
                          f"missing={o['n_missing']} errors={o['n_errors']} not_covered={s['not_covered']['n']}{dtxt}  "
                          f"({s['scorer']['convention']})")
     if summary["generation_errors"]:
