@@ -341,6 +341,12 @@ def test_bench_cli_errors(gt, model, tmp_path):
     res = runner.invoke(app, ["evaluate-vbvr", "--model", f"wan:{model}", "--data", str(gt), "--out", str(tmp_path / "o"),
                               "--split", "Hidden_40", "--prompt-embeds", str(model / "emb.pt")])
     assert res.exit_code == 2 and "unknown split 'Hidden_40'" in res.output and "Traceback" not in res.output
+    generate_set("maze", 1, 0, tmp_path / "flat", size=3, progress=False)
+    res = runner.invoke(app, ["evaluate-vbvr", "--model", f"wan:{model}", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "f"),
+                              "--tasks", "maze"])
+    assert res.exit_code == 2 and "apply to an official VBVR-Bench root" in res.output
+    res = runner.invoke(app, ["ensemble", "run", "--model", f"wan:{model}", "--data", str(gt), "--out", str(tmp_path / "e"), "--ray", "local"])
+    assert res.exit_code == 2 and "--ray does not apply" in res.output
     res = runner.invoke(app, ["ensemble", "run", "--model", "maze", "--data", str(gt), "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and "needs an image-to-video wan:DIR model" in res.output
     res = runner.invoke(app, ["ensemble", "run", "--model", f"wan:{model}", "--data", str(gt), "--out", str(tmp_path / "e"),

@@ -92,6 +92,8 @@ def run_cmd(
     from .ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
 
     if data is not None:
+        if ray is not None:
+            raise _fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
         _bench_run(data, out, model, k, window, rule, norm_correct, after, select, seed, steps, shift, sampler, baselines, split, tasks,
                    preset, frames, height, width, prompt_embeds, lora_high, lora_low, scorer, evalkit, evalkit_entry)
         return

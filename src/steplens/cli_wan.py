@@ -187,6 +187,10 @@ def register(app: typer.Typer) -> None:
             _bench_cmd(model, data, out, steps, shift, guidance, guidance_2, seed, prompt_embeds, height, width, lora, lora_high, lora_low,
                        device, split, tasks, preset, frames, method, scorer, evalkit, evalkit_entry)
             return
+        if split or tasks or frames or method != "single" or scorer != "steplens" or evalkit is not None:
+            typer.echo("error: --split, --tasks, --frames, --method, --scorer and --evalkit apply to an official VBVR-Bench root "
+                       f"(DATA/In-Domain_50/<task>/<00000>/); {data} is not one", err=True)
+            raise typer.Exit(2)
         try:
             cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
                                 seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
@@ -225,7 +229,7 @@ def _bench_cmd(model: str, data: Path, out: Path, steps: int, shift: float, guid
         cfg = BenchConfig(str(data), _csv(split), _csv(tasks), preset, frames, height, width, seed,
                           None if prompt_embeds is None else str(prompt_embeds))
         sampling = SamplingConfig("euler", steps, shift)
-        scorers = make_scorers(scorer, evalkit=None if evalkit is None else str(evalkit), entry=evalkit_entry, device=dev)
+        scorers = make_scorers(scorer, evalkit=None if evalkit is None else str(evalkit), entry=evalkit_entry, device=dev.split(":")[0])
         methods = [Method(method)]
         den = load_wan(model.removeprefix("wan:"), device=dev, lora=lora, lora_high=lora_high, lora_low=lora_low,
                        text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
