@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steplens.cli import app
-from steplens.models.registry import shipped_models
+from steplens.models.serialize import shipped_models
 
 
 @pytest.mark.skipif("maze" not in shipped_models(), reason="the shipped maze model is part of the package")

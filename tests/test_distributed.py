@@ -15,7 +15,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 from steplens.distributed import map_shards  # noqa: E402
 from steplens.evaluate import EvalConfig, evaluate  # noqa: E402
 from steplens.runner import SamplingConfig  # noqa: E402

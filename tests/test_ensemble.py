@@ -284,9 +284,9 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_cli_run_and_sweep_end_to_end(den, tmp_path):
-    from steplens.train import TrainConfig, export
+    from steplens.models.serialize import export
 
-    export(den.model, TrainConfig(preset="tiny"), tmp_path / "model")
+    export(den.model, tmp_path / "model")
     app = typer.Typer()
     register(app)
     runner = CliRunner()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 from steplens.evaluate import EvalConfig, evaluate
 from steplens.models.dit import ReferenceDenoiser
 from steplens.models.protocol import Prediction

@@ -89,3 +89,28 @@ def test_a_later_stage_starts_from_an_exported_model(tmp_path):
     assert all(torch.equal(exported[k], v) for k, v in stage2.model.state_dict().items())
     with pytest.raises(ConfigError, match="model config"):
         train(cfg(steps=1, init=str(tmp_path / "a" / "model"), preset="small"), tmp_path / "c", progress=False)
+
+
+def test_checkpoints_load_safely_and_export(tmp_path, one_thread):
+    import pytest
+
+    from steplens.models.registry import load
+    from steplens.train import CheckpointError, export_checkpoint, read_checkpoint
+
+    st = train(cfg(steps=2), tmp_path / "a", progress=False)
+    ckpt = tmp_path / "a" / "checkpoint.pt"
+    raw = torch.load(ckpt, weights_only=True)  # plain dicts, lists, numbers and tensors: no pickled code needed
+    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log"}
+    prefix = export_checkpoint(ckpt, tmp_path / "exp" / "m").with_suffix("")
+    meta = json.loads(prefix.with_suffix(".json").read_text())
+    assert meta["trained_steps"] == 2 and meta["train"]["preset"] == "tiny" and meta["data"] == {"n_frames": 4, "sizes": [3]}
+    assert all(torch.equal(st.ema.state_dict()[k], v) for k, v in load(str(prefix)).model.state_dict().items())
+
+    from fractions import Fraction  # any pickled class: a safe load refuses it instead of constructing it
+
+    torch.save({"config": {}, "x": Fraction(1, 3)}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"model": {}}, tmp_path / "partial.pt")
+    for name, msg in [("evil.pt", "not a readable"), ("junk.pt", "not a readable"), ("partial.pt", "no config"), ("none.pt", "no such")]:
+        with pytest.raises(CheckpointError, match=msg):
+            read_checkpoint(tmp_path / name)
