@@ -108,3 +108,12 @@ def test_models_import_nothing_from_training():
         if name.startswith("steplens.models"):
             assert "steplens.train" not in deps, name
 
+
+
+def test_long_modules_say_why():
+    long = []
+    for name, path in modules().items():
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_LINES and not any(line.startswith(LONG_REASON) for line in lines[:15]):
+            long.append(f"{name} ({len(lines)} lines)")
+    assert long == []

@@ -1,3 +1,4 @@
+# long module: one backend adapter read top to bottom (as DiT keeps a model in one file); its parts share diffusers conventions.
 """Wan 2.1 / 2.2 through diffusers, adapted to the denoiser contract.
 
 Our samplers drive the transformer directly (the pipelines do not hand the velocity to callbacks), so
