@@ -14,7 +14,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Bad input the user can fix (a missing or corrupt file, a wrong name): the CLI prints it as one line, exit 2."""
+
+
+class ConfigError(InputError, ValueError):
     """A config value is out of range or of the wrong kind."""
 
 

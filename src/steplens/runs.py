@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import atomic_write_text, write_json
+from .config import InputError, atomic_write_text, write_json
 
 
-class RunConfigMismatch(RuntimeError):
+class RunConfigMismatch(InputError, RuntimeError):
     """The folder holds a run of another config."""
 
 

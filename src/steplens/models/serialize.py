@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, atomic_write_bytes, from_dict, to_dict, write_json
+from ..config import ConfigError, InputError, atomic_write_bytes, from_dict, to_dict, write_json
 from .dit import DiTConfig, ReferenceDenoiser, VideoDiT, random_tiny
 
 FORMAT = "steplens-reference-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InputError, RuntimeError):
     """A model could not be loaded: unknown name, missing file, checksum or config mismatch."""
 
 

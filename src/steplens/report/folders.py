@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import InputError
+
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
 VIDEO_TYPES = {".mp4", ".webm"}
 
 
-class ReportError(RuntimeError):
+class ReportError(InputError, RuntimeError):
     """A run folder that cannot be rendered: missing or invalid files, named in the message."""
 
 

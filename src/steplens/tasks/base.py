@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from ..config import InputError
+
 # The shared palette (RGB). Tasks use a subset; indices are stable across tasks.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
@@ -32,7 +34,7 @@ COLOR_INDEX: dict[str, int] = {n: i for i, n in enumerate(COLOR_NAMES)}
 PALETTE_ARRAY = np.array([PALETTE[n] for n in COLOR_NAMES], dtype=np.uint8)  # (P, 3)
 
 
-class TaskInputError(ValueError):
+class TaskInputError(InputError, ValueError):
     """Frames or metadata that a scorer cannot interpret (wrong shape, dtype, size)."""
 
 

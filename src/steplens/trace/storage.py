@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..config import InputError
 from .reducers import REDUCER_DOCS
 
 FORMAT = "steplens-trace-v1"
@@ -41,7 +42,7 @@ EVENT_DOCS = {
 }
 
 
-class TraceError(RuntimeError):
+class TraceError(InputError, RuntimeError):
     """A trace folder that is missing, corrupt or of another format."""
 
 
