@@ -22,7 +22,7 @@ from steplens.sampling import flow_sigmas, seeded_noise
 from steplens.tasks import PALETTE, Score, get_task
 from steplens.models.dit import random_tiny
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 SEEDS = [11, 12]
 
 

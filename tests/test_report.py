@@ -102,6 +102,8 @@ def test_cli_report(tmp_path):
     assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "x.html") and (tmp_path / "x.html").exists()
     r = CliRunner().invoke(app, ["report", str(d)])
     assert r.exit_code == 0 and (d / "report.html").exists()
+    html = (d / "report.html").read_text()  # the run's figures inlined, with their titles and its summary text
+    assert html.count("data:image/png;base64,") >= 1 and "A plot" in html and "An animation" in html and "three lines" in html
     r = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "not a folder" in r.output and "Traceback" not in r.output
     (d / "figures.json").write_text("{oops")

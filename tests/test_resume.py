@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from steplens.models.serialize import export_random_tiny
 from steplens.evaluate import EvalConfig, evaluate
@@ -22,7 +21,7 @@ from steplens.runner import SamplingConfig
 from steplens.runs import RunFolder
 from steplens.tasks import get_task
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 N, BATCH, STEPS = 12, 3, 3
 
 

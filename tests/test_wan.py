@@ -92,13 +92,7 @@ def our_cond(den: WanDenoiser, pipe, inp: dict) -> Cond:
     return den.condition(image, FRAMES, text=inp["prompt_embeds"], negative_text=inp["negative_prompt_embeds"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads stall when the cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +259,8 @@ def test_observing_hooks_leave_output_identical(pipes, expert_layers):
 
 
 def test_steplens_hooks_noop_identical(pipes):
-    hooks = pytest.importorskip("steplens.hooks", reason="steplens.hooks not written yet")
+    from steplens.hooks import hooks
+
     pipe = pipes["t2v_moe"]
     inp = inputs(pipe)
     den = WanDenoiser.from_pipeline(pipe)
@@ -277,7 +272,7 @@ def test_steplens_hooks_noop_identical(pipes):
     def fn(t, *, point):
         counts.append(t.shape[1])
 
-    with hooks.hooks(den, {f"blocks.{i}.resid_post": fn for i in range(len(den.hook_blocks()))}):
+    with hooks(den, {f"blocks.{i}.resid_post": fn for i in range(len(den.hook_blocks()))}):
         hooked = sample(den, inp["latents"].clone(), sig, cond)
     assert torch.equal(plain, hooked)
     assert len(counts) == 3 * 2 * len(den.hook_blocks())  # steps x CFG branches x layers (of the active expert)

@@ -276,10 +276,9 @@ class WanDenoiser(DenoiserBase):
 
     @contextmanager
     def _expert_context(self, expert: str | None) -> Iterator[None]:
-        mark = getattr(context, "expert", None)  # steplens.context.expert(name), if the context module offers it
         self.active_expert = expert
         try:
-            with mark(expert) if (mark is not None and expert is not None) else nullcontext():
+            with context.expert(expert) if expert is not None else nullcontext():
                 yield
         finally:
             self.active_expert = None

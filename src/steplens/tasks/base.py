@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from ..config import InputError
+from ..config import InputError, jsonable
 
 # The shared palette (RGB). Tasks use a subset; indices are stable across tasks.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -196,7 +196,7 @@ class Task(abc.ABC, Generic[I]):
 
     def to_meta(self, inst: I) -> dict[str, Any]:
         d = dataclasses.asdict(inst)  # type: ignore[call-overload]
-        return {"task": self.name, **_jsonable(d)}
+        return {"task": self.name, **jsonable(d)}
 
     def from_meta(self, meta: dict[str, Any]) -> I:
         d = {k: v for k, v in meta.items() if k != "task"}
@@ -205,16 +205,6 @@ class Task(abc.ABC, Generic[I]):
         if missing:
             raise TaskInputError(f"meta for task {self.name!r} lacks {sorted(missing)}")
         return self.instance_type(**{k: _untuple(d[k]) for k in names})
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _untuple(x: Any) -> Any:

@@ -5,7 +5,6 @@ Only main-phase model calls are recorded (Heun's corrector is not).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ConfigError
+from ..config import ConfigError, jsonable
 from ..hooks import hook_points, hooks, select_points
 from ..sampling import StepEvent
 from .budget import CaptureBudgetError, check_budget
 from .plan import DTYPES, CapturePlan
 from .reducers import reduce_tokens
-from .storage import EVENT_FIELDS, Cache, CacheKey, Trace, _jsonable
+from .storage import EVENT_FIELDS, Cache, CacheKey, Trace
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,7 @@ def record(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, plan:
     else:
         rec = None
         sample()
-    return trace_of(json.loads(json.dumps(cfg, default=_jsonable)), ev, rec)
+    return trace_of(jsonable(cfg), ev, rec)
 
 
 def trace_of(config: dict[str, Any], events: TraceRecorder | None, rec: Recorder | None = None) -> Trace:

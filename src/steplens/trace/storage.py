@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..config import InputError
+from ..config import InputError, json_default
 from .reducers import REDUCER_DOCS
 
 FORMAT = "steplens-trace-v1"
@@ -75,18 +75,6 @@ def parse_capture_key(flat: str) -> tuple[CacheKey, str]:
         return CacheKey(int(s[1:]), int(layer), site, branch), reducer
     except ValueError:
         raise TraceError(f"malformed capture key {flat!r} (expected s{{step}}/blocks.{{layer}}.{{site}}/{{branch}}/{{reducer}})") from None
-
-
-def _jsonable(v: Any) -> Any:
-    if is_dataclass(v) and not isinstance(v, type):
-        return asdict(v)
-    if isinstance(v, Tensor):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, set | frozenset | range):
-        return list(v)
-    return str(v)
 
 
 def _layout(tensors: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
@@ -144,7 +132,7 @@ class Trace:
                     "events": _layout(events), "captures": _layout(flat),
                     "docs": {"events": EVENT_DOCS, "captures": "s{step}/blocks.{layer}.{site}/{branch}/{reducer}",
                              "reducers": REDUCER_DOCS}}
-        text = json.dumps(manifest, indent=1, default=_jsonable) + "\n"
+        text = json.dumps(manifest, indent=1, default=json_default) + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp.", dir=path.parent))
         old = None
