@@ -2,15 +2,17 @@
 
 Exit codes (README, "Exit codes"):
     0  done;
-    1  done, but the result is a failure: some samples could not be scored or run (recorded in the run
-       folder as errors, retried by a re-run), or an audit failed;
-    2  the command could not run: bad input or usage, or an error before any result. One line on stderr
-       (`error: ...`) names the problem, and a run folder this call created is removed when it holds
-       nothing but its manifest, so a corrected re-run starts clean. STEPLENS_DEBUG=1 shows the traceback.
+    1  done, with a partial failure: some samples could not be scored or run (recorded in the run folder
+       as errors, which a re-run retries), or an audit found a broken task;
+    2  no result: bad input or usage, an error before any result, or every sample failed. One line on
+       stderr (`error: ...`) names the problem, and a run folder this call created is removed when it
+       holds no result (a manifest, summaries and error records at most), so a corrected re-run
+       starts clean. STEPLENS_DEBUG=1 re-raises the error with its traceback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -24,7 +26,7 @@ from typer.core import TyperGroup
 from ..config import InputError
 
 EXIT_FAILED = 1  # ran to the end, but some samples failed (or an audit did)
-EXIT_INPUT = 2  # could not run: bad input, usage, or an error before any result
+EXIT_INPUT = 2  # no result: bad input, usage, an error before any result, or every sample failed
 
 # errors a user can fix from the message alone: printed without their type name
 _PLAIN = (InputError, ValueError, LookupError, OSError)
@@ -55,6 +57,12 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_INPUT)
 
 
+def sample_failures(n_failed: int, n: int, first: str, what: str = "scored") -> typer.Exit:
+    """The line and exit for a run whose samples partly (exit 1) or all (exit 2: no result at all) failed."""
+    typer.echo(f"error: {n_failed} of {n} samples could not be {what}; first: {one_line(first)}", err=True)
+    return typer.Exit(EXIT_INPUT if n_failed >= n else EXIT_FAILED)
+
+
 def _out_paths(args: Sequence[str]) -> list[Path]:
     """The --out folders named on a command line."""
     out = []
@@ -66,13 +74,24 @@ def _out_paths(args: Sequence[str]) -> list[Path]:
     return out
 
 
-def _remove_if_empty_run(path: Path) -> None:
-    """Remove a folder this call created when it holds nothing a re-run would trust (a manifest at most)."""
+_DERIVED = {"manifest.json", "summary.json", "summary.txt", "results.jsonl", "figures.json"}  # rebuilt by every call
+
+
+def _remove_if_no_results(path: Path) -> None:
+    """Remove a folder this call created when it holds nothing a re-run would keep.
+
+    That is: its manifest, summaries derived from its samples, and sample records that are errors
+    (a re-run retries those). A folder with one finished sample, checkpoint or trace is left alone.
+    """
     if not path.is_dir():
         return
-    files = [p for p in path.rglob("*") if p.is_file()]
-    if all(p.name == "manifest.json" for p in files):
-        shutil.rmtree(path, ignore_errors=True)
+    for f in (p for p in path.rglob("*") if p.is_file()):
+        if f.parent == path and f.name in _DERIVED:
+            continue
+        if f.parent == path / "samples" and f.suffix == ".json" and "error" in json.loads(f.read_text()):
+            continue
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class SteplensGroup(TyperGroup):
@@ -101,7 +120,7 @@ class SteplensGroup(TyperGroup):
             code = EXIT_INPUT
         if code == EXIT_INPUT:
             for p in fresh:
-                _remove_if_empty_run(p)
+                _remove_if_no_results(p)
         if standalone_mode:
             sys.exit(code)
         return code

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .common import EXIT_FAILED, MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, seed_option
+from .common import MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, sample_failures, seed_option
 
 commands = typer.Typer()
 
@@ -20,7 +20,7 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per sample, then a summary line."),
     out: Path | None = typer.Option(None, "--out", help="Also write the JSON lines to this .jsonl file."),
 ) -> None:
-    """Score every sample's video with its task's rule-based scorer; exit 1 if any sample could not be scored."""
+    """Score every sample's video with its task's rule-based scorer; exit 1 if some samples could not be scored, 2 if none could."""
     from ..config import atomic_write_text
     from ..scoring import score_folder
 
@@ -34,8 +34,7 @@ def score(
     else:
         _print_summary(summary)
     if summary.n_errors:
-        typer.echo(f"error: {summary.n_errors} of {summary.n} samples could not be scored", err=True)
-        raise typer.Exit(EXIT_FAILED)
+        raise sample_failures(summary.n_errors, summary.n, summary.errors[0])
 
 
 def _print_summary(summary: Any) -> None:
@@ -74,7 +73,7 @@ def evaluate(
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable).
 
-    Exit 1 when some samples could not be scored (they are retried by a re-run)."""
+    Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
     from ..evaluate import EvalConfig, evaluate as run_eval
     from ..models.registry import load
     from ..runner import SamplingConfig
@@ -84,6 +83,5 @@ def evaluate(
     summary = run_eval(None if ray else load(model), cfg, out, ray_address=ray, num_workers=workers)
     keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
     typer.echo(json.dumps({k: summary.get(k) for k in keys}))
-    if summary.get("n_errors"):
-        typer.echo(f"error: {summary['n_errors']} samples could not be scored (see {out}/summary.json; a re-run retries them)", err=True)
-        raise typer.Exit(EXIT_FAILED)
+    if summary["n_errors"]:  # summary["n"] counts the scored samples
+        raise sample_failures(summary["n_errors"], summary["n"] + summary["n_errors"], summary["errors"][0]["error"])

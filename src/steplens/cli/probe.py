@@ -103,6 +103,8 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
     from ..probes.layers import run_layers
 
     w = parse_window(window) if window else None
+    if w is not None and w[1] > steps:
+        raise typer.BadParameter(f"--window {window} ends after the {steps} sampling steps")
     _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 

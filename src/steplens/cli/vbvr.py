@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_FAILED
+from .common import sample_failures
 
 commands = typer.Typer()
 
@@ -30,7 +30,7 @@ def evaluate_vbvr_cmd(
     lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
     device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
 ) -> None:
-    """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 1 if some samples failed."""
+    """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 1 if some samples failed, 2 if all did."""
     import torch
 
     from ..evaluate_vbvr import VbvrRunConfig, evaluate_vbvr
@@ -47,5 +47,4 @@ def evaluate_vbvr_cmd(
     summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
     typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
     if summary["n_errors"]:
-        typer.echo(f"error: {summary['n_errors']} of {summary['n']} samples could not be run or scored (a re-run retries them)", err=True)
-        raise typer.Exit(EXIT_FAILED)
+        raise sample_failures(summary["n_errors"], summary["n"], summary["errors"][0], "run and scored")
