@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError
+from ..evaluate import EvalShard
 from ..runner import SamplingConfig
 from .merge import EnsembleConfig
 from .methods import Method
@@ -24,14 +25,9 @@ def _traj_key(m: Method, base: SamplingConfig) -> tuple:
 
 
 @dataclass(frozen=True)
-class EnsembleShard:
-    """One chunk of instances for one trajectory group, as shipped to a worker: a model spec, no tensors."""
+class EnsembleShard(EvalShard):
+    """An evaluation chunk for one trajectory group: the instances, plus how their K trajectories run and are chosen."""
 
-    model: str
-    task: str
-    size: int
-    seeds: tuple[int, ...]
-    sampling: SamplingConfig
     ens: EnsembleConfig
     noise_scale: float
     selects: tuple[tuple[str, str], ...]  # (method name, selection rule) of the methods sharing these trajectories
