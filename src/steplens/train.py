@@ -294,4 +294,4 @@ def export_checkpoint(ckpt: str | Path, prefix: str | Path) -> Path:
 def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, **extra: Any) -> Path:
     """`steplens.models.serialize.export` with this training config's data and settings recorded."""
     return export(model, prefix, n_frames=cfg.n_frames, sizes=cfg.sizes, train=to_dict(cfg),
-                  task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)}, **extra)
+                  task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)} if cfg.task_sizes else None, **extra)
