@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError
+from .evaluate_vbvr import PromptLookup, fit_image, load_prompt_embeds
 from .tasks.vbvr import SPLITS, BenchRef
 
 RESERVED = ("samples", "scores", "manifest.json", "summary.json", "summary.txt")  # bookkeeping names beside the method roots
@@ -92,46 +93,6 @@ def video_plan(den: Any, first_hw: tuple[int, int], cfg: BenchConfig) -> tuple[i
         w = max(mw, round(math.sqrt(preset.area / aspect)) // mw * mw)
     den.check_size(frames, h, w)
     return frames, h, w
-
-
-def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (H, W, 3) uint8 to height x width as the pipelines' image processor does (Lanczos); same size: unchanged."""
-    if img.shape[:2] == (height, width):
-        return img
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
-PromptLookup = Callable[[str], tuple[Any, Any]]
-
-
-def load_prompt_embeds(path: str | Path) -> PromptLookup:
-    """prompt -> (embeddings (1, L, D), negative or None) from a .pt file.
-
-    The file holds a tensor (used for every prompt), or a dict with "prompt_embeds" (tensor, or a dict
-    from prompt text to tensor) and optionally "negative_prompt_embeds".
-    """
-    import torch
-
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(blob, torch.Tensor):
-        blob = {"prompt_embeds": blob}
-    if not isinstance(blob, dict) or "prompt_embeds" not in blob:
-        raise ValueError(f"{path}: expected a tensor or a dict with 'prompt_embeds'")
-    pos, neg = blob["prompt_embeds"], blob.get("negative_prompt_embeds")
-
-    def as_batch(t: Any) -> Any:
-        return None if t is None else (t[None] if t.ndim == 2 else t).float()
-
-    def lookup(prompt: str) -> tuple[Any, Any]:
-        if isinstance(pos, dict):
-            if prompt not in pos:
-                raise KeyError(f"{path}: no embeddings for prompt {prompt[:60]!r}...")
-            return as_batch(pos[prompt]), as_batch(neg)
-        return as_batch(pos), as_batch(neg)
-
-    return lookup
 
 
 @dataclass
@@ -387,5 +348,5 @@ def bench_methods(ens: Any, sampling: Any, *, baselines: bool) -> list[Any]:
 
 
 __all__ = ["PRESETS", "RESERVED", "BenchConfig", "BenchInput", "SampleGenerator", "VideoPreset", "bench_input", "bench_methods",
-           "detect_preset", "evaluate_bench", "fit_image", "load_prompt_embeds", "method_generator", "run_bench", "sample_key", "score_bench",
+           "detect_preset", "evaluate_bench", "method_generator", "run_bench", "sample_key", "score_bench",
            "summary_lines", "video_plan"]

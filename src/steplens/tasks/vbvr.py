@@ -120,6 +120,7 @@ def generate_set(
         clash = [p for p in paths if p.exists()]
         if clash:
             raise FileExistsError(f"{clash[0]}: sample folder already exists ({len(clash)} of {n} clash; overwrite to replace them)")
+    first = task.generate(seed, size)  # a bad size fails here, before the progress bar and any file
     from rich.console import Console
     from rich.progress import Progress
 
@@ -128,7 +129,7 @@ def generate_set(
         job = bar.add_task(f"writing {n} {task.name} samples", total=n)
         for i in range(n):
             paths[i].parent.mkdir(parents=True, exist_ok=True)
-            write_sample(paths[i], task, task.generate(seed + i, size), overwrite=overwrite)
+            write_sample(paths[i], task, first if i == 0 else task.generate(seed + i, size), overwrite=overwrite)
             bar.advance(job)
     return paths
 
