@@ -334,6 +334,21 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     assert records and all(r["seeds"] == [1, 2, 3] and r["nfe"] == 3 * 1 + 1 for r in records)  # mean_xt at step 0: K, then 1
 
 
+def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
+    """One corrupt first frame: the other sample is generated, the error is recorded and named, exit 1 (some failed)."""
+    root = tmp_path / "GT"
+    shutil.copytree(gt / "In-Domain_50" / KEY_DOOR, root / "In-Domain_50" / KEY_DOOR)
+    (root / "In-Domain_50" / KEY_DOOR / "00001" / "first_frame.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["evaluate-vbvr", "--model", f"wan:{model}", "--data", str(root), "--out", str(out),
+                                   "--prompt-embeds", str(model / "emb.pt"), *TINY])
+    assert res.exit_code == 1, res.stderr
+    line = res.stderr.strip().splitlines()[-1]  # after whatever the model loader warns
+    assert line.startswith("error: 1 of 2 samples could not be generated; first: single In-Domain_50/") and "first_frame.png" in line
+    assert (out / "single" / "In-Domain_50" / KEY_DOOR / "00000.mp4").is_file()
+    assert not (out / "single" / "In-Domain_50" / KEY_DOOR / "00001.mp4").exists()
+
+
 def test_bench_methods_leave_out_ground_truth_baselines():
     from steplens.ensemble import EnsembleConfig
     from steplens.runner import SamplingConfig
