@@ -206,25 +206,27 @@ def evaluate(
     size: int = typer.Option(5, "--size"),
     n: int = typer.Option(100, "--n"),
     seed: int = typer.Option(10_000, "--seed", help="First held-out instance seed (instances seed..seed+n-1)."),
-    steps: int = typer.Option(20, "--steps"),
-    shift: float = typer.Option(1.0, "--shift"),
+    steps: int | None = typer.Option(None, "--steps", help="Default: the model's (20; wan: 50, the paper's)."),
+    shift: float | None = typer.Option(None, "--shift", help="Default: the model's (1; wan: 5, the paper's)."),
     sampler: str = typer.Option("euler", "--sampler"),
     batch: int = typer.Option(50, "--batch"),
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001'). Needs steplens[ray]."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...; Ray workers use the same."),
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable)."""
     import json
 
     from .evaluate import EvalConfig, evaluate as run_eval
-    from .models.registry import load
+    from .models.registry import load, sampling_defaults
     from .runner import SamplingConfig
 
     try:
+        d_steps, d_shift = sampling_defaults(model)
         cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
-                         sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
-        summary = run_eval(None if ray else load(model), cfg, out, ray_address=ray, num_workers=workers)
+                         sampling=SamplingConfig(sampler=sampler, steps=steps or d_steps, shift=shift or d_shift))
+        summary = run_eval(None if ray else load(model, device=device), cfg, out, ray_address=ray, num_workers=workers, device=device)
     except Exception as e:  # noqa: BLE001 - the CLI reports every failure as one clear line
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -247,7 +249,7 @@ def trace_run(
     size: int = typer.Option(5, "--size"),
     n: int = typer.Option(8, "--n"),
     seed: int = typer.Option(20_000, "--seed"),
-    steps: int = typer.Option(20, "--steps"),
+    steps: int | None = typer.Option(None, "--steps", help="Default: the model's (20; wan: 50, the paper's)."),
     capture: str = typer.Option("", "--capture", help="e.g. 'blocks.*.resid_post:norm,proj16' (';' separates specs, '@0-4' picks steps)."),
     budget_mb: float = typer.Option(512.0, "--budget-mb", help="Refuse plans whose captures would exceed this."),
     fields: str = typer.Option("x0_hat", "--fields", help="Event tensors to keep per step: x, x0_hat, velocity, x_next."),
@@ -255,15 +257,19 @@ def trace_run(
     window: str = typer.Option("0:2", "--window", help="With --k > 1: merge during steps START:END."),
     rule: str = typer.Option("mean_xt", "--rule", help="With --k > 1: mean_xt | mean_v | mean_x0_renoise."),
     after: str = typer.Option("single", "--after", help="With --k > 1: all (continue K, keep the first) or single."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...; Ray workers use the same."),
 ) -> None:
     """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
-    from .models.registry import load
+    from .models.registry import load, sampling_defaults
     from .probes.common import ProbeConfig, batches
     from .runner import SamplingConfig, noise_seed
     from .trace import CapturePlan, describe, record
 
     try:
-        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps))
+        d_steps, d_shift = sampling_defaults(model)
+        steps = steps or d_steps
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, device=device,
+                          sampling=SamplingConfig(steps=steps, shift=d_shift))
         ens = None
         if k > 1:
             from .ensemble import EnsembleConfig
@@ -271,7 +277,7 @@ def trace_run(
             a, b = window.split(":") if ":" in window else (window, "")
             ens = EnsembleConfig(k=k, window=(int(a), int(b)), rule=rule, after=after)
             ens.check(steps)
-        den = load(model)
+        den = load(model, device=device)
         plan = CapturePlan.parse(capture, budget_mb)
         (batch, noise), = batches(den, cfg)
         if ens is not None:  # the K noises of `steplens ensemble` for the same instances
@@ -302,14 +308,15 @@ def trace_show(path: str = typer.Argument(..., help="A trace folder.")) -> None:
 @app.command()
 def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
          model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests)."),
-         no_report: bool = typer.Option(False, "--no-report")) -> None:
+         no_report: bool = typer.Option(False, "--no-report"),
+         device: str = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda ...")) -> None:
     """Run every analysis on the shipped reference model and write an HTML report (a few minutes on a CPU)."""
     import json
 
     from .demo import DemoConfig, run_demo
 
     try:
-        summary = run_demo(out, DemoConfig.make(model=model, quick=quick), report=not no_report)
+        summary = run_demo(out, DemoConfig.make(model=model, quick=quick), report=not no_report, device=device)
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None

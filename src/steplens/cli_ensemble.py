@@ -31,21 +31,23 @@ def _csv(s: str) -> list[str]:
     return [v.strip() for v in s.split(",") if v.strip()]
 
 
-def _sampling(sampler: str, steps: int, shift: float) -> Any:
+def _sampling(sampler: str, steps: int | None, shift: float | None, model: str) -> Any:
     from .config import ConfigError
+    from .models.registry import sampling_defaults
     from .runner import SamplingConfig
 
     try:
-        return SamplingConfig(sampler=sampler, steps=steps, shift=shift)
+        d_steps, d_shift = sampling_defaults(model)
+        return SamplingConfig(sampler=sampler, steps=steps or d_steps, shift=shift or d_shift)
     except (ConfigError, ValueError) as e:
         raise _fail(str(e)) from None
 
 
-def _load(model: str) -> Any:
+def _load(model: str, device: str) -> Any:
     from .models.registry import load
 
     try:
-        return load(model)
+        return load(model, device=device)
     except Exception as e:  # noqa: BLE001 - one clear line, exit 2
         raise _fail(f"{type(e).__name__}: {e}") from None
 
@@ -64,30 +66,31 @@ def run_cmd(
     select: str = typer.Option("first", "--select", help="first | agreement | vote | oracle (oracle needs ground truth)."),
     n: int = typer.Option(100, "--n", min=1, help="Held-out instances."),
     seed: int = typer.Option(30_000, "--seed", help="First held-out instance seed."),
-    steps: int = typer.Option(20, "--steps"),
-    shift: float = typer.Option(1.0, "--shift"),
+    steps: int | None = typer.Option(None, "--steps", help="Default: the model's (20; wan: 50, the paper's)."),
+    shift: float | None = typer.Option(None, "--shift", help="Default: the model's (1; wan: 5, the paper's)."),
     sampler: str = typer.Option("euler", "--sampler"),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run the compute-matched baselines."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Trajectories per forward pass."),
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda ...; Ray workers use the same."),
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary."""
     from .config import ConfigError
     from .ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
 
-    sampling = _sampling(sampler, steps, shift)
+    sampling = _sampling(sampler, steps, shift, model)
     try:
         ens = EnsembleConfig(k=k, window=_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
         ens.check(steps)
         methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
     except ConfigError as e:
         raise _fail(str(e)) from None
-    den = _load(model)
+    den = _load(model, device)
     try:
         summary = compare(den, task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
-                          num_workers=workers, model=model)
+                          num_workers=workers, model=model, device=device)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
     typer.echo(json.dumps(summary, indent=1))
@@ -107,19 +110,20 @@ def sweep_cmd(
     norm_correct: bool = typer.Option(True, "--norm-correct/--no-norm-correct", help="Also sweep mean_xt with norm correction."),
     after: str = typer.Option("single", "--after", help="single (default: same answer as all with select=first, less compute) or all."),
     select: str = typer.Option("first", "--select"),
-    steps: int = typer.Option(20, "--steps"),
-    shift: float = typer.Option(1.0, "--shift"),
+    steps: int | None = typer.Option(None, "--steps", help="Default: the model's (20; wan: 50, the paper's)."),
+    shift: float | None = typer.Option(None, "--shift", help="Default: the model's (1; wan: 5, the paper's)."),
     sampler: str = typer.Option("euler", "--sampler"),
     max_batch: int = typer.Option(64, "--max-batch", min=1),
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda ...; Ray workers use the same."),
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from .config import ConfigError
     from .ensemble import sweep, sweep_methods
 
-    sampling = _sampling(sampler, steps, shift)
+    sampling = _sampling(sampler, steps, shift, model)
     try:
         k_list = [int(v) for v in _csv(ks)]
     except ValueError:
@@ -134,10 +138,10 @@ def sweep_cmd(
             m.ens.check(steps)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    den = _load(model)
+    den = _load(model, device)
     try:
         sweep(den, task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-              after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model)
+              after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model, device=device)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
     from pathlib import Path

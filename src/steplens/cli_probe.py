@@ -16,41 +16,45 @@ _COMMON = {
     "size": typer.Option(5, "--size"),
     "n": typer.Option(16, "--n", help="Held-out instances."),
     "seed": typer.Option(20_000, "--seed", help="First held-out instance seed."),
-    "steps": typer.Option(20, "--steps"),
-    "shift": typer.Option(1.0, "--shift"),
+    "steps": typer.Option(None, "--steps", help="Default: the model's (20 for reference models; wan: 50, the paper's)."),
+    "shift": typer.Option(None, "--shift", help="Default: the model's (1 for reference models; wan: 5, the paper's)."),
     "batch": typer.Option(16, "--batch"),
     "prompt_embeds": typer.Option(None, "--prompt-embeds",
                                   help="wan: models: precomputed prompt embeddings (.pt, as evaluate-vbvr takes); skips the text encoder."),
     "ray": typer.Option(None, "--ray", metavar="ADDRESS",
                         help="Shard the samples over Ray workers: 'local' starts a local cluster, else a cluster address. Needs steplens[ray]."),
     "workers": typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
+    "device": typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...; Ray workers use the same."),
+    "px": typer.Option(None, "--px", help="wan: models: pixels per task block (presets: 16 quick, 96 paper; padded to what the model accepts)."),
+    "frames": typer.Option(None, "--frames", help="wan: models: video frames, 4k+1 (presets: 9 quick, 49 paper)."),
 }
 
 
 def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
-         steps: int, shift: float, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
-         ray: str | None = None, workers: int | None = None) -> None:
+         steps: int | None, shift: float | None, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
+         ray: str | None = None, workers: int | None = None, device: str = "auto", px: int | None = None,
+         frames: int | None = None) -> None:
     """Load the model, build the probe config and run `body(den, cfg, ray_address=..., num_workers=...)`; errors exit 2.
 
     Every probe folder is resumable: re-running the command skips the batches it already holds."""
-    from .models.registry import load
+    from .models.registry import load, sampling_defaults, with_options
     from .probes.common import ProbeConfig
     from .runner import SamplingConfig
 
     try:
-        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
-                          sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
+        model = with_options(model, px=px, frames=frames)  # in the spec: Ray workers load the same
+        d_steps, d_shift = sampling_defaults(model)
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, device=device,
+                          sampling=SamplingConfig(sampler=sampler, steps=steps or d_steps, shift=shift or d_shift))
         if prompt_embeds and not model.startswith("wan:"):
             raise ValueError("--prompt-embeds applies to text-conditioned wan: models only")
         if prompt_embeds and ray:
             raise ValueError("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
-        den = load(model, **({"text_encoder": False} if prompt_embeds else {}))
+        den = load(model, device=device, **({"text_encoder": False} if prompt_embeds else {}))
         if prompt_embeds:
             from .cli_wan import load_prompt_embeds
-            from .tasks import get_task
 
-            t = get_task(task)
-            den.prompt_embeds, den.negative_prompt_embeds = load_prompt_embeds(prompt_embeds)(t.prompt(t.generate(seed, size)))
+            den.prompt_lookup = load_prompt_embeds(prompt_embeds)  # each instance's own prompt
         summary = body(den, cfg, ray_address=ray, num_workers=workers)
     except Exception as e:  # noqa: BLE001 - one clear line, non-zero exit
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
@@ -63,15 +67,16 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
 
 @probe_app.command("cos")
 def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int | None = _COMMON["steps"], shift: float | None = _COMMON["shift"],
         batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
         ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], sampler: str = typer.Option("euler", "--sampler"),
+        device: str = _COMMON["device"], px: int | None = _COMMON["px"], frames: int | None = _COMMON["frames"],
         views: int = typer.Option(4, "--views", help="Samples to draw as strips and GIFs.")) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from .probes.cos import run_cos
 
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
-         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames)
 
 
 _MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
@@ -85,59 +90,69 @@ def _check_mode(mode: str) -> None:
 
 @probe_app.command("perturb")
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-            n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+            n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int | None = _COMMON["steps"], shift: float | None = _COMMON["shift"],
             batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"],
             ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
+            device: str = _COMMON["device"], px: int | None = _COMMON["px"], frames: int | None = _COMMON["frames"],
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
-    """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
+    """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs.
+
+    Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
+    """
     from .probes.perturb import run_perturb
 
     _check_mode(mode)
     _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
 
 
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int | None = _COMMON["steps"], shift: float | None = _COMMON["shift"],
         batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
         ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
+        device: str = _COMMON["device"], px: int | None = _COMMON["px"], frames: int | None = _COMMON["frames"],
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
-    """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
+    """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step.
+
+    Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
+    """
     from .probes.perturb import run_cka
 
     _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
 
 
 @probe_app.command("layers")
 def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-           n: int = typer.Option(6, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+           n: int = typer.Option(6, "--n"), seed: int = _COMMON["seed"], steps: int | None = _COMMON["steps"], shift: float | None = _COMMON["shift"],
            batch: int = typer.Option(6, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
            prompt_embeds: str | None = _COMMON["prompt_embeds"],
-           ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
+           ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"],
+           device: str = _COMMON["device"], px: int | None = _COMMON["px"], frames: int | None = _COMMON["frames"]) -> None:
     """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
     from .probes.layers import run_layers
 
     w = tuple(int(v) for v in window.split(":")) if window else None
     _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-              n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+              n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int | None = _COMMON["steps"], shift: float | None = _COMMON["shift"],
               batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
-              ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
+              ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"],
+              device: str = _COMMON["device"], px: int | None = _COMMON["px"], frames: int | None = _COMMON["frames"]) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from .probes.behaviour import run_behaviour
 
     _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
 
 
 def register(app: typer.Typer) -> None:

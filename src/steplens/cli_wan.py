@@ -38,6 +38,8 @@ class VbvrRunConfig:
     lora: str | None = None
     lora_high: str | None = None
     lora_low: str | None = None
+    lora_scale: float = 1.0
+    offload: str = "none"
     sampler: str = "euler"
     schedule: str = "diffusers-flow-match-euler"
 
@@ -139,6 +141,7 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     """Run and score every sample under cfg.data into run folder `out` (resumable); returns the summary."""
     from .config import to_dict, write_json
     from .io import write_video
+    from .models.errors import error_kind, raise_if_device
     from .runs import RunFolder
     from .scoring import SampleResult, Tally
     from .tasks.vbvr import SampleError, iter_samples
@@ -158,9 +161,10 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
         sid = sample_id(ref.rel)
         try:
             video, res, secs = run_sample(den, ref, cfg, prompts)
-        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run
+        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run; a failing device does
+            raise_if_device(e, den)
             msg = str(e) if isinstance(e, SampleError) else f"{ref.path}: {type(e).__name__}: {e}"
-            run.write(sid, SampleResult(ref.rel, None, error=msg).to_dict())
+            run.write(sid, {**SampleResult(ref.rel, None, error=msg).to_dict(), "error_kind": error_kind(e)})
             echo(f"error: {msg}")
             continue
         vpath = run.root / "videos" / f"{ref.rel if ref.rel != '.' else ref.name}.mp4"
@@ -196,25 +200,28 @@ def register(app: typer.Typer) -> None:
         prompt_embeds: Path | None = typer.Option(None, "--prompt-embeds", help="Precomputed embeddings (.pt); skips loading the text encoder."),
         height: int = typer.Option(0, "--height", help="Generate at this height (0: the sample's, rounded down to a multiple of 16)."),
         width: int = typer.Option(0, "--width"),
-        lora: str | None = typer.Option(None, "--lora", help="LoRA for a one-transformer model."),
+        lora: str | None = typer.Option(None, "--lora", help="LoRA for every transformer (both experts of Wan2.2 A14B)."),
         lora_high: str | None = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert."),
         lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
+        lora_scale: float = typer.Option(1.0, "--lora-scale", help="Adapter scale of the LoRA(s)."),
+        lora_scale_low: float | None = typer.Option(None, "--lora-scale-low", help="Adapter scale of the low-noise expert's LoRA (default: --lora-scale)."),
         device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
+        offload: str = typer.Option("none", "--offload", help="model: large modules wait on the CPU until they run (one A14B expert on the GPU at a time)."),
+        preset: str = typer.Option("paper", "--preset", help="paper (expert switch at 875) or folder (the folder's boundary_ratio)."),
+        vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles (less VAE memory)."),
     ) -> None:
         """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 2 on errors."""
         import json
-
-        import torch
 
         from .models.wan import load_wan
 
         try:
             cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
                                 seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
-                                width=width, lora=lora, lora_high=lora_high, lora_low=lora_low)
-            dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-            den = load_wan(model.removeprefix("wan:"), device=dev, lora=lora, lora_high=lora_high, lora_low=lora_low,
-                           text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
+                                width=width, lora=lora, lora_high=lora_high, lora_low=lora_low, lora_scale=lora_scale, offload=offload)
+            den = load_wan(model.removeprefix("wan:"), device=device, lora=lora, lora_high=lora_high, lora_low=lora_low,
+                           lora_scale=lora_scale, lora_scale_low=lora_scale_low, text_encoder=prompt_embeds is None,
+                           guidance_scale=guidance, guidance_scale_2=guidance_2, offload=offload, preset=preset, vae_tiling=vae_tiling)
             summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
         except Exception as e:  # noqa: BLE001 - one clear line, exit 2
             typer.echo(f"error: {type(e).__name__}: {e}", err=True)

@@ -408,20 +408,21 @@ class EnsembleShard:
     ens: EnsembleConfig
     noise_scale: float
     selects: tuple[tuple[str, str], ...]  # (method name, selection rule) of the methods sharing these trajectories
+    device: str = "auto"  # where a worker loads the model
 
 
 def ensemble_shard(shard: EnsembleShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
     """Sample one shard's trajectories once and return one result per (method, instance)."""
     from .distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model)
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
     traj = run_trajectories(den, shard.task, shard.size, list(shard.seeds), shard.sampling, shard.ens, noise_scale=shard.noise_scale)
     return [{"method": name, **r} for name, sel in shard.selects for r in select_results(traj, sel)]
 
 
 def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[int], sampling: SamplingConfig,
                       methods: Sequence[Method], *, max_batch: int, progress: bool, ray_address: str | None = None,
-                      num_workers: int | None = None, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+                      num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, list[dict[str, Any]]]:
     """Evaluate every method on the same instances; methods sharing trajectories sample them once.
 
     Instances are cut into fixed chunks per trajectory group (so results do not depend on where an
@@ -448,7 +449,7 @@ def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list
             chunk = [s for s in seeds[i : i + per_chunk] if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
             if chunk:
                 shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), lead.ens, lead.noise_scale,
-                                            tuple((m.name, m.ens.select) for m in group)))
+                                            tuple((m.name, m.ens.select) for m in group), device))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
     with Progress(disable=not progress) as bar:
@@ -513,7 +514,7 @@ def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling
 
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],
             out: str | Path, *, max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-            num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+            num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
@@ -529,7 +530,7 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling)
     base = "single" if "single" in per else names[0]
@@ -599,7 +600,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
           ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
           rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), after: str = "single",
           select: str = "first", max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-          num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+          num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Sweep K, windows, rules and norm correction against single seed on the same instances.
 
     after="single" by default: with select="first" it gives the same answer as continuing all K, at
@@ -614,7 +615,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = _evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single")
     rec = recommend(per)

@@ -189,12 +189,14 @@ def _reduced_numel(red: str, n: int, d: int) -> int:
 
 
 def estimate_bytes(plan: CapturePlan, denoiser: Any, latent_shape: Sequence[int], batch: int, n_steps: int, *,
-                   branches: int = 1) -> int:
+                   branches: int = 1, step_experts: Sequence[str | None] | None = None) -> int:
     """Bytes the plan will store, from the token grid, the model width and the captured points.
 
     Args:
         latent_shape: (C, F, H, W) per sample, or (B, C, F, H, W).
         n_steps: steps sampled (numbered from 0); branches: CFG branches per call (2 with guidance).
+        step_experts: the expert that runs at each step (two-expert models): a point on one expert's
+            blocks is counted only at that expert's steps.
     Returns:
         the exact number of bytes the `Recorder` stores for such a run.
     """
@@ -204,18 +206,22 @@ def estimate_bytes(plan: CapturePlan, denoiser: Any, latent_shape: Sequence[int]
     item = _DTYPES[plan.dtype].itemsize
     points = hook_points(denoiser)
     total = 0
+    expert_of = getattr(denoiser, "expert_of_block", None)
     for cap in plan.captures:
-        k = len(select_points(points, cap.selector))
-        steps = n_steps if cap.steps is None else len([s for s in cap.steps if s < n_steps])
+        steps = list(range(n_steps)) if cap.steps is None else [s for s in cap.steps if s < n_steps]
+        point_steps = 0
+        for pt in select_points(points, cap.selector):
+            expert = None if expert_of is None or step_experts is None else expert_of(pt.layer)[0]
+            point_steps += len(steps) if expert is None else sum(step_experts[s] == expert for s in steps)
         nt = n if cap.tokens is None else len(cap.tokens)
-        total += k * steps * branches * batch * sum(_reduced_numel(r, nt, d) for r in cap.reducers) * item
+        total += point_steps * branches * batch * sum(_reduced_numel(r, nt, d) for r in cap.reducers) * item
     return total
 
 
 def check_budget(plan: CapturePlan, denoiser: Any, latent_shape: Sequence[int], batch: int, n_steps: int, *,
-                 branches: int = 1) -> int:
+                 branches: int = 1, step_experts: Sequence[str | None] | None = None) -> int:
     """The plan's estimate in bytes; raises CaptureBudgetError (with the estimate) when over budget."""
-    est = estimate_bytes(plan, denoiser, latent_shape, batch, n_steps, branches=branches)
+    est = estimate_bytes(plan, denoiser, latent_shape, batch, n_steps, branches=branches, step_experts=step_experts)
     if est > plan.budget_mb * 2**20:
         raise CaptureBudgetError(
             f"capture plan {plan.spec()!r} needs about {est / 2**20:.1f} MB ({est} bytes) for {batch} samples x {n_steps} steps"
@@ -631,7 +637,10 @@ def record(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, plan:
     from .runner import generate
 
     branches = 2 if getattr(denoiser, "do_cfg", False) else 1
-    est = check_budget(plan, denoiser, batch.latent_shape, len(seeds), sampling.steps, branches=branches)
+    expert_for = getattr(denoiser, "expert_for", None)  # two-expert models: each step runs one expert's blocks
+    step_experts = None if expert_for is None else [  # the timesteps the denoiser computes: float32 sigma x 1000
+        expert_for(t) for t in (sampling.sigmas(denoiser)[:-1].float() * getattr(denoiser, "num_train_timesteps", 1000)).tolist()]
+    est = check_budget(plan, denoiser, batch.latent_shape, len(seeds), sampling.steps, branches=branches, step_experts=step_experts)
     ev = TraceRecorder(fields, latents=latents)
     cfg = {**(config or {}), "sampling": sampling, "capture_plan": plan.to_dict(), "noise_seeds": list(seeds),
            "latent_shape": list(batch.latent_shape), "denoiser": getattr(denoiser, "name", type(denoiser).__name__),
