@@ -53,7 +53,7 @@ SamplerIter = Generator[StepEvent, Tensor | None, Tensor]
 
 
 def _evaluate(denoiser: Denoiser, x: Tensor, sigma: Tensor, cond: Cond, step: int, phase: str = "main"):
-    s = sigma.to(x.device, x.dtype).expand(x.shape[0])
+    s = sigma.to(x.device, torch.promote_types(x.dtype, torch.float32)).expand(x.shape[0])  # bf16 latents: sigma stays fp32
     with model_call(step, float(sigma), phase=phase):
         return denoiser(x, s, cond)
 

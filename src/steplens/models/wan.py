@@ -379,8 +379,15 @@ class WanDenoiser(DenoiserBase):
             self.active_expert = None
 
     def reimpose(self, x: Tensor, cond: Cond) -> Tensor:
-        """Only Wan2.2 TI2V ("first_frame") holds latent frame 0 fixed; "concat" models denoise it like the rest."""
-        return super().reimpose(x, cond) if self.image_mode == "first_frame" else x
+        """Only Wan2.2 TI2V ("first_frame") holds latent frame 0 fixed; "concat" models denoise it like the rest.
+
+        The frame is written in float32 (a bf16 latent is promoted), as the pipeline mixes it into its output.
+        """
+        if self.image_mode != "first_frame" or cond.image is None:
+            return x
+        x = x.to(torch.promote_types(x.dtype, cond.image.dtype), copy=True)
+        x[:, :, 0] = cond.image
+        return x
 
     def hook_blocks(self) -> Sequence[nn.Module]:
         """The transformer's blocks; with two experts see `expert_layers` (module docstring)."""
