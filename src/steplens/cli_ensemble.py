@@ -83,7 +83,7 @@ def run_cmd(
     sampling = _sampling(sampler, steps, shift, model)
     try:
         ens = EnsembleConfig(k=k, window=_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
-        ens.check(steps)
+        ens.check(sampling.steps)
         methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
     except ConfigError as e:
         raise _fail(str(e)) from None
@@ -135,7 +135,7 @@ def sweep_cmd(
         if not k_list or not wins or not rule_list:
             raise ConfigError("--ks, --windows and --rules must not be empty")
         for m in sweep_methods(k_list, wins, rule_list, ncs, after=after, select=select):
-            m.ens.check(steps)
+            m.ens.check(sampling.steps)
     except ConfigError as e:
         raise _fail(str(e)) from None
     den = _load(model, device)
