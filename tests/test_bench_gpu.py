@@ -20,12 +20,8 @@ def load_bench():
     return mod
 
 
-def test_bench_gpu_tiny_runs_end_to_end(capsys):
-    n = torch.get_num_threads()
-    try:
-        assert load_bench().main(["--tiny", "--a14b-steps", "1"]) == 0
-    finally:
-        torch.set_num_threads(n)
+def test_bench_gpu_tiny_runs_end_to_end(capsys, one_thread):  # one_thread restores the thread count the bench sets
+    assert load_bench().main(["--tiny", "--a14b-steps", "1"]) == 0
     rows = {r["figure"]: r for r in map(json.loads, capsys.readouterr().out.strip().splitlines())}
     assert list(rows) == ["plain_s", "trace_over_plain", "capture_over_plain", "ensemble_over_plain", "ensemble_batched_over_sequential",
                           "peak_gib_no_offload", "peak_gib_offload", "a14b_expert_step_s", "a14b_expert_peak_gib", "total_s"]

@@ -21,12 +21,7 @@ from steplens.sampling import sample  # noqa: E402
 from steplens.tasks import get_task  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bf16(pipe):

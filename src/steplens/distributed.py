@@ -44,7 +44,9 @@ def worker_model(spec: str, device: str | None = None) -> Any:
 
     Reference models are keyed by their weights' sha256 too, so a re-exported model is reloaded.
     """
-    from .models.registry import load, load_meta, parse_spec, resolve_device
+    from .models.errors import resolve_device
+    from .models.registry import load, parse_spec
+    from .models.serialize import load_meta
 
     device = str(resolve_device(device))  # None / "auto": cuda when this worker has one
     key = (spec, device, "" if parse_spec(spec)[0] is not None else str(load_meta(spec)[0].get("sha256")))

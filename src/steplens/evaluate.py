@@ -72,7 +72,7 @@ class EvalShard:
     size: int
     seeds: tuple[int, ...]
     sampling: SamplingConfig
-    device: str = "auto"  # where a worker loads the model
+    device: str = field(default="auto", kw_only=True)  # where a worker loads the model ("auto": cuda if it has one)
 
 
 def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
@@ -134,7 +134,7 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     for start in range(0, cfg.n, cfg.batch):
         todo = tuple(s for s, i in zip(seeds[start : start + cfg.batch], ids[start : start + cfg.batch]) if not run.finished(i))
         if todo:
-            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, device))
+            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, device=device))
     n_todo = sum(len(sh.seeds) for sh in shards)
     t0 = time.time()
     from rich.progress import Progress

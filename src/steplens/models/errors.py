@@ -1,10 +1,13 @@
-"""Telling a bad sample from a failing device or model, for per-sample error handling.
+"""Telling a bad sample from a failing device or model, for per-sample error handling; naming the device.
 
 A run records bad *input* (a missing file, a prompt with no embeddings, a size the model refuses) per
 sample and goes on. A failing *device* (CUDA out of memory, a CUDA error) would fail every sample the
 same way, so it stops the run with one clear error instead of writing "bad data" records, and says
 how much memory the batch needs. Anything else is the *model* failing (e.g. NaN latents, a shape
 mismatch inside the network): recorded per sample with `error_kind: "model"`.
+
+Bad input is `config.INPUT_ERRORS` (InputError and its kin), which the CLI's one error path prints as a
+plain line; a DeviceError is not bad input: the error path prints it with its type name (exit 2).
 """
 
 from __future__ import annotations
@@ -13,12 +16,23 @@ from typing import Any
 
 import torch
 
-INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, OSError)
+from ..config import INPUT_ERRORS, ConfigError
+
 _DEVICE_MARKS = ("CUDA error", "CUDA out of memory", "out of memory", "CUBLAS_STATUS", "cuDNN error", "device-side assert", "HIP error")
 
 
 class DeviceError(RuntimeError):
     """The device failed (out of memory, a CUDA error): the run stops, no per-sample record is written."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (or None): cuda when there is one, else cpu; an unknown name is a ConfigError."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {device!r} ({e})") from None
 
 
 def error_kind(e: BaseException) -> str:

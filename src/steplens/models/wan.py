@@ -1,3 +1,4 @@
+# long module: one backend adapter read top to bottom (as DiT keeps a model in one file); its parts share diffusers conventions.
 """Wan 2.1 / 2.2 through diffusers, adapted to the denoiser contract.
 
 Our samplers drive the transformer directly (the pipelines do not hand the velocity to callbacks), so
@@ -53,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import context
+from .errors import resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 
 IMAGE_MODES = ("none", "concat", "first_frame")
@@ -370,10 +372,9 @@ class WanDenoiser(DenoiserBase):
 
     @contextmanager
     def _expert_context(self, expert: str | None) -> Iterator[None]:
-        mark = getattr(context, "expert", None)  # steplens.context.expert(name), if the context module offers it
         self.active_expert = expert
         try:
-            with mark(expert) if (mark is not None and expert is not None) else nullcontext():
+            with context.expert(expert) if expert is not None else nullcontext():
                 yield
         finally:
             self.active_expert = None
@@ -709,8 +710,6 @@ def load_wan(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
         **kw: overrides for WanDenoiser (preset, guidance_scale, guidance_scale_2, image_conditioning, vae_tiling, ...).
     """
     import diffusers
-
-    from .registry import resolve_device
 
     path = Path(path)
     device = resolve_device(device)

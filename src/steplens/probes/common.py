@@ -8,7 +8,6 @@ is all `steplens report` needs.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -84,7 +83,6 @@ def probe_shard(shard: ProbeShard, fn: BatchFn, denoiser: Any = None, tick: Call
     import torch
 
     from ..distributed import worker_model
-
     from ..models.errors import error_kind, raise_if_device
 
     den = denoiser if denoiser is not None else worker_model(shard.cfg.model, shard.cfg.device)
@@ -226,7 +224,3 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
-
-
-def jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
