@@ -26,3 +26,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only with STEPLENS_GPU=1 (deselected, not skipped, elsewhere)."""
+    import os
+
+    if os.environ.get("STEPLENS_GPU") == "1":
+        return
+    keep = [i for i in items if i.get_closest_marker("gpu") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("gpu") is not None])
+        items[:] = keep

@@ -116,7 +116,7 @@ CASES = [
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "MISSING", "--out", "OUT"], "no such data folder"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "DATA", "--out", "OUT", "--tasks", "maze"], "apply to an official VBVR-Bench root"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--split", "Hidden_40"], "unknown split 'Hidden_40'"),
-    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--preset", "sora"], "unknown preset 'sora'"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--video-preset", "sora"], "unknown preset 'sora'"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbench"], "unknown scorer 'vbench'"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbvr-evalkit", "--evalkit", "MISSING"],
      "no run_evaluation.py"),

@@ -38,7 +38,7 @@ class DemoConfig:
         return DemoConfig(model=model, **kw)
 
 
-def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True) -> dict[str, Any]:
+def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Run every stage into `out`; returns the headline summary (also DIR/summary.json)."""
     from .ensemble import EnsembleConfig, Method, cold_single, compare
     from .models.registry import load
@@ -48,7 +48,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    den = load(cfg.model)
+    den = load(cfg.model, device=device)
     sampling = SamplingConfig(steps=cfg.steps)
     probe = ProbeConfig(model=cfg.model, size=cfg.size, n=cfg.n, seed=cfg.seed, sampling=sampling, batch=cfg.n)
     timings: dict[str, float] = {}

@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from .common import MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, sample_failures, seed_option
+from .common import (DEVICE, MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, sample_failures,
+                     sampling_config, seed_option)
 
 commands = typer.Typer()
 
@@ -64,23 +65,23 @@ def evaluate(
     size: int = SIZE,
     n: int = n_option(100),
     seed: int = seed_option(10_000),
-    steps: int = STEPS,
-    shift: float = SHIFT,
+    steps: int | None = STEPS,
+    shift: float | None = SHIFT,
     sampler: str = SAMPLER,
     batch: int = batch_option(50),
     ray: str | None = RAY,
     workers: int | None = WORKERS,
+    device: str = DEVICE,
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable).
 
     Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
     from ..evaluate import EvalConfig, evaluate as run_eval
     from ..models.registry import load
-    from ..runner import SamplingConfig
 
     cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
-                     sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
-    summary = run_eval(None if ray else load(model), cfg, out, ray_address=ray, num_workers=workers)
+                     sampling=sampling_config(model, steps, shift, sampler))
+    summary = run_eval(None if ray else load(model, device=device), cfg, out, ray_address=ray, num_workers=workers, device=device)
     keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
     typer.echo(json.dumps({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples

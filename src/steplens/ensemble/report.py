@@ -66,7 +66,7 @@ def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling
 
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],
             out: str | Path, *, max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-            num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+            num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
@@ -82,7 +82,7 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling)
     base = "single" if "single" in per else names[0]
@@ -134,7 +134,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
           ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
           rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), after: str = "single",
           select: str = "first", max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-          num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+          num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Sweep K, windows, rules and norm correction against single seed on the same instances.
 
     after="single" by default: with select="first" it gives the same answer as continuing all K, at
@@ -149,7 +149,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single")
     rec = recommend(per)
