@@ -24,3 +24,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`steplens demo --quick` run once for the session: (its folder, the CLI's exit code and output)."""
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    out = tmp_path_factory.mktemp("quick_demo")
+    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    return out, r.exit_code, r.output

@@ -301,7 +301,7 @@ def trace_show(path: str = typer.Argument(..., help="A trace folder.")) -> None:
 
 @app.command()
 def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
-         model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests)."),
+         model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests); its verdicts are not meaningful."),
          no_report: bool = typer.Option(False, "--no-report")) -> None:
     """Run every analysis on the shipped reference model and write an HTML report (a few minutes on a CPU)."""
     import json
@@ -313,7 +313,10 @@ def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.ht
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
+    from .demo import findings_lines
+
     typer.echo(json.dumps({"total_s": summary["total_s"], "timings_s": summary["timings_s"]}))
+    typer.echo("\n".join([*([summary["banner"]] if "banner" in summary else []), "Findings:", *findings_lines(summary["findings"])]))
     typer.echo(f"open {out}/report.html")
 
 
