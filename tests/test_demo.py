@@ -28,7 +28,8 @@ def test_quick_demo(quick_demo):
         if f["value"] is not None:
             assert f["ci95"] is not None and f["n"] >= 2, f
     by = {f["id"]: f for f in s["findings"]}
-    assert by["chain_of_steps"]["n"] == s["cos"]["n"] == 4 and by["noise_step_vs_frame"]["n"] == 4
+    c = s["config"]
+    assert by["chain_of_steps"]["n"] == s["cos"]["n"] == c["n_cos"] and by["noise_step_vs_frame"]["n"] == c["n_perturb"]
     assert by["working_memory"]["verdict"] == "not measured in this run"
     assert 0.0 <= s["cos"]["solve_rate"] <= 1.0
     html = (out / "report.html").read_text()

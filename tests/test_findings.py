@@ -106,3 +106,18 @@ def test_format_value():
     assert format_value({"value": 0.0201, "ci95": [0.011, 0.030], "n": 40, "unit": ""}) == "0.0201 [0.011, 0.03], n=40"
     assert [format_number(x, u) for x, u in ((3, "block"), ([1, 0, 5], "blocks"), (None, ""), (4.0, "step"), (4.5, "step"))] == \
         ["3", "1, 0, 5", "none", "4", "4.5"]
+
+
+def test_zero_width_rate_intervals_are_widened():
+    from steplens.findings import widen
+
+    assert widen(0.0, [0.0, 0.0], 8, "points") == [-0.375, 0.375]  # 8 agreeing pairs prove little
+    assert widen(1.0, [1.0, 1.0], 4, "points") == [0.25, 1.0] and widen(1.0, [1.0, 1.0], 4, "%") == [0.25, 1.0]
+    assert widen(0.0, [0.0, 0.0], 300, "points") == [-0.01, 0.01]
+    assert widen(0.02, [0.02, 0.02], 8, "") == [0.02, 0.02]  # not a rate: left alone
+    assert widen(0.1, [0.0, 0.2], 8, "points") == [0.0, 0.2]
+    s = {"s": {"v": 0.0, "ci": [0.0, 0.0], "n": 8}, "t": {"v": 0.0, "ci": [0.0, 0.0], "n": 400}}
+    few, many = evaluate(s, [spec(unit="points", min_effect=0.02),
+                             spec(id="y", stage="t", value="t/v", ci95="t/ci", n="t/n", unit="points", min_effect=0.02)])
+    assert few["verdict"] == "inconclusive at n=8" and few["ci95"] == [-0.375, 0.375] and "rule of three" in few["note"]
+    assert many["verdict"] == NOT_REPRODUCED

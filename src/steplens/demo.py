@@ -41,11 +41,11 @@ class DemoConfig:
     n_cos: int = 56  # traced once, shared by Chain-of-Steps and behaviours; early-minus-late excludes 0 from ~40 (heavy-tailed)
     views: int = 4  # samples drawn as strips, GIFs and in the step viewer
     n_perturb: int = 8  # the step-vs-frame gap is ~75 points: a few samples decide it
-    n_cka: int = 6
+    n_cka: int = 4
     every: int = 5  # perturb and cka inject at every k-th step
     cka_mode: str = "add"  # sigma-scaled added noise: level-matched, unlike a late replacement by unit noise
     n_layers: int = 4  # each sample costs 2 + 2 x depth runs
-    n_ensemble: int = 10  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
+    n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
 
     def __post_init__(self) -> None:
@@ -62,7 +62,7 @@ class DemoConfig:
     def make(model: str = "maze", quick: bool = False, **kw: Any) -> DemoConfig:
         """The default sizes, or the sub-minute `--quick` ones (every stage runs; verdicts mean nothing)."""
         if quick:
-            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=4, n_cka=4, every=2, n_layers=4, n_ensemble=8)
+            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=2, every=2, n_layers=2, n_ensemble=6)
             return DemoConfig(model=model, quick=True, **(small | kw))
         return DemoConfig(model=model, **kw)
 

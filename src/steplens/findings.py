@@ -14,6 +14,11 @@ The verdict rule (`verdict`), applied to the measured value and its 95% CI, in t
 4. the CI lies within +-(smallest effect of interest) -> "not reproduced" (any effect is too small
    to matter);
 5. otherwise -> "inconclusive at n=N" (more samples would decide it).
+
+A rate, or a difference of rates, whose bootstrap CI has zero width (every sample, or every pair,
+agreed) is first widened to +-3/n around the value, clipped to the possible range: the 95% bound on
+a rate never observed in n samples (the rule of three). Otherwise 8 agreeing pairs would read as
+proof of no effect.
 """
 
 from __future__ import annotations
@@ -86,6 +91,15 @@ def verdict(value: Any, ci95: Any, n: Any, *, sign: int = 1, min_effect: float =
     return f"{INCONCLUSIVE} at n={n if isinstance(n, int) else '?'}"
 
 
+def widen(value: Any, ci95: Any, n: Any, unit: str) -> Any:
+    """The rule-of-three interval for a rate (unit '%') or a difference of rates ('points') whose CI has zero width."""
+    if unit not in ("%", "points") or not (_finite(value) and isinstance(n, int) and n > 0 and isinstance(ci95, Sequence)
+                                           and len(ci95) == 2 and all(_finite(x) for x in ci95) and ci95[0] == ci95[1]):
+        return ci95
+    lo, hi = (0.0, 1.0) if unit == "%" else (-1.0, 1.0)
+    return [max(lo, value - 3 / n), min(hi, value + 3 / n)]
+
+
 def resolve(tree: Any, path: str | None) -> Any:
     """The value at a slash path (`a/b/0`, `a/1:3`), or _MISSING; dict keys may contain dots."""
     if path is None:
@@ -121,7 +135,14 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
         elif isinstance(reason, str) and reason != "measured":
             v, why = NOT_MEASURABLE, reason
         else:
-            v, why = verdict(value, ci, n, sign=s.sign, min_effect=s.min_effect, null=s.null), s.note
+            wide = widen(value, ci, n, s.unit)
+            if wide is not ci:
+                why = (f"All {n} samples agreed, so the bootstrap CI has zero width; the verdict uses +-3/n (rule of three). "
+                       + s.note).strip()
+                ci = wide
+            else:
+                why = s.note
+            v = verdict(value, ci, n, sign=s.sign, min_effect=s.min_effect, null=s.null)
         commands = summary.get("commands", {})
         out.append({
             "id": s.id, "title": s.title, "claim": s.claim, "source": s.source,
