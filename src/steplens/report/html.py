@@ -500,7 +500,7 @@ def demo_body(root: Path, me: Run, runs: list[Run], src: Src, *, max_samples: in
     viewed = next((r for r in runs if r.samples), None)
     if viewed is not None:
         shown = viewed.samples if max_samples is None else viewed.samples[:max_samples]
-        parts.append(viewer_html(shown, src, "Pick a sample above; its row of frames is the model's clean estimate at each step.",
+        parts.append(viewer_html(shown, src, "Pick a sample in the list above.",
                                  title="Chain-of-Steps viewer"))
         if sample_links:
             parts.append(sample_links(viewed))
