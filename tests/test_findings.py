@@ -121,3 +121,12 @@ def test_zero_width_rate_intervals_are_widened():
                              spec(id="y", stage="t", value="t/v", ci95="t/ci", n="t/n", unit="points", min_effect=0.02)])
     assert few["verdict"] == "inconclusive at n=8" and few["ci95"] == [-0.375, 0.375] and "rule of three" in few["note"]
     assert many["verdict"] == NOT_REPRODUCED
+
+
+def test_wilson_holds_its_point_estimate():
+    from steplens.stats import wilson
+
+    for n in range(1, 120):
+        for k in range(n + 1):
+            lo, hi = wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)  # was (6, 6) -> hi 0.99999999 < 1: a negative error bar
