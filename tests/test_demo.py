@@ -7,10 +7,8 @@ import pytest
 from steplens.config import ConfigError
 from steplens.demo import QUICK_BANNER, DemoConfig, derived, stage_commands
 from steplens.findings import SPECS, VERDICTS
-from steplens.models.registry import shipped_models
 
 
-@pytest.mark.skipif("maze" not in shipped_models(), reason="the shipped maze model is part of the package")
 def test_quick_demo(quick_demo):
     out, code, output = quick_demo
     assert code == 0, output

@@ -94,6 +94,7 @@ def generate_set(
         clash = [p for p in paths if p.exists()]
         if clash:
             raise FileExistsError(f"{clash[0]}: sample folder already exists ({len(clash)} of {n} clash; overwrite to replace them)")
+    first = task.generate(seed, size)  # a bad size fails here, before the progress bar and any file
     from rich.console import Console
     from rich.progress import Progress
 
@@ -101,17 +102,7 @@ def generate_set(
     with Progress(console=Console(stderr=True), disable=not progress) as bar:
         job = bar.add_task(f"writing {n} {task.name} samples", total=n)
         for i in range(n):
-            write_sample(paths[i], task, task.generate(seed + i, size), overwrite=overwrite)
-            bar.advance(job)
-    return paths
-    from rich.console import Console
-    from rich.progress import Progress
-
-    # a `with` block, not `track`: an abandoned generator would redraw the bar at interpreter exit
-    with Progress(console=Console(stderr=True)) as bar:  # stderr keeps stdout clean for pipelines
-        job = bar.add_task(f"writing {n} {task.name} samples", total=n)
-        for i in range(n):
-            write_sample(paths[i], task, task.generate(seed + i, size), overwrite=overwrite)
+            write_sample(paths[i], task, first if i == 0 else task.generate(seed + i, size), overwrite=overwrite)
             bar.advance(job)
     return paths
 
