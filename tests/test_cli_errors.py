@@ -30,6 +30,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         next(p for n, p in nan.named_parameters() if n.startswith("final")).fill_(float("nan"))
     export(nan, root / "nan")
     generate_set("maze", 1, 5, root / "data", size=3, progress=False)
+    generate_set("maze", 1, 5, root / "gt", size=3, progress=False, layout="vbvr")  # an official VBVR-Bench root
     bad_png = root / "bad_png"
     shutil.copytree(root / "data", bad_png)
     (bad_png / "maze_00000" / "first_frame.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -45,7 +46,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (run / "figures.json").write_text('[{"path": "plot.png", "title": "t"}]')
     return {"TINY": tiny, "NAN": str(root / "nan"), "DATA": str(root / "data"), "BAD_PNG": str(bad_png),
             "VIDEOS": str(videos), "JUNK": str(root / "junk.pt"), "EMB": str(root / "emb.pt"), "RUN": str(run),
-            "MISSING": str(root / "missing")}
+            "MISSING": str(root / "missing"), "GT": str(root / "gt")}
 
 
 # (command line, what the error line must name); OUT is a fresh folder that must not exist afterwards
@@ -56,6 +57,8 @@ CASES = [
     (["tasks", "generate", "maze", "--n", "2", "--size", "50", "--out", "OUT"], "size"),
     (["tasks", "generate", "nope", "--n", "2", "--out", "OUT"], "unknown task 'nope'"),
     (["tasks", "generate", "maze", "--n", "0", "--out", "OUT"], "--n"),
+    (["tasks", "generate", "maze", "--n", "1", "--out", "OUT", "--layout", "nested"], "unknown layout 'nested'"),
+    (["tasks", "generate", "maze", "--n", "1", "--out", "OUT", "--layout", "vbvr", "--split", "Hidden_40"], "unknown split 'Hidden_40'"),
     # score: missing folder, corrupt PNG, corrupt MP4 (every sample failed: no result)
     (["score", "MISSING"], "no such folder"),
     (["score", "BAD_PNG"], "first_frame.png"),
@@ -99,6 +102,11 @@ CASES = [
     (["ensemble", "run", "--out", "OUT", "--window", "two"], "--window must be START:END"),
     (["ensemble", "run", "--out", "OUT", "--rule", "median"], "unknown rule 'median'"),
     (["ensemble", "run", "--out", "OUT", "--model", "no-such-model"], "no model 'no-such-model'"),
+    (["ensemble", "run", "--out", "OUT", "--tasks", "steplens-maze"], "apply to --data runs only"),
+    (["ensemble", "run", "--out", "OUT", "--data", "GT", "--ray", "local"], "--ray does not apply"),
+    (["ensemble", "run", "--out", "OUT", "--data", "GT"], "needs an image-to-video wan:DIR model"),
+    (["ensemble", "run", "--out", "OUT", "--data", "GT", "--model", "wan:MISSING", "--select", "vote", "--after", "all"],
+     "needs ground truth or the reference palette"),
     (["ensemble", "sweep", "--out", "OUT", "--ks", "2,x"], "--ks must be comma-separated integers"),
     (["ensemble", "sweep", "--out", "OUT", "--windows", "0:2,2"], "--windows must be START:END"),
     # reports, Wan, demo, usage
@@ -106,6 +114,12 @@ CASES = [
     (["report", "RUN"], "not a readable image"),
     (["serve", "MISSING", "--port", "0"], "not a folder"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "MISSING", "--out", "OUT"], "no such data folder"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "DATA", "--out", "OUT", "--tasks", "maze"], "apply to an official VBVR-Bench root"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--split", "Hidden_40"], "unknown split 'Hidden_40'"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--preset", "sora"], "unknown preset 'sora'"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbench"], "unknown scorer 'vbench'"),
+    (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbvr-evalkit", "--evalkit", "MISSING"],
+     "no run_evaluation.py"),
     (["demo", "--out", "OUT", "--model", "no-such-model"], "no model 'no-such-model'"),
     (["nosuch"], "No such command 'nosuch'"),
     (["evaluate", "--out"], "--out"),

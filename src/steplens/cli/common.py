@@ -187,3 +187,20 @@ def seed_option(default: int) -> Any:
 
 def batch_option(default: int) -> Any:
     return typer.Option(default, "--batch", min=1, help="Samples per batch.")
+
+
+# -- wan: models and VBVR-Bench's official layout (evaluate-vbvr on an official root, ensemble run --data) --
+PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
+                             help="wan: models: precomputed prompt embeddings (.pt, as evaluate-vbvr takes); skips the text encoder.")
+LORA_HIGH = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert.")
+LORA_LOW = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert.")
+HEIGHT = typer.Option(0, "--height", min=0, help="Generate at this height (0: on an official root the preset's pixel area at the "
+                                                 "first frame's aspect; on flat folders the sample's, rounded down to a multiple of 16).")
+WIDTH = typer.Option(0, "--width", min=0, help="Generate at this width (0: as --height).")
+SPLITS = typer.Option("", "--split", help="Official layout: comma-separated splits (In-Domain_50, Out-of-Domain_50; default all).")
+BENCH_TASKS = typer.Option("", "--tasks", help="Official layout: comma-separated task folders (default all).")
+PRESET = typer.Option("auto", "--preset", help="Official layout: frames and pixel area (auto: from the model).")
+FRAMES = typer.Option(0, "--frames", min=0, help="Official layout: frames to generate (0: the preset's).")
+SCORER = typer.Option("steplens", "--scorer", help="Official layout: steplens, vbvr-evalkit, or both comma-separated.")
+EVALKIT = typer.Option(None, "--evalkit", help="A VBVR-EvalKit checkout (for --scorer vbvr-evalkit).")
+EVALKIT_ENTRY = typer.Option("run_evaluation", "--evalkit-entry", help="run_evaluation (task score only) or evaluate (weighted mix).")

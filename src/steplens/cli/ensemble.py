@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .common import (MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, RunByDefault, n_option, parse_ints, parse_names,
-                     parse_window, seed_option)
+from .common import (BENCH_TASKS, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRESET, PROMPT_EMBEDS, RAY,
+                     SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, WIDTH, WORKERS, RunByDefault, fail, n_option, parse_ints,
+                     parse_names, parse_window, seed_option)
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -18,6 +19,7 @@ MAX_BATCH = typer.Option(64, "--max-batch", min=1, help="Trajectories per forwar
 
 @ensemble_app.command("run")
 def run_cmd(
+    ctx: typer.Context,
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
@@ -37,15 +39,57 @@ def run_cmd(
     max_batch: int = MAX_BATCH,
     ray: str | None = RAY,
     workers: int | None = WORKERS,
+    data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/): run a wan: model on it "
+                                    "and write OUT/<method>/<split>/<task>/<i:05d>.mp4; there --steps, --shift and --seed default "
+                                    "to the paper's 50, 5.0 and 1 (the noise seed)."),
+    split: str = SPLITS,
+    tasks: str = BENCH_TASKS,
+    preset: str = PRESET,
+    frames: int = FRAMES,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    prompt_embeds: str | None = PROMPT_EMBEDS,
+    lora_high: str | None = LORA_HIGH,
+    lora_low: str | None = LORA_LOW,
+    scorer: str = SCORER,
+    evalkit: str | None = EVALKIT,
+    evalkit_entry: str = EVALKIT_ENTRY,
 ) -> None:
-    """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary."""
+    """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary.
+
+    With --data: on an official VBVR-Bench root, one output root per method, scored (see `evaluate-vbvr`).
+    """
     from ..ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
     from ..models.registry import load
     from ..runner import SamplingConfig
 
+    if data is not None:
+        if ray is not None:
+            raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
+        if not model.startswith("wan:"):
+            raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
+        # typer vendors click, so its ParameterSource enum is compared by name
+        given = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT" for name in ("steps", "shift", "seed")}
+        steps, shift, seed = steps if given["steps"] else 50, shift if given["shift"] else 5.0, seed if given["seed"] else 1
+    elif split or tasks or preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low or scorer != "steplens" \
+            or evalkit is not None:
+        raise fail("--split, --tasks, --preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer and "
+                   "--evalkit apply to --data runs only")
     sampling = SamplingConfig(sampler=sampler, steps=steps, shift=shift)
     ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
     ens.check(steps)
+    if data is not None:
+        import torch
+
+        from ..vbvr_run import BenchConfig, bench_methods
+        from .vbvr import run_bench_cmd
+
+        cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), preset, frames, height, width, seed, prompt_embeds)
+        wan = {"lora_high": lora_high, "lora_low": lora_low, "text_encoder": prompt_embeds is None}
+        methods = bench_methods(ens, sampling, baselines=baselines)
+        run_bench_cmd(model, wan, "cuda" if torch.cuda.is_available() else "cpu", cfg, out, methods, sampling, scorer, evalkit,
+                      evalkit_entry, kind="ensemble-vbvr-bench")
+        return
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
     summary = compare(load(model), task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
                       num_workers=workers, model=model)

@@ -9,13 +9,12 @@ from typing import Any
 
 import typer
 
-from .common import MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, parse_ints, parse_window, seed_option
+from .common import (MODEL, OUT, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, parse_ints,
+                     parse_window, seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
 SEED = seed_option(20_000)
-PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
-                             help="wan: models: precomputed prompt embeddings (.pt, as evaluate-vbvr takes); skips the text encoder.")
 EVERY = typer.Option(3, "--every", min=1, help="Inject at every k-th step.")
 MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
 STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")

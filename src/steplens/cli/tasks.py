@@ -32,14 +32,16 @@ def tasks_generate(
     task: str = TASK_ARG,
     n: int = typer.Option(..., "--n", min=1, help="Number of samples."),
     seed: int = typer.Option(0, "--seed", min=0, help="Sample i uses seed SEED + i."),
-    out: Path = typer.Option(..., "--out", help="Folder to write <task>_<i>/ sample folders into."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the sample folders into (see --layout)."),
     size: int | None = SIZE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace sample folders that already exist."),
+    layout: str = typer.Option("flat", "--layout", help="flat: OUT/<task>_<i>/; vbvr: the official OUT/<split>/steplens-<task>/<i:05d>/."),
+    split: str = typer.Option("In-Domain_50", "--split", help="With --layout vbvr: the split folder (In-Domain_50 or Out-of-Domain_50)."),
 ) -> None:
     """Write N samples of TASK in the VBVR-Bench folder format."""
     from ..tasks.vbvr import generate_set
 
-    paths = generate_set(task, n, seed, out, size=size, progress=True, overwrite=overwrite)
+    paths = generate_set(task, n, seed, out, size=size, progress=True, overwrite=overwrite, layout=layout, split=split)
     typer.echo(f"wrote {len(paths)} samples to {out}")
 
 
