@@ -193,7 +193,12 @@ def speed(out: Path) -> list[str]:
                      "trajectories are identical and one is computed; batching alone gains little on 2 CPU cores, which are busy "
                      "at batch 1 already; `python benchmarks/bench_ensemble.py`).")
     if s := load(out / "bench_demo.json"):
-        lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads (target 180 s; `python benchmarks/bench_demo.py`).")
+        c = s.get("config", {})
+        sizes = (f", {c['size']}x{c['size']} mazes, n = {c['n_cos']} traced / {c['n_perturb']} perturbed / {c['n_cka']} CKA / "
+                 f"{c['n_layers']} layers / {c['n_ensemble']} ensemble" if "n_cos" in c else "")
+        rss = f", peak {s['peak_rss_mb']} MB (target 2048)" if "peak_rss_mb" in s else ""
+        lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads{sizes}{rss} (target 180 s; "
+                     "`python benchmarks/bench_demo.py`).")
     if s := load(out / "bench_probes.json"):
         lines.append("- Each probe at its default size: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_s"].items())
                      + " (target 60 s each; `python benchmarks/bench_probes.py`).")
