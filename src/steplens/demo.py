@@ -72,7 +72,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
                                                "off_solution_mass_early", "off_solution_mass_late",
                                                "off_solution_mass_early_minus_late", "off_solution_mass_early_minus_late_ci95")}
     headline["behaviour"] = {k: beh.get(k) for k in ("self_correction", "corrected_rate", "markers_kept_all_steps",
-                                                     "scene_settle_step_mean", "path_commit_step_mean", "perception_first_fraction")}
+                                                     "scene_settle_step_mean", "action_settle_step_mean", "perception_first_fraction")}
     for name, runner in _optional_stages():
         headline[name] = stage(name, lambda r=runner: r(den, probe, str(out / name), cfg, progress))
 
