@@ -113,19 +113,36 @@ def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
+def _steps_window(s: str, name: str) -> tuple[int, int] | None:
+    if not s:
+        return None
+    try:
+        a, b = (int(v) for v in s.split(":"))
+    except ValueError:
+        raise ValueError(f"{name} must be START:END steps (e.g. 0:10), got {s!r}") from None
+    return a, b
+
+
 @probe_app.command("layers")
 def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
            n: int = typer.Option(6, "--n"), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
            batch: int = typer.Option(6, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
+           patch: str = typer.Option("resid", "--patch", help="resid: replace block L's output (all tokens), the paper's protocol; "
+                                                            "writes: replace only what block L adds (attention and MLP outputs)."),
+           patch_window: str = typer.Option("", "--patch-window", help="Steps a:b during which layers are patched (default: 0:steps/2)."),
+           skip: bool = typer.Option(True, "--skip/--no-skip", help="Also skip each block and measure the solve-rate drop."),
+           token_maps: bool = typer.Option(True, "--token-maps/--no-token-maps", help="Linear probes of what each layer's tokens encode."),
            prompt_embeds: str | None = _COMMON["prompt_embeds"],
            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
-    """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
+    """Layer specialisation: norm/PCA maps, token-map probes, energy, layer CKA, block skipping, activation patching."""
     from .probes.layers import run_layers
 
-    w = tuple(int(v) for v in window.split(":")) if window else None
-    _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+    def body(den, cfg, **kw):
+        return run_layers(den, cfg, out, step=None if step < 0 else step, window=_steps_window(window, "--window"), patch=patch,
+                          patch_window=_steps_window(patch_window, "--patch-window"), skip=skip, token_maps=token_maps, **kw)
+
+    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 @probe_app.command("behaviour")
