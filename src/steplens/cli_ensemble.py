@@ -107,6 +107,7 @@ def sweep_cmd(
     norm_correct: bool = typer.Option(True, "--norm-correct/--no-norm-correct", help="Also sweep mean_xt with norm correction."),
     after: str = typer.Option("single", "--after", help="single (default: same answer as all with select=first, less compute) or all."),
     select: str = typer.Option("first", "--select"),
+    matched: bool = typer.Option(True, "--matched/--no-matched", help="Also run one seed with each setting's NFE (more steps), as a control."),
     steps: int = typer.Option(20, "--steps"),
     shift: float = typer.Option(1.0, "--shift"),
     sampler: str = typer.Option("euler", "--sampler"),
@@ -137,7 +138,7 @@ def sweep_cmd(
     den = _load(model)
     try:
         sweep(den, task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-              after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model)
+              after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model, matched=matched)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
     from pathlib import Path
