@@ -251,8 +251,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
         tm = token_analyse([r["tokens"] for r in ok], [r["labels"] for r in ok], token_steps, depth)
         write_json(run_.root / "token_maps.json", tm)
         token_plot(run_, tm)
-        summary["token_maps"] = {k: tm[k] for k in ("perception_layer", "perception_depth", "reasoning_peak_layer", "reasoning_peak_depth",
-                                                    "reasoning_peak_accuracy", "reasoning_input_accuracy", "claim") if k in tm}
+        summary["token_maps"] = {k: tm[k] for k in ("perception_layer", "perception_depth", "reasoning_layer", "reasoning_depth",
+                                                    "reasoning_steps", "reasoning_peak_accuracy", "reasoning_input_accuracy", "claim") if k in tm}
         text.append(f"token maps: {tm['claim']}")
     _plots(run_, maps, energy, cka, drops, rates, counts, n, step, window, patch, patch_window)
     return run_.finish(summary, "\n".join(text))

@@ -145,32 +145,41 @@ def analyse(tokens: Sequence[np.ndarray], labels: Sequence[np.ndarray], steps: S
     return out
 
 
-def _depth(layer: int, depth: int) -> float:
-    """Normalised depth of a store layer: 0 for the input, (l + 1) / depth after block l."""
-    return layer / depth
+def verdict(res: dict[str, Any], depth: int, *, blind: float = 0.6) -> dict[str, Any]:
+    """Where perception and reasoning become readable, and whether that is "early layers perceive, middle layers reason".
 
-
-def verdict(res: dict[str, Any], depth: int) -> dict[str, Any]:
-    """Where perception and reasoning become readable, and whether that is "early perceive, middle reason"."""
+    Reasoning is judged only at steps whose input does not already show the answer (input accuracy <= `blind`: late
+    steps' x_t carries the drawn path, readable without any computation). Its layer is where the accuracy, averaged
+    over those steps, first covers half of its rise from the input to its maximum; the perception layer is where the
+    scene's accuracy first reaches 95% of its maximum. Depth: 0 for the input, (l + 1) / depth after block l.
+    """
     with warnings.catch_warnings():  # a probe without both classes is all NaN: handled below
         warnings.simplefilter("ignore", RuntimeWarning)
         perc = np.nanmean(np.array(res["perception"]["accuracy"], dtype=float), axis=0)  # (L+1,) mean over steps
-        reas = np.nanmean(np.array(res["reasoning"]["accuracy"], dtype=float), axis=0)
-    if not np.isfinite(reas).any() or not np.isfinite(perc).any():
+        reas_all = np.array(res["reasoning"]["accuracy"], dtype=float)  # (S', L+1)
+    if not np.isfinite(reas_all).any() or not np.isfinite(perc).any():
         return {"claim": "not measurable on this model: a probe lacks one of its classes in the samples"}
+    blind_steps = [i for i in range(len(reas_all)) if np.isfinite(reas_all[i, 0]) and reas_all[i, 0] <= blind]
     p_layer = int(np.nonzero(perc >= 0.95 * np.nanmax(perc))[0][0])
-    r_layer = int(np.nanargmax(reas))
-    p_d, r_d = _depth(p_layer, depth), _depth(r_layer, depth)
-    out = {"perception_layer": res["layers"][p_layer], "perception_depth": p_d, "reasoning_peak_layer": res["layers"][r_layer],
-           "reasoning_peak_depth": r_d, "reasoning_peak_accuracy": float(reas[r_layer]), "reasoning_input_accuracy": float(reas[0])}
-    if np.nanmax(reas) <= 0.6:
-        claim = "not measurable on this model: no layer's tokens tell the action blocks from background (accuracy <= 0.6)"
+    out: dict[str, Any] = {"perception_layer": res["layers"][p_layer], "perception_depth": p_layer / depth,
+                           "reasoning_steps": [res["steps"][i] for i in blind_steps]}
+    if not blind_steps:
+        out["claim"] = f"not measurable on this model: at every captured step the input already shows the answer (accuracy > {blind})"
+        return out
+    reas = reas_all[blind_steps].mean(0)
+    rise = reas[0] + 0.5 * (np.nanmax(reas) - reas[0])
+    r_layer = int(np.nonzero(reas >= rise)[0][0])
+    p_d, r_d = p_layer / depth, r_layer / depth
+    out.update({"reasoning_layer": res["layers"][r_layer], "reasoning_depth": r_d, "reasoning_curve": reas.tolist(),
+                "reasoning_peak_accuracy": float(np.nanmax(reas)), "reasoning_input_accuracy": float(reas[0])})
+    if np.nanmax(reas) <= blind:
+        claim = f"not measurable on this model: no layer's tokens tell the action blocks from background (accuracy <= {blind})"
     elif r_d < p_d:
         claim = "reversed: the action is readable before the scene"
     elif p_d <= 1 / 3 and 1 / 3 < r_d <= 2 / 3:
-        claim = "reproduced: the scene is readable in the first third of the layers, the action peaks in the middle third"
+        claim = "reproduced: the scene is readable in the first third of the layers, the action becomes readable in the middle third"
     else:
-        claim = (f"not reproduced: the scene is readable from depth {p_d:.2f}, the action peaks at depth {r_d:.2f} "
+        claim = (f"not reproduced: the scene is readable from depth {p_d:.2f}, the action becomes readable at depth {r_d:.2f} "
                  "(reproduction needs <= 1/3 and in (1/3, 2/3])")
     out["claim"] = claim
     return out
