@@ -160,3 +160,15 @@ def test_analyse_is_pure_over_saved_steps():
     a = analyse("maze", insts, steps)
     assert a["self_correction"]["always"] == 3 and a["pruning"]["count"] == 0 and a["correction"]["count"] == 0
     assert a["perception"]["action_minus_scene"] == 0.0
+
+
+def test_cli_behaviour_on_a_task_the_shipped_model_does_not_know(tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    r = CliRunner().invoke(app, ["probe", "behaviour", "--model", "maze", "--task", "shuttle", "--size", "7", "--n", "2",
+                                 "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "not measurable on this model" in r.output
+    assert json.loads((tmp_path / "summary.json").read_text())["memory"]["verdict"].startswith("not measurable on this model")
