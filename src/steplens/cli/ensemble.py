@@ -108,6 +108,7 @@ def sweep_cmd(
     norm_correct: bool = typer.Option(True, "--norm-correct/--no-norm-correct", help="Also sweep mean_xt with norm correction."),
     after: str = typer.Option("single", "--after", help="single (default: same answer as all with select=first, less compute) or all."),
     select: str = typer.Option("first", "--select"),
+    matched: bool = typer.Option(True, "--matched/--no-matched", help="Also run one seed with each setting's NFE (more steps), as a control."),
     steps: int | None = STEPS,
     shift: float | None = SHIFT,
     sampler: str = SAMPLER,
@@ -130,6 +131,7 @@ def sweep_cmd(
     for m in sweep_methods(k_list, wins, rule_list, ncs, after=after, select=select):
         m.ens.check(sampling.steps)
     sweep(load(model, device=device), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-          after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model, device=device)
+          after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model, device=device,
+          matched=matched)
     typer.echo((Path(out) / "summary.txt").read_text())
     typer.echo((Path(out) / "sweep.md").read_text())

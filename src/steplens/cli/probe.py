@@ -107,17 +107,29 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
            steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(6),
            step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps START:END over which blocks are skipped (default: all)."),
+           patch: str = typer.Option("resid", "--patch", help="resid: replace block L's output (all tokens), the paper's protocol; "
+                                                             "writes: replace only what block L adds (attention and MLP outputs)."),
+           patch_window: str = typer.Option("", "--patch-window", help="Steps START:END during which layers are patched "
+                                                                       "(default: 0:steps/2)."),
+           skip: bool = typer.Option(True, "--skip/--no-skip", help="Also skip each block and measure the solve-rate drop."),
+           token_maps: bool = typer.Option(True, "--token-maps/--no-token-maps", help="Linear probes of what each layer's tokens encode."),
            prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
            px: int | None = PX, frames: int | None = FRAMES) -> None:
-    """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
+    """Layer specialisation: norm/PCA maps, token-map probes, energy, layer CKA, block skipping, activation patching."""
     from ..probes.layers import run_layers
 
     w = parse_window(window) if window else None
+    pw = parse_window(patch_window, "--patch-window") if patch_window else None
     n_steps = model_sampling(model, steps, shift)[0]
-    if w is not None and w[1] > n_steps:
-        raise typer.BadParameter(f"--window {window} ends after the {n_steps} sampling steps")
-    _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+    for option, text, win in (("--window", window, w), ("--patch-window", patch_window, pw)):
+        if win is not None and win[1] > n_steps:
+            raise typer.BadParameter(f"{option} {text} ends after the {n_steps} sampling steps")
+
+    def body(den: Any, cfg: Any, **kw: Any) -> dict[str, Any]:
+        return run_layers(den, cfg, out, step=None if step < 0 else step, window=w, patch_window=pw, patch=patch, skip=skip,
+                          token_maps=token_maps, **kw)
+
+    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
 
 
 @probe_app.command("behaviour")
