@@ -38,8 +38,11 @@ steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --out "$out/pr
 steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail -3
 steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
-steplens probe layers --size "$size" --n 16 --window 0:5 --out "$out/probe_layers_w0_5" | tail -6
-steplens probe layers --size "$size" --n 16 --window 10:20 --out "$out/probe_layers_w10_20" | tail -6
+steplens probe layers --size "$size" --n 16 --window 0:5 --no-token-maps --out "$out/probe_layers_w0_5" | tail -6
+steplens probe layers --size "$size" --n 16 --window 10:20 --no-token-maps --out "$out/probe_layers_w10_20" | tail -6
+log "activation patching: the residual stream at every step (the paper's protocol), and only what each block writes"
+steplens probe layers --size "$size" --n 16 --patch resid --patch-window 0:20 --no-skip --no-token-maps --out "$out/probe_layers_resid_all" | tail -3
+steplens probe layers --size "$size" --n 16 --patch writes --no-skip --no-token-maps --out "$out/probe_layers_writes" | tail -3
 steplens probe behaviour --size "$size" --n 100 --batch 50 --out "$out/probe_behaviour" | tail -6
 log "Chain-of-Steps one size up, where the model struggles more"
 steplens probe cos --size "$((size + 1))" --n 100 --batch 50 --out "$out/probe_cos_harder" | tail -8
@@ -48,6 +51,8 @@ log "ensemble: 500 instances, K=3 mean_xt window 0:2 vs single"
 steplens ensemble run --size "$size" --k 3 --window 0:2 --rule mean_xt --after single --n 500 --seed 50000 --no-baselines --out "$out/ens_main" | tail -6
 log "ensemble vs compute-matched baselines, 200 instances"
 steplens ensemble run --size "$size" --k 3 --window 0:2 --rule mean_xt --after single --n 200 --seed 60000 --out "$out/ens_baselines" | tail -10
+log "mean_x0_renoise (keeps K distinct trajectories) vs single_cold and a same-NFE single seed, 200 instances"
+steplens ensemble run --size "$size" --k 3 --window 0:2 --rule mean_x0_renoise --after single --n 200 --seed 60000 --out "$out/ens_renoise" | tail -12
 log "sweep over K (window 0:2, mean_xt), 100 instances"
 steplens ensemble sweep --size "$size" --n 100 --seed 70000 --ks 2,3,4,8 --windows 0:2 --rules mean_xt --out "$out/ens_sweep_k" | tail -12
 log "sweep over windows and rules (K=3), 100 instances"

@@ -24,7 +24,7 @@ from steplens.search.scores import decided, palette_margin
 from steplens.tasks import PALETTE, get_task
 from steplens.tasks.maze import solution_mask
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 MAZE = get_task("maze")
 
 
@@ -235,7 +235,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 # -- the CLI --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from steplens.models.dit import export_random_tiny
+    from steplens.models.serialize import export_random_tiny
 
     return export_random_tiny(tmp_path_factory.mktemp("m") / "tiny", scale=0.05)
 

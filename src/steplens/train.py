@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError, atomic_write_bytes, from_dict, to_dict, write_json
 from .models.dit import PRESETS, BlockCodec, DiTConfig, VideoDiT
+from .models.serialize import export
 from .tasks import get_task
 
 TRAIN_SEED_BASE = 2**31  # training instances use seeds >= 2**31; evaluation seeds lie below
@@ -155,7 +154,7 @@ def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
 def _init_weights(cfg: TrainConfig, device: str) -> dict[str, dict[str, torch.Tensor]]:
     """Model and EMA weights to start from: a checkpoint.pt, or an exported model (both from its EMA)."""
     if cfg.init.endswith(".pt"):
-        return torch.load(cfg.init, map_location=device, weights_only=False)
+        return read_checkpoint(cfg.init, device)
     from .models.registry import load
 
     den = load(cfg.init, device=device)  # checks the export's sha256 and config
@@ -179,8 +178,29 @@ def save_checkpoint(path: Path, cfg: TrainConfig, st: TrainState) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+class CheckpointError(ConfigError):
+    """A training checkpoint that is missing, corrupt or of another kind."""
+
+
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """A checkpoint.pt's contents, read safely (tensors, dicts, lists and numbers only: no pickled code).
+
+    Raises CheckpointError naming the file when it is missing, unreadable or not a training checkpoint.
+    """
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    missing = [k for k in ("config", "model", "ema", "opt", "step", "elapsed", "log") if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: not a steplens training checkpoint (no {', '.join(missing)})")
+    return ck
+
+
 def load_checkpoint(path: Path, cfg: TrainConfig, device: str = "cpu") -> TrainState:
-    ck = torch.load(path, map_location=device, weights_only=False)
+    ck = read_checkpoint(path, device)
     saved = from_dict(TrainConfig, ck["config"])
     if _identity(saved) != _identity(cfg):
         raise ConfigError(f"{path} was written by a different training config; use another --out or the same arguments.\n"
@@ -258,36 +278,20 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
     write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps,
                                       "final_loss": st.log[-1]["loss"] if st.log else None, "log": st.log})
     if st.step >= cfg.steps or cfg.minutes:
-        export(st.ema, cfg, out / "model")
+        export_model(st.ema, cfg, out / "model")
     return st
-
-
-def export(model: VideoDiT, cfg: TrainConfig, prefix: Path) -> Path:
-    """Write `prefix.safetensors` (EMA weights) and `prefix.json` (configs + sha256) for `steplens.load`."""
-    from safetensors.torch import save
-
-    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    weights = prefix.with_suffix(".safetensors")
-    atomic_write_bytes(weights, blob)
-    meta = {"format": "steplens-reference-v1", "model": to_dict(model.cfg), "data": {"n_frames": cfg.n_frames, "sizes": list(cfg.sizes),
-            "task_sizes": {t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)}},
-            "train": to_dict(cfg), "sha256": hashlib.sha256(blob).hexdigest()}
-    write_json(prefix.with_suffix(".json"), meta)
-    return weights
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def export_checkpoint(ckpt: str | Path, prefix: str | Path) -> Path:
     """Export a training checkpoint's EMA weights as a loadable model (`prefix`.safetensors + .json)."""
-    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(ckpt)
     cfg = from_dict(TrainConfig, ck["config"])
     model = VideoDiT(cfg.model_config())
     model.load_state_dict(ck["ema"])
-    path = export(model, cfg, Path(prefix))
-    meta = read_json(Path(prefix).with_suffix(".json"))
-    meta["trained_steps"], meta["train_elapsed_s"] = ck["step"], round(ck["elapsed"], 1)
-    write_json(Path(prefix).with_suffix(".json"), meta)
-    return path
+    return export_model(model, cfg, prefix, trained_steps=ck["step"], train_elapsed_s=round(ck["elapsed"], 1))
+
+
+def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, **extra: Any) -> Path:
+    """`steplens.models.serialize.export` with this training config's data and settings recorded."""
+    return export(model, prefix, n_frames=cfg.n_frames, sizes=cfg.sizes, train=to_dict(cfg),
+                  task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)} if cfg.task_sizes else None, **extra)

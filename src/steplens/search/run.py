@@ -1,3 +1,4 @@
+# long module: sampling, the run folder, the comparison and the sweep share one record format and one folder; split, each would re-read the others.
 """Running test-time search on task instances: shared K-seed trajectories per instance, comparisons, sweeps, reports.
 
 One shard = one instance (so a sample's bits never depend on which other instances were batched
@@ -87,6 +88,7 @@ class SearchShard:
     k: int
     sampling: SamplingConfig
     precision: str = "fp32"
+    device: str = "auto"
 
 
 def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: int, sampling: SamplingConfig,
@@ -119,7 +121,7 @@ def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: 
 def search_shard(shard: SearchShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
     from ..distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model)
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
     return [sample_trajectories(den, shard.task, shard.size, shard.seed, shard.k, shard.sampling, shard.precision)]
 
 
@@ -135,8 +137,11 @@ def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, s
 
 def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, k: int, *,
             precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None, model: str | None = None,
-            progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
-    """Sample (or resume) the K-seed trajectories of n held-out instances into run folder `out`; returns (ProbeRun, records)."""
+            device: str = "auto", progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
+    """Sample (or resume) the K-seed trajectories of n held-out instances into run folder `out`; returns (ProbeRun, records).
+
+    Ray workers load `model` on `device` ("auto": CUDA where the worker has one).
+    """
     from rich.progress import Progress
 
     from ..distributed import map_shards
@@ -151,7 +156,7 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
     prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k, precision))
     folder = prun.folder
     seeds = held_out_seeds(seed, n)
-    todo = [SearchShard(str(spec), task, size, s, k, sampling, precision) for s in seeds if not folder.done(sample_key(task, size, s))]
+    todo = [SearchShard(str(spec), task, size, s, k, sampling, precision, device) for s in seeds if not folder.done(sample_key(task, size, s))]
     (prun.root / "plans").mkdir(exist_ok=True)
     with Progress(disable=not progress) as bar:
         tid = bar.add_task(f"search {task} {size}x{size}, {k} seeds", total=len(seeds), completed=len(seeds) - len(todo))
@@ -192,12 +197,6 @@ def evaluate_methods(records: Sequence[InstanceRecord], methods: Sequence[Search
     return {m.name: [select(m, r, sampling) for r in records] for m in methods}
 
 
-def _wilson(k: int, n: int) -> list[float]:
-    """Wilson 95% interval, made to contain the rate itself (it can miss 0 or 1 by a rounding error)."""
-    lo, hi = wilson(k, n)
-    return [min(lo, k / n), max(hi, k / n)] if n else [lo, hi]
-
-
 def _is_baseline(m: SearchMethod) -> bool:
     return m.kind != "early_screen" and not m.uses_ground_truth
 
@@ -216,7 +215,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[Search
         rs = results[m.name]
         k = sum(bool(r["success"]) for r in rs)
         row: dict[str, Any] = {"name": m.name, "kind": m.kind, "k": m.k, "s": m.s, "m": m.m, "score": m.score or None, "final": m.final,
-                               "nfe": nfes[m.name], "n": len(rs), "solved": k, "solve_rate": rates[m.name], "ci95": _wilson(k, len(rs)),
+                               "nfe": nfes[m.name], "n": len(rs), "solved": k, "solve_rate": rates[m.name], "ci95": list(wilson(k, len(rs))),
                                "uses_ground_truth": m.uses_ground_truth, "uses_task_rules": m.uses_task_rules}
         if "single" in results and m.name != "single" and rs:
             row["diff_vs_single"] = list(bootstrap_diff(wins("single"), wins(m.name)))
@@ -262,7 +261,7 @@ def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingC
 
 def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *, budget: float = 4.0,
                k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
-               model: str | None = None, progress: bool = True, methods: Sequence[SearchMethod] | None = None) -> dict[str, Any]:
+               model: str | None = None, device: str = "auto", progress: bool = True, methods: Sequence[SearchMethod] | None = None) -> dict[str, Any]:
     """Compare the test-time methods at `budget` single runs of compute on n held-out instances (resumable; Ray with ray_address).
 
     Writes summary.json (per method: name, nfe, solve_rate, ci95, diff_vs_single, diff_vs_best_baseline, uses_ground_truth,
@@ -272,7 +271,8 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     for m in methods:
         m.check(sampling, k)
     prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
-                            num_workers=num_workers, model=model, progress=progress)
+                            num_workers=num_workers, model=model, device=device,
+                            progress=progress)
     results = evaluate_methods(records, methods, sampling)
     per = summarize(results, methods, sampling)
     prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
@@ -367,13 +367,14 @@ def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod]
 def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
               budgets: Sequence[float] = (1, 2, 4, 8), ks: Sequence[int] = (4, 8, 12), ss: Sequence[int] = (1, 2, 3, 4, 6, 8),
               k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
-              model: str | None = None, progress: bool = True) -> dict[str, Any]:
+              model: str | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Sweep K, s and m over budgets on one set of K-seed trajectories; writes sweep.json, sweep.md, curve.png, summary.json."""
     from ..probes.common import plt
 
     methods = sweep_grid(budgets, ks, ss, sampling, task, k)
     prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
-                            num_workers=num_workers, model=model, progress=progress)
+                            num_workers=num_workers, model=model, device=device,
+                            progress=progress)
     per = summarize(evaluate_methods(records, methods, sampling), methods, sampling)
     curves = curve_points(per, methods, budgets, k, screen_step, sampling)
     unit = method_nfe(SearchMethod("single", "single"), sampling)
