@@ -68,8 +68,10 @@ def demo_summary() -> dict:
     return {
         "cos": {"n": 40, "solve_rate": 0.8, "solve_rate_ci95": [0.65, 0.9], "off_solution_mass_early_minus_late": 0.02,
                 "off_solution_mass_early_minus_late_ci95": [0.01, 0.03], "commit_step": {"median": 0.0, "q90": 9.0}},
-        "behaviour": {"n": 40, "corrected_rate": 0.2, "corrected_rate_ci95": [0.1, 0.35], "path_minus_scene_steps": -1.4,
-                      "path_minus_scene_steps_ci95": [-1.9, -1.0], "markers_kept_all_steps": 1.0, "final_solve_rate": 0.8},
+        "behaviour": {"n": 40, "correction": {"rate": 0.2, "ci95": [0.1, 0.35]}, "pruning": {"rate": 0.1, "ci95": [0.04, 0.23]},
+                      "perception": {"action_minus_scene": -1.4, "action_minus_scene_ci95": [-1.9, -1.0]},
+                      "memory": {"verdict": "copying: the markers are in the conditioning", "markers_kept_all_steps": 1.0},
+                      "markers_kept_all_steps": 1.0, "final_solve_rate": 0.8},
         "perturb": {"n": 12, "mode": "replace", "clean_solve_rate": 0.917, "worst_step": {"index": 10, "mean": 0.0, "lo": 0.0, "hi": 0.0},
                     "worst_frame_before_answer": {"index": 2, "mean": 0.917, "lo": 0.753, "hi": 1.08},
                     "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0]},

@@ -166,6 +166,10 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     if layers.get("most_important_layers"):
         top = layers["most_important_layers"][0]
         d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)]}
+    per_layer = layers.get("patching", {}).get("per_layer", {})
+    if per_layer:
+        top = max(per_layer, key=lambda l: per_layer[l]["flip"]["rate"])
+        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"]}
     results = out / "ensemble" / "results.jsonl"
     if results.is_file():
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]

@@ -234,34 +234,42 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
         claim="Patching one layer's tokens from another scene flips the outcome to that scene's from a middle layer on.",
-        value=None, ci95=None, n=None,
-        measure="flip rate per patched layer", figure="layers/layers_summary.png",
-        extras=(("first layer whose patch follows the donor", "layers/patch_flip_layer", "block"),),
-        note="Today's layers probe patches each layer's writes and reports only the first layer where the donor's path "
-             "wins; per-layer flip rates with CIs come with residual-stream patching."),
+        value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="layers/n",
+        measure="largest per-layer rate of answers that follow the donor puzzle when block L's output (resid_post, all "
+                "tokens) is taken from the donor run (Wilson CI)",
+        unit="%", min_effect=0.1, figure="layers/layers_summary.png",
+        extras=(("layer of that rate", "derived/patch_flip_max/layer", "block"),
+                ("flip layer (a kept layer before a flipping one)", "layers/patch_flip_layer", "block"),),
+        note="A model whose puzzle enters only at the input carries it in the whole stream: patching any block's output "
+             "then flips or breaks the answer at every depth, and no flip layer exists."),
     FindingSpec(
         id="working_memory", title="Working memory", stage="behaviour",
         claim="An object seen early (a start point, an occluded object) is kept and reused at later steps.",
-        value=None, ci95=None, n=None, applicable="behaviour/memory/verdict",
-        measure="objects recalled after they leave the view", figure="behaviour/behaviour_per_step.png",
-        extras=(("start and goal markers kept at every step", "behaviour/markers_kept_all_steps", "%"),),
+        value="behaviour/memory/memory/rate", ci95="behaviour/memory/memory/ci95", n="behaviour/n",
+        applicable="behaviour/memory/verdict",
+        measure="objects back where they belong after being away from the view (Wilson CI)", unit="%",
+        figure="behaviour/behaviour_per_step.png",
+        extras=(("start and goal markers kept at every step", "behaviour/memory/markers_kept_all_steps", "%"),),
         note="The maze model sees the first frame, markers included, concatenated to every frame: keeping the markers "
              "is copying, not memory."),
     FindingSpec(
         id="self_correction", title="Self-correction", stage="behaviour",
         claim="A wrong intermediate answer is revised into the right one at later steps.",
-        value="behaviour/corrected_rate", ci95="behaviour/corrected_rate_ci95", n="behaviour/n",
-        measure="samples wrong at some step and right at the end (Wilson CI)", unit="%", min_effect=0.02,
+        value="behaviour/correction/rate", ci95="behaviour/correction/ci95", n="behaviour/n",
+        measure="samples that held one committed wrong answer and end right (Wilson CI); pruning of superimposed "
+                "candidates is counted apart", unit="%", min_effect=0.02,
         figure="behaviour/behaviour_per_step.png",
-        extras=(("samples that lose a right answer", "behaviour/lost_rate", "%"),)),
+        extras=(("pruning (candidates superimposed, one kept)", "behaviour/pruning/rate", "%"),
+                ("samples that lose a right answer", "behaviour/lost_rate", "%"))),
     FindingSpec(
         id="perception_before_action", title="Perception before action", stage="behaviour",
         claim="Early steps settle what the objects are; later steps settle what they do.",
-        value="behaviour/path_minus_scene_steps", ci95="behaviour/path_minus_scene_steps_ci95", n="behaviour/n",
-        measure="step at which the path commits minus step at which the scene settles (paired bootstrap)",
+        value="behaviour/perception/action_minus_scene", ci95="behaviour/perception/action_minus_scene_ci95", n="behaviour/n",
+        measure="step at which the action blocks (from the ground truth) settle minus step at which the scene blocks "
+                "(from the task) settle (paired bootstrap)",
         unit="steps", min_effect=0.5, figure="behaviour/perception_vs_action.png",
-        extras=(("scene settles, mean", "behaviour/scene_settle_step_mean", "step"),
-                ("path commits, mean", "behaviour/path_commit_step_mean", "step"))),
+        extras=(("scene settles, mean", "behaviour/perception/scene_settle_step_mean", "step"),
+                ("action settles, mean", "behaviour/perception/action_settle_step_mean", "step"))),
     FindingSpec(
         id="ensemble", title="Ensemble at equal compute", stage="ensemble",
         claim="Averaging three seeds' latents over the first steps solves more puzzles than one seed at about the same compute.",

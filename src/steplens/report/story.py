@@ -72,7 +72,7 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("lose a right answer", "lost_rate", "%", ci="lost_rate_ci95"),
         Label("start and goal markers kept at every step", "markers_kept_all_steps", "%", n="n"),
         Label("scene settles, mean step", "scene_settle_step_mean", "step"),
-        Label("path commits, mean step", "path_commit_step_mean", "step"),
+        Label("action settles, mean step", "action_settle_step_mean", "step"),
         Label("path minus scene (paired bootstrap)", "path_minus_scene_steps", "steps", ci="path_minus_scene_steps_ci95"),
         Label("samples whose scene settles first", "perception_first_fraction", "%", n="n"),
     ),
@@ -97,7 +97,7 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("solve rate, no intervention", "clean_solve_rate", "%", n="n"),
         Label("most important blocks (largest drop first)", "most_important_layers", "blocks"),
         Label("solve-rate drop, block {} skipped", "skip_drop/*/drop", "points", ci="skip_drop/*/ci95"),
-        Label("first block whose patched writes follow the donor's answer", "patch_flip_layer", "block"),
+        Label("first block whose patch follows the donor's answer (a kept block before it)", "patch_flip_layer", "block"),
     ),
     "ensemble-compare": (
         Label("instances", "n"),
