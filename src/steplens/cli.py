@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .cli_common import RunByDefault
+from .cli_common import RunByDefault, precision_option, record_precision, resolve_precision
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="steplens: see how video diffusion models reason along denoising steps.")
 
@@ -156,7 +156,7 @@ def train(
     init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights) or an exported model (a path or shipped name)."),
     stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
     device: str = typer.Option("cpu", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
+    precision: str = precision_option(),
 ) -> None:
     """Train the reference video DiT with flow matching; re-running the same command resumes."""
     from .config import ConfigError
@@ -197,6 +197,7 @@ def evaluate(
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001'). Needs steplens[ray]."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
+    precision: str = precision_option(),
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable)."""
     import json
@@ -206,9 +207,11 @@ def evaluate(
     from .runner import SamplingConfig
 
     try:
-        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
+        choice = resolve_precision(precision)
+        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value,
                          sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
-        summary = run_eval(None if ray else load(model), cfg, out, ray_address=ray, num_workers=workers)
+        summary = run_eval(None if ray else load(model).to_precision(choice.precision), cfg, out, ray_address=ray, num_workers=workers)
+        record_precision(out, choice)
     except Exception as e:  # noqa: BLE001 - the CLI reports every failure as one clear line
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -239,6 +242,7 @@ def trace_run(
     window: str = typer.Option("0:2", "--window", help="With --k > 1: merge during steps START:END."),
     rule: str = typer.Option("mean_xt", "--rule", help="With --k > 1: mean_xt | mean_v | mean_x0_renoise."),
     after: str = typer.Option("single", "--after", help="With --k > 1: all (continue K, keep the first) or single."),
+    precision: str = precision_option(),
 ) -> None:
     """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
     from .models.registry import load
@@ -247,7 +251,9 @@ def trace_run(
     from .trace import CapturePlan, describe, record
 
     try:
-        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps))
+        choice = resolve_precision(precision)
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps),
+                          precision=choice.precision.value)
         ens = None
         if k > 1:
             from .ensemble import EnsembleConfig
@@ -255,14 +261,14 @@ def trace_run(
             a, b = window.split(":") if ":" in window else (window, "")
             ens = EnsembleConfig(k=k, window=(int(a), int(b)), rule=rule, after=after)
             ens.check(steps)
-        den = load(model)
+        den = load(model).to_precision(choice.precision)
         plan = CapturePlan.parse(capture, budget_mb)
         (batch, noise), = batches(den, cfg)
         if ens is not None:  # the K noises of `steplens ensemble` for the same instances
             noise = [noise_seed(s, j) for s in cfg.seeds() for j in range(k)]
         tr = record(den, batch, noise, cfg.sampling, plan, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
                     config={"model": model, "task": task, "size": size, "n": n, "seed": seed, "steps": steps, "capture": capture,
-                            "seeds": cfg.seeds()}, ensemble=ens)
+                            "seeds": cfg.seeds(), "precision": choice.to_dict()}, ensemble=ens)
         tr.save(out)
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
@@ -286,14 +292,16 @@ def trace_show(path: str = typer.Argument(..., help="A trace folder.")) -> None:
 @app.command()
 def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
          model: str = typer.Option("maze", "--model"), quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests)."),
-         no_report: bool = typer.Option(False, "--no-report")) -> None:
+         no_report: bool = typer.Option(False, "--no-report"), precision: str = precision_option()) -> None:
     """Run every analysis on the shipped reference model and write an HTML report (a few minutes on a CPU)."""
     import json
 
     from .demo import DemoConfig, run_demo
 
     try:
-        summary = run_demo(out, DemoConfig.make(model=model, quick=quick), report=not no_report)
+        choice = resolve_precision(precision)
+        summary = run_demo(out, DemoConfig.make(model=model, quick=quick, precision=choice.precision.value), report=not no_report)
+        record_precision(out, choice)
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .cli_common import RunByDefault
+from .cli_common import RunByDefault, precision_option, record_precision, resolve_precision
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -41,11 +41,13 @@ def _sampling(sampler: str, steps: int, shift: float) -> Any:
         raise _fail(str(e)) from None
 
 
-def _load(model: str) -> Any:
+def _load(model: str, precision: str) -> tuple[Any, Any]:
+    """The model in the resolved precision, and the choice (printed; recorded after the run)."""
     from .models.registry import load
 
     try:
-        return load(model)
+        choice = resolve_precision(precision)
+        return load(model).to_precision(choice.precision), choice
     except Exception as e:  # noqa: BLE001 - one clear line, exit 2
         raise _fail(f"{type(e).__name__}: {e}") from None
 
@@ -72,6 +74,7 @@ def run_cmd(
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
+    precision: str = precision_option(),
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary."""
     from .config import ConfigError
@@ -84,12 +87,13 @@ def run_cmd(
         methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
     except ConfigError as e:
         raise _fail(str(e)) from None
-    den = _load(model)
+    den, choice = _load(model, precision)
     try:
         summary = compare(den, task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
                           num_workers=workers, model=model)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
+    record_precision(out, choice)
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -114,6 +118,7 @@ def sweep_cmd(
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
                                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001')."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs)."),
+    precision: str = precision_option(),
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from .config import ConfigError
@@ -134,12 +139,13 @@ def sweep_cmd(
             m.ens.check(steps)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    den = _load(model)
+    den, choice = _load(model, precision)
     try:
         sweep(den, task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
               after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model)
     except Exception as e:  # noqa: BLE001
         raise _fail(f"{type(e).__name__}: {e}") from None
+    record_precision(out, choice)
     from pathlib import Path
 
     typer.echo((Path(out) / "summary.txt").read_text())

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from .cli_common import precision_option, record_precision, resolve_precision
+
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
 _COMMON = {
@@ -24,12 +26,13 @@ _COMMON = {
     "ray": typer.Option(None, "--ray", metavar="ADDRESS",
                         help="Shard the samples over Ray workers: 'local' starts a local cluster, else a cluster address. Needs steplens[ray]."),
     "workers": typer.Option(None, "--workers", min=1, help="With --ray: most batches in flight (default: the cluster's GPUs, else CPUs)."),
+    "precision": precision_option(),
 }
 
 
 def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
          steps: int, shift: float, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
-         ray: str | None = None, workers: int | None = None) -> None:
+         ray: str | None = None, workers: int | None = None, precision: str = "auto") -> None:
     """Load the model, build the probe config and run `body(den, cfg, ray_address=..., num_workers=...)`; errors exit 2.
 
     Every probe folder is resumable: re-running the command skips the batches it already holds."""
@@ -38,13 +41,14 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
     from .runner import SamplingConfig
 
     try:
-        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
+        choice = resolve_precision(precision)
+        cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value,
                           sampling=SamplingConfig(sampler=sampler, steps=steps, shift=shift))
         if prompt_embeds and not model.startswith("wan:"):
             raise ValueError("--prompt-embeds applies to text-conditioned wan: models only")
         if prompt_embeds and ray:
             raise ValueError("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
-        den = load(model, **({"text_encoder": False} if prompt_embeds else {}))
+        den = load(model, **({"text_encoder": False} if prompt_embeds else {})).to_precision(choice.precision)
         if prompt_embeds:
             from .cli_wan import load_prompt_embeds
             from .tasks import get_task
@@ -52,6 +56,7 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
             t = get_task(task)
             den.prompt_embeds, den.negative_prompt_embeds = load_prompt_embeds(prompt_embeds)(t.prompt(t.generate(seed, size)))
         summary = body(den, cfg, ray_address=ray, num_workers=workers)
+        record_precision(out, choice)
     except Exception as e:  # noqa: BLE001 - one clear line, non-zero exit
         typer.echo(f"error: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
@@ -65,13 +70,13 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
 def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
         batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
-        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], sampler: str = typer.Option("euler", "--sampler"),
+        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], precision: str = _COMMON["precision"], sampler: str = typer.Option("euler", "--sampler"),
         views: int = typer.Option(4, "--views", help="Samples to draw as strips and GIFs.")) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from .probes.cos import run_cos
 
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
-         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, precision)
 
 
 _MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
@@ -87,21 +92,21 @@ def _check_mode(mode: str) -> None:
 def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
             n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
             batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"],
-            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
+            ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], precision: str = _COMMON["precision"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
             mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
 
     _check_mode(mode)
     _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, precision)
 
 
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
         n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
         batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
-        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
+        ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], precision: str = _COMMON["precision"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
     """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
@@ -110,7 +115,7 @@ def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
     _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, precision)
 
 
 @probe_app.command("layers")
@@ -119,25 +124,25 @@ def layers(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"],
            batch: int = typer.Option(6, "--batch"), step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps a:b over which blocks are skipped (default: all)."),
            prompt_embeds: str | None = _COMMON["prompt_embeds"],
-           ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
+           ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], precision: str = _COMMON["precision"]) -> None:
     """Layer specialisation: norm/PCA maps, energy, layer CKA, block skipping, activation patching."""
     from .probes.layers import run_layers
 
     w = tuple(int(v) for v in window.split(":")) if window else None
     _run(out, lambda den, cfg, **kw: run_layers(den, cfg, out, step=None if step < 0 else step, window=w, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, precision)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
               n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
               batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
-              ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"]) -> None:
+              ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], precision: str = _COMMON["precision"]) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from .probes.behaviour import run_behaviour
 
     _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, precision)
 
 
 def register(app: typer.Typer) -> None:

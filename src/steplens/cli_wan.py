@@ -9,6 +9,7 @@ run folder; videos to RUN/videos/<sample>.mp4, so `steplens score DATA --videos 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from .cli_common import precision_option, record_precision, resolve_precision
 from .config import ConfigError
 
 
@@ -40,6 +42,7 @@ class VbvrRunConfig:
     lora_low: str | None = None
     sampler: str = "euler"
     schedule: str = "diffusers-flow-match-euler"
+    precision: str = "fp32"  # the transformer's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -200,6 +203,7 @@ def register(app: typer.Typer) -> None:
         lora_high: str | None = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert."),
         lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
         device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
+        precision: str = precision_option(),
     ) -> None:
         """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 2 on errors."""
         import json
@@ -213,9 +217,12 @@ def register(app: typer.Typer) -> None:
                                 seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
                                 width=width, lora=lora, lora_high=lora_high, lora_low=lora_low)
             dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-            den = load_wan(model.removeprefix("wan:"), device=dev, lora=lora, lora_high=lora_high, lora_low=lora_low,
-                           text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
+            choice = resolve_precision(precision, dev)
+            cfg = dataclasses.replace(cfg, precision=choice.precision.value)
+            den = load_wan(model.removeprefix("wan:"), device=dev, dtype=choice.precision.dtype, lora=lora, lora_high=lora_high,
+                           lora_low=lora_low, text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
             summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
+            record_precision(out, choice)
         except Exception as e:  # noqa: BLE001 - one clear line, exit 2
             typer.echo(f"error: {type(e).__name__}: {e}", err=True)
             raise typer.Exit(2) from None

@@ -25,6 +25,7 @@ class DemoConfig:
     seed: int = 40_000
     ensemble_n: int = 24
     quick: bool = False
+    precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         if self.n < 2 or self.steps < 4:
@@ -45,9 +46,9 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    den = load(cfg.model)
+    den = load(cfg.model).to_precision(cfg.precision)
     sampling = SamplingConfig(steps=cfg.steps)
-    probe = ProbeConfig(model=cfg.model, size=cfg.size, n=cfg.n, seed=cfg.seed, sampling=sampling, batch=cfg.n)
+    probe = ProbeConfig(model=cfg.model, size=cfg.size, n=cfg.n, seed=cfg.seed, sampling=sampling, batch=cfg.n, precision=cfg.precision)
     timings: dict[str, float] = {}
     headline: dict[str, Any] = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
 

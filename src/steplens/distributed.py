@@ -36,11 +36,11 @@ Results = list[dict[str, Any]]
 OnResult = Callable[[int, Results], None]
 OnError = Callable[[int, BaseException], None]
 
-_MODELS: dict[tuple[str, str, str], Any] = {}  # (spec, device, sha256) -> denoiser, one per worker process
+_MODELS: dict[tuple[str, str, str, str], Any] = {}  # (spec, device, sha256, precision) -> denoiser, one per worker process
 
 
-def worker_model(spec: str, device: str | None = None) -> Any:
-    """The denoiser for `spec`, loaded once per process (on CUDA when there is one).
+def worker_model(spec: str, device: str | None = None, precision: str = "fp32") -> Any:
+    """The denoiser for `spec` in `precision` (fp32/bf16, as resolved by the driver), loaded once per process (on CUDA when there is one).
 
     Reference models are keyed by their weights' sha256 too, so a re-exported model is reloaded.
     """
@@ -49,9 +49,9 @@ def worker_model(spec: str, device: str | None = None) -> Any:
     from .models.registry import load, load_meta
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    key = (spec, device, "" if spec.startswith("wan:") else str(load_meta(spec)[0].get("sha256")))
+    key = (spec, device, "" if spec.startswith("wan:") else str(load_meta(spec)[0].get("sha256")), precision)
     if key not in _MODELS:
-        _MODELS[key] = load(spec, device=device)
+        _MODELS[key] = load(spec, device=device).to_precision(precision)
     return _MODELS[key]
 
 

@@ -408,13 +408,14 @@ class EnsembleShard:
     ens: EnsembleConfig
     noise_scale: float
     selects: tuple[tuple[str, str], ...]  # (method name, selection rule) of the methods sharing these trajectories
+    precision: str = "fp32"  # the driver's denoiser precision, applied by the worker too
 
 
 def ensemble_shard(shard: EnsembleShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
     """Sample one shard's trajectories once and return one result per (method, instance)."""
     from .distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model)
+    den = denoiser if denoiser is not None else worker_model(shard.model, precision=shard.precision)
     traj = run_trajectories(den, shard.task, shard.size, list(shard.seeds), shard.sampling, shard.ens, noise_scale=shard.noise_scale)
     return [{"method": name, **r} for name, sel in shard.selects for r in select_results(traj, sel)]
 
@@ -448,7 +449,7 @@ def _evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list
             chunk = [s for s in seeds[i : i + per_chunk] if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
             if chunk:
                 shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), lead.ens, lead.noise_scale,
-                                            tuple((m.name, m.ens.select) for m in group)))
+                                            tuple((m.name, m.ens.select) for m in group), _precision(denoiser)))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
     with Progress(disable=not progress) as bar:
@@ -508,7 +509,11 @@ def _table(summary: dict[str, dict[str, Any]], base: str) -> list[str]:
 def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig,
                 methods: Sequence[Method], **extra: Any) -> dict[str, Any]:
     return {"model": getattr(denoiser, "name", type(denoiser).__name__), "task": task, "size": size, "n": n, "seed": seed,
-            "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], **extra}
+            "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], "precision": _precision(denoiser), **extra}
+
+
+def _precision(denoiser: Any) -> str:
+    return str(getattr(denoiser, "precision", "fp32"))
 
 
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],

@@ -14,6 +14,7 @@ import torch
 
 from .config import ConfigError, to_dict, write_json
 from .distributed import map_shards, worker_model
+from .precision import Precision
 from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
 from .runs import RunFolder
 from .stats import mean_ci, wilson
@@ -30,9 +31,11 @@ class EvalConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch: int = 50
     save_frames: bool = True
+    precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         get_task(self.task)
+        Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")
 
@@ -72,6 +75,7 @@ class EvalShard:
     size: int
     seeds: tuple[int, ...]
     sampling: SamplingConfig
+    precision: str = "fp32"
 
 
 def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
@@ -79,7 +83,7 @@ def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, 
 
     `denoiser` defaults to the shard's model spec, loaded once per process (see `distributed`).
     """
-    den = denoiser if denoiser is not None else worker_model(shard.model)
+    den = denoiser if denoiser is not None else worker_model(shard.model, precision=shard.precision)
     run = lambda seeds: eval_seeds(den, shard.task, shard.size, seeds, shard.sampling)  # noqa: E731
     try:
         return run(shard.seeds)
@@ -119,6 +123,9 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     (`ray_address`, see `steplens.distributed.map_shards`). With Ray, or with `denoiser=None`, the
     model is loaded from `cfg.model` where the work runs (a given `denoiser` is never shipped).
     """
+    if denoiser is not None and getattr(denoiser, "precision", "fp32") != cfg.precision:
+        raise ConfigError(f"the model runs in {getattr(denoiser, 'precision', 'fp32')} but the config says {cfg.precision}: "
+                          "apply the same precision to both (den.to_precision(cfg.precision))")
     run = RunFolder(out, "evaluate", to_dict(cfg))
     seeds = held_out_seeds(cfg.seed, cfg.n)
     ids = [sample_id(cfg.task, cfg.size, s) for s in seeds]
@@ -126,7 +133,7 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     for start in range(0, cfg.n, cfg.batch):
         todo = tuple(s for s, i in zip(seeds[start : start + cfg.batch], ids[start : start + cfg.batch]) if not run.finished(i))
         if todo:
-            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling))
+            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, cfg.precision))
     n_todo = sum(len(sh.seeds) for sh in shards)
     t0 = time.time()
     from rich.progress import Progress

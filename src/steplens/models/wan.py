@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import context
+from ..precision import Precision
 from .protocol import Cond, DenoiserBase, Prediction
 
 IMAGE_MODES = ("none", "concat", "first_frame")
@@ -161,6 +162,19 @@ class WanDenoiser(DenoiserBase):
         self.negative_prompt_embeds: Tensor | None = None
         self.active_expert: str | None = None  # set during a call; hooks may read it
         self._text_pipe: Any = None
+
+    @property
+    def precision(self) -> Precision:  # type: ignore[override]
+        """The transformer's compute precision (its weights' dtype; the VAE stays float32)."""
+        return Precision.BF16 if self.transformer.dtype == torch.bfloat16 else Precision.FP32
+
+    def to_precision(self, precision: Precision | str) -> WanDenoiser:
+        """Cast the transformer(s) once; latents stay float32 and are cast per call (see `__call__`)."""
+        p = Precision.of(precision)
+        for m in (self.transformer, self.transformer_2):
+            if m is not None:
+                m.to(p.dtype)
+        return self
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod

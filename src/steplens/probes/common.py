@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..evaluate import sample_id
+from ..precision import Precision
 from ..runner import Batch, SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..runs import RunFolder
 from ..tasks import get_task
@@ -37,9 +38,11 @@ class ProbeConfig:
     seed: int = 20_000
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch: int = 16
+    precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         get_task(self.task)
+        Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")
 
@@ -84,7 +87,7 @@ def probe_shard(shard: ProbeShard, fn: BatchFn, denoiser: Any = None, tick: Call
 
     from ..distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.cfg.model)
+    den = denoiser if denoiser is not None else worker_model(shard.cfg.model, precision=shard.cfg.precision)
     try:
         batch, noise = make_batch(den, shard.cfg, shard.seeds)
         with torch.no_grad():
