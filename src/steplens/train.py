@@ -192,6 +192,26 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def train_step(cfg: TrainConfig, st: TrainState, device: str, precision: Precision | str) -> tuple[float, torch.Tensor]:
+    """One optimisation step on step `st.step`'s seeded batch and noise, then the EMA; returns (loss, grad norm)."""
+    x0, task_id, _ = make_batch(cfg, st.step)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
+    for grp in st.opt.param_groups:
+        grp["lr"] = lr_at(cfg, st.step)
+    with cfg.autocast(device, precision):
+        loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+    st.opt.step()
+    decay = min(cfg.ema, (1 + st.step) / (10 + st.step))
+    with torch.no_grad():
+        for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    st.step += 1
+    return float(loss.detach()), gnorm
+
+
 def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: bool = True,
           eval_fn: Callable[[VideoDiT, int], dict[str, Any]] | None = None, stop_after: int | None = None) -> TrainState:
     """Train (or resume) into `out/`: checkpoint.pt while running, metrics.json and the EMA export at the end.
@@ -227,22 +247,8 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
                 break
             if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
                 break
-            x0, task_id, _ = make_batch(cfg, st.step)
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
-            for grp in st.opt.param_groups:
-                grp["lr"] = lr_at(cfg, st.step)
-            with cfg.autocast(device, prec):
-                loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
-            st.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
-            st.opt.step()
-            decay = min(cfg.ema, (1 + st.step) / (10 + st.step))
-            with torch.no_grad():
-                for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            st.step += 1
-            losses.append(float(loss.detach()))
+            loss, gnorm = train_step(cfg, st, device, prec)
+            losses.append(loss)
             bar.update(tid, completed=st.step, loss=float(np.mean(losses[-20:])))
             if st.step % 20 == 0 or st.step == cfg.steps:
                 st.log.append({"step": st.step, "loss": float(np.mean(losses[-20:])), "grad_norm": float(gnorm),
