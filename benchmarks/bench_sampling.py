@@ -70,11 +70,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3, help="paired timing repetitions")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 network")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--allocator", choices=["kept", "default"], default="kept",
                     help="kept: steplens.allocator.keep_freed_memory (what the CLI does); default: glibc as it comes")
     a = ap.parse_args()
     if a.allocator == "kept":
         keep_freed_memory()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     cap = detect()
     dens = {"fp32": load(a.model), "bf16": load(a.model).to_precision("bf16")}
     if a.compile:
@@ -128,6 +131,7 @@ def main() -> None:
                        "solve_rate_diff": d, "solve_rate_diff_ci95": [lo, hi], "ci_includes_0": lo <= 0 <= hi,
                        "answers_differ": sum(results[name][s] != results["fp32"][s] for s in seeds)}
     print(json.dumps({"model": a.model, "n": a.n, "batch": len(timed), "size": a.size, "steps": a.steps, "seeds_from": a.seed,
+                      "median_s": per["fp32"]["median_s"],  # as before this benchmark timed bf16 too
                       "threads": torch.get_num_threads(), "allocator": allocator_state(),
                       "capability": cap.to_dict(), "auto_picks": choose("auto").precision.value,
                       "gflop_per_sample_step": round(flops / 1e9, 3), "precisions": per, "paired": pairs,

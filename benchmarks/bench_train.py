@@ -30,8 +30,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=5)
     ap.add_argument("--preset", default="base")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = ap.parse_args()
     keep_freed_memory()  # as the CLI does
+    if a.threads:
+        torch.set_num_threads(a.threads)
     cfg = TrainConfig(sizes=(a.size,), preset=a.preset, batch=a.batch, steps=max(a.steps, 2), warmup=max(1, a.steps // 2), seed=a.seed)
     states = {p: new_state(cfg) for p in ("fp32", "bf16")}
     times: dict[str, list[float]] = {p: [] for p in states}
