@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..tasks.base import PALETTE_ARRAY
 from ..precision import Precision
+from ..tasks.base import PALETTE_ARRAY
 from .protocol import Cond, DenoiserBase, Prediction
 
 
@@ -138,7 +138,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # written out: F.rms_norm upcasts bf16 to a float32 copy on CPU (10x slower here); reductions accumulate in fp32 anyway
+        # written out: on CPU F.rms_norm makes float32 copies of bf16 inputs; the mean accumulates in float32 anyway
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
