@@ -17,9 +17,11 @@ def tiny_reference(seeds=(1, 2), precision="fp32"):
     return den, prepare(den, task, [task.generate(s, 3, n_frames=4, cell_px=1) for s in seeds])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """Run a test with one torch thread (the CI machine has two cores; keep tests light)."""
+    """One torch thread for a test or a module (`pytestmark = pytest.mark.usefixtures("one_thread")`), restored after.
+
+    Tiny models gain nothing from threads, and spinning threads stall when the two cores are busy."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

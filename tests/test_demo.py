@@ -2,14 +2,11 @@
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from steplens.cli import app
-from steplens.models.registry import shipped_models
 
 
-@pytest.mark.skipif("maze" not in shipped_models(), reason="the shipped maze model is part of the package")
 def test_quick_demo(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from steplens import precision as P
 from steplens.cli import app
 from steplens.config import ConfigError
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 from steplens.models.protocol import DenoiserBase
 from steplens.runner import SamplingConfig, generate
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from steplens.models.dit import PRESETS, VideoDiT
-from steplens.train import TrainConfig, export
+from steplens.models.serialize import export
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def model_path(tmp_path_factory):
     for p in m.parameters():  # adaLN-Zero gives a zero model: randomise so probes see real effects
         nn.init.normal_(p, std=0.1)
     prefix = tmp_path_factory.mktemp("m") / "model"
-    export(m, TrainConfig(preset="tiny"), prefix)
+    export(m, prefix)
     return str(prefix)
 
 

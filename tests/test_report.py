@@ -4,11 +4,10 @@ import json
 import re
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from fixtures_report import COMMAND, make_demo, make_run
-from steplens.cli_report import register
+from steplens.cli import app
 from steplens.report.html import ReportError, build_report, flatten, fmt_num
 
 
@@ -97,32 +96,28 @@ def test_sample_names_and_titles_are_escaped(tmp_path):
     assert "a&quot;b&lt;c&gt;" in html and "a\\\"b\\u003cc\\u003e" in html  # the picker and the viewer's JSON
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
 def test_cli_report(tmp_path):
     d = make_run(tmp_path)
-    r = CliRunner().invoke(cli(), ["report", str(d), "--out", str(tmp_path / "x.html")])
+    r = CliRunner().invoke(app, ["report", str(d), "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "x.html") and (tmp_path / "x.html").exists()
-    r = CliRunner().invoke(cli(), ["report", str(d)])
+    r = CliRunner().invoke(app, ["report", str(d)])
     assert r.exit_code == 0 and (d / "report.html").exists()
-    r = CliRunner().invoke(cli(), ["report", str(tmp_path / "missing")])
+    html = (d / "report.html").read_text()  # the run's figures inlined, with their titles and its summary text
+    assert html.count("data:image/png;base64,") >= 1 and "A plot" in html and "An animation" in html and "three lines" in html
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "not a folder" in r.output and "Traceback" not in r.output
     (d / "figures.json").write_text("{oops")
-    r = CliRunner().invoke(cli(), ["report", str(d)])
+    r = CliRunner().invoke(app, ["report", str(d)])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "figures.json" in r.output
 
 
 def test_cli_serve_errors(tmp_path):
-    r = CliRunner().invoke(cli(), ["serve", str(tmp_path / "missing"), "--port", "0"])
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert r.exit_code == 2 and "not a folder" in r.output
     import socket
 
     with socket.socket() as s:  # a port that is taken
         s.bind(("127.0.0.1", 0))
         s.listen()
-        r = CliRunner().invoke(cli(), ["serve", str(tmp_path), "--port", str(s.getsockname()[1])])
+        r = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", str(s.getsockname()[1])])
     assert r.exit_code == 2 and "cannot listen" in r.output

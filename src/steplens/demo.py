@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, write_json
+from .config import ConfigError, atomic_write_text, write_json
 from .runner import SamplingConfig
 
 
@@ -41,8 +41,11 @@ class DemoConfig:
 
 def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True) -> dict[str, Any]:
     """Run every stage into `out`; returns the headline summary (also DIR/summary.json)."""
+    from .ensemble import EnsembleConfig, Method, cold_single, compare
     from .models.registry import load
-    from .probes.common import ProbeConfig
+    from .probes.behaviour import run_behaviour
+    from .probes.common import ProbeConfig, ProbeRun
+    from .probes.cos import run_cos, trace_x0
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,11 +63,6 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
         timings[name] = round(time.perf_counter() - t, 2)
         return res
 
-    from .probes.behaviour import run_behaviour
-    from .probes.cos import run_cos, trace_x0
-
-    from .probes.common import ProbeRun
-
     # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
     traced = stage("sample", lambda: {"t": trace_x0(den, probe, progress, folder=ProbeRun(out / "cos", "probe-cos", probe).folder)})["t"]
     cos = stage("cos", lambda: run_cos(den, probe, str(out / "cos"), n_views=min(4, cfg.n), progress=progress, traced=traced))
@@ -74,10 +72,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
                                                "off_solution_mass_early_minus_late", "off_solution_mass_early_minus_late_ci95")}
     headline["behaviour"] = {k: beh.get(k) for k in ("self_correction", "corrected_rate", "markers_kept_all_steps",
                                                      "scene_settle_step_mean", "path_commit_step_mean", "perception_first_fraction")}
-    for name, runner in _optional_stages():
+    for name, runner in _probe_stages():
         headline[name] = stage(name, lambda r=runner: r(den, probe, str(out / name), cfg, progress))
-
-    from .ensemble import EnsembleConfig, Method, cold_single, compare
 
     ens_methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
     ens = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.ensemble_n, cfg.seed, sampling, ens_methods,
@@ -91,15 +87,13 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
                                        "caption": "The reference model's clean estimate at each denoising step (rows) for each frame (columns).",
                                        "command": f"steplens demo --out {out}"} for p in gallery[:1]])
     write_json(out / "manifest.json", {"kind": "demo", "config": headline["config"]})
-    stages = ["cos", "behaviour", *[n for n, _ in _optional_stages()], "ensemble"]
+    stages = ["cos", "behaviour", *[n for n, _ in _probe_stages()], "ensemble"]
     lines = [f"steplens demo: model {cfg.model}, {cfg.n} held-out {cfg.size}x{cfg.size} mazes, {cfg.steps} Euler steps "
              f"({headline['total_s']:.0f} s). Reproduce any stage with the command under its figures."]
     for name in stages:
         txt = out / name / "summary.txt"
         if txt.exists():
             lines += ["", f"[{name}]", *txt.read_text().strip().splitlines()]
-    from .config import atomic_write_text
-
     atomic_write_text(out / "summary.txt", "\n".join(lines) + "\n")
     if report:
         from .report.html import build_report
@@ -110,18 +104,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     return headline
 
 
-def _optional_stages() -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+def _probe_stages() -> list[tuple[str, Callable[..., dict[str, Any]]]]:
     """Probe stages that plug in through the same ProbeConfig (perturbation, CKA, layers)."""
-    stages: list[tuple[str, Callable[..., dict[str, Any]]]] = []
-    try:
-        from .probes import perturb
-    except ImportError:
-        return stages
-    stages.append(("perturb", perturb.demo_perturb))
-    stages.append(("cka", perturb.demo_cka))
-    try:
-        from .probes import layers
-    except ImportError:
-        return stages
-    stages.append(("layers", layers.demo_layers))
-    return stages
+    from .probes import layers, perturb
+
+    return [("perturb", perturb.demo_perturb), ("cka", perturb.demo_cka), ("layers", layers.demo_layers)]

@@ -46,7 +46,8 @@ def worker_model(spec: str, device: str | None = None, precision: str = "fp32") 
     """
     import torch
 
-    from .models.registry import load, load_meta
+    from .models.registry import load
+    from .models.serialize import load_meta
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     key = (spec, device, "" if spec.startswith("wan:") else str(load_meta(spec)[0].get("sha256")), precision)

@@ -14,7 +14,7 @@ import torch
 
 from .config import ConfigError, to_dict, write_json
 from .distributed import map_shards, worker_model
-from .precision import Precision
+from .precision import Precision, precision_of
 from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
 from .runs import RunFolder
 from .stats import mean_ci, wilson
@@ -75,7 +75,7 @@ class EvalShard:
     size: int
     seeds: tuple[int, ...]
     sampling: SamplingConfig
-    precision: str = "fp32"
+    precision: str  # the driver's network precision (fp32/bf16), applied by the worker too
 
 
 def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
@@ -123,8 +123,8 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     (`ray_address`, see `steplens.distributed.map_shards`). With Ray, or with `denoiser=None`, the
     model is loaded from `cfg.model` where the work runs (a given `denoiser` is never shipped).
     """
-    if denoiser is not None and getattr(denoiser, "precision", "fp32") != cfg.precision:
-        raise ConfigError(f"the model runs in {getattr(denoiser, 'precision', 'fp32')} but the config says {cfg.precision}: "
+    if denoiser is not None and precision_of(denoiser) != cfg.precision:
+        raise ConfigError(f"the model runs in {precision_of(denoiser)} but the config says {cfg.precision}: "
                           "apply the same precision to both (den.to_precision(cfg.precision))")
     run = RunFolder(out, "evaluate", to_dict(cfg))
     seeds = held_out_seeds(cfg.seed, cfg.n)

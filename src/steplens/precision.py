@@ -119,3 +119,8 @@ def choose(requested: str = "auto", device: str | torch.device = "cpu", *, cpuin
     if requested == "auto":
         return PrecisionChoice(requested, Precision.BF16 if cap.bf16_matrix_units else Precision.FP32, cap)
     return PrecisionChoice(requested, Precision(requested), cap)
+
+
+def precision_of(denoiser: Any) -> str:
+    """The precision a denoiser's network runs in ("fp32" for one without `to_precision`): what workers and run configs record."""
+    return str(getattr(denoiser, "precision", Precision.FP32))

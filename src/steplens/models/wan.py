@@ -1,3 +1,4 @@
+# long module: one backend adapter read top to bottom (as DiT keeps a model in one file); its parts share diffusers conventions.
 """Wan 2.1 / 2.2 through diffusers, adapted to the denoiser contract.
 
 Our samplers drive the transformer directly (the pipelines do not hand the velocity to callbacks), so
@@ -289,10 +290,9 @@ class WanDenoiser(DenoiserBase):
 
     @contextmanager
     def _expert_context(self, expert: str | None) -> Iterator[None]:
-        mark = getattr(context, "expert", None)  # steplens.context.expert(name), if the context module offers it
         self.active_expert = expert
         try:
-            with mark(expert) if (mark is not None and expert is not None) else nullcontext():
+            with context.expert(expert) if expert is not None else nullcontext():
                 yield
         finally:
             self.active_expert = None

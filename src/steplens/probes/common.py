@@ -8,7 +8,6 @@ is all `steplens report` needs.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -223,7 +222,3 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
-
-
-def jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -1,9 +1,6 @@
 """Self-contained HTML reports built only from saved run folders (never re-runs a model).
 
-A run folder holds `manifest.json` ({kind, config}), `summary.json` (headline numbers), optional
-`summary.txt`, `figures.json` ([{path, title, caption, command}]) and optional
-`steps/<sample>/step_NNN.png` (the decoded clean estimate at each step) with `meta.json` ({sigmas}).
-A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
+Run folders are read and validated by `folders.py`. A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
 of contents in the order the parent's summary.json names them (then by name). The dashboard
 (`serve.py`) uses the same renderer; only `src`, which turns a file into the URL an <img> loads,
 differs (a base64 data URI here, a /files/ URL there).
@@ -18,160 +15,23 @@ import math
 import mimetypes
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_text
+from .folders import VIDEO_TYPES, Figure, ReportError, Run, Sample, image_size, is_num, is_run, load_run, sub_runs
 
 Src = Callable[[Path], str]  # a file of the run -> the URL that loads it
 
-IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
-VIDEO_TYPES = {".mp4", ".webm"}
 MAX_REPORT_SAMPLES = 8  # samples embedded in a self-contained report's step viewer (the dashboard shows all)
-
-
-class ReportError(RuntimeError):
-    """A run folder that cannot be rendered: missing or invalid files, named in the message."""
-
-
-@dataclass(frozen=True)
-class Figure:
-    path: Path
-    rel: str  # as written in figures.json
-    title: str
-    caption: str
-    command: str
-    size: tuple[int, int] | None  # pixels of a raster image; None for video and svg
-
-
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    frames: tuple[Path, ...]  # steps/<id>/step_NNN.png in step order
-    sigmas: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Run:
-    folder: Path
-    kind: str
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    text: str  # summary.txt
-    figures: tuple[Figure, ...]
-    samples: tuple[Sample, ...]
-
-
-# ---------------------------------------------------------------- loading (all validation lives here)
-
-
-def read_json(path: Path, default: Any = ...) -> Any:
-    """JSON from `path`; a missing file returns `default` if given, else (like invalid JSON) raises ReportError."""
-    if not path.is_file():
-        if default is not ...:
-            return default
-        raise ReportError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReportError(f"{path}: invalid JSON ({e})") from None
-
-
-def is_run(folder: Path) -> bool:
-    return (folder / "manifest.json").is_file()
-
-
-def sub_runs(folder: Path) -> list[Path]:
-    """Run folders directly inside `folder`, by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and is_run(p)), key=lambda p: p.name)
-
-
-def _inside(folder: Path, rel: str, what: Path) -> Path:
-    parts = Path(rel).parts
-    if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel or "\x00" in rel:
-        raise ReportError(f"{what}: path {rel!r} must be relative and inside {folder}")
-    return folder / rel
-
-
-def _image_size(path: Path, what: Path) -> tuple[int, int] | None:
-    if path.suffix.lower() not in IMAGE_TYPES - {".svg"}:
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise ReportError(f"{what}: {path.name} is not a readable image ({e})") from None
-
-
-def _figures(folder: Path) -> tuple[Figure, ...]:
-    where = folder / "figures.json"
-    raw = read_json(where, [])
-    if not isinstance(raw, list):
-        raise ReportError(f"{where}: expected a list of figures, got {type(raw).__name__}")
-    out = []
-    for k, f in enumerate(raw):
-        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
-            raise ReportError(f"{where}: figure {k} needs a 'path' string")
-        path = _inside(folder, f["path"], where)
-        if not path.is_file():
-            raise ReportError(f"{where}: figure file {f['path']!r} is missing")
-        if path.suffix.lower() not in IMAGE_TYPES | VIDEO_TYPES:
-            raise ReportError(f"{where}: figure {f['path']!r} is not an image or video "
-                              f"({', '.join(sorted(IMAGE_TYPES | VIDEO_TYPES))})")
-        out.append(Figure(path, f["path"], str(f.get("title") or f["path"]), str(f.get("caption") or ""),
-                          str(f.get("command") or ""), _image_size(path, where)))
-    return tuple(out)
-
-
-def _step_number(p: Path) -> int:
-    m = re.fullmatch(r"step_(\d+)\.png", p.name)
-    return int(m.group(1)) if m else -1
-
-
-def _samples(folder: Path) -> tuple[Sample, ...]:
-    steps = folder / "steps"
-    if not steps.is_dir():
-        return ()
-    out = []
-    for d in sorted((p for p in steps.iterdir() if p.is_dir()), key=lambda p: p.name):
-        frames = sorted((p for p in d.glob("step_*.png") if _step_number(p) >= 0), key=_step_number)
-        if not frames:
-            continue
-        meta = read_json(d / "meta.json", {})
-        sig = meta.get("sigmas", []) if isinstance(meta, dict) else None
-        if not isinstance(sig, list) or not all(_is_num(s) or s is None for s in sig):
-            raise ReportError(f"{d / 'meta.json'}: 'sigmas' must be a list of numbers")
-        out.append(Sample(d.name, tuple(frames), tuple(sig)))
-    return tuple(out)
-
-
-def load_run(folder: str | Path) -> Run:
-    """Everything a report shows about one run folder, validated; errors name the file."""
-    folder = Path(folder)
-    manifest = read_json(folder / "manifest.json")
-    if not isinstance(manifest, dict):
-        raise ReportError(f"{folder / 'manifest.json'}: expected an object with 'kind' and 'config'")
-    summary = read_json(folder / "summary.json", {})
-    if not isinstance(summary, dict):
-        raise ReportError(f"{folder / 'summary.json'}: expected an object of headline numbers")
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    text = (folder / "summary.txt").read_text(encoding="utf-8", errors="replace") if (folder / "summary.txt").is_file() else ""
-    return Run(folder, str(manifest.get("kind", "run")), config, summary, text, _figures(folder), _samples(folder))
 
 
 # ---------------------------------------------------------------- numbers
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def _is_pair(v: Any) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(is_num(x) for x in v)
 
 
 def fmt_num(v: float | int) -> str:
@@ -198,11 +58,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> list[Row]:
     ci: dict[str, list[float]] = {}  # key -> its interval
     used: set[str] = set()  # keys shown as an interval, not as rows
     for k, v in d.items():
-        if k.endswith("_ci95") and _is_pair(v) and _is_num(d.get(k[:-5])):
+        if k.endswith("_ci95") and _is_pair(v) and is_num(d.get(k[:-5])):
             ci[k[:-5]] = v
             used.add(k)
     if _is_pair(d.get("ci95")):
-        nums = [k for k, v in d.items() if k != "ci95" and _is_num(v)]
+        nums = [k for k, v in d.items() if k != "ci95" and is_num(v)]
         base = "mean" if "mean" in nums else nums[0] if len(nums) == 1 else None
         if base is not None and base not in ci:
             ci[base] = d["ci95"]
@@ -242,20 +102,20 @@ def cell(v: Any) -> str:
         return '<span class=muted>&ndash;</span>'
     if isinstance(v, bool):
         return str(v).lower()
-    if _is_num(v):
+    if is_num(v):
         return fmt_num(v)
     if isinstance(v, str):
         return html.escape(v if len(v) <= 200 else v[:200] + "...")
     if isinstance(v, list):
         if not v:
             return "[]"
-        if all(_is_num(x) for x in v):
+        if all(is_num(x) for x in v):
             if len(v) <= 6:
                 return "[" + ", ".join(fmt_num(x) for x in v) + "]"
             full = html.escape(", ".join(fmt_num(x) for x in v[:200]))
             return (f'<span title="{full}">{_sparkline([float(x) for x in v])}<span class=list>'
                     f'[{fmt_num(v[0])}, {fmt_num(v[1])}, &hellip;, {fmt_num(v[-1])}] <span class=muted>({len(v)})</span></span></span>')
-        if all(isinstance(x, list) and all(_is_num(y) or y is None for y in x) for x in v):
+        if all(isinstance(x, list) and all(is_num(y) or y is None for y in x) for x in v):
             return f"<span class=muted>{len(v)} &times; {max(len(x) for x in v)} values</span>"
         if all(isinstance(x, dict) and all(not isinstance(y, dict | list) for y in x.values()) for x in v):
             cols = list(dict.fromkeys(k for x in v for k in x))
@@ -349,7 +209,7 @@ def viewer_html(samples: tuple[Sample, ...] | list[Sample], src: Src, note: str 
     if not samples:
         return ""
     first = samples[0].frames[0]
-    w, h, px = _display(_image_size(first, first) or (0, 0), 720)
+    w, h, px = _display(image_size(first, first) or (0, 0), 720)
     data = [{"id": s.id, "frames": [src(f) for f in s.frames],
              "sigmas": [None if x is None else float(x) for x in s.sigmas]} for s in samples]
     if len(samples) > 1:

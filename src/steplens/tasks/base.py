@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from ..config import InputError, jsonable
+
 # The shared palette (RGB). Tasks use a subset; indices are stable across tasks.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
@@ -32,7 +34,7 @@ COLOR_INDEX: dict[str, int] = {n: i for i, n in enumerate(COLOR_NAMES)}
 PALETTE_ARRAY = np.array([PALETTE[n] for n in COLOR_NAMES], dtype=np.uint8)  # (P, 3)
 
 
-class TaskInputError(ValueError):
+class TaskInputError(InputError, ValueError):
     """Frames or metadata that a scorer cannot interpret (wrong shape, dtype, size)."""
 
 
@@ -194,7 +196,7 @@ class Task(abc.ABC, Generic[I]):
 
     def to_meta(self, inst: I) -> dict[str, Any]:
         d = dataclasses.asdict(inst)  # type: ignore[call-overload]
-        return {"task": self.name, **_jsonable(d)}
+        return {"task": self.name, **jsonable(d)}
 
     def from_meta(self, meta: dict[str, Any]) -> I:
         d = {k: v for k, v in meta.items() if k != "task"}
@@ -203,16 +205,6 @@ class Task(abc.ABC, Generic[I]):
         if missing:
             raise TaskInputError(f"meta for task {self.name!r} lacks {sorted(missing)}")
         return self.instance_type(**{k: _untuple(d[k]) for k in names})
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _untuple(x: Any) -> Any:

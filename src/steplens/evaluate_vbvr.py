@@ -1,4 +1,4 @@
-"""`steplens evaluate-vbvr`: run a Wan model on VBVR-format samples end to end and score the videos.
+"""Run a Wan model on VBVR-format samples end to end and score the videos.
 
 Each sample folder gives the first frame (first_frame.png), the frame count (ground_truth.mp4), the
 prompt (prompt.txt) and what the scorer needs (meta.json). The model samples with flow-matching Euler
@@ -9,7 +9,6 @@ run folder; videos to RUN/videos/<sample>.mp4, so `steplens score DATA --videos 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
-from .cli_common import precision_option, record_precision, resolve_precision
 from .config import ConfigError
+from .precision import Precision
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,7 @@ class VbvrRunConfig:
     lora: str | None = None
     lora_high: str | None = None
     lora_low: str | None = None
-    sampler: str = "euler"
-    schedule: str = "diffusers-flow-match-euler"
+    sampler: str = "euler"  # on the model's own schedule (diffusers' FlowMatchEulerDiscreteScheduler grid)
     precision: str = "fp32"  # the transformer's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
@@ -51,6 +48,7 @@ class VbvrRunConfig:
             raise ConfigError(f"shift must be > 0, got {self.shift}")
         if self.height < 0 or self.width < 0:
             raise ConfigError("height and width must be >= 0 (0: from the sample)")
+        Precision.of(self.precision)
 
 
 PromptLookup = Callable[[str], tuple[Any, Any]]
@@ -134,7 +132,8 @@ def run_sample(den: Any, ref: Any, cfg: VbvrRunConfig, prompts: PromptLookup | N
     return video, SampleResult(ref.rel, s.task.name, verdict.success, verdict.score, verdict.details), time.time() - t0
 
 
-def sample_id(rel: str) -> str:
+def result_key(rel: str) -> str:
+    """The run folder's key for the sample at `rel` under the data folder (a flat file name)."""
     return "root" if rel == "." else rel.replace("/", "__")
 
 
@@ -143,7 +142,7 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     from .config import to_dict, write_json
     from .io import write_video
     from .runs import RunFolder
-    from .scoring import SampleResult, Tally
+    from .scoring import SampleResult, summarize
     from .tasks.vbvr import SampleError, iter_samples
 
     if den.image_mode == "none":
@@ -153,12 +152,11 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     if not refs:
         raise SampleError(f"{cfg.data}: no sample folders found")
     prompts = load_prompt_embeds(cfg.prompt_embeds) if cfg.prompt_embeds else None
-    finished = getattr(run, "finished", run.done)  # errored samples are retried on resume
-    todo = [r for r in refs if not finished(sample_id(r.rel))]
+    todo = [r for r in refs if not run.finished(result_key(r.rel))]  # errored samples are retried on resume
     echo(f"{len(refs)} samples, {len(refs) - len(todo)} done, {len(todo)} to run")
     t0 = time.time()
     for ref in todo:
-        sid = sample_id(ref.rel)
+        sid = result_key(ref.rel)
         try:
             video, res, secs = run_sample(den, ref, cfg, prompts)
         except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run
@@ -170,62 +168,9 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
         write_video(vpath, video)
         run.write(sid, {**res.to_dict(), "seconds": round(secs, 2), "video": vpath.relative_to(run.root).as_posix()})
         echo(f"{ref.rel}: score {res.score:.3f} ({secs:.1f}s)")
-    rows = run.results([sample_id(r.rel) for r in refs])
-    results = [SampleResult(r["sample"], r["task"], r.get("success"), r.get("score"), r.get("details", {}), r.get("error")) for r in rows]
+    rows = run.results([result_key(r.rel) for r in refs])
     run.write_jsonl("results.jsonl", rows)
-    groups: dict[str, list[SampleResult]] = {}
-    for r in results:
-        groups.setdefault(r.task or "?", []).append(r)
-    summary = {"config": to_dict(cfg), **Tally.of(results).to_dict(), "errors": [r.error for r in results if r.error],
-               "per_task": {k: Tally.of(v).to_dict() for k, v in sorted(groups.items())},
-               "wall_s_this_call": round(time.time() - t0, 2)}
+    tally = summarize([SampleResult.from_dict(r) for r in rows])
+    summary = {"config": to_dict(cfg), **tally.to_dict(), "wall_s_this_call": round(time.time() - t0, 2)}
     write_json(run.root / "summary.json", summary)
     return summary
-
-
-def register(app: typer.Typer) -> None:
-    """Add `evaluate-vbvr` to the steplens CLI."""
-
-    @app.command("evaluate-vbvr")
-    def evaluate_vbvr_cmd(
-        model: str = typer.Option(..., "--model", help="wan:DIR, a local diffusers Wan folder (I2V: Wan2.1/2.2 A14B or TI2V)."),
-        data: Path = typer.Option(..., "--data", help="VBVR-format samples: ROOT/<sample>/ or ROOT/<split>/<task>/<sample>/."),
-        out: Path = typer.Option(..., "--out", help="Run folder (re-running resumes)."),
-        steps: int = typer.Option(50, "--steps"),
-        shift: float = typer.Option(5.0, "--shift"),
-        guidance: float = typer.Option(5.0, "--guidance", help="CFG scale (high-noise expert for Wan2.2 A14B)."),
-        guidance_2: float | None = typer.Option(None, "--guidance-2", help="CFG scale of the low-noise expert (default: --guidance)."),
-        seed: int = typer.Option(1, "--seed", help="Noise seed, the same for every sample."),
-        prompt_embeds: Path | None = typer.Option(None, "--prompt-embeds", help="Precomputed embeddings (.pt); skips loading the text encoder."),
-        height: int = typer.Option(0, "--height", help="Generate at this height (0: the sample's, rounded down to a multiple of 16)."),
-        width: int = typer.Option(0, "--width"),
-        lora: str | None = typer.Option(None, "--lora", help="LoRA for a one-transformer model."),
-        lora_high: str | None = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert."),
-        lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
-        device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
-        precision: str = precision_option(),
-    ) -> None:
-        """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 2 on errors."""
-        import json
-
-        import torch
-
-        from .models.wan import load_wan
-
-        try:
-            cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
-                                seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
-                                width=width, lora=lora, lora_high=lora_high, lora_low=lora_low)
-            dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-            choice = resolve_precision(precision, dev)
-            cfg = dataclasses.replace(cfg, precision=choice.precision.value)
-            den = load_wan(model.removeprefix("wan:"), device=dev, dtype=choice.precision.dtype, lora=lora, lora_high=lora_high,
-                           lora_low=lora_low, text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
-            summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
-            record_precision(out, choice)
-        except Exception as e:  # noqa: BLE001 - one clear line, exit 2
-            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
-        if summary["n_errors"]:
-            raise typer.Exit(2)
