@@ -175,7 +175,8 @@ def test_nfe_accounting_and_matched_steps():
     assert matched_steps(60, "euler") == 60 and matched_steps(78, "heun") == 39
     names = [m.name for m in baselines(EnsembleConfig(k=3), euler)]
     assert names == ["single", "single_matched", "best_of_k_oracle", "best_of_k_agreement", "majority_vote", "single_cold", "ensemble"]
-    assert "single_cold" not in [m.name for m in baselines(EnsembleConfig(k=3, rule="mean_v"), euler)]
+    assert [m.name for m in baselines(EnsembleConfig(k=3, rule="mean_x0_renoise"), euler)][-2:] == ["single_cold", "ensemble"]
+    assert "single_cold" not in [m.name for m in baselines(EnsembleConfig(k=1), euler)]
     assert baselines(EnsembleConfig(k=3), euler)[1].steps == 22
 
 
@@ -243,6 +244,10 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     assert s["methods"]["best_of_k_oracle"]["needs_ground_truth"] is True
     assert s["methods"]["best_of_k_oracle"]["solve_rate"] >= s["methods"]["single"]["solve_rate"]
     assert "diff_vs_single" in s["methods"]["ensemble"]
+    for c in ("single_cold", "single_matched"):  # the ensemble's own paired CI against each control
+        d = s["methods"]["ensemble"]["diff_vs_" + c]["solve_rate"]
+        assert d[1] <= d[0] <= d[2]
+    assert "ensemble minus single_cold (paired" in (tmp_path / "c" / "summary.txt").read_text()
     assert len((tmp_path / "c" / "results.jsonl").read_text().splitlines()) == 3 * len(methods)
     figs = json.loads((tmp_path / "c" / "figures.json").read_text())
     assert figs[0]["path"] == "compare.png" and (tmp_path / "c" / "compare.png").exists()
@@ -256,10 +261,18 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     for f in ("sweep.json", "sweep.md", "sweep.png", "figures.json", "summary.json", "summary.txt", "manifest.json"):
         assert (out / f).exists(), f
     data = json.loads((out / "sweep.json").read_text())
-    assert len(data["points"]) == 2 * 4 + 2 and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    nfes = sorted({p["nfe"] for p in data["points"] if p["k"] > 1 and p["window"]} - {data["baseline"]["nfe"]})
+    assert len(data["points"]) == 2 * 4 + 2 + len(nfes) and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    matched = {p["name"]: p for p in data["points"] if p["rule"] == "single_matched"}
+    assert set(matched) == {f"single_nfe{v}" for v in nfes} and all(p["nfe"] <= int(n[10:]) for n, p in matched.items())
+    for p in data["points"]:  # every merging setting carries its own paired CI against its K's cold start and its NFE's single seed
+        if p["window"]:
+            assert p["diff_vs_cold"] is not None and p["diff_vs_cold"]["solve_rate"][1] <= p["diff_vs_cold"]["solve_rate"][0]
+            assert (p["diff_vs_matched"] is not None) == (p["nfe"] in nfes)
+    assert "diff vs single_cold" in (out / "sweep.md").read_text()
     assert [(p["k"], p["window"]) for p in data["points"] if p["rule"] == "single_cold"] == [(2, None), (3, None)]
     # the best setting that merges trajectories is named apart from the cold-start controls (single seeds)
-    merged = {p["name"] for p in data["points"] if p["rule"] != "single_cold"}
+    merged = {p["name"] for p in data["points"] if p["window"]}
     assert summary["recommended_ensemble"]["name"] in merged and data["recommended_ensemble"] == summary["recommended_ensemble"]
     if summary["recommended"]["name"] in merged:
         assert summary["recommended_ensemble"] == summary["recommended"]

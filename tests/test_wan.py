@@ -386,7 +386,7 @@ def test_evaluate_vbvr_cli(pipes, tmp_path):
 
 
 # -- every probe command on the tiny Wan model ----------------------------------------------------
-@pytest.mark.parametrize("probe", ["cos", "perturb", "cka", "layers", "behaviour"])
+@pytest.mark.parametrize("probe", ["cos", "perturb", "cka", "layers", "layers-writes", "behaviour"])
 def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
     import json
 
@@ -401,9 +401,10 @@ def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
         torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
                    root / "emb.pt")
     out = tmp_path_factory.mktemp(probe)
-    args = ["probe", probe, "--model", f"wan:{root}", "--prompt-embeds", str(root / "emb.pt"), "--size", "3", "--n", "2",
+    extra = {"perturb": ["--every", "2"], "cka": ["--every", "2"], "layers": ["--patch-window", "0:4"], "layers-writes": ["--patch", "writes"]}
+    args = ["probe", probe.split("-")[0], "--model", f"wan:{root}", "--prompt-embeds", str(root / "emb.pt"), "--size", "3", "--n", "2",
             "--batch", "2", "--steps", "4", "--out", str(out)]
-    res = CliRunner().invoke(app, args + (["--every", "2"] if probe in ("perturb", "cka") else []))
+    res = CliRunner().invoke(app, args + extra.get(probe, []))
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     figures = json.loads((out / "figures.json").read_text())
@@ -414,6 +415,14 @@ def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
         assert [r["index"] for r in summary["noise_at_frame"]] == [1, 2] and summary["answer_frame"] == 2
     if probe == "cka":
         assert summary["flow_layers_last_step"]["blocks.1.resid_post"]
+    if probe.startswith("layers"):  # 2 blocks per expert, patched per layer; token maps on the 7x7 maze grid's tokens
+        p = summary["patching"]
+        assert p["variant"] == ("writes" if probe == "layers-writes" else "resid") and set(p["per_layer"]) == {"0", "1"}
+        assert all(abs(sum(r[k]["rate"] for k in ("flip", "keep", "break")) - 1) < 1e-9 for r in p["per_layer"].values())
+        tm = json.loads((out / "token_maps.json").read_text())
+        assert tm["layers"] == ["input", "0", "1"] and (out / "token_maps.png").stat().st_size > 0
+    if probe == "behaviour":
+        assert summary["memory"]["verdict"].startswith("copying") and summary["pruning"]["n"] == 2
 
 
 def test_prompt_embeds_are_for_wan_only(tmp_path):

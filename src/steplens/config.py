@@ -22,6 +22,11 @@ class ConfigError(InputError, ValueError):
     """A config value is out of range or of the wrong kind."""
 
 
+# errors a user can fix from the message alone: the CLI prints them without their type name, and a run
+# records them per sample as bad input (models.errors.error_kind)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, ValueError, LookupError, OSError)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (possibly nested) config dataclass."""
     out: dict[str, Any] = {}

@@ -2,8 +2,8 @@
 
 Each sample folder gives the first frame (first_frame.png), the frame count (ground_truth.mp4), the
 prompt (prompt.txt) and what the scorer needs (meta.json). The model samples with flow-matching Euler
-on diffusers' FlowMatchEulerDiscreteScheduler grid (so a plain pipeline run with that scheduler gives
-the same video), one noise seed for every sample, as in the paper (seed 1). Results go to a resumable
+on the sigma grid of the folder's own scheduler class with the run's shift (`WanDenoiser.schedule`),
+one noise seed for every sample, as in the paper (seed 1). Results go to a resumable
 run folder; videos to RUN/videos/<sample>.mp4, so `steplens score DATA --videos RUN/videos` re-scores them.
 """
 
@@ -38,7 +38,11 @@ class VbvrRunConfig:
     lora: str | None = None
     lora_high: str | None = None
     lora_low: str | None = None
-    sampler: str = "euler"  # on the model's own schedule (diffusers' FlowMatchEulerDiscreteScheduler grid)
+    lora_scale: float = 1.0
+    lora_scale_low: float | None = None  # None: lora_scale
+    preset: str = "paper"  # models.wan.PRESETS: the expert switch (steps and shift are resolved above)
+    offload: str = "none"
+    sampler: str = "euler"  # on the grid of the folder's scheduler with `shift` (models.wan.folder_sigmas)
     precision: str = "fp32"  # the transformer's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
@@ -141,6 +145,7 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     """Run and score every sample under cfg.data into run folder `out` (resumable); returns the summary."""
     from .config import to_dict, write_json
     from .io import write_video
+    from .models.errors import error_kind, raise_if_device
     from .runs import RunFolder
     from .scoring import SampleResult, summarize
     from .tasks.vbvr import SampleError, iter_samples
@@ -159,9 +164,10 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
         sid = result_key(ref.rel)
         try:
             video, res, secs = run_sample(den, ref, cfg, prompts)
-        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run
+        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run; a failing device does
+            raise_if_device(e, den)
             msg = str(e) if isinstance(e, SampleError) else f"{ref.path}: {type(e).__name__}: {e}"
-            run.write(sid, SampleResult(ref.rel, None, error=msg).to_dict())
+            run.write(sid, {**SampleResult(ref.rel, None, error=msg).to_dict(), "error_kind": error_kind(e)})
             echo(f"error: {msg}")
             continue
         vpath = run.root / "videos" / f"{ref.rel if ref.rel != '.' else ref.name}.mp4"

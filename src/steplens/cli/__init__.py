@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, ensemble, evaluate, probe, report, tasks, trace, train, vbvr
+from . import demo, ensemble, evaluate, probe, report, search, tasks, trace, train, vbvr
 from .common import SteplensGroup
 
 app = typer.Typer(cls=SteplensGroup, add_completion=False, no_args_is_help=True,
@@ -30,6 +30,7 @@ app.add_typer(trace.trace_app, name="trace")
 app.add_typer(demo.commands)
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(ensemble.ensemble_app, name="ensemble")
+app.add_typer(search.search_app, name="search")
 app.add_typer(vbvr.commands)  # evaluate-vbvr
 app.add_typer(report.commands)  # report, serve
 

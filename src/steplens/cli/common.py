@@ -23,16 +23,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from ..config import InputError
+from ..config import INPUT_ERRORS
 
 if TYPE_CHECKING:
     from ..precision import PrecisionChoice
 
 EXIT_FAILED = 1  # ran to the end, but some samples failed (or an audit did)
 EXIT_INPUT = 2  # no result: bad input, usage, an error before any result, or every sample failed
-
-# errors a user can fix from the message alone: printed without their type name
-_PLAIN = (InputError, ValueError, LookupError, OSError)
 
 
 def one_line(text: str) -> str:
@@ -49,7 +46,7 @@ def error_line(e: BaseException) -> str:
     else:
         msg = str(e)
     msg = one_line(msg)
-    if not isinstance(e, _PLAIN) or not msg:
+    if not isinstance(e, INPUT_ERRORS) or not msg:
         msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return f"error: {msg}"
 
@@ -170,14 +167,31 @@ def parse_names(text: str) -> list[str]:
 MODEL = typer.Option("maze", "--model", help="Shipped model name, path to an exported model, or wan:DIR.")
 TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`).")
 SIZE = typer.Option(5, "--size", help="Task size.")
-STEPS = typer.Option(20, "--steps", min=1, help="Sampling steps.")
-SHIFT = typer.Option(1.0, "--shift", help="Time shift of the schedule (Wan-style).")
+STEPS = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's: 20; wan: 50, the paper's).")
+SHIFT = typer.Option(None, "--shift", help="Time shift of the schedule (default: the model's: 1; wan: 5, the paper's).")
+DEVICE = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...; Ray workers use the same.")
 SAMPLER = typer.Option("euler", "--sampler", help="euler or heun.")
 RAY = typer.Option(None, "--ray", metavar="ADDRESS",
                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001'). "
                         "Needs steplens[ray].")
 WORKERS = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs).")
 OUT = typer.Option(..., "--out", help="Run folder (re-running the same command resumes).")
+
+
+def model_sampling(model: str, steps: int | None, shift: float | None) -> tuple[int, float]:
+    """--steps and --shift for `model`: None takes the model's own default (`models.registry.sampling_defaults`)."""
+    from ..models.registry import sampling_defaults
+
+    d_steps, d_shift = sampling_defaults(model)
+    return d_steps if steps is None else steps, d_shift if shift is None else shift
+
+
+def sampling_config(model: str, steps: int | None, shift: float | None, sampler: str = "euler") -> Any:
+    """The SamplingConfig of --sampler/--steps/--shift, the model's defaults where not given."""
+    from ..runner import SamplingConfig
+
+    steps, shift = model_sampling(model, steps, shift)
+    return SamplingConfig(sampler=sampler, steps=steps, shift=shift)
 
 
 def n_option(default: int) -> Any:
@@ -197,11 +211,30 @@ PRECISION = typer.Option("auto", "--precision",
                          help="Network precision: auto (bf16 on CUDA or a CPU with bf16 matrix units (AMX), else fp32), fp32 or bf16.")
 
 
-def load_model(spec: str, choice: PrecisionChoice, **kw: Any) -> Any:
-    """The denoiser `spec` (steplens.models.registry.load, `kw` for wan: models) in the resolved precision."""
+def choose_precision(precision: str, device: str) -> PrecisionChoice:
+    """--precision chosen for --device as resolved ('auto': cuda if there is one): `steplens.precision.choose`."""
+    from ..models.errors import resolve_device
+    from ..precision import choose
+
+    return choose(precision, resolve_device(device))
+
+
+def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: str | None = None, ray: str | None = None,
+               **kw: Any) -> Any:
+    """Load --model on --device in the chosen precision (`kw`: backend options for wan: models); wan: models with
+    --prompt-embeds skip the text encoder and look up each instance's prompt."""
     from ..models.registry import load
 
-    return load(spec, **kw).to_precision(choice.precision)
+    if prompt_embeds and not model.startswith("wan:"):
+        raise typer.BadParameter("--prompt-embeds applies to text-conditioned wan: models only")
+    if prompt_embeds and ray:
+        raise typer.BadParameter("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
+    den = load(model, device=device, **kw, **({"text_encoder": False} if prompt_embeds else {})).to_precision(choice.precision)
+    if prompt_embeds:
+        from ..evaluate_vbvr import load_prompt_embeds
+
+        den.prompt_lookup = load_prompt_embeds(prompt_embeds)  # each instance's own prompt
+    return den
 
 
 def record_precision(out: str | Path, choice: PrecisionChoice) -> None:
@@ -225,7 +258,7 @@ HEIGHT = typer.Option(0, "--height", min=0, help="Generate at this height (0: on
 WIDTH = typer.Option(0, "--width", min=0, help="Generate at this width (0: as --height).")
 SPLITS = typer.Option("", "--split", help="Official layout: comma-separated splits (In-Domain_50, Out-of-Domain_50; default all).")
 BENCH_TASKS = typer.Option("", "--tasks", help="Official layout: comma-separated task folders (default all).")
-PRESET = typer.Option("auto", "--preset", help="Official layout: frames and pixel area (auto: from the model).")
+VIDEO_PRESET = typer.Option("auto", "--video-preset", help="Official layout: frames and pixel area (auto: from the model).")
 FRAMES = typer.Option(0, "--frames", min=0, help="Official layout: frames to generate (0: the preset's).")
 SCORER = typer.Option("steplens", "--scorer", help="Official layout: steplens, vbvr-evalkit, or both comma-separated.")
 EVALKIT = typer.Option(None, "--evalkit", help="A VBVR-EvalKit checkout (for --scorer vbvr-evalkit).")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .common import (BENCH_TASKS, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION, PRESET,
-                     PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, WIDTH, WORKERS, RunByDefault, fail, load_model,
-                     n_option, parse_ints, parse_names, parse_window, record_precision, seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION, PROMPT_EMBEDS,
+                     RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault, choose_precision, fail,
+                     load_model, n_option, parse_ints, parse_names, parse_window, record_precision, sampling_config, seed_option)
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -32,8 +32,8 @@ def run_cmd(
     select: str = typer.Option("first", "--select", help="first | agreement | vote | oracle (oracle needs ground truth)."),
     n: int = n_option(100),
     seed: int = seed_option(30_000),
-    steps: int = STEPS,
-    shift: float = SHIFT,
+    steps: int | None = STEPS,
+    shift: float | None = SHIFT,
     sampler: str = SAMPLER,
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run the compute-matched baselines."),
     max_batch: int = MAX_BATCH,
@@ -42,10 +42,10 @@ def run_cmd(
     precision: str = PRECISION,
     data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/): run a wan: model on it "
                                     "and write OUT/<method>/<split>/<task>/<i:05d>.mp4; there --steps, --shift and --seed default "
-                                    "to the paper's 50, 5.0 and 1 (the noise seed)."),
+                                    "to the model's (the paper's 50 and 5.0 for Wan) and 1 (the noise seed)."),
     split: str = SPLITS,
     tasks: str = BENCH_TASKS,
-    preset: str = PRESET,
+    video_preset: str = VIDEO_PRESET,
     frames: int = FRAMES,
     height: int = HEIGHT,
     width: int = WIDTH,
@@ -55,14 +55,13 @@ def run_cmd(
     scorer: str = SCORER,
     evalkit: str | None = EVALKIT,
     evalkit_entry: str = EVALKIT_ENTRY,
+    device: str = DEVICE,
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary.
 
     With --data: on an official VBVR-Bench root, one output root per method, scored (see `evaluate-vbvr`).
     """
     from ..ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
-    from ..precision import choose
-    from ..runner import SamplingConfig
 
     if data is not None:
         if ray is not None:
@@ -70,32 +69,29 @@ def run_cmd(
         if not model.startswith("wan:"):
             raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
         # typer vendors click, so its ParameterSource enum is compared by name
-        given = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT" for name in ("steps", "shift", "seed")}
-        steps, shift, seed = steps if given["steps"] else 50, shift if given["shift"] else 5.0, seed if given["seed"] else 1
-    elif split or tasks or preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low or scorer != "steplens" \
-            or evalkit is not None:
-        raise fail("--split, --tasks, --preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer and "
-                   "--evalkit apply to --data runs only")
-    sampling = SamplingConfig(sampler=sampler, steps=steps, shift=shift)
+        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
+            seed = 1  # the paper's noise seed
+    elif split or tasks or video_preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low \
+            or scorer != "steplens" or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer "
+                   "and --evalkit apply to --data runs only")
+    sampling = sampling_config(model, steps, shift, sampler)
     ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
-    ens.check(steps)
+    ens.check(sampling.steps)
+    choice = choose_precision(precision, device)
     if data is not None:
-        import torch
-
         from ..vbvr_run import BenchConfig, bench_methods
         from .vbvr import run_bench_cmd
 
-        cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), preset, frames, height, width, seed, prompt_embeds)
+        cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed,
+                          prompt_embeds)
         wan = {"lora_high": lora_high, "lora_low": lora_low, "text_encoder": prompt_embeds is None}
         methods = bench_methods(ens, sampling, baselines=baselines)
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        run_bench_cmd(model, wan, dev, choose(precision, dev), cfg, out, methods, sampling, scorer, evalkit, evalkit_entry,
-                      kind="ensemble-vbvr-bench")
+        run_bench_cmd(model, wan, device, choice, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="ensemble-vbvr-bench")
         return
-    choice = choose(precision)
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
-    summary = compare(load_model(model, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
-                      num_workers=workers, model=model)
+    summary = compare(load_model(model, device, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
+                      ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
     typer.echo(json.dumps(summary, indent=1))
 
@@ -114,21 +110,21 @@ def sweep_cmd(
     norm_correct: bool = typer.Option(True, "--norm-correct/--no-norm-correct", help="Also sweep mean_xt with norm correction."),
     after: str = typer.Option("single", "--after", help="single (default: same answer as all with select=first, less compute) or all."),
     select: str = typer.Option("first", "--select"),
-    steps: int = STEPS,
-    shift: float = SHIFT,
+    matched: bool = typer.Option(True, "--matched/--no-matched", help="Also run one seed with each setting's NFE (more steps), as a control."),
+    steps: int | None = STEPS,
+    shift: float | None = SHIFT,
     sampler: str = SAMPLER,
     max_batch: int = MAX_BATCH,
     ray: str | None = RAY,
     workers: int | None = WORKERS,
+    device: str = DEVICE,
     precision: str = PRECISION,
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from ..ensemble import sweep, sweep_methods
-    from ..precision import choose
-    from ..runner import SamplingConfig
 
-    choice = choose(precision)
-    sampling = SamplingConfig(sampler=sampler, steps=steps, shift=shift)
+    choice = choose_precision(precision, device)
+    sampling = sampling_config(model, steps, shift, sampler)
     k_list = parse_ints(ks, "--ks")
     wins = [parse_window(w, "--windows") for w in parse_names(windows)]
     rule_list = parse_names(rules)
@@ -136,9 +132,10 @@ def sweep_cmd(
     if not k_list or not wins or not rule_list:
         raise typer.BadParameter("--ks, --windows and --rules must not be empty")
     for m in sweep_methods(k_list, wins, rule_list, ncs, after=after, select=select):
-        m.ens.check(steps)
-    sweep(load_model(model, choice), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-          after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model)
+        m.ens.check(sampling.steps)
+    sweep(load_model(model, device, choice), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list,
+          norm_correct=ncs, after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model,
+          device=device, matched=matched)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
     typer.echo((Path(out) / "sweep.md").read_text())

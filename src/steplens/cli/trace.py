@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .common import (MODEL, OUT, PRECISION, SIZE, STEPS, TASK, RunByDefault, load_model, n_option, parse_names, parse_window,
-                     record_precision, seed_option)
+from .common import (DEVICE, MODEL, OUT, PRECISION, SIZE, STEPS, TASK, RunByDefault, choose_precision, load_model, n_option, parse_names,
+                     parse_window, record_precision, sampling_config, seed_option)
 
 trace_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                         help="Record and inspect traces: step events plus reduced captures (`trace --model ...` means `trace run ...`).")
@@ -19,7 +19,7 @@ def trace_run(
     size: int = SIZE,
     n: int = n_option(8),
     seed: int = seed_option(20_000),
-    steps: int = STEPS,
+    steps: int | None = STEPS,
     capture: str = typer.Option("", "--capture", help="e.g. 'blocks.*.resid_post:norm,proj16' (';' separates specs, '@0-4' picks steps)."),
     budget_mb: float = typer.Option(512.0, "--budget-mb", help="Refuse plans whose captures would exceed this."),
     fields: str = typer.Option("x0_hat", "--fields", help="Event tensors to keep per step: x, x0_hat, velocity, x_next."),
@@ -27,24 +27,26 @@ def trace_run(
     window: str = typer.Option("0:2", "--window", help="With --k > 1: merge during steps START:END."),
     rule: str = typer.Option("mean_xt", "--rule", help="With --k > 1: mean_xt | mean_v | mean_x0_renoise."),
     after: str = typer.Option("single", "--after", help="With --k > 1: all (continue K, keep the first) or single."),
+    device: str = DEVICE,
     precision: str = PRECISION,
 ) -> None:
     """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
     from ..ensemble import EnsembleConfig
-    from ..precision import choose
     from ..probes.common import ProbeConfig, batches
-    from ..runner import SamplingConfig, noise_seed
+    from ..runner import noise_seed
     from ..trace import CapturePlan, describe, record
 
-    choice = choose(precision)
-    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, sampling=SamplingConfig(steps=steps),
+    choice = choose_precision(precision, device)
+    sampling = sampling_config(model, steps, None)  # the model's shift
+    steps = sampling.steps
+    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, device=device, sampling=sampling,
                       precision=choice.precision.value)
     ens = None
     if k > 1:
         ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, after=after)
         ens.check(steps)
     plan = CapturePlan.parse(capture, budget_mb)
-    den = load_model(model, choice)
+    den = load_model(model, device, choice)
     (batch, noise), = batches(den, cfg)
     if ens is not None:  # the K noises of `steplens ensemble` for the same instances
         noise = [noise_seed(s, j) for s in cfg.seeds() for j in range(k)]

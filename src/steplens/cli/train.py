@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import PRECISION, parse_ints
+from .common import DEVICE, PRECISION, parse_ints
 
 commands = typer.Typer()
 
@@ -24,17 +24,18 @@ def train(
     warmup: int = typer.Option(100, "--warmup"),
     init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights) or an exported model (a path or shipped name)."),
     stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = DEVICE,
     precision: str = PRECISION,
 ) -> None:
     """Train the reference video DiT with flow matching; re-running the same command resumes."""
+    from ..models.errors import resolve_device
     from ..train import TrainConfig, train as run_train
 
     tasks = tuple(task.split(","))
     flat, per_task = _train_sizes(sizes, tasks)
     cfg = TrainConfig(tasks=tasks, sizes=flat, task_sizes=per_task, n_frames=frames, preset=preset,
                       steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init, precision=precision)
-    st = run_train(cfg, out, device=device, stop_after=stop_after or None)
+    st = run_train(cfg, out, device=str(resolve_device(device)), stop_after=stop_after or None)
     typer.echo(f"trained {st.step} steps in {st.elapsed:.0f} s -> {out}")
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import (BENCH_TASKS, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, PRECISION, PRESET, PROMPT_EMBEDS, SCORER,
-                     SPLITS, WIDTH, fail, parse_names, record_precision, sample_failures)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, PRECISION, PROMPT_EMBEDS, SCORER,
+                     SHIFT, SPLITS, STEPS, VIDEO_PRESET, WIDTH, choose_precision, fail, model_sampling, parse_names, record_precision,
+                     sample_failures)
 
 if TYPE_CHECKING:
     from ..precision import PrecisionChoice
@@ -24,22 +25,27 @@ def evaluate_vbvr_cmd(
     data: Path = typer.Option(..., "--data", help="VBVR-format samples: ROOT/<sample>/, ROOT/<split>/<task>/<sample>/, or an official "
                                                   "VBVR-Bench root GT/<split>/<task>/<00000>/ (no meta.json needed)."),
     out: Path = typer.Option(..., "--out", help="Run folder (re-running resumes)."),
-    steps: int = typer.Option(50, "--steps", min=1),
-    shift: float = typer.Option(5.0, "--shift"),
+    steps: int | None = STEPS,
+    shift: float | None = SHIFT,
     guidance: float = typer.Option(5.0, "--guidance", help="CFG scale (high-noise expert for Wan2.2 A14B)."),
     guidance_2: float | None = typer.Option(None, "--guidance-2", help="CFG scale of the low-noise expert (default: --guidance)."),
     seed: int = typer.Option(1, "--seed", help="Noise seed, the same for every sample."),
     prompt_embeds: str | None = PROMPT_EMBEDS,
     height: int = HEIGHT,
     width: int = WIDTH,
-    lora: str | None = typer.Option(None, "--lora", help="LoRA for a one-transformer model."),
+    lora: str | None = typer.Option(None, "--lora", help="LoRA for every transformer (both experts of Wan2.2 A14B)."),
     lora_high: str | None = LORA_HIGH,
     lora_low: str | None = LORA_LOW,
-    device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
+    lora_scale: float = typer.Option(1.0, "--lora-scale", help="Adapter scale of the LoRA(s)."),
+    lora_scale_low: float | None = typer.Option(None, "--lora-scale-low", help="Adapter scale of the low-noise expert's LoRA (default: --lora-scale)."),
+    device: str = DEVICE,
     precision: str = PRECISION,
+    offload: str = typer.Option("none", "--offload", help="model: large modules wait on the CPU until they run (one A14B expert on the GPU at a time)."),
+    preset: str = typer.Option("paper", "--preset", help="paper (expert switch at 875, shift 5) or folder (the folder's boundary_ratio and shift)."),
+    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles (less VAE memory)."),
     split: str = SPLITS,
     tasks: str = BENCH_TASKS,
-    preset: str = PRESET,
+    video_preset: str = VIDEO_PRESET,
     frames: int = FRAMES,
     method: str = typer.Option("single", "--method", help="Official layout: name of the output root OUT/<method>/."),
     scorer: str = SCORER,
@@ -50,36 +56,37 @@ def evaluate_vbvr_cmd(
 
     An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/) writes OUT/<method>/<split>/<task>/<i:05d>.mp4.
     """
-    import torch
-
     from ..evaluate_vbvr import VbvrRunConfig, evaluate_vbvr
+    from ..models.registry import with_options
     from ..models.wan import load_wan
-    from ..precision import choose
     from ..tasks.vbvr import is_bench_root
 
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    choice = choose(precision, dev)
-    wan = {"lora": lora, "lora_high": lora_high, "lora_low": lora_low, "text_encoder": prompt_embeds is None,
-           "guidance_scale": guidance, "guidance_scale_2": guidance_2}
+    path = model.removeprefix("wan:")
+    steps, shift = model_sampling(with_options(f"wan:{path}", preset=preset), steps, shift)
+    choice = choose_precision(precision, device)
+    wan = {"lora": lora, "lora_high": lora_high, "lora_low": lora_low, "lora_scale": lora_scale, "lora_scale_low": lora_scale_low,
+           "text_encoder": prompt_embeds is None, "guidance_scale": guidance, "guidance_scale_2": guidance_2, "offload": offload,
+           "preset": preset, "vae_tiling": vae_tiling}
     if is_bench_root(data):
         from ..ensemble import Method
         from ..runner import SamplingConfig
         from ..vbvr_run import BenchConfig
 
-        cfg = BenchConfig(str(data), tuple(parse_names(split)), tuple(parse_names(tasks)), preset, frames, height, width, seed,
+        cfg = BenchConfig(str(data), tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed,
                           prompt_embeds)
-        run_bench_cmd(model, wan, dev, choice, cfg, out, [Method(method)], SamplingConfig("euler", steps, shift), scorer, evalkit,
+        run_bench_cmd(model, wan, device, choice, cfg, out, [Method(method)], SamplingConfig("euler", steps, shift), scorer, evalkit,
                       evalkit_entry, kind="evaluate-vbvr-bench")
         return
-    if split or tasks or preset != "auto" or frames or method != "single" or scorer != "steplens" or evalkit is not None:
-        raise fail("--split, --tasks, --preset, --frames, --method, --scorer and --evalkit apply to an official VBVR-Bench root "
+    if split or tasks or video_preset != "auto" or frames or method != "single" or scorer != "steplens" or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --frames, --method, --scorer and --evalkit apply to an official VBVR-Bench root "
                    f"(DATA/In-Domain_50/<task>/<00000>/); {data} is not one")
     cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
                         seed=seed, prompt_embeds=prompt_embeds, height=height, width=width, lora=lora, lora_high=lora_high,
-                        lora_low=lora_low, precision=choice.precision.value)
+                        lora_low=lora_low, lora_scale=lora_scale, lora_scale_low=lora_scale_low, preset=preset, offload=offload,
+                        precision=choice.precision.value)
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such data folder")
-    den = load_wan(model.removeprefix("wan:"), device=dev, dtype=choice.precision.dtype, **wan)
+    den = load_wan(path, device=device, dtype=choice.precision.dtype, **wan)
     summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
     if summary["n_errors"] < summary["n"]:  # a result: record what ran (see record_precision)
         record_precision(out, choice)
@@ -95,10 +102,12 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
     `wan`: keywords for `load_wan`, recorded in the run's manifest with the precision the transformers run in (`choice`).
     Exit 1 if some samples could not be generated, 2 if none could.
     """
+    from ..models.errors import resolve_device
     from ..models.wan import load_wan
     from ..scoring_kit import make_scorers
     from ..vbvr_run import evaluate_bench, summary_lines
 
+    device = str(resolve_device(device))
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])  # the kit takes cuda, not cuda:1
     den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, **wan)
     summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,

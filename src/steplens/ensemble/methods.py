@@ -45,9 +45,9 @@ def baselines(ens: EnsembleConfig, sampling: SamplingConfig) -> list[Method]:
 
     single (k=1); single_matched (one seed, as many steps as the ensemble's NFE allow); best_of_k_oracle
     (needs ground truth: an upper bound); best_of_k_agreement; majority_vote (K unmerged seeds each); ensemble.
-    For mean_xt without norm correction also single_cold: one seed whose initial noise is scaled by
-    1/sqrt(K), the distribution of the mean of K noises, at no extra compute. It separates what averaging
-    K predictions buys from what a colder start buys.
+    For every K > 1 also single_cold: one seed whose initial noise is scaled by 1/sqrt(K), the distribution
+    of the mean of K noises, at no extra compute. It separates what merging K trajectories buys from what a
+    colder start buys; `compare` reports the ensemble's paired difference to it and to single_matched.
     """
     ens.check(sampling.steps)
     plain = EnsembleConfig(k=ens.k, window=(0, 0), after="all")
@@ -57,7 +57,7 @@ def baselines(ens: EnsembleConfig, sampling: SamplingConfig) -> list[Method]:
         methods += [Method("best_of_k_oracle", replace(plain, select="oracle")),
                     Method("best_of_k_agreement", replace(plain, select="agreement")),
                     Method("majority_vote", replace(plain, select="vote"))]
-    if ens.collapses and not ens.norm_correct:
+    if ens.k > 1:
         methods.append(cold_single(ens.k))
     return [*methods, Method("ensemble", ens)]
 
@@ -73,11 +73,10 @@ def sweep_methods(ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int,
                   select: str = "first") -> list[Method]:
     """"single" plus one ensemble per (K, window, rule, norm_correct); norm_correct only varies for mean_xt.
 
-    With plain mean_xt in the sweep, also one `k{K}_single_cold` control per K (see `baselines`).
+    Also one `k{K}_single_cold` control per K > 1 (see `baselines`).
     """
     methods = [Method("single")]
-    if "mean_xt" in rules and False in norm_correct:
-        methods += [cold_single(k, f"k{k}_single_cold") for k in ks if k > 1]
+    methods += [cold_single(k, f"k{k}_single_cold") for k in sorted(set(ks)) if k > 1]
     for rule in rules:
         for nc in sorted(set(norm_correct)) if rule == "mean_xt" else [False]:
             for w in windows:

@@ -12,15 +12,27 @@ from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
 from ..stats import bootstrap_diff, mean_ci, wilson
-from .compute import nfe_per_instance
+from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
 from .methods import Method, sweep_methods
 from .shards import evaluate_methods
 
 
+def paired_diff(ref: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
+    """Paired bootstrap differences (rows minus ref) of solve rate and mean score over the instances both hold."""
+    by_seed = {r["seed"]: r for r in ref}
+    paired = [(by_seed[r["seed"]], r) for r in rows if r["seed"] in by_seed]
+    if not paired:
+        return None
+    a, b = zip(*paired)
+    return {"solve_rate": list(bootstrap_diff([float(x["success"]) for x in a], [float(x["success"]) for x in b])),
+            "mean_score": list(bootstrap_diff([x["score"] for x in a], [x["score"] for x in b]))}
+
+
 def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequence[Method], sampling: SamplingConfig,
-                      baseline: str | None = None) -> dict[str, dict[str, Any]]:
-    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired bootstrap difference to `baseline`."""
+                      baseline: str | None = None, controls: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired bootstrap difference to `baseline`
+    (and, per method name in `controls`, to each of the control methods listed for it: `diff_vs_<control>`)."""
     base = baseline or ("single" if "single" in results else methods[0].name)
     ref = {r["seed"]: r for r in results[base]}
     out = {}
@@ -35,12 +47,11 @@ def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequenc
         spreads = [r["spread"] for r in rs if "spread" in r]
         if spreads:
             row["mean_spread"] = float(np.mean(spreads))
-        paired = [(ref[r["seed"]], r) for r in rs if r["seed"] in ref]
-        if paired and m.name != base:
-            a, b = zip(*paired)
-            row["diff_vs_" + base] = {
-                "solve_rate": list(bootstrap_diff([float(x["success"]) for x in a], [float(x["success"]) for x in b])),
-                "mean_score": list(bootstrap_diff([x["score"] for x in a], [x["score"] for x in b]))}
+        if m.name != base and (d := paired_diff(list(ref.values()), rs)):
+            row["diff_vs_" + base] = d
+        for c in (controls or {}).get(m.name, ()):
+            if c in results and c != m.name and (d := paired_diff(results[c], rs)):
+                row["diff_vs_" + c] = d
         out[m.name] = row
     return out
 
@@ -65,9 +76,12 @@ def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling
             "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], "precision": precision_of(denoiser), **extra}
 
 
+ENSEMBLE_CONTROLS = ("single_cold", "single_matched")  # a colder start at no cost; one seed with the ensemble's NFE
+
+
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],
             out: str | Path, *, max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-            num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+            num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
@@ -83,9 +97,9 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
-    per = summarize_methods(results, methods, sampling)
+    per = summarize_methods(results, methods, sampling, controls={"ensemble": ENSEMBLE_CONTROLS})
     base = "single" if "single" in per else names[0]
 
     pyplot = plt()
@@ -104,6 +118,10 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     pyplot.close(fig)
     summary = {"kind": "ensemble-compare", "n": n, "baseline": base, "methods": per}
     text = [f"ensemble compare: {task} {size}x{size}, n={n}, {sampling.sampler} {sampling.steps} steps", *_table(per, base)]
+    for c in ENSEMBLE_CONTROLS:
+        if (d := per.get("ensemble", {}).get("diff_vs_" + c)) is not None:
+            text.append(f"ensemble minus {c} (paired, {per[c]['nfe']} vs {per['ensemble']['nfe']} NFE): solve rate "
+                        f"{_fmt_ci(d['solve_rate'][0], d['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
 
 
@@ -112,6 +130,8 @@ def _point(m: Method) -> dict[str, Any]:
     """A sweep point's coordinates; a cold-start control sits at the K whose noise mean it imitates."""
     if m.noise_scale != 1.0 and m.ens.k == 1:
         return {"name": m.name, "k": round(m.noise_scale**-2), "window": None, "rule": "single_cold", "norm_correct": False}
+    if m.steps is not None and m.ens.k == 1:
+        return {"name": m.name, "k": 1, "window": None, "rule": "single_matched", "norm_correct": False}
     return {"name": m.name, "k": m.ens.k, "window": list(m.ens.window), "rule": m.ens.rule, "norm_correct": m.ens.norm_correct}
 
 
@@ -135,40 +155,55 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
           ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
           rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), after: str = "single",
           select: str = "first", max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-          num_workers: int | None = None, model: str | None = None) -> dict[str, Any]:
+          num_workers: int | None = None, model: str | None = None, device: str = "auto", matched: bool = True) -> dict[str, Any]:
     """Sweep K, windows, rules and norm correction against single seed on the same instances.
 
     after="single" by default: with select="first" it gives the same answer as continuing all K, at
-    K*M + (steps - M) instead of K*steps evaluations. Writes sweep.json, sweep.md, sweep.png,
-    figures.json, summary.json and summary.txt into `out` (resumable).
+    K*M + (steps - M) instead of K*steps evaluations. Every setting also gets paired differences to its
+    controls: the single seed with a colder start (`k{K}_single_cold`) and, with `matched`, one seed with as
+    many steps as its NFE allow (`single_nfe{N}`). Writes sweep.json, sweep.md, sweep.png, figures.json,
+    summary.json and summary.txt into `out` (resumable).
     """
     from ..probes.common import ProbeRun, plt
 
     methods = sweep_methods(ks, windows, rules, norm_correct, after=after, select=select)
+    merged = [m for m in methods if m.ens.k > 1]
+    nfes = sorted({nfe_per_instance(m.ens, sampling) for m in merged} - {nfe_per_instance(methods[0].ens, sampling)}) if matched else []
+    methods += [Method(f"single_nfe{v}", steps=matched_steps(v, sampling.sampler)) for v in nfes]
+    controls = {}
+    for m in merged:
+        v = nfe_per_instance(m.ens, sampling)
+        controls[m.name] = [f"k{m.ens.k}_single_cold"] + ([f"single_nfe{v}"] if v in nfes else [])
     for m in methods:
         m.ens.check(sampling.steps)
     run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods))
     seeds = held_out_seeds(seed, n)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
-                                ray_address=ray_address, num_workers=num_workers, model=model)
+                                ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
-    per = summarize_methods(results, methods, sampling, baseline="single")
+    per = summarize_methods(results, methods, sampling, baseline="single", controls=controls)
     rec = recommend(per)
-    # the cold-start controls are single seeds: the best setting that really merges trajectories, apart
-    controls = {m.name for m in methods if m.noise_scale != 1.0}
-    rec_ens = rec if rec["name"] not in controls else recommend({k: v for k, v in per.items() if k not in controls})
+    # the cold-start and matched controls are single seeds: the best setting that really merges trajectories, apart
+    singles = {m.name for m in methods if m.ens.k == 1 and m.name != "single"}
+    rec_ens = rec if rec["name"] not in singles else recommend({k: v for k, v in per.items() if k not in singles})
     points = [_point(m) | per[m.name] for m in methods[1:]]
+    for p in points:  # each setting's controls under fixed keys
+        cs = controls.get(p["name"], [])
+        p["diff_vs_cold"] = per[p["name"]].get(f"diff_vs_{cs[0]}") if cs else None
+        p["diff_vs_matched"] = per[p["name"]].get(f"diff_vs_{cs[1]}") if len(cs) > 1 else None
     write_json(run.root / "sweep.json", {"baseline": per["single"], "points": points, "recommended": rec, "recommended_ensemble": rec_ens})
 
-    md = ["| K | window | rule | norm | NFE | solve rate [95% CI] | diff vs single [95% CI] |", "|---|---|---|---|---|---|---|"]
+    md = ["| K | window | rule | norm | NFE | solve rate [95% CI] | diff vs single [95% CI] | diff vs single_cold [95% CI] "
+          "| diff vs same-NFE single [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     s0 = per["single"]
-    md.append(f"| 1 | - | single | - | {s0['nfe']} | {_fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])} | - |")
+    md.append(f"| 1 | - | single | - | {s0['nfe']} | {_fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])} | - | - | - |")
     for p in points:
         d = p["diff_vs_single"]["solve_rate"]
         star = " **" if p["name"] == rec["name"] else ""
         win = f"{p['window'][0]}:{p['window'][1]}" if p["window"] else "-"
+        ctl = [_fmt_ci(c["solve_rate"][0], c["solve_rate"][1:]) if c else "-" for c in (p["diff_vs_cold"], p["diff_vs_matched"])]
         md.append(f"| {p['k']} | {win} | {p['rule']} | {'yes' if p['norm_correct'] else 'no'} | {p['nfe']} | "
-                  f"{_fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {_fmt_ci(d[0], d[1:])}{star} |")
+                  f"{_fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {_fmt_ci(d[0], d[1:])}{star} | {ctl[0]} | {ctl[1]} |")
     md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}).")
     if rec_ens is not rec:
         md.append(f"Best ensemble (the cold-start controls aside): `{rec_ens['name']}` ({rec_ens['reason']}).")
@@ -212,5 +247,9 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
             text.append(f"best ensemble (cold-start controls aside): {r['name']}: {r['reason']}")
         if r.get("diff"):
             text.append(f"  solve rate {r['solve_rate']:.3f}, diff vs single {_fmt_ci(r['diff']['solve_rate'][0], r['diff']['solve_rate'][1:])}")
+        pt = next((p for p in points if p["name"] == r["name"]), {})
+        for key, label in (("diff_vs_cold", "single_cold"), ("diff_vs_matched", "a single seed with the same NFE")):
+            if pt.get(key):
+                text.append(f"  diff vs {label}: {_fmt_ci(pt[key]['solve_rate'][0], pt[key]['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
 

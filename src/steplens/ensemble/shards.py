@@ -38,19 +38,19 @@ def ensemble_shard(shard: EnsembleShard, denoiser: Any | None = None) -> list[di
     """Sample one shard's trajectories once and return one result per (method, instance)."""
     from ..distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model, precision=shard.precision)
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device, shard.precision)
     traj = run_trajectories(den, shard.task, shard.size, list(shard.seeds), shard.sampling, shard.ens, noise_scale=shard.noise_scale)
     return [{"method": name, **r} for name, sel in shard.selects for r in select_results(traj, sel)]
 
 
 def evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[int], sampling: SamplingConfig,
                       methods: Sequence[Method], *, max_batch: int, progress: bool, ray_address: str | None = None,
-                      num_workers: int | None = None, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+                      num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, list[dict[str, Any]]]:
     """Evaluate every method on the same instances; methods sharing trajectories sample them once.
 
     Instances are cut into fixed chunks per trajectory group (so results do not depend on where an
     earlier run stopped); with `ray_address` the chunks run as Ray tasks (see `steplens.distributed`)
-    on workers that load `model` (default: the denoiser's name), and the driver writes every result.
+    on workers that load `model` (default: the denoiser's name) on `device`, and the driver writes every result.
     """
     from functools import partial
 
@@ -72,7 +72,7 @@ def evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[
             chunk = [s for s in seeds[i : i + per_chunk] if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
             if chunk:
                 shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), precision_of(denoiser), lead.ens,
-                                            lead.noise_scale, tuple((m.name, m.ens.select) for m in group)))
+                                            lead.noise_scale, tuple((m.name, m.ens.select) for m in group), device=device))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
     with Progress(disable=not progress) as bar:

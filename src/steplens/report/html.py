@@ -258,17 +258,41 @@ def _first_line(text: str) -> str:
 SampleLinks = Callable[[Run], str]  # extra HTML under a run's step viewer (the dashboard links each sample)
 
 
+def figures_html(figures: tuple[Figure, ...], src: Src) -> str:
+    """Figures in a grid; a series of per-sample figures ("Title, sample") shows its first, the rest folded away."""
+    groups: dict[str, list[Figure]] = {}
+    for f in figures:
+        groups.setdefault(f.title.split(", ")[0], []).append(f)
+    shown = [g[0] for g in groups.values()]
+    rest = [f for g in groups.values() for f in g[1:]]
+    more = (f"<details class=more><summary>{len(rest)} more figures ({html.escape(', '.join(k for k, g in groups.items() if len(g) > 1))})"
+            f"</summary><div class=figs>{''.join(figure_html(f, src) for f in rest)}</div></details>" if rest else "")
+    return f"<div class=figs>{''.join(figure_html(f, src) for f in shown)}</div>{more}"
+
+
 def run_content(run: Run, src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
-                sample_links: SampleLinks | None = None, show_config: bool = False) -> str:
-    """One run's text, numbers, step viewer and figures."""
+                sample_links: SampleLinks | None = None, show_config: bool = False, show_viewer: bool = True,
+                command: str = "") -> str:
+    """One run's numbers (under human labels where its kind has them), step viewer and figures."""
+    from .story import labelled_html
+
     parts = []
+    if command:
+        parts.append(f'<div class=cmd><code>{html.escape(command)}</code><button class=copy type=button '
+                     f'title="copy the command">copy</button></div>')
+    labelled = labelled_html(run.kind, run.summary)
     if run.config and not show_config:
         parts.append(f"<details><summary>config</summary>{config_html(run.config)}</details>")
-    if run.text.strip():
-        parts.append(f"<pre class=txt>{html.escape(run.text.rstrip())}</pre>")
     skip = ("config",) if run.summary.get("config") == run.config else ()
-    parts.append(numbers_html(run.summary, skip))
-    if run.samples:
+    text = f"<pre class=txt>{html.escape(run.text.rstrip())}</pre>" if run.text.strip() else ""
+    if labelled:  # raw keys and the text summary stay one click away
+        parts.append(labelled)
+        if text or run.summary:
+            parts.append(f"<details class=raw><summary>all values (summary.json, summary.txt)</summary>{text}"
+                         f"{numbers_html(run.summary, skip)}</details>")
+    else:
+        parts += [text, numbers_html(run.summary, skip)]
+    if run.samples and show_viewer:
         shown = run.samples if max_samples is None else run.samples[:max_samples]
         note = (f"Showing {len(shown)} of {len(run.samples)} samples; <code>steplens serve</code> shows all."
                 if len(shown) < len(run.samples) else "")
@@ -276,7 +300,7 @@ def run_content(run: Run, src: Src, *, max_samples: int | None = MAX_REPORT_SAMP
         if sample_links:
             parts.append(sample_links(run))
     if run.figures:
-        parts.append(f"<div class=figs>{''.join(figure_html(f, src) for f in run.figures)}</div>")
+        parts.append(figures_html(run.figures, src))
     if not (run.text.strip() or run.summary or run.samples or run.figures):
         parts.append("<p class=empty>This run has no summary, figures or steps yet.</p>")
     return "".join(parts)
@@ -296,6 +320,8 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
     subs.sort(key=lambda p: (story.index(p.name) if p.name in story else len(story), p.name))
     runs = [load_run(s) for s in subs]
     name = root.resolve().name or str(root)
+    if me and isinstance(me.summary.get("findings"), list):
+        return f"steplens: {name}", demo_body(root, me, runs, src, max_samples=max_samples, sample_links=sample_links)
     kind = f"<span class=badge>{html.escape(me.kind)}</span>" if me else ""
     sub = "steplens report" + (f" &middot; {len(runs)} runs" if runs else "")
     parts = [f"<header><h1>{html.escape(name)}{kind}</h1><p class=sub>{sub}</p>"]
@@ -305,10 +331,7 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
     taken: set[str] = set()
     anchors = [_anchor(r.folder.name, taken) for r in runs]
     if runs:
-        items = "".join(f'<li><a href="#{a}">{html.escape(r.folder.name)}</a> <span class=badge>{html.escape(r.kind)}'
-                        f"</span> <span class=muted>{html.escape(_first_line(r.text)[:110])}</span></li>"
-                        for a, r in zip(anchors, runs))
-        parts.append(f"<nav class='card toc block'><h4>Contents</h4><ol>{items}</ol></nav>")
+        parts.append(_toc(runs, anchors))
     if me:
         parts.append(run_content(me, src, max_samples=max_samples, sample_links=sample_links, show_config=True))
     for a, r in zip(anchors, runs):
@@ -316,6 +339,47 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
                      f"{html.escape(r.kind)}</span></h2>"
                      f"{run_content(r, src, max_samples=max_samples, sample_links=sample_links)}</section>")
     return f"steplens: {name}", "".join(parts)
+
+
+def _toc(runs: list[Run], anchors: list[str], titles: dict[str, str] | None = None) -> str:
+    items = "".join(f'<li><a href="#{a}">{html.escape((titles or {}).get(r.folder.name, r.folder.name))}</a> <span class=badge>'
+                    f"{html.escape(r.kind)}</span> <span class=muted>{html.escape(_first_line(r.text)[:110])}</span></li>"
+                    for a, r in zip(anchors, runs))
+    return f"<nav class='card toc block'><h4>Contents</h4><ol>{items}</ol></nav>"
+
+
+def demo_body(root: Path, me: Run, runs: list[Run], src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
+              sample_links: SampleLinks | None = None) -> str:
+    """A demo's page: the findings panel first, then the Chain-of-Steps viewer, then one section per stage."""
+    from .story import STAGE_TITLES, demo_subtitle, findings_html
+
+    name = root.resolve().name or str(root)
+    parts = [f"<header><h1>steplens: what the paper found, on this model<span class=badge>{html.escape(me.kind)}</span></h1>"
+             f"<p class=sub>{demo_subtitle(me.summary)} &middot; folder {html.escape(name)}</p></header>",
+             findings_html(me.summary, root, src)]
+    viewed = next((r for r in runs if r.samples), None)
+    if viewed is not None:
+        shown = viewed.samples if max_samples is None else viewed.samples[:max_samples]
+        parts.append(viewer_html(shown, src, "Pick a sample in the list above.",
+                                 title="Chain-of-Steps viewer"))
+        if sample_links:
+            parts.append(sample_links(viewed))
+    taken: set[str] = set()
+    anchors = [_anchor(r.folder.name, taken) for r in runs]
+    titles = {r.folder.name: STAGE_TITLES.get(r.folder.name, r.folder.name) for r in runs}
+    if runs:
+        parts.append(_toc(runs, anchors, titles))
+    commands = me.summary.get("commands") if isinstance(me.summary.get("commands"), dict) else {}
+    for a, r in zip(anchors, runs):
+        parts.append(f'<section class=run id="{a}"><h2>{html.escape(titles[r.folder.name])}<span class=badge>'
+                     f"{html.escape(r.folder.name)}</span></h2>"
+                     + run_content(r, src, max_samples=max_samples, sample_links=sample_links, show_viewer=r is not viewed,
+                                   command=str(commands.get(r.folder.name, ""))) + "</section>")
+    raw = {k: v for k, v in me.summary.items() if k not in ("findings",)}
+    parts.append(f"<section class=run id=all-values><h2>All values</h2><details class=raw><summary>the demo's summary.json and "
+                 f"summary.txt</summary>{'<pre class=txt>' + html.escape(me.text.rstrip()) + '</pre>' if me.text.strip() else ''}"
+                 f"{numbers_html(raw)}</details></section>")
+    return "".join(parts)
 
 
 def render(root: str | Path, src: Src = data_uri, max_samples: int | None = MAX_REPORT_SAMPLES) -> str:

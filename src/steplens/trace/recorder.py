@@ -194,7 +194,10 @@ def record(denoiser: Any, batch: Any, seeds: Sequence[int], sampling: Any, plan:
     from ..runner import generate
 
     branches = 2 if getattr(denoiser, "do_cfg", False) else 1
-    est = check_budget(plan, denoiser, batch.latent_shape, len(seeds), sampling.steps, branches=branches)
+    expert_for = getattr(denoiser, "expert_for", None)  # two-expert models: each step runs one expert's blocks
+    step_experts = None if expert_for is None else [  # the timesteps the denoiser computes: float32 sigma x 1000
+        expert_for(t) for t in (sampling.sigmas(denoiser)[:-1].float() * getattr(denoiser, "num_train_timesteps", 1000)).tolist()]
+    est = check_budget(plan, denoiser, batch.latent_shape, len(seeds), sampling.steps, branches=branches, step_experts=step_experts)
     ev = TraceRecorder(fields, latents=latents)
     cfg = {**(config or {}), "sampling": sampling, "capture_plan": plan.to_dict(), "noise_seeds": list(seeds),
            "latent_shape": list(batch.latent_shape), "denoiser": getattr(denoiser, "name", type(denoiser).__name__),
