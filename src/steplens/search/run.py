@@ -410,5 +410,5 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
     return _finish(prun, summary, "\n".join(text))
 
 
-__all__ = ["PRECISIONS", "SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
+__all__ = ["SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
            "run_search", "run_sweep", "sample_trajectories", "screen_latents", "search_shard", "summarize", "sweep_grid"]
