@@ -1,15 +1,27 @@
-"""Sampling throughput of the reference model: N mazes batched, Euler steps, 2 CPU cores.
+"""Sampling throughput of the reference model in fp32 and bf16, as paired ratios measured in one process.
 
-    python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20
+    python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --reps 3
 
-Target (issue 3): 100 mazes batched in <= 10 s on 2 CPU cores. Prints JSON, with the model's FLOPs per
-sample and step (torch's FlopCounterMode) and the FLOP rate achieved, which say how far the target is
-from what the hardware can do for this model.
+Targets (issues 3 and 23): 100 held-out 5x5 mazes (seeds from 10000), 20 Euler steps, 2 CPU cores
+in <= 10 s; bf16 / fp32 <= 0.35; bf16 solve rate within 1 point of fp32 (paired CI includes 0).
+
+One run prints JSON with:
+- the CPU's bf16 capability (steplens.precision.detect) and what `--precision auto` picks on it;
+- the time to sample one batch of `--batch` mazes in fp32 and in bf16 (the same model, weights cast
+  once), repeated `--reps` times interleaved in alternating order; `ratio_bf16_over_fp32` is the
+  median over repetitions of the paired per-repetition ratio;
+- the model's FLOPs per sample and step (torch's FlopCounterMode, attention included), the GFLOP/s
+  each precision achieves, and the matmul roofline of each dtype (a 2048^3 matmul timed in this
+  process, interleaved too), so `of_roofline` says how far the model is from the hardware;
+- the solve rates of `--n` held-out instances sampled with the same instance and noise seeds in
+  both precisions, and their paired difference (bf16 - fp32) with a bootstrap 95% CI;
+- with `--compile`: torch.compile of the bf16 network, its compile time apart, and its paired time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -21,45 +33,110 @@ from torch.utils.flop_counter import FlopCounterMode
 from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.evaluate import eval_seeds
 from steplens.models.registry import load
+from steplens.precision import choose, detect
 from steplens.runner import SamplingConfig, prepare
+from steplens.stats import bootstrap_diff, wilson
 from steplens.tasks import get_task
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    """Best-of-`reps` GFLOP/s of an n^3 matmul in `dtype` (the roofline the model's matmuls can reach)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_sample_step(den, size: int) -> float:
+    """FLOPs of one network evaluation for one sample (FlopCounterMode on a batch of 2)."""
+    task = get_task("maze")
+    batch = prepare(den, task, [task.generate(s, size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for s in (0, 1)])
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        den(torch.randn(2, *batch.latent_shape), torch.full((2,), 0.5), batch.cond)
+    return fc.get_total_flops() / 2
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="maze")
-    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--n", type=int, default=100, help="held-out instances for the paired solve rates")
+    ap.add_argument("--batch", type=int, default=100, help="mazes per timed batch (and per sampling call)")
+    ap.add_argument("--seed", type=int, default=10_000, help="first held-out instance seed")
     ap.add_argument("--size", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="paired timing repetitions")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 network")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--allocator", choices=["kept", "default"], default="kept",
                     help="kept: steplens.allocator.keep_freed_memory (what the CLI does); default: glibc as it comes")
     a = ap.parse_args()
     if a.allocator == "kept":
         keep_freed_memory()
-    den = load(a.model)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cap = detect()
+    dens = {"fp32": load(a.model), "bf16": load(a.model).to_precision("bf16")}
+    if a.compile:
+        dens["bf16_compiled"] = copy.copy(dens["bf16"])
+        dens["bf16_compiled"].model = torch.compile(dens["bf16"].model, dynamic=False)
     cfg = SamplingConfig(steps=a.steps)
-    seeds = list(range(30_000, 30_000 + a.n))
-    eval_seeds(den, "maze", a.size, seeds[:2], cfg)  # warm-up
-    times, solved = [], 0
-    for _ in range(a.reps):
+    seeds = list(range(a.seed, a.seed + a.n))
+    timed = seeds[: a.batch]
+    warm: dict[str, float] = {}
+    for name, den in dens.items():  # warm-up (and, compiled, the compile) on the timed batch shape
         t = time.perf_counter()
-        res = eval_seeds(den, "maze", a.size, seeds, cfg)
-        times.append(time.perf_counter() - t)
-        solved = sum(r["success"] for r in res)
-    task = get_task("maze")
-    batch = prepare(den, task, [task.generate(s, a.size, n_frames=getattr(den, "n_frames", 4), cell_px=1) for s in seeds[:2]])
-    x = torch.randn(2, *batch.latent_shape)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        den(x, torch.full((2,), 0.5), batch.cond)
-    gflop = fc.get_total_flops() / 2 / 1e9  # one sample, one network evaluation
-    med = statistics.median(times)
-    print(json.dumps({"allocator": allocator_state(), "model": a.model, "n": a.n, "size": a.size, "steps": a.steps, "threads": torch.get_num_threads(),
-                      "median_s": round(statistics.median(times), 2), "all_s": [round(t, 2) for t in times],
-                      "mazes_per_s": round(a.n / statistics.median(times), 1), "solved": solved, "target_s": 10.0,
-                      "gflop_per_sample_step": round(gflop, 3), "achieved_gflops": round(gflop * a.n * a.steps / med, 1),
-                      "gflops_needed_for_target": round(gflop * a.n * a.steps / 10.0, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+        eval_seeds(den, "maze", a.size, timed[:2] if name != "bf16_compiled" else timed, SamplingConfig(steps=1))
+        warm[name] = round(time.perf_counter() - t, 2)
+    times: dict[str, list[float]] = {k: [] for k in dens}
+    results: dict[str, dict[int, bool]] = {k: {} for k in dens}
+    order = list(dens)
+    for rep in range(a.reps):
+        for name in order if rep % 2 == 0 else order[::-1]:  # alternate which precision runs first
+            t = time.perf_counter()
+            res = eval_seeds(dens[name], "maze", a.size, timed, cfg)
+            times[name].append(time.perf_counter() - t)
+            results[name].update((r["seed"], bool(r.get("success", False))) for r in res)
+    for name in dens:  # the rest of the --n instances, untimed, for the paired solve rates
+        for i in range(a.batch, a.n, a.batch):
+            res = eval_seeds(dens[name], "maze", a.size, seeds[i : i + a.batch], cfg)
+            results[name].update((r["seed"], bool(r.get("success", False))) for r in res)
+    roof = {"fp32": [], "bf16": []}
+    for _ in range(3):
+        roof["fp32"].append(matmul_gflops(torch.float32))
+        roof["bf16"].append(matmul_gflops(torch.bfloat16))
+    flops = flops_per_sample_step(dens["fp32"], a.size)
+    work = flops * len(timed) * a.steps
+    per: dict[str, dict] = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        roofline = statistics.median(roof["fp32" if name == "fp32" else "bf16"])
+        solved = [results[name][s] for s in seeds]
+        k = sum(solved)
+        per[name] = {"median_s": round(med, 2), "all_s": [round(t, 2) for t in ts], "mazes_per_s": round(len(timed) / med, 1),
+                     "achieved_gflops": round(work / med / 1e9, 1), "matmul_roofline_gflops": round(roofline, 1),
+                     "of_roofline": round(work / med / 1e9 / roofline, 3), "warmup_s": warm[name],
+                     "solved": k, "solve_rate": k / len(seeds), "solve_rate_ci95": list(wilson(k, len(seeds)))}
+    base = [float(results["fp32"][s]) for s in seeds]
+    pairs = {}
+    for name in dens:
+        if name == "fp32":
+            continue
+        d, lo, hi = bootstrap_diff(base, [float(results[name][s]) for s in seeds])
+        ratios = [b / f for f, b in zip(times["fp32"], times[name])]
+        pairs[name] = {"ratio_over_fp32": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
+                       "solve_rate_diff": d, "solve_rate_diff_ci95": [lo, hi], "ci_includes_0": lo <= 0 <= hi,
+                       "answers_differ": sum(results[name][s] != results["fp32"][s] for s in seeds)}
+    print(json.dumps({"model": a.model, "n": a.n, "batch": len(timed), "size": a.size, "steps": a.steps, "seeds_from": a.seed,
+                      "median_s": per["fp32"]["median_s"],  # as before this benchmark timed bf16 too
+                      "threads": torch.get_num_threads(), "allocator": allocator_state(),
+                      "capability": cap.to_dict(), "auto_picks": choose("auto").precision.value,
+                      "gflop_per_sample_step": round(flops / 1e9, 3), "precisions": per, "paired": pairs,
+                      "ratio_bf16_over_fp32": pairs["bf16"]["ratio_over_fp32"], "targets": {"bf16_s": 10.0, "ratio": 0.35},
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}, indent=1))
 
 
 if __name__ == "__main__":

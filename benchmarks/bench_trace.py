@@ -3,7 +3,7 @@
     python benchmarks/bench_trace.py                       # base preset, random weights
     python benchmarks/bench_trace.py --weights maze        # a shipped name or an exported model path
 
-5x5 mazes, 4 frames, batch 8, 20 Euler steps by default. Compares, interleaved in rotating order (so
+5x5 mazes, 4 frames, batch 8, 20 Euler steps by default (`--precision bf16`: the network in bf16). Compares, interleaved in rotating order (so
 load changes and first-run effects hit every variant alike), the wall time over --reps repetitions of: plain sampling; x0_hat tracing
 at every step; reduced captures (norm + proj16) at every step on every block's resid_post; and on all
 four sites of every block. `ratio_vs_plain` is the median over repetitions of each variant's time over
@@ -25,6 +25,7 @@ import torch
 from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.context import model_call
 from steplens.models.dit import ReferenceDenoiser, random_tiny
+from steplens.precision import choose
 from steplens.runner import SamplingConfig, generate, noise_seed, prepare
 from steplens.tasks import get_task
 from steplens.trace import CapturePlan, Recorder, TraceRecorder, check_budget
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--forward-reps", type=int, default=15, help="alternating single-call repetitions for per_forward_ms")
+    ap.add_argument("--precision", default="fp32", help="network precision: fp32, bf16 or auto (steplens.precision)")
     a = ap.parse_args()
     keep_freed_memory()  # as the CLI does
     if a.threads:
@@ -53,6 +55,8 @@ def main() -> None:
         den = load(a.weights, device=a.device)
     else:
         den = ReferenceDenoiser(random_tiny(preset="base", scale=0.05).eval().to(a.device), name="base-random")
+    choice = choose(a.precision, a.device)
+    den.to_precision(choice.precision)
     task = get_task("maze")
     insts = [task.generate(10_000 + i, a.size, n_frames=a.frames, cell_px=1) for i in range(a.n)]
     batch = prepare(den, task, insts)
@@ -101,7 +105,7 @@ def main() -> None:
     ratio = {k: round(statistics.median(t / p for t, p in zip(v, times["plain"])), 3) for k, v in times.items()}
     print(json.dumps({
         "allocator": allocator_state(),
-        "model": a.weights or "base (random weights)", "device": str(den.device), "threads": torch.get_num_threads(),
+        "model": a.weights or "base (random weights)", "device": str(den.device), "precision": choice.to_dict(), "threads": torch.get_num_threads(),
         "size": a.size, "frames": a.frames, "n": a.n, "steps": a.steps, "reps": a.reps,
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "ratio_vs_plain": ratio,

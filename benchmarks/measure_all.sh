@@ -8,7 +8,8 @@ out="${1:-runs/measure}"; mkdir -p "$out"
 log() { echo "[$(date +%T)] $*"; }
 
 log "speed (first, while nothing else runs): sampling 100 mazes, demo, probes at default sizes, tracing overhead, ensemble batching"
-python benchmarks/bench_sampling.py --model maze --n 100 --size 5 --steps 20 --reps 1 | tee "$out/bench_sampling.json"
+python benchmarks/bench_sampling.py --model maze --n 500 --batch 100 --size 5 --steps 20 --reps 3 | tee "$out/bench_sampling.json"
+python benchmarks/bench_train.py --steps 10 --batch 32 --size 5 | tee "$out/bench_train.json"
 python benchmarks/bench_demo.py --out "$out/demo" | tee "$out/bench_demo.json"
 python benchmarks/bench_probes.py --out "$out/probes_default" | tee "$out/bench_probes.json"
 python benchmarks/bench_trace.py --model maze --size 5 --n 8 --steps 20 --reps 15 | tee "$out/bench_trace.json"

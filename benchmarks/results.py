@@ -208,8 +208,21 @@ def speed(out: Path) -> list[str]:
         lines.append(f"- 1,000 maze instances generated, rendered and scored in {s['memory']['total_s']:.1f} s (target < 30 s; "
                      "`python benchmarks/bench_tasks.py`).")
     if s := load(out / "bench_sampling.json"):
-        lines.append(f"- {s['n']} {s['size']}x{s['size']} mazes sampled in one batch, {s['steps']} Euler steps: {s['median_s']:.1f} s "
-                     f"(target 10 s; `python benchmarks/bench_sampling.py`).")
+        if "precisions" in s:  # fp32 and bf16 paired (issue 23)
+            f, b, d = s["precisions"]["fp32"], s["precisions"]["bf16"], s["paired"]["bf16"]
+            flags = ", ".join(s["capability"]["cpu_flags"]) or "none"
+            lines.append(f"- {s['batch']} {s['size']}x{s['size']} mazes sampled in one batch, {s['steps']} Euler steps: fp32 {f['median_s']:.1f} s, "
+                         f"bf16 {b['median_s']:.1f} s, paired ratio {d['ratio_over_fp32']:.2f} (targets 10 s, 0.35; CPU bf16 flags: {flags}; "
+                         f"`--precision auto` picks {s['auto_picks']}); {f['of_roofline']:.0%} / {b['of_roofline']:.0%} of the fp32 / bf16 matmul "
+                         f"rate; bf16 minus fp32 solve rate on {s['n']} paired instances {d['solve_rate_diff']:+.3f} "
+                         f"[{d['solve_rate_diff_ci95'][0]:+.3f}, {d['solve_rate_diff_ci95'][1]:+.3f}] (`python benchmarks/bench_sampling.py`).")
+        else:
+            lines.append(f"- {s['n']} {s['size']}x{s['size']} mazes sampled in one batch, {s['steps']} Euler steps: {s['median_s']:.1f} s "
+                         f"(target 10 s; `python benchmarks/bench_sampling.py`).")
+    if s := load(out / "bench_train.json"):
+        lines.append(f"- A training step (batch {s['batch']}, {s['size']}x{s['size']}): fp32 {s['median_step_s']['fp32']:.2f} s, bf16 autocast "
+                     f"{s['median_step_s']['bf16']:.2f} s, paired ratio {s['ratio_bf16_over_fp32']:.2f} (target 0.5; "
+                     "`python benchmarks/bench_train.py`).")
     if s := load(out / "bench_allocator.json"):
         lines.append(f"- Freed memory kept in the process (`steplens.allocator`, on in the CLI): sampling {s['speedup_kept']:.2f}x faster "
                      f"than glibc's defaults ({s['n']} mazes, median of {s['pairs']} paired fresh-process runs; "

@@ -10,9 +10,9 @@ from steplens.runner import prepare
 from steplens.tasks import get_task
 
 
-def tiny_reference(seeds=(1, 2)):
-    """The reference DiT (tiny preset, random weights that do real work) and a batch of 3x3 mazes."""
-    den = ReferenceDenoiser(random_tiny(seed=0).eval())
+def tiny_reference(seeds=(1, 2), precision="fp32"):
+    """The reference DiT (tiny preset, random weights that do real work) in `precision`, and a batch of 3x3 mazes."""
+    den = ReferenceDenoiser(random_tiny(seed=0).eval()).to_precision(precision)
     task = get_task("maze")
     return den, prepare(den, task, [task.generate(s, 3, n_frames=4, cell_px=1) for s in seeds])
 

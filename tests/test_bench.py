@@ -19,6 +19,7 @@ from typer.testing import CliRunner  # noqa: E402
 from steplens.cli import app  # noqa: E402
 from steplens.config import ConfigError  # noqa: E402
 from steplens.io import read_video, write_png, write_video  # noqa: E402
+from steplens.precision import choose  # noqa: E402
 from steplens.scoring_kit import EvalKitScorer, KitError, SteplensScorer, make_scorers  # noqa: E402
 from steplens.tasks.vbvr import SampleError, generate_set, is_bench_root, iter_bench, read_sample  # noqa: E402
 from steplens.vbvr_run import BenchConfig, score_bench, video_plan  # noqa: E402
@@ -307,6 +308,9 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
         lo, hi = s["overall"]["ci95"]
         assert 0.0 <= lo <= s["overall"]["score"] <= hi <= 1.0 and s["scorer"]["convention"]
     assert "task_specific" in res.output and "single" in res.output
+    ran = choose("auto").precision.value  # --precision auto on this CPU: in the manifest, OUT/precision.json and on stderr
+    assert json.loads((out / "manifest.json").read_text())["config"]["precision"] == ran
+    assert json.loads((out / "precision.json").read_text())["precision"] == ran and f"precision {ran} (asked auto" in res.stderr
     mtime = (out / "single" / refs[0].video_rel).stat().st_mtime_ns
     again = runner.invoke(app, args[:-4])  # resumable, and scoring again with another scorer regenerates nothing
     assert again.exit_code == 0 and "5 done, 0 to run" in again.output
@@ -323,6 +327,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     ens_s = summary["methods"]["ensemble"]["steplens"]
     assert ens_s["overall"]["n"] == 2 and 0.0 <= ens_s["overall"]["ci95"][0] <= ens_s["overall"]["ci95"][1] <= 1.0
     assert "diff_vs_single" in ens_s
+    assert json.loads((ens_out / "manifest.json").read_text())["config"]["precision"] == ran
     ood = f"Out-of-Domain_50/{MAZE_OOD}/00000.mp4"
     single_a, single_b, merged = (read_video(p).astype(np.float64) for p in (out / "single" / ood, ens_out / "single" / ood,
                                                                               ens_out / "ensemble" / ood))

@@ -38,9 +38,10 @@ def _no_hooks(toy):
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in toy.blocks.modules())
 
 
-@pytest.fixture
-def ref():
-    return tiny_reference()
+@pytest.fixture(params=["fp32", "bf16"])
+def ref(request):
+    """The tiny reference model in each precision: hooks see the network's own dtype, and work the same."""
+    return tiny_reference(precision=request.param)
 
 
 def test_points_and_selection():
@@ -178,6 +179,20 @@ def test_noop_hooks_everywhere_are_bit_identical(ref):
         generate(den, batch, [5, 6], SamplingConfig(sampler="heun", steps=2))
     assert phases == [(0, "main"), (0, "corrector"), (1, "main")]  # Heun's last step is Euler
     assert torch.equal(generate(den, batch, [5, 6], cfg), plain)  # and nothing is left attached
+
+
+def test_a_float32_replacement_runs_in_the_networks_dtype():
+    den, batch = tiny_reference(precision="bf16")
+    x = torch.randn(2, *batch.latent_shape, generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((2,), 0.5)
+    got = []
+    with torch.no_grad():
+        with hooks(den, {"blocks.0.resid_pre": lambda t, point: got.append(t.dtype)}):
+            plain = den(x, sigma, batch.cond).velocity
+        with hooks(den, {"blocks.0.attn_out": lambda t, point: t.float()}):  # the same values, upcast
+            upcast = den(x, sigma, batch.cond).velocity
+    assert got == [torch.bfloat16] and plain.dtype == torch.float32
+    assert torch.equal(plain, upcast)
 
 
 def test_token_grid_order(ref):

@@ -22,9 +22,10 @@ D = 32  # tiny preset width
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def setup():
-    return tiny_reference()
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def setup(request):
+    """The tiny reference model in each precision: captures and events come out float32 either way."""
+    return tiny_reference(precision=request.param)
 
 
 class TwoBranch(DenoiserBase):
@@ -124,6 +125,7 @@ def test_recording_is_exact_and_shapes(setup):
         CacheKey(1, 0, "mlp_out", "main"), CacheKey(2, 1, "attn_out", "main")}
     assert "s1/blocks.0.mlp_out/main/full" in tr.keys() and len(tr.keys()) == 4 * 2 * 4 + 1 + 2
     assert all(t.device.type == "cpu" and t.dtype == torch.float32 for slot in tr.captures.values() for t in slot.values())
+    assert all(v.dtype == torch.float32 for k, v in tr.events.items() if k != "step")  # the sampler state stays float32
     assert tr.captures.nbytes() == estimate_bytes(plan, den, batch.latent_shape, 2, 4)  # the estimate is exact
     with pytest.raises(KeyError, match="nothing captured"):
         tr.get(3, 0, "mlp_out", "main", "full")
@@ -136,6 +138,7 @@ def test_recording_is_exact_and_shapes(setup):
 
     with hooks(den, {"blocks.*.resid_post": grab, "blocks.1.attn_out": grab}):
         generate(den, batch, [3, 4], cfg)
+    seen = {k: v.float() for k, v in seen.items()}  # captures are reduced from the activations upcast to float32
     assert torch.equal(tr.get(2, 1, "resid_post", "main", "norm"), torch.linalg.vector_norm(seen["blocks.1.resid_post"], dim=-1))
     assert torch.equal(tr.get(2, 1, "attn_out", "main", "full"), seen["blocks.1.attn_out"][:, :10])
     for layer in (0, 1):  # one matrix for every layer of width D

@@ -123,7 +123,7 @@ def test_checkpoints_load_safely_and_export(tmp_path):
     st = train(cfg(steps=2), tmp_path / "a", progress=False)
     ckpt = tmp_path / "a" / "checkpoint.pt"
     raw = torch.load(ckpt, weights_only=True)  # plain dicts, lists, numbers and tensors: no pickled code needed
-    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log"}
+    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log", "precision"}
     prefix = export_checkpoint(ckpt, tmp_path / "exp" / "m").with_suffix("")
     meta = json.loads(prefix.with_suffix(".json").read_text())
     assert meta["trained_steps"] == 2 and meta["train"]["preset"] == "tiny" and meta["data"] == {"n_frames": 4, "sizes": [3]}
@@ -137,3 +137,41 @@ def test_checkpoints_load_safely_and_export(tmp_path):
     for name, msg in [("evil.pt", "not a readable"), ("junk.pt", "not a readable"), ("partial.pt", "no config"), ("none.pt", "no such")]:
         with pytest.raises(CheckpointError, match=msg):
             read_checkpoint(tmp_path / name)
+
+
+def _fake_cpu(tmp_path, monkeypatch, flags: str) -> None:
+    from steplens import precision
+
+    p = tmp_path / f"cpuinfo_{flags.replace(' ', '_') or 'plain'}"
+    p.write_text(f"processor\t: 0\nflags\t\t: fpu avx2 avx512f {flags}\n")
+    monkeypatch.setattr(precision, "PROC_CPUINFO", p)
+
+
+def test_auto_is_resolved_once_and_a_resumed_run_keeps_it(tmp_path, monkeypatch):
+    _fake_cpu(tmp_path, monkeypatch, "amx_bf16")  # auto -> bf16 on a CPU with bf16 matrix units
+    bf16 = train(cfg(precision="bf16"), tmp_path / "bf16", progress=False)
+    train(cfg(), tmp_path / "a", progress=False, stop_after=3)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert ck["precision"]["precision"] == "bf16" and ck["precision"]["capability"]["cpu_flags"] == ["amx_bf16"]
+    assert ck["config"]["precision"] == "auto"  # the identity field is unchanged: the same command resumes
+    _fake_cpu(tmp_path, monkeypatch, "")  # resumed where auto would pick fp32: the run keeps its bf16
+    resumed = train(cfg(), tmp_path / "a", progress=False)
+    ema = bf16.ema.state_dict()
+    assert all(torch.equal(ema[k], v) for k, v in resumed.ema.state_dict().items())
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["precision"]["precision"] == "bf16" and metrics["precision"]["requested"] == "auto"
+
+
+def test_a_checkpoint_from_before_precisions_resumes_as_it_ran(tmp_path, monkeypatch):
+    _fake_cpu(tmp_path, monkeypatch, "amx_bf16")  # today auto would pick bf16 here ...
+    fp32 = train(cfg(precision="fp32"), tmp_path / "fp32", progress=False)
+    train(cfg(precision="fp32"), tmp_path / "old", progress=False, stop_after=3)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    del ck["precision"]  # ... but a checkpoint written before precisions were recorded ran auto as fp32 on a CPU
+    ck["config"]["precision"] = "auto"
+    torch.save(ck, path)
+    resumed = train(cfg(), tmp_path / "old", progress=False)
+    assert resumed.precision["precision"] == "fp32" and resumed.precision["requested"] == "auto"
+    want = fp32.ema.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in resumed.ema.state_dict().items())

@@ -47,6 +47,7 @@ class DemoConfig:
     n_layers: int = 4  # each sample costs 2 + 2 x depth runs
     n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
+    precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
@@ -102,11 +103,11 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    den = load(cfg.model, device=device)
+    den = load(cfg.model, device=device).to_precision(cfg.precision)
     sampling = SamplingConfig(steps=cfg.steps)
 
     def probe(n: int) -> ProbeConfig:
-        return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n))
+        return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n), precision=cfg.precision)
 
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg)}

@@ -36,11 +36,12 @@ Results = list[dict[str, Any]]
 OnResult = Callable[[int, Results], None]
 OnError = Callable[[int, BaseException], None]
 
-_MODELS: dict[tuple[str, str, str], Any] = {}  # (spec, device, sha256) -> denoiser, one per worker process
+_MODELS: dict[tuple[str, str, str, str], Any] = {}  # (spec, device, sha256, precision) -> denoiser, one per worker process
 
 
-def worker_model(spec: str, device: str | None = None) -> Any:
-    """The denoiser for `spec`, loaded once per process on `device` (None or "auto": CUDA when there is one).
+def worker_model(spec: str, device: str | None = None, precision: str = "fp32") -> Any:
+    """The denoiser for `spec` in `precision` (fp32/bf16, as resolved by the driver), loaded once per process on `device`
+    (None or "auto": CUDA when there is one).
 
     Reference models are keyed by their weights' sha256 too, so a re-exported model is reloaded.
     """
@@ -49,9 +50,9 @@ def worker_model(spec: str, device: str | None = None) -> Any:
     from .models.serialize import load_meta
 
     device = str(resolve_device(device))  # None / "auto": cuda when this worker has one
-    key = (spec, device, "" if parse_spec(spec)[0] is not None else str(load_meta(spec)[0].get("sha256")))
+    key = (spec, device, "" if parse_spec(spec)[0] is not None else str(load_meta(spec)[0].get("sha256")), precision)
     if key not in _MODELS:
-        _MODELS[key] = load(spec, device=device)
+        _MODELS[key] = load(spec, device=device).to_precision(precision)
     return _MODELS[key]
 
 

@@ -14,6 +14,7 @@ import torch
 
 from .config import ConfigError, to_dict, write_json
 from .distributed import map_shards, worker_model
+from .precision import Precision, precision_of
 from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
 from .runs import RunFolder
 from .stats import mean_ci, wilson
@@ -30,9 +31,11 @@ class EvalConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch: int = 50
     save_frames: bool = True
+    precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         get_task(self.task)
+        Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")
 
@@ -72,6 +75,7 @@ class EvalShard:
     size: int
     seeds: tuple[int, ...]
     sampling: SamplingConfig
+    precision: str  # the driver's network precision (fp32/bf16), applied by the worker too
     device: str = field(default="auto", kw_only=True)  # where a worker loads the model ("auto": cuda if it has one)
 
 
@@ -82,7 +86,7 @@ def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, 
     """
     from .models.errors import raise_if_device
 
-    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device, shard.precision)
     run = lambda seeds: eval_seeds(den, shard.task, shard.size, seeds, shard.sampling)  # noqa: E731
     try:
         return run(shard.seeds)
@@ -127,6 +131,9 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     (`ray_address`, see `steplens.distributed.map_shards`). With Ray, or with `denoiser=None`, the
     model is loaded from `cfg.model` where the work runs, on `device` (a given `denoiser` is never shipped).
     """
+    if denoiser is not None and precision_of(denoiser) != cfg.precision:
+        raise ConfigError(f"the model runs in {precision_of(denoiser)} but the config says {cfg.precision}: "
+                          "apply the same precision to both (den.to_precision(cfg.precision))")
     run = RunFolder(out, "evaluate", to_dict(cfg))
     seeds = held_out_seeds(cfg.seed, cfg.n)
     ids = [sample_id(cfg.task, cfg.size, s) for s in seeds]
@@ -134,7 +141,7 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     for start in range(0, cfg.n, cfg.batch):
         todo = tuple(s for s, i in zip(seeds[start : start + cfg.batch], ids[start : start + cfg.batch]) if not run.finished(i))
         if todo:
-            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, device=device))
+            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, cfg.precision, device=device))
     n_todo = sum(len(sh.seeds) for sh in shards)
     t0 = time.time()
     from rich.progress import Progress

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError
+from .precision import Precision
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class VbvrRunConfig:
     preset: str = "paper"  # models.wan.PRESETS: the expert switch (steps and shift are resolved above)
     offload: str = "none"
     sampler: str = "euler"  # on the grid of the folder's scheduler with `shift` (models.wan.folder_sigmas)
+    precision: str = "fp32"  # the transformer's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -50,6 +52,7 @@ class VbvrRunConfig:
             raise ConfigError(f"shift must be > 0, got {self.shift}")
         if self.height < 0 or self.width < 0:
             raise ConfigError("height and width must be >= 0 (0: from the sample)")
+        Precision.of(self.precision)
 
 
 PromptLookup = Callable[[str], tuple[Any, Any]]

@@ -126,7 +126,7 @@ def _checked(p: PointSpec, old: Tensor, new: Tensor | None) -> Tensor | None:
         raise TypeError(f"hook on {p.name} returned {type(new).__name__}; return None to observe or a Tensor to replace")
     if new.shape != old.shape:
         raise ValueError(f"hook on {p.name} returned shape {tuple(new.shape)}, expected {tuple(old.shape)} (a replacement keeps the shape)")
-    return new
+    return new.to(old.dtype)  # a float32 replacement in a bf16 network runs on in the network's dtype
 
 
 def _attach(p: PointSpec, fn: HookFn) -> Any:

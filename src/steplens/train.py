@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .config import ConfigError, atomic_write_bytes, from_dict, to_dict, write_json
 from .models.dit import PRESETS, BlockCodec, DiTConfig, VideoDiT
 from .models.serialize import export
+from .precision import Precision, choose
 from .tasks import get_task
 
 TRAIN_SEED_BASE = 2**31  # training instances use seeds >= 2**31; evaluation seeds lie below
@@ -49,8 +50,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: no evaluation during training
     minutes: float = 0.0  # wall-clock cap (0: none); the schedule still follows `steps`
     init: str = ""  # start from a checkpoint.pt's model and EMA weights, or an exported model's (a later stage)
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" to force either
-
+    precision: str = "auto"  # network precision, resolved per run by steplens.precision.choose (auto: bf16 on CUDA/AMX, else fp32)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -72,11 +72,10 @@ class TrainConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
-    def autocast(self, device: str) -> torch.autocast:
-        """The autocast context of a training step (bf16 on CPU needs AVX512-BF16/AMX to be faster)."""
+    def autocast(self, device: str, precision: Precision | str) -> torch.autocast:
+        """The autocast context of a training step in the run's resolved precision (master weights stay fp32)."""
         kind = "cuda" if device.startswith("cuda") else "cpu"
-        on = self.precision == "bf16" or (self.precision == "auto" and kind == "cuda")
-        return torch.autocast(kind, dtype=torch.bfloat16, enabled=on)
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=Precision.of(precision) is Precision.BF16)
 
     def sizes_of(self, task_index: int) -> tuple[int, ...]:
         """The sizes that task `task_index` draws from."""
@@ -132,6 +131,7 @@ class TrainState:
     step: int = 0
     elapsed: float = 0.0
     log: list[dict[str, Any]] = field(default_factory=list)
+    precision: dict[str, Any] = field(default_factory=dict)  # steplens.precision.PrecisionChoice.to_dict(), fixed at the run's start
 
 
 def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
@@ -174,7 +174,8 @@ def _init_weights(cfg: TrainConfig, device: str) -> dict[str, dict[str, torch.Te
 def save_checkpoint(path: Path, cfg: TrainConfig, st: TrainState) -> None:
     buf = io.BytesIO()
     torch.save({"config": to_dict(cfg), "model": st.model.state_dict(), "ema": st.ema.state_dict(),
-                "opt": st.opt.state_dict(), "step": st.step, "elapsed": st.elapsed, "log": st.log}, buf)
+                "opt": st.opt.state_dict(), "step": st.step, "elapsed": st.elapsed, "log": st.log,
+                "precision": st.precision}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -210,7 +211,19 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str = "cpu") -> TrainS
     st.ema.load_state_dict(ck["ema"])
     st.opt.load_state_dict(ck["opt"])
     st.step, st.elapsed, st.log = ck["step"], ck["elapsed"], ck["log"]
+    st.precision = ck.get("precision") or _legacy_precision(saved, device)
     return st
+
+
+def _legacy_precision(cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """What a checkpoint written before precisions were recorded ran in: auto was bf16 on CUDA only."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
+    return {"requested": cfg.precision, "precision": "bf16" if bf16 else "fp32", "capability": None}
+
+
+def resolve_precision(cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """A new run's precision (steplens.precision.choose) as recorded in its checkpoint: a resumed run keeps its own."""
+    return choose(cfg.precision, device).to_dict()
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -219,6 +232,26 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
     for k in ("minutes", "ckpt_every", "eval_every"):
         d.pop(k)
     return d
+
+
+def train_step(cfg: TrainConfig, st: TrainState, device: str, precision: Precision | str) -> tuple[float, torch.Tensor]:
+    """One optimisation step on step `st.step`'s seeded batch and noise, then the EMA; returns (loss, grad norm)."""
+    x0, task_id, _ = make_batch(cfg, st.step)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
+    for grp in st.opt.param_groups:
+        grp["lr"] = lr_at(cfg, st.step)
+    with cfg.autocast(device, precision):
+        loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+    st.opt.step()
+    decay = min(cfg.ema, (1 + st.step) / (10 + st.step))
+    with torch.no_grad():
+        for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    st.step += 1
+    return float(loss.detach()), gnorm
 
 
 def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: bool = True,
@@ -230,8 +263,18 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    st = load_checkpoint(ckpt, cfg, device) if ckpt.exists() else new_state(cfg, device)
+    if ckpt.exists():
+        st = load_checkpoint(ckpt, cfg, device)
+    else:
+        st = new_state(cfg, device)
+        st.precision = resolve_precision(cfg, device)
     write_json(out / "train_config.json", cfg)
+    prec = st.precision["precision"]
+    if progress:
+        cap = st.precision.get("capability") or {}
+        flags = ", ".join(cap.get("cpu_flags", [])) or "none"
+        kept = " (kept from the checkpoint)" if st.step else ""
+        print(f"train: precision {prec}{kept}, asked {st.precision['requested']}; {cap.get('device', device)} bf16 flags: {flags}", flush=True)
     t_start = time.time() - st.elapsed
     torch.set_float32_matmul_precision("high")
 
@@ -246,22 +289,8 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
                 break
             if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
                 break
-            x0, task_id, _ = make_batch(cfg, st.step)
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
-            for grp in st.opt.param_groups:
-                grp["lr"] = lr_at(cfg, st.step)
-            with cfg.autocast(device):
-                loss = flow_loss(st.model, x0, task_id, g, cfg.t_shift)
-            st.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
-            st.opt.step()
-            decay = min(cfg.ema, (1 + st.step) / (10 + st.step))
-            with torch.no_grad():
-                for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            st.step += 1
-            losses.append(float(loss.detach()))
+            loss, gnorm = train_step(cfg, st, device, prec)
+            losses.append(loss)
             bar.update(tid, completed=st.step, loss=float(np.mean(losses[-20:])))
             if st.step % 20 == 0 or st.step == cfg.steps:
                 st.log.append({"step": st.step, "loss": float(np.mean(losses[-20:])), "grad_norm": float(gnorm),
@@ -275,7 +304,7 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
                     bar.console.print(f"step {st.step}/{cfg.steps} loss {np.mean(losses[-20:]):.4f} {st.elapsed:.0f} s")
     st.elapsed = time.time() - t_start
     save_checkpoint(ckpt, cfg, st)
-    write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps,
+    write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps, "precision": st.precision,
                                       "final_loss": st.log[-1]["loss"] if st.log else None, "log": st.log})
     if st.step >= cfg.steps or cfg.minutes:
         export_model(st.ema, cfg, out / "model")

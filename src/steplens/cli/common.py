@@ -18,12 +18,15 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from ..config import INPUT_ERRORS
+
+if TYPE_CHECKING:
+    from ..precision import PrecisionChoice
 
 EXIT_FAILED = 1  # ran to the end, but some samples failed (or an audit did)
 EXIT_INPUT = 2  # no result: bad input, usage, an error before any result, or every sample failed
@@ -191,22 +194,6 @@ def sampling_config(model: str, steps: int | None, shift: float | None, sampler:
     return SamplingConfig(sampler=sampler, steps=steps, shift=shift)
 
 
-def load_model(model: str, device: str, prompt_embeds: str | None = None, ray: str | None = None) -> Any:
-    """Load --model on --device; wan: models with --prompt-embeds skip the text encoder and look up each instance's prompt."""
-    from ..models.registry import load
-
-    if prompt_embeds and not model.startswith("wan:"):
-        raise typer.BadParameter("--prompt-embeds applies to text-conditioned wan: models only")
-    if prompt_embeds and ray:
-        raise typer.BadParameter("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
-    den = load(model, device=device, **({"text_encoder": False} if prompt_embeds else {}))
-    if prompt_embeds:
-        from ..evaluate_vbvr import load_prompt_embeds
-
-        den.prompt_lookup = load_prompt_embeds(prompt_embeds)  # each instance's own prompt
-    return den
-
-
 def n_option(default: int) -> Any:
     return typer.Option(default, "--n", min=1, help="Held-out instances.")
 
@@ -217,6 +204,48 @@ def seed_option(default: int) -> Any:
 
 def batch_option(default: int) -> Any:
     return typer.Option(default, "--batch", min=1, help="Samples per batch.")
+
+
+# -- precision: every command that runs a network takes it, applies it and records it the same way -------
+PRECISION = typer.Option("auto", "--precision",
+                         help="Network precision: auto (bf16 on CUDA or a CPU with bf16 matrix units (AMX), else fp32), fp32 or bf16.")
+
+
+def choose_precision(precision: str, device: str) -> PrecisionChoice:
+    """--precision chosen for --device as resolved ('auto': cuda if there is one): `steplens.precision.choose`."""
+    from ..models.errors import resolve_device
+    from ..precision import choose
+
+    return choose(precision, resolve_device(device))
+
+
+def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: str | None = None, ray: str | None = None,
+               **kw: Any) -> Any:
+    """Load --model on --device in the chosen precision (`kw`: backend options for wan: models); wan: models with
+    --prompt-embeds skip the text encoder and look up each instance's prompt."""
+    from ..models.registry import load
+
+    if prompt_embeds and not model.startswith("wan:"):
+        raise typer.BadParameter("--prompt-embeds applies to text-conditioned wan: models only")
+    if prompt_embeds and ray:
+        raise typer.BadParameter("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
+    den = load(model, device=device, **kw, **({"text_encoder": False} if prompt_embeds else {})).to_precision(choice.precision)
+    if prompt_embeds:
+        from ..evaluate_vbvr import load_prompt_embeds
+
+        den.prompt_lookup = load_prompt_embeds(prompt_embeds)  # each instance's own prompt
+    return den
+
+
+def record_precision(out: str | Path, choice: PrecisionChoice) -> None:
+    """After a run with a result: OUT/precision.json (what was asked, what ran, the hardware) and the same as a line on stderr.
+
+    Written last and only then, so a refused resume or a run without a result leaves an earlier record (or none) as it was,
+    its folder is cleaned up as any other, and its error stays one line."""
+    from ..config import write_json
+
+    write_json(Path(out) / "precision.json", choice.to_dict())
+    typer.echo(choice.describe(), err=True)
 
 
 # -- wan: models and VBVR-Bench's official layout (evaluate-vbvr on an official root, ensemble run --data) --

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PROMPT_EMBEDS, RAY,
-                     SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault, fail, n_option,
-                     parse_ints, parse_names, parse_window, sampling_config, seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION, PROMPT_EMBEDS,
+                     RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault, choose_precision, fail,
+                     load_model, n_option, parse_ints, parse_names, parse_window, record_precision, sampling_config, seed_option)
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -39,6 +39,7 @@ def run_cmd(
     max_batch: int = MAX_BATCH,
     ray: str | None = RAY,
     workers: int | None = WORKERS,
+    precision: str = PRECISION,
     data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/): run a wan: model on it "
                                     "and write OUT/<method>/<split>/<task>/<i:05d>.mp4; there --steps, --shift and --seed default "
                                     "to the model's (the paper's 50 and 5.0 for Wan) and 1 (the noise seed)."),
@@ -61,7 +62,6 @@ def run_cmd(
     With --data: on an official VBVR-Bench root, one output root per method, scored (see `evaluate-vbvr`).
     """
     from ..ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
-    from ..models.registry import load
 
     if data is not None:
         if ray is not None:
@@ -78,6 +78,7 @@ def run_cmd(
     sampling = sampling_config(model, steps, shift, sampler)
     ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
     ens.check(sampling.steps)
+    choice = choose_precision(precision, device)
     if data is not None:
         from ..vbvr_run import BenchConfig, bench_methods
         from .vbvr import run_bench_cmd
@@ -86,11 +87,12 @@ def run_cmd(
                           prompt_embeds)
         wan = {"lora_high": lora_high, "lora_low": lora_low, "text_encoder": prompt_embeds is None}
         methods = bench_methods(ens, sampling, baselines=baselines)
-        run_bench_cmd(model, wan, device, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="ensemble-vbvr-bench")
+        run_bench_cmd(model, wan, device, choice, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="ensemble-vbvr-bench")
         return
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
-    summary = compare(load(model, device=device), task, size, n, seed, sampling, methods, out, max_batch=max_batch, ray_address=ray,
-                      num_workers=workers, model=model, device=device)
+    summary = compare(load_model(model, device, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
+                      ray_address=ray, num_workers=workers, model=model, device=device)
+    record_precision(out, choice)
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -116,11 +118,12 @@ def sweep_cmd(
     ray: str | None = RAY,
     workers: int | None = WORKERS,
     device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from ..ensemble import sweep, sweep_methods
-    from ..models.registry import load
 
+    choice = choose_precision(precision, device)
     sampling = sampling_config(model, steps, shift, sampler)
     k_list = parse_ints(ks, "--ks")
     wins = [parse_window(w, "--windows") for w in parse_names(windows)]
@@ -130,8 +133,9 @@ def sweep_cmd(
         raise typer.BadParameter("--ks, --windows and --rules must not be empty")
     for m in sweep_methods(k_list, wins, rule_list, ncs, after=after, select=select):
         m.ens.check(sampling.steps)
-    sweep(load(model, device=device), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list, norm_correct=ncs,
-          after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model, device=device,
-          matched=matched)
+    sweep(load_model(model, device, choice), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list,
+          norm_correct=ncs, after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model,
+          device=device, matched=matched)
+    record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
     typer.echo((Path(out) / "sweep.md").read_text())

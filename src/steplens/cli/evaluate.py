@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, n_option, sample_failures,
-                     sampling_config, seed_option)
+from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision,
+                     load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
 
 commands = typer.Typer()
 
@@ -72,16 +72,18 @@ def evaluate(
     ray: str | None = RAY,
     workers: int | None = WORKERS,
     device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable).
 
     Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
     from ..evaluate import EvalConfig, evaluate as run_eval
-    from ..models.registry import load
-
-    cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch,
+    choice = choose_precision(precision, device)
+    cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value,
                      sampling=sampling_config(model, steps, shift, sampler))
-    summary = run_eval(None if ray else load(model, device=device), cfg, out, ray_address=ray, num_workers=workers, device=device)
+    summary = run_eval(None if ray else load_model(model, device, choice), cfg, out, ray_address=ray, num_workers=workers, device=device)
+    if summary["n"]:  # a result (some samples scored): record what ran; none is one error line and no folder
+        record_precision(out, choice)
     keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
     typer.echo(json.dumps({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples

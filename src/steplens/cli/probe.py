@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, load_model,
-                     model_sampling, n_option, parse_ints, parse_window, sampling_config, seed_option)
+from .common import (DEVICE, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option,
+                     choose_precision, load_model, model_sampling, n_option, parse_ints, parse_window, record_precision, sampling_config,
+                     seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
@@ -25,7 +26,7 @@ FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 
 def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
          steps: int | None, shift: float | None, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
          ray: str | None = None, workers: int | None = None, device: str = "auto", px: int | None = None,
-         frames: int | None = None) -> None:
+         frames: int | None = None, precision: str = "auto") -> None:
     """Build the probe config, load the model and run `body(den, cfg, ray_address=..., num_workers=...)`.
 
     Every probe folder is resumable: re-running the command skips the batches it already holds."""
@@ -33,10 +34,12 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
     from ..probes.common import ProbeConfig
 
     model = with_options(model, px=px, frames=frames)  # in the spec: Ray workers load the same
-    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, device=device,
+    choice = choose_precision(precision, device)
+    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, device=device, precision=choice.precision.value,
                       sampling=sampling_config(model, steps, shift, sampler))
-    den = load_model(model, device, prompt_embeds, ray)
+    den = load_model(model, device, choice, prompt_embeds, ray)
     summary = body(den, cfg, ray_address=ray, num_workers=workers)
+    record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
     typer.echo(f"wrote {out} ({len(json.dumps(summary))} bytes of summary)")
 
@@ -49,21 +52,21 @@ def _check_mode(mode: str) -> None:
 @probe_app.command("cos")
 def cos(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
-        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, sampler: str = SAMPLER,
         views: int = typer.Option(4, "--views", min=0, help="Samples to draw as strips and GIFs.")) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from ..probes.cos import run_cos
 
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
-         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames)
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
 
 
 @probe_app.command("perturb")
 def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(12), seed: int = SEED,
             steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(12), prompt_embeds: str | None = PROMPT_EMBEDS,
-            ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX, frames: int | None = FRAMES,
-            every: int = EVERY, mode: str = MODE, strength: float = STRENGTH) -> None:
+            ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION, px: int | None = PX,
+            frames: int | None = FRAMES, every: int = EVERY, mode: str = MODE, strength: float = STRENGTH) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs.
 
     Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
@@ -72,13 +75,13 @@ def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SI
 
     _check_mode(mode)
     _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
 
 
 @probe_app.command("cka")
 def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
-        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, every: int = EVERY,
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = MODE, strength: float = STRENGTH) -> None:
@@ -91,7 +94,7 @@ def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, 
     _check_mode(mode)
     ls = parse_ints(layers, "--layers") or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
 
 
 @probe_app.command("layers")
@@ -106,7 +109,7 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
            skip: bool = typer.Option(True, "--skip/--no-skip", help="Also skip each block and measure the solve-rate drop."),
            token_maps: bool = typer.Option(True, "--token-maps/--no-token-maps", help="Linear probes of what each layer's tokens encode."),
            prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
-           px: int | None = PX, frames: int | None = FRAMES) -> None:
+           px: int | None = PX, frames: int | None = FRAMES, precision: str = PRECISION) -> None:
     """Layer specialisation: norm/PCA maps, token-map probes, energy, layer CKA, block skipping, activation patching."""
     from ..probes.layers import run_layers
 
@@ -121,16 +124,16 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
         return run_layers(den, cfg, out, step=None if step < 0 else step, window=w, patch_window=pw, patch=patch, skip=skip,
                           token_maps=token_maps, **kw)
 
-    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
               steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
               ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
-              frames: int | None = FRAMES) -> None:
+              frames: int | None = FRAMES, precision: str = PRECISION) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from ..probes.behaviour import run_behaviour
 
     _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)

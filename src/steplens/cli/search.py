@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, RunByDefault, fail, load_model,
-                     n_option, parse_ints, sampling_config, seed_option)
+from .common import (DEVICE, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, RunByDefault,
+                     choose_precision, fail, load_model, n_option, parse_ints, record_precision, sampling_config, seed_option)
 
 search_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                          help="Screen seeds by their early plan and compare with best-of-k, ensembles and cold starts at equal NFE "
@@ -18,18 +18,15 @@ N = n_option(60)
 SEED = seed_option(30_000)
 K = typer.Option(12, "--k", min=1, help="Seeds per instance (seed k of instance i starts from noise_seed(i, k)).")
 SCREEN_STEP = typer.Option(4, "--screen-step", min=1, help="Steps before the early score (default methods and curves).")
-PRECISION = typer.Option("fp32", "--precision", help="fp32 or bf16 (autocast around the model).")
 
 
 def _setup(model: str, sampler: str, steps: int | None, shift: float | None, prompt_embeds: str | None, ray: str | None,
-           device: str, precision: str) -> tuple[Any, Any]:
-    """The denoiser and SamplingConfig of the command line (the model's steps and shift where not given)."""
-    from ..search.run import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise fail(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
+           device: str, precision: str) -> tuple[Any, Any, Any]:
+    """The denoiser (in --precision chosen for --device), SamplingConfig (the model's steps and shift where not given) and
+    PrecisionChoice of the command line."""
+    choice = choose_precision(precision, device)
     sampling = sampling_config(model, steps, shift, sampler)
-    return load_model(model, device, prompt_embeds, ray), sampling
+    return load_model(model, device, choice, prompt_embeds, ray), sampling, choice
 
 
 @search_app.command("run")
@@ -43,10 +40,11 @@ def run_cmd(
     """Compare single, single_cold, the paper's ensemble, best-of-k and early screening at one budget; prints the table."""
     from ..search import default_methods, run_search
 
-    den, sampling = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
+    den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
-    run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step, precision=precision,
+    run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
                ray_address=ray, num_workers=workers, model=model, device=device)
+    record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
 
 
@@ -68,9 +66,10 @@ def sweep_cmd(
         lists[opt] = parse_ints(text, opt)
         if not lists[opt] or min(lists[opt]) < 1:
             raise fail(f"{opt} must be positive integers, got {text!r}")
-    den, sampling = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
+    den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
     if screen_step >= sampling.steps:
         raise fail(f"--screen-step must be below --steps ({sampling.steps}), got {screen_step}")
     run_sweep(den, task, size, n, seed, sampling, out, budgets=lists["--budgets"], ks=lists["--ks"], ss=lists["--ss"], k=k,
-              screen_step=screen_step, precision=precision, ray_address=ray, num_workers=workers, model=model, device=device)
+              screen_step=screen_step, ray_address=ray, num_workers=workers, model=model, device=device)
+    record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .common import DEVICE, MODEL, OUT, SIZE, STEPS, TASK, RunByDefault, n_option, parse_names, parse_window, sampling_config, seed_option
+from .common import (DEVICE, MODEL, OUT, PRECISION, SIZE, STEPS, TASK, RunByDefault, choose_precision, load_model, n_option, parse_names,
+                     parse_window, record_precision, sampling_config, seed_option)
 
 trace_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                         help="Record and inspect traces: step events plus reduced captures (`trace --model ...` means `trace run ...`).")
@@ -27,30 +28,33 @@ def trace_run(
     rule: str = typer.Option("mean_xt", "--rule", help="With --k > 1: mean_xt | mean_v | mean_x0_renoise."),
     after: str = typer.Option("single", "--after", help="With --k > 1: all (continue K, keep the first) or single."),
     device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Sample held-out instances and save a trace (events + reduced captures) to OUT."""
     from ..ensemble import EnsembleConfig
-    from ..models.registry import load
     from ..probes.common import ProbeConfig, batches
     from ..runner import noise_seed
     from ..trace import CapturePlan, describe, record
 
+    choice = choose_precision(precision, device)
     sampling = sampling_config(model, steps, None)  # the model's shift
     steps = sampling.steps
-    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, device=device, sampling=sampling)
+    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=n, device=device, sampling=sampling,
+                      precision=choice.precision.value)
     ens = None
     if k > 1:
         ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, after=after)
         ens.check(steps)
     plan = CapturePlan.parse(capture, budget_mb)
-    den = load(model, device=device)
+    den = load_model(model, device, choice)
     (batch, noise), = batches(den, cfg)
     if ens is not None:  # the K noises of `steplens ensemble` for the same instances
         noise = [noise_seed(s, j) for s in cfg.seeds() for j in range(k)]
     tr = record(den, batch, noise, cfg.sampling, plan, fields=tuple(parse_names(fields)),
                 config={"model": model, "task": task, "size": size, "n": n, "seed": seed, "steps": steps, "capture": capture,
-                        "seeds": cfg.seeds()}, ensemble=ens)
+                        "seeds": cfg.seeds(), "precision": choice.to_dict()}, ensemble=ens)
     tr.save(out)
+    record_precision(out, choice)
     typer.echo(describe(tr))
     typer.echo(f"wrote {out}")
 

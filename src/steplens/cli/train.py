@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import DEVICE, parse_ints
+from .common import DEVICE, PRECISION, parse_ints
 
 commands = typer.Typer()
 
@@ -25,7 +25,7 @@ def train(
     init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights) or an exported model (a path or shipped name)."),
     stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
     device: str = DEVICE,
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
+    precision: str = PRECISION,
 ) -> None:
     """Train the reference video DiT with flow matching; re-running the same command resumes."""
     from ..models.errors import resolve_device

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, PROMPT_EMBEDS, SCORER, SHIFT,
-                     SPLITS, STEPS, VIDEO_PRESET, WIDTH, fail, model_sampling, parse_names, sample_failures)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, PRECISION, PROMPT_EMBEDS, SCORER,
+                     SHIFT, SPLITS, STEPS, VIDEO_PRESET, WIDTH, choose_precision, fail, model_sampling, parse_names, record_precision,
+                     sample_failures)
+
+if TYPE_CHECKING:
+    from ..precision import PrecisionChoice
 
 commands = typer.Typer()
 
@@ -35,6 +39,7 @@ def evaluate_vbvr_cmd(
     lora_scale: float = typer.Option(1.0, "--lora-scale", help="Adapter scale of the LoRA(s)."),
     lora_scale_low: float | None = typer.Option(None, "--lora-scale-low", help="Adapter scale of the low-noise expert's LoRA (default: --lora-scale)."),
     device: str = DEVICE,
+    precision: str = PRECISION,
     offload: str = typer.Option("none", "--offload", help="model: large modules wait on the CPU until they run (one A14B expert on the GPU at a time)."),
     preset: str = typer.Option("paper", "--preset", help="paper (expert switch at 875, shift 5) or folder (the folder's boundary_ratio and shift)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles (less VAE memory)."),
@@ -58,6 +63,7 @@ def evaluate_vbvr_cmd(
 
     path = model.removeprefix("wan:")
     steps, shift = model_sampling(with_options(f"wan:{path}", preset=preset), steps, shift)
+    choice = choose_precision(precision, device)
     wan = {"lora": lora, "lora_high": lora_high, "lora_low": lora_low, "lora_scale": lora_scale, "lora_scale_low": lora_scale_low,
            "text_encoder": prompt_embeds is None, "guidance_scale": guidance, "guidance_scale_2": guidance_2, "offload": offload,
            "preset": preset, "vae_tiling": vae_tiling}
@@ -68,7 +74,7 @@ def evaluate_vbvr_cmd(
 
         cfg = BenchConfig(str(data), tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed,
                           prompt_embeds)
-        run_bench_cmd(model, wan, device, cfg, out, [Method(method)], SamplingConfig("euler", steps, shift), scorer, evalkit,
+        run_bench_cmd(model, wan, device, choice, cfg, out, [Method(method)], SamplingConfig("euler", steps, shift), scorer, evalkit,
                       evalkit_entry, kind="evaluate-vbvr-bench")
         return
     if split or tasks or video_preset != "auto" or frames or method != "single" or scorer != "steplens" or evalkit is not None:
@@ -76,33 +82,39 @@ def evaluate_vbvr_cmd(
                    f"(DATA/In-Domain_50/<task>/<00000>/); {data} is not one")
     cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
                         seed=seed, prompt_embeds=prompt_embeds, height=height, width=width, lora=lora, lora_high=lora_high,
-                        lora_low=lora_low, lora_scale=lora_scale, lora_scale_low=lora_scale_low, preset=preset, offload=offload)
+                        lora_low=lora_low, lora_scale=lora_scale, lora_scale_low=lora_scale_low, preset=preset, offload=offload,
+                        precision=choice.precision.value)
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such data folder")
-    den = load_wan(path, device=device, **wan)
+    den = load_wan(path, device=device, dtype=choice.precision.dtype, **wan)
     summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
+    if summary["n_errors"] < summary["n"]:  # a result: record what ran (see record_precision)
+        record_precision(out, choice)
     typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
     if summary["n_errors"]:
         raise sample_failures(summary["n_errors"], summary["n"], summary["errors"][0], "run and scored")
 
 
-def run_bench_cmd(model: str, wan: dict[str, Any], device: str, cfg: Any, out: str | Path, methods: list[Any], sampling: Any, scorer: str,
-                  evalkit: str | None, evalkit_entry: str, *, kind: str) -> None:
+def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: PrecisionChoice, cfg: Any, out: str | Path, methods: list[Any],
+                  sampling: Any, scorer: str, evalkit: str | None, evalkit_entry: str, *, kind: str) -> None:
     """Generate with every method on an official root, score, print the summary (evaluate-vbvr, ensemble run --data).
 
-    `wan`: keywords for `load_wan`, recorded in the run's manifest. Exit 1 if some samples could not be generated, 2 if none could.
+    `wan`: keywords for `load_wan`, recorded in the run's manifest with the precision the transformers run in (`choice`).
+    Exit 1 if some samples could not be generated, 2 if none could.
     """
+    from ..models.errors import resolve_device
     from ..models.wan import load_wan
     from ..scoring_kit import make_scorers
     from ..vbvr_run import evaluate_bench, summary_lines
 
-    from ..models.errors import resolve_device
-
     device = str(resolve_device(device))
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])  # the kit takes cuda, not cuda:1
-    den = load_wan(model.removeprefix("wan:"), device=device, **wan)
-    summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, manifest={"model": model, **wan}, echo=typer.echo)
-    typer.echo("\n".join(summary_lines(summary)))
+    den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, **wan)
+    summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,
+                             manifest={"model": model, **wan, "precision": choice.precision.value})
     errors = summary["generation_errors"]
+    if len(errors) < summary["n_samples"] * len(methods):  # a result: record what ran (see record_precision)
+        record_precision(out, choice)
+    typer.echo("\n".join(summary_lines(summary)))
     if errors:
         raise sample_failures(len(errors), summary["n_samples"] * len(methods), errors[0], "generated")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
+from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
 from ..stats import bootstrap_diff, mean_ci, wilson
 from .compute import matched_steps, nfe_per_instance
@@ -72,7 +73,7 @@ def _table(summary: dict[str, dict[str, Any]], base: str) -> list[str]:
 def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig,
                 methods: Sequence[Method], **extra: Any) -> dict[str, Any]:
     return {"model": getattr(denoiser, "name", type(denoiser).__name__), "task": task, "size": size, "n": n, "seed": seed,
-            "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], **extra}
+            "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], "precision": precision_of(denoiser), **extra}
 
 
 ENSEMBLE_CONTROLS = ("single_cold", "single_matched")  # a colder start at no cost; one seed with the ensemble's NFE

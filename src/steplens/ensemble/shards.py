@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..evaluate import EvalShard
+from ..precision import precision_of
 from ..runner import SamplingConfig
 from .merge import EnsembleConfig
 from .methods import Method
@@ -37,7 +38,7 @@ def ensemble_shard(shard: EnsembleShard, denoiser: Any | None = None) -> list[di
     """Sample one shard's trajectories once and return one result per (method, instance)."""
     from ..distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device, shard.precision)
     traj = run_trajectories(den, shard.task, shard.size, list(shard.seeds), shard.sampling, shard.ens, noise_scale=shard.noise_scale)
     return [{"method": name, **r} for name, sel in shard.selects for r in select_results(traj, sel)]
 
@@ -70,8 +71,8 @@ def evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[
         for i in range(0, len(seeds), per_chunk):
             chunk = [s for s in seeds[i : i + per_chunk] if any(not run.done(sample_key(m.name, task, size, s)) for m in group)]
             if chunk:
-                shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), lead.ens, lead.noise_scale,
-                                            tuple((m.name, m.ens.select) for m in group), device=device))
+                shards.append(EnsembleShard(str(spec), task, size, tuple(chunk), lead.sampling(sampling), precision_of(denoiser), lead.ens,
+                                            lead.noise_scale, tuple((m.name, m.ens.select) for m in group), device=device))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
     with Progress(disable=not progress) as bar:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
+from ..precision import Precision
 from ..tasks.base import PALETTE_ARRAY
 from .protocol import Cond, DenoiserBase, Prediction
 
@@ -95,13 +97,17 @@ class BlockCodec:
 
 # -- layers ---------------------------------------------------------------------------------------
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one pass over x
+
+
+@lru_cache(maxsize=16)
+def _freqs(half: int) -> Tensor:
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
 
 
 def sincos(pos: Tensor, dim: int) -> Tensor:
-    """(N,) positions -> (N, dim) sin-cos features (dim even)."""
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
-    ang = pos.float()[:, None] * freqs[None]
+    """(N,) positions -> (N, dim) float32 sin-cos features (dim even)."""
+    ang = pos.float()[:, None] * _freqs(dim // 2).to(pos.device)[None]
     return torch.cat([ang.sin(), ang.cos()], dim=-1)
 
 
@@ -121,7 +127,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sincos(t * 1000.0, self.freq_dim))  # (B, D); t in [0, 1] scaled like DDPM steps
+        emb = sincos(t.float() * 1000.0, self.freq_dim)  # (B, freq_dim) float32; t in [0, 1] scaled like DDPM steps
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))  # (B, D)
 
 
 class RMSNorm(nn.Module):
@@ -131,6 +138,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        # written out: on CPU F.rms_norm makes float32 copies of bf16 inputs; the mean accumulates in float32 anyway
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -189,8 +197,8 @@ class DiTBlock(nn.Module):
     def forward(self, x: Tensor, c: Tensor, grid: tuple[int, int, int]) -> Tensor:
         # 3. (B, 1, D) each
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))  # 1. (B, N, D)
-        x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2), grid)  # 2. (B, N, D)
+        x = torch.addcmul(x, gate1, self.attn(modulate(self.norm1(x), shift1, scale1)))  # 1. x + gate1 * attn (B, N, D)
+        x = torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2), grid))  # 2. (B, N, D)
         return x
 
 
@@ -219,6 +227,7 @@ class VideoDiT(nn.Module):
         self.task_embed = nn.Embedding(len(cfg.tasks), cfg.dim)
         self.blocks = nn.ModuleList(DiTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg.dim, c * pf * ph * pw)
+        self._pos: dict[tuple, Tensor] = {}  # (grid, dtype, device) -> positions: built once, not per call
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -246,16 +255,25 @@ class VideoDiT(nn.Module):
             raise ValueError(f"latent (F={f}, H={h}, W={w}) is not divisible by patch {self.cfg.patch}")
         return f // pf, h // ph, w // pw
 
+    def pos_embed(self, grid: tuple[int, int, int], like: Tensor) -> Tensor:
+        """(N, D) fixed positions of a token grid in `like`'s dtype and device, cached (not a buffer: weights unchanged)."""
+        key = (grid, like.dtype, like.device)
+        if key not in self._pos:
+            self._pos[key] = pos_embed_3d(*grid, self.cfg.dim).to(like)
+        return self._pos[key]
+
     def forward(self, x: Tensor, t: Tensor, first: Tensor, task_id: Tensor) -> Tensor:
+        """Velocity in the weights' dtype; inputs of any float dtype are cast to it."""
         b, c, f, h, w = x.shape
         pf, ph, pw = self.cfg.patch
         gf, gh, gw = self.token_grid(f, h, w)
         if gf > self.cfg.max_frames or max(gh, gw) > self.cfg.max_hw:
             raise ValueError(f"token grid {gf}x{gh}x{gw} exceeds max_frames={self.cfg.max_frames}, max_hw={self.cfg.max_hw}")
-        z = torch.cat([x, first[:, :, None].expand(b, c, f, h, w)], dim=1)  # (B, 2C, F, H, W)
+        dtype = self.patch_in.weight.dtype
+        z = torch.cat([x.to(dtype), first.to(dtype)[:, :, None].expand(b, c, f, h, w)], dim=1)  # (B, 2C, F, H, W)
         z = z.reshape(b, 2 * c, gf, pf, gh, ph, gw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, gf, gh, gw, 2C, pf, ph, pw)
         tok = self.patch_in(z.reshape(b, gf * gh * gw, -1))  # (B, N, D)
-        tok = tok + pos_embed_3d(gf, gh, gw, self.cfg.dim).to(tok)  # (B, N, D)
+        tok = tok + self.pos_embed((gf, gh, gw), tok)  # (B, N, D)
         cvec = self.t_embed(t) + self.task_embed(task_id)  # (B, D)
         for blk in self.blocks:
             tok = blk(tok, cvec, (gf, gh, gw))  # (B, N, D)
@@ -273,10 +291,18 @@ class ReferenceDenoiser(DenoiserBase):
         self.latent_channels = model.cfg.in_channels
         self.hidden_dim = model.cfg.dim
 
+    def to_precision(self, precision: Precision | str) -> ReferenceDenoiser:
+        """Cast the weights once; the network then runs in that dtype, the sampler stays float32."""
+        p = Precision.of(precision)
+        self.model.to(p.dtype)
+        self.precision = p
+        return self
+
     def __call__(self, x: Tensor, sigma: Tensor, cond: Cond) -> Prediction:
         if cond.image is None or cond.task_id is None:
             raise ValueError("the reference model needs cond.image (first latent frame) and cond.task_id")
-        return Prediction(self.model(x, sigma, cond.image, cond.task_id))
+        v = self.model(x, sigma, cond.image, cond.task_id)  # in the weights' dtype
+        return Prediction(v.to(x.dtype))  # the sampler's dtype (float32)
 
     def hook_blocks(self) -> Sequence[nn.Module]:
         return list(self.model.blocks)

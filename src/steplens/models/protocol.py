@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..precision import Precision
+
 
 # -- conversions (flow matching, sigma == t) ---------------------------------------------------
 def x0_from_velocity(x: Tensor, sigma: Tensor | float, v: Tensor) -> Tensor:
@@ -98,6 +100,15 @@ class DenoiserBase:
     name = "denoiser"
     latent_channels = 3
     hidden_dim = 0
+    precision = Precision.FP32  # the network's compute precision (`to_precision`); samplers stay float32
+
+    def to_precision(self, precision: Precision | str) -> DenoiserBase:
+        """Run the network in `precision` (weights cast once); a backend without a bf16 path refuses it."""
+        p = Precision.of(precision)
+        if p is not Precision.FP32:
+            raise ValueError(f"{self.name}: no {p.value} path for this backend; use --precision fp32")
+        self.precision = p
+        return self
 
     def hook_blocks(self) -> Sequence[nn.Module]:
         return []

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import context
+from ..precision import Precision
 from .errors import resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 
@@ -244,6 +245,19 @@ class WanDenoiser(DenoiserBase):
             self._place("vae", "device")
         if vae_tiling:
             vae.enable_tiling()
+
+    @property
+    def precision(self) -> Precision:  # type: ignore[override]
+        """The transformer's compute precision (its weights' dtype; the VAE stays float32)."""
+        return Precision.BF16 if self.transformer.dtype == torch.bfloat16 else Precision.FP32
+
+    def to_precision(self, precision: Precision | str) -> WanDenoiser:
+        """Cast the transformer(s) once; latents stay float32 and are cast per call (see `__call__`)."""
+        p = Precision.of(precision)
+        for m in (self.transformer, self.transformer_2):
+            if m is not None:
+                m.to(p.dtype)
+        return self
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..evaluate import sample_id
+from ..precision import Precision
 from ..runner import Batch, SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..runs import RunFolder
 from ..tasks import get_task
@@ -36,10 +37,12 @@ class ProbeConfig:
     seed: int = 20_000
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch: int = 16
+    precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
     device: str = "auto"  # where Ray workers load the model ("auto": cuda if they have one)
 
     def __post_init__(self) -> None:
         get_task(self.task)
+        Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")
 
@@ -85,7 +88,7 @@ def probe_shard(shard: ProbeShard, fn: BatchFn, denoiser: Any = None, tick: Call
     from ..distributed import worker_model
     from ..models.errors import error_kind, raise_if_device
 
-    den = denoiser if denoiser is not None else worker_model(shard.cfg.model, shard.cfg.device)
+    den = denoiser if denoiser is not None else worker_model(shard.cfg.model, shard.cfg.device, shard.cfg.precision)
     batch = None
     try:
         batch, noise = make_batch(den, shard.cfg, shard.seeds)

@@ -18,7 +18,6 @@ methods.md, curve.png (sweep) and figures.json.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,24 +31,14 @@ from torch import Tensor
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..ensemble import EnsembleConfig, run_ensemble, run_trajectories
 from ..models.protocol import Cond
+from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..sampling import StepEvent, get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, wilson
 from ..tasks import get_task
 from .methods import COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, method_nfe, screen_methods, select
 
-PRECISIONS = ("fp32", "bf16")
-
-
 # -- sampling ---------------------------------------------------------------------------------------
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 @torch.no_grad()
 def screen_latents(denoiser: Any, x: Tensor, sigmas: Tensor, cond: Cond, k: int, s: int, m: int,
                    score: Callable[[np.ndarray, np.ndarray | None], np.ndarray], decode: Callable[[Tensor], np.ndarray], *,
@@ -87,13 +76,14 @@ class SearchShard:
     seed: int
     k: int
     sampling: SamplingConfig
-    precision: str = "fp32"
+    precision: str = "fp32"  # the driver's network precision (precision_of its denoiser), applied by the worker too
     device: str = "auto"
 
 
-def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: int, sampling: SamplingConfig,
-                        precision: str = "fp32") -> dict[str, Any]:
+def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: int, sampling: SamplingConfig) -> dict[str, Any]:
     """K seeds of one instance as one batch, every step's x0_hat decoded onto the block grid, plus the two controls.
+
+    The network runs in the denoiser's precision (`den.to_precision`, steplens.precision); the sampler state stays float32.
 
     Returns a dict with "plans" (S, K, T, Hb, Wb, 3) uint8, "finals" (K, T, Hb, Wb, 3) uint8 and the
     JSON-ready result ("traj_success", "traj_score", "controls").
@@ -105,11 +95,10 @@ def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: 
     grids = lambda lat: np.stack([task.video_blocks(inst, v).round().astype(np.uint8) for v in denoiser.decode(lat)])  # noqa: E731
     plans: list[np.ndarray] = []
     x = seeded_noise(batch.latent_shape, [noise_seed(int(seed), j) for j in range(k)], device=dev)
-    with _autocast(torch.device(dev), precision):
-        lat = run(get_sampler(sampling.sampler)(denoiser, x, sampling.sigmas(denoiser).to(dev), batch.cond.repeat(k)),
-                  lambda e: plans.append(grids(e.x0_hat.float())))
-        cold = run_trajectories(denoiser, task_name, size, [seed], sampling, EnsembleConfig(k=1, window=(0, 0)), noise_scale=COLD.noise_scale)
-        ens = run_ensemble(denoiser, task_name, size, [seed], sampling, PAPER_ENSEMBLE)[0]
+    lat = run(get_sampler(sampling.sampler)(denoiser, x, sampling.sigmas(denoiser).to(dev), batch.cond.repeat(k)),
+              lambda e: plans.append(grids(e.x0_hat.float())))
+    cold = run_trajectories(denoiser, task_name, size, [seed], sampling, EnsembleConfig(k=1, window=(0, 0)), noise_scale=COLD.noise_scale)
+    ens = run_ensemble(denoiser, task_name, size, [seed], sampling, PAPER_ENSEMBLE)[0]
     finals = grids(lat.float())
     scores = [task.score(inst, f) for f in finals]
     result = {"seed": int(seed), "traj_success": [bool(s.success) for s in scores], "traj_score": [float(s.score) for s in scores],
@@ -121,26 +110,26 @@ def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: 
 def search_shard(shard: SearchShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
     from ..distributed import worker_model
 
-    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
-    return [sample_trajectories(den, shard.task, shard.size, shard.seed, shard.k, shard.sampling, shard.precision)]
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device, shard.precision)
+    return [sample_trajectories(den, shard.task, shard.size, shard.seed, shard.k, shard.sampling)]
 
 
 def sample_key(task: str, size: int, seed: int) -> str:
     return f"{task}_{size}_{seed:010d}"
 
 
-def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, sampling: SamplingConfig, k: int, precision: str) -> dict[str, Any]:
+def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, sampling: SamplingConfig, k: int) -> dict[str, Any]:
     return {"model": model or getattr(denoiser, "name", type(denoiser).__name__), "task": task, "size": size, "seed": seed,
-            "sampling": to_dict(sampling), "k": k, "precision": precision, "n_frames": int(getattr(denoiser, "n_frames", 4)),
+            "sampling": to_dict(sampling), "k": k, "precision": precision_of(denoiser), "n_frames": int(getattr(denoiser, "n_frames", 4)),
             "ensemble": to_dict(PAPER_ENSEMBLE), "cold_noise_scale": COLD.noise_scale}
 
 
 def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, k: int, *,
-            precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None, model: str | None = None,
-            device: str = "auto", progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
+            ray_address: str | None = None, num_workers: int | None = None, model: str | None = None, device: str = "auto",
+            progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
     """Sample (or resume) the K-seed trajectories of n held-out instances into run folder `out`; returns (ProbeRun, records).
 
-    Ray workers load `model` on `device` ("auto": CUDA where the worker has one).
+    Ray workers load `model` on `device` ("auto": CUDA where the worker has one) in the denoiser's precision.
     """
     from rich.progress import Progress
 
@@ -153,10 +142,11 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
     spec = model or getattr(denoiser, "name", None)
     if ray_address is not None and not isinstance(spec, str):
         raise ConfigError("a Ray run needs a model spec the workers can load (a shipped name, a path or wan:DIR)")
-    prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k, precision))
+    prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k))
     folder = prun.folder
     seeds = held_out_seeds(seed, n)
-    todo = [SearchShard(str(spec), task, size, s, k, sampling, precision, device) for s in seeds if not folder.done(sample_key(task, size, s))]
+    todo = [SearchShard(str(spec), task, size, s, k, sampling, precision_of(denoiser), device) for s in seeds
+            if not folder.done(sample_key(task, size, s))]
     (prun.root / "plans").mkdir(exist_ok=True)
     with Progress(disable=not progress) as bar:
         tid = bar.add_task(f"search {task} {size}x{size}, {k} seeds", total=len(seeds), completed=len(seeds) - len(todo))
@@ -260,7 +250,7 @@ def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingC
 
 
 def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *, budget: float = 4.0,
-               k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
+               k: int = 12, screen_step: int = 4, ray_address: str | None = None, num_workers: int | None = None,
                model: str | None = None, device: str = "auto", progress: bool = True, methods: Sequence[SearchMethod] | None = None) -> dict[str, Any]:
     """Compare the test-time methods at `budget` single runs of compute on n held-out instances (resumable; Ray with ray_address).
 
@@ -270,7 +260,7 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     methods = list(methods) if methods is not None else default_methods(budget, k, screen_step, sampling, task)
     for m in methods:
         m.check(sampling, k)
-    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
+    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, ray_address=ray_address,
                             num_workers=num_workers, model=model, device=device,
                             progress=progress)
     results = evaluate_methods(records, methods, sampling)
@@ -278,7 +268,7 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
     unit = method_nfe(SearchMethod("single", "single"), sampling)
     computed = k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
-    md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision}, "
+    md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
           f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per), "",
           f"NFE: what each method spends per instance. The run computed {k} full trajectories plus the two controls per instance "
           f"({computed} NFE) "
@@ -286,7 +276,7 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     atomic_write_text(prun.root / f"methods_b{budget:g}.md", "\n".join(md) + "\n")
     _bar_plot(prun, per, f"{n} {task} {size}x{size} instances, budget {budget:g} single runs ({budget * unit:g} NFE)")
     summary = {"kind": "search-run", "task": task, "size": size, "n": n, "seed": seed, "budget": budget, "budget_nfe": budget * unit,
-               "k": k, "screen_step": screen_step, "precision": precision, "nfe_computed_per_instance": computed, "methods": per}
+               "k": k, "screen_step": screen_step, "precision": precision_of(denoiser), "nfe_computed_per_instance": computed, "methods": per}
     return _finish(prun, summary, "\n".join(md))
 
 
@@ -366,20 +356,20 @@ def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod]
 
 def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
               budgets: Sequence[float] = (1, 2, 4, 8), ks: Sequence[int] = (4, 8, 12), ss: Sequence[int] = (1, 2, 3, 4, 6, 8),
-              k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
+              k: int = 12, screen_step: int = 4, ray_address: str | None = None, num_workers: int | None = None,
               model: str | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Sweep K, s and m over budgets on one set of K-seed trajectories; writes sweep.json, sweep.md, curve.png, summary.json."""
     from ..probes.common import plt
 
     methods = sweep_grid(budgets, ks, ss, sampling, task, k)
-    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
+    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, ray_address=ray_address,
                             num_workers=num_workers, model=model, device=device,
                             progress=progress)
     per = summarize(evaluate_methods(records, methods, sampling), methods, sampling)
     curves = curve_points(per, methods, budgets, k, screen_step, sampling)
     unit = method_nfe(SearchMethod("single", "single"), sampling)
     write_json(prun.root / "sweep.json", {"budgets": list(budgets), "unit_nfe": unit, "curves": curves, "methods": per})
-    head = (f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision}, "
+    head = (f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
             f"{k} seeds per instance; NFE of one single run: {unit}")
     atomic_write_text(prun.root / "sweep.md", "\n".join([head, "", *method_table(dict(sorted(per.items(), key=lambda kv: (kv[1]['nfe'], kv[0]))))]) + "\n")
 
@@ -412,7 +402,7 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
             if fit:
                 best.setdefault(fam, {})[f"{b:g}"] = max(fit, key=lambda r: (r["solve_rate"], -r["nfe"]))["name"]
     summary = {"kind": "search-sweep", "task": task, "size": size, "n": n, "seed": seed, "budgets": list(budgets), "unit_nfe": unit,
-               "k": k, "screen_step": screen_step, "precision": precision, "curves": curves,
+               "k": k, "screen_step": screen_step, "precision": precision_of(denoiser), "curves": curves,
                "best_in_sample": best, "methods": per}
     text = [head, ""]
     for fam, pts in sorted(curves.items()):
@@ -420,5 +410,5 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
     return _finish(prun, summary, "\n".join(text))
 
 
-__all__ = ["PRECISIONS", "SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
+__all__ = ["SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
            "run_search", "run_sweep", "sample_trajectories", "screen_latents", "search_shard", "summarize", "sweep_grid"]
