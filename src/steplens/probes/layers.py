@@ -23,7 +23,7 @@ from ..context import current_call
 from ..hooks import hooks, tokens_to_grid
 from ..interventions import patch_activations, record_activations, skip_blocks
 from ..runner import Batch, generate
-from ..stats import bootstrap_diff, mean_ci
+from ..stats import bootstrap_diff, proportion_ci
 from ..tasks.maze import solution_mask
 from .cka import cka_matrix
 from .common import ProbeConfig, ProbeRun, chunks, plt, require_finite, run_sharded, save_npz, split_errors
@@ -133,8 +133,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     n = len(ok)
     base_all = np.array([r["base"] for r in ok])
     drops = {l: bootstrap_diff([r["skip"][l] for r in ok], base_all) for l in range(depth)}  # base - skipped
-    patch_b = {l: mean_ci([r["iou_own"][l] for r in ok]) for l in range(depth)}
-    patch_a = {l: mean_ci([r["iou_donor"][l] for r in ok]) for l in range(depth)}
+    patch_b = {l: proportion_ci([r["iou_own"][l] for r in ok]) for l in range(depth)}
+    patch_a = {l: proportion_ci([r["iou_donor"][l] for r in ok]) for l in range(depth)}
     flip = next((l for l in range(depth) if patch_a[l][0] > patch_b[l][0]), None)
     energy = np.stack([r["energy"] for r in ok]).mean(0)  # (L, F)
     cka = np.stack([r["cka"] for r in ok]).mean(0)
