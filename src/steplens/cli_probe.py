@@ -74,13 +74,10 @@ def cos(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], ta
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers)
 
 
-_MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
+_MODE = typer.Option("replace,renoise", "--mode",
+                     help="One or more of replace (the paper's wording: unit noise), renoise (level-matched control: "
+                          "(1 - sigma) x0_hat + sigma noise), add (x += strength * sigma * noise); comma-separated, each reported.")
 _STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in ("replace", "add"):
-        raise typer.BadParameter("--mode must be replace or add")
 
 
 @probe_app.command("perturb")
@@ -88,26 +85,27 @@ def perturb(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"]
             n: int = typer.Option(12, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
             batch: int = typer.Option(12, "--batch"), prompt_embeds: str | None = _COMMON["prompt_embeds"],
             ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
-            mode: str = _MODE, strength: float = _STRENGTH) -> None:
+            mode: str = _MODE, strength: float = _STRENGTH,
+            frame_window: str = typer.Option("", "--frame-window", metavar="A:B",
+                                             help="Also corrupt each frame only after steps A..B-1, then release it: "
+                                                  "does the answer survive, how fast does the frame's x0_hat recover.")) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs."""
     from .probes.perturb import run_perturb
 
-    _check_mode(mode)
-    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
+    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frame_window=frame_window, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
 
 
 @probe_app.command("cka")
 def cka(out: str = typer.Option(..., "--out"), model: str = _COMMON["model"], task: str = _COMMON["task"], size: int = _COMMON["size"],
-        n: int = _COMMON["n"], seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
+        n: int = typer.Option(8, "--n", help="Held-out instances."), seed: int = _COMMON["seed"], steps: int = _COMMON["steps"], shift: float = _COMMON["shift"],
         batch: int = _COMMON["batch"], prompt_embeds: str | None = _COMMON["prompt_embeds"],
         ray: str | None = _COMMON["ray"], workers: int | None = _COMMON["workers"], every: int = typer.Option(3, "--every", help="Inject at every k-th step."),
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = _MODE, strength: float = _STRENGTH) -> None:
-    """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step."""
+    """Information flow: 1 - CKA between clean and perturbed x0_hat, outputs and block streams, injection step x later step."""
     from .probes.perturb import run_cka
 
-    _check_mode(mode)
     ls = [int(v) for v in layers.split(",") if v.strip()] or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers)
