@@ -189,9 +189,9 @@ def test_worst_names_every_tied_index():
 
     curve = [{"index": i, "sigma": 1 - i / 10, "mean": m, "lo": 0.0, "hi": 0.5} for i, m in enumerate([0.5, 0.0, 0.25, 0.0])]
     w = _worst(curve)
-    assert w["index"] == 1 and w["tied"] == [1, 3] and "steps 1, 3 tie" in _worst_text(w, "step")
+    assert w["index"] is None and w["tied"] == [1, 3] and "steps 1, 3 tie" in _worst_text(w, "step")
     one = _worst(curve[:3])
-    assert one["tied"] == [1] and _worst_text(one, "step").startswith("step 1 (sigma 0.900)")
+    assert one["index"] == 1 and one["tied"] == [1] and _worst_text(one, "step").startswith("step 1 (sigma 0.900)")
 
 
 def test_perturb_and_cka_commands(model_path, tmp_path):

@@ -288,12 +288,15 @@ def _curve(scores: dict[int, list[float]], sigma: Callable[[int], float] | None 
 
 
 def _worst(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The lowest point of a curve; `tied` lists every index at that minimum (a tie is not a location)."""
+    """The lowest point of a curve; `tied` lists every index at that minimum, and a tie names no index (it is no location)."""
     if not curve:
         return None
     low = min(r["mean"] for r in curve)
     tied = [r["index"] for r in curve if abs(r["mean"] - low) < 1e-12]
-    return {**next(r for r in curve if r["index"] == tied[0]), "tied": tied}
+    first = next(r for r in curve if r["index"] == tied[0])
+    if len(tied) > 1:
+        return {"index": None, "tied": tied, **{k: first[k] for k in ("mean", "lo", "hi")}}
+    return {**first, "tied": tied}
 
 
 def _worst_text(w: dict[str, Any], what: str) -> str:
@@ -362,7 +365,8 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
     }
     if worst_step and worst_inner:
         # paired over samples: how much more the worst step injection costs than the worst frame injection
-        d = bootstrap_diff(res["step"][worst_step["index"]], res["frame"][worst_inner["index"]])
+        # (for a tie, the first tied index: every tied index has the same mean)
+        d = bootstrap_diff(res["step"][worst_step["tied"][0]], res["frame"][worst_inner["tied"][0]])
         s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"] = d[0], [d[1], d[2]]
     if window:
         a, z = window
