@@ -13,6 +13,8 @@ def test_proportion_intervals_stay_inside_0_1_where_the_normal_approximation_doe
     assert m == pytest.approx(11 / 12) and (lo, hi) == wilson(11, 12) and 0 <= lo < m < hi <= 1
     assert proportion_ci([1.0] * 5)[1:] == wilson(5, 5) and proportion_ci([1.0] * 5)[2] == 1.0
     assert proportion_ci([0, 0, 0])[1] == 0.0
+    for n in range(1, 60):  # the ends are exact, never a rounding below 1 or above 0 (an error bar would go negative)
+        assert wilson(n, n)[1] == 1.0 and wilson(0, n)[0] == 0.0
 
 
 def test_scores_in_between_get_a_bootstrap_interval_inside_their_range():
