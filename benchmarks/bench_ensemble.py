@@ -22,7 +22,8 @@ import torch
 from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.ensemble import EnsembleConfig, ensemble_latents
 from steplens.models.dit import PRESETS, ReferenceDenoiser, VideoDiT
-from steplens.models.registry import load, shipped_models
+from steplens.models.registry import load
+from steplens.models.serialize import shipped_models
 from steplens.runner import SamplingConfig, generate, noise_seed, prepare
 from steplens.sampling import seeded_noise
 from steplens.tasks import get_task

@@ -21,7 +21,7 @@ import torch
 from steplens.allocator import allocator_state, keep_freed_memory
 from steplens.evaluate import EvalConfig, evaluate
 from steplens.runner import SamplingConfig
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 
 
 def tiny_model(folder: Path) -> str:

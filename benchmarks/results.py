@@ -118,12 +118,34 @@ def layers(out: Path) -> list[str]:
     s = load(out / "probe_layers" / "summary.json")
     if not s:
         return []
-    drops = ", ".join(f"L{k} {ci(v['drop'], v['ci95'])}" for k, v in s["skip_drop"].items())
-    flip = s["patch_flip_layer"]
-    return [f"- **Layers** (`steplens probe layers --n {s['n']}`): solve-rate drop in points when one block is skipped at every step: "
-            f"{drops}; most important: {s['most_important_layers']}. Patching one layer's writes from another puzzle "
-            + (f"flips the answer to the donor's from layer {flip}." if flip is not None else "never flips the answer to the donor's.")
-            + "".join(_window(out, name) for name in ("probe_layers_w0_5", "probe_layers_w10_20"))]
+    lines = []
+    if "skip_drop" in s:
+        drops = ", ".join(f"L{k} {ci(v['drop'], v['ci95'])}" for k, v in s["skip_drop"].items())
+        lines.append(f"- **Layers** (`steplens probe layers --n {s['n']}`): solve-rate drop in points when one block is skipped at every step: "
+                     f"{drops}; most important: {s['most_important_layers']}."
+                     + "".join(_window(out, name) for name in ("probe_layers_w0_5", "probe_layers_w10_20")))
+    for name in ("probe_layers", "probe_layers_resid_all", "probe_layers_writes"):
+        lines += _patching(out, name)
+    if tm := load(out / "probe_layers" / "token_maps.json"):
+        lines.append(f"- **Token maps** (`steplens probe layers`, {tm['n_train']} train / {tm['n_test']} held-out samples): scene vs background "
+                     f"readable from layer {tm['perception_layer']} (depth {tm['perception_depth']:.2f}); action (path) vs background (dead end), "
+                     f"at the steps whose input does not show the path yet ({tm.get('reasoning_steps')}), becomes readable at layer "
+                     f"{tm.get('reasoning_layer')} (depth {tm.get('reasoning_depth', float('nan')):.2f}; balanced accuracy "
+                     f"{tm.get('reasoning_input_accuracy', float('nan')):.2f} at the input, {tm.get('reasoning_peak_accuracy', float('nan')):.2f} at best). Paper's claim "
+                     f"\"early layers perceive, middle layers reason\": {tm['claim']}.")
+    return lines
+
+
+def _patching(out: Path, name: str) -> list[str]:
+    s, m = load(out / name / "summary.json"), load(out / name / "manifest.json")
+    if not s or "patching" not in s:
+        return []
+    p, c = s["patching"], m["config"]
+    rows = ", ".join(f"L{l} {100 * r['flip']['rate']:.0f}/{100 * r['keep']['rate']:.0f}/{100 * r['break']['rate']:.0f}"
+                     for l, r in p["per_layer"].items())
+    return [f"- **Activation patching, {p['variant']}** (`steplens probe layers --patch {p['variant']} --patch-window "
+            f"{p['window'][0]}:{p['window'][1]} --size {c['probe']['size']} --n {s['n']}`): flip/keep/break % per layer: {rows}; "
+            f"{p['note']}" + (f"; the paper flips at about depth 0.5 (layer 20 of 40)." if p["variant"] == "resid" else ".")]
 
 
 def _window(out: Path, name: str) -> str:
@@ -139,12 +161,14 @@ def behaviour(out: Path) -> list[str]:
     s = load(out / "probe_behaviour" / "summary.json")
     if not s:
         return []
-    d = s.get("path_minus_scene_steps"), s.get("path_minus_scene_steps_ci95")
-    return [f"- **Behaviours** (`steplens probe behaviour --n {s['n']}`): {100 * s['corrected_rate']:.0f}% of samples self-correct "
-            f"(95% CI {100 * s['corrected_rate_ci95'][0]:.0f}-{100 * s['corrected_rate_ci95'][1]:.0f}%), {100 * s['lost_rate']:.0f}% lose a "
-            f"right answer; start and goal markers are kept at every step in {100 * s['markers_kept_all_steps']:.0f}%; the scene settles at "
-            f"step {s['scene_settle_step_mean']:.1f} on average and the path commits at {s['path_commit_step_mean']:.1f} "
-            f"(path minus scene {d[0]:.1f} steps, 95% CI {d[1][0]:.1f}..{d[1][1]:.1f})."]
+    p = s["perception"]
+    d = p["action_minus_scene"], p["action_minus_scene_ci95"]
+    rate = lambda r: f"{100 * r['rate']:.0f}% (95% CI {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}%)"  # noqa: E731
+    return [f"- **Behaviours** (`steplens probe behaviour --n {s['n']}`): pruning (superimposed candidates, the right one kept) in "
+            f"{rate(s['pruning'])}, correction (a committed wrong answer replaced by the right one) in {rate(s['correction'])}; "
+            f"{100 * s['lost_rate']:.0f}% lose a right answer. Working memory: {s['memory']['verdict']}. Perception before action: scene "
+            f"blocks settle at step {p['scene_settle_step_mean']:.1f}, action blocks at {p['action_settle_step_mean']:.1f} (action minus "
+            f"scene {d[0]:.2f} steps, 95% CI {d[1][0]:.2f}..{d[1][1]:.2f}): {p['verdict']}."]
 
 
 def ensemble(out: Path) -> list[str]:
@@ -174,6 +198,16 @@ def ensemble(out: Path) -> list[str]:
                       f"{100 * cold['solve_rate']:.1f}% against the ensemble's {100 * ens['solve_rate']:.1f}%"
                       + (", so the ensemble's gain on this model is explained by the colder start." if cold["solve_rate"] >= ens["solve_rate"]
                          else ".")]
+            for c in ("single_cold", "single_matched"):
+                if d := ens.get("diff_vs_" + c):
+                    lines[-1] += f" Ensemble minus {c} (paired): {ci(d['solve_rate'][0], d['solve_rate'][1:])} points."
+    for name in ("ens_renoise",):
+        if (r := load(out / name / "summary.json")) and "ensemble" in r["methods"]:
+            e, cfg = r["methods"]["ensemble"], load(out / name / "manifest.json")["config"]
+            rows = "; ".join(f"minus {c} {ci(e['diff_vs_' + c]['solve_rate'][0], e['diff_vs_' + c]['solve_rate'][1:])}"
+                             for c in ("single", "single_cold", "single_matched") if "diff_vs_" + c in e)
+            lines += ["", f"mean_x0_renoise (the merge that keeps K distinct trajectories; `{name}`, n={r['n']}, {cfg['size']}x{cfg['size']}): "
+                          f"{ci(e['solve_rate'], e['solve_rate_ci95'])}% at {e['nfe']} NFE; paired differences in points: {rows}."]
     for name in ("ens_sweep_k", "ens_sweep_rules"):
         s = load(out / name / "summary.json")
         if s:
@@ -220,7 +254,12 @@ def speed(out: Path) -> list[str]:
                      "trajectories are identical and one is computed; batching alone gains little on 2 CPU cores, which are busy "
                      "at batch 1 already; `python benchmarks/bench_ensemble.py`).")
     if s := load(out / "bench_demo.json"):
-        lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads (target 180 s; `python benchmarks/bench_demo.py`).")
+        c = s.get("config", {})
+        sizes = (f", {c['size']}x{c['size']} mazes, n = {c['n_cos']} traced / {c['n_perturb']} perturbed / {c['n_cka']} CKA / "
+                 f"{c['n_layers']} layers / {c['n_ensemble']} ensemble" if "n_cos" in c else "")
+        rss = f", peak {s['peak_rss_mb']} MB (target 2048)" if "peak_rss_mb" in s else ""
+        lines.append(f"- `steplens demo`: {s['wall_s']:.0f} s on {s['threads']} threads{sizes}{rss} (target 180 s; "
+                     "`python benchmarks/bench_demo.py`).")
     if s := load(out / "bench_probes.json"):
         lines.append("- Each probe at its default size: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_s"].items())
                      + " (target 60 s each; `python benchmarks/bench_probes.py`).")

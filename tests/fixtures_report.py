@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,4 +56,60 @@ def make_demo(root: Path) -> Path:
     (root / "summary.txt").write_text("steplens demo: two stages\n")
     (root / "figures.json").write_text(json.dumps([
         {"path": "cos/plot.png", "title": "Headline plot", "caption": "from a stage", "command": "steplens demo --out demo"}]))
+    return root
+
+
+STAGES = {"cos": "probe-cos", "behaviour": "probe-behaviour", "perturb": "probe-perturb", "cka": "probe-perturb",
+          "layers": "probe-layers", "ensemble": "ensemble-compare"}
+
+
+def demo_summary() -> dict:
+    """Stage summaries as the probes write them (a few keys each), with values whose verdicts are known."""
+    return {
+        "cos": {"n": 40, "solve_rate": 0.8, "solve_rate_ci95": [0.65, 0.9], "off_solution_mass_early_minus_late": 0.02,
+                "off_solution_mass_early_minus_late_ci95": [0.01, 0.03], "commit_step": {"median": 0.0, "q90": 9.0}},
+        "behaviour": {"n": 40, "correction": {"rate": 0.2, "ci95": [0.1, 0.35]}, "pruning": {"rate": 0.1, "ci95": [0.04, 0.23]},
+                      "perception": {"action_minus_scene": -1.4, "action_minus_scene_ci95": [-1.9, -1.0]},
+                      "memory": {"verdict": "copying: the markers are in the conditioning", "markers_kept_all_steps": 1.0},
+                      "markers_kept_all_steps": 1.0, "final_solve_rate": 0.8},
+        "perturb": {"n": 12, "modes": ["replace", "renoise"], "clean_solve_rate": 0.917, "by_mode": {
+            "replace": {"worst_step": {"index": 15, "mean": 0.0, "lo": 0.0, "hi": 0.0},
+                        "worst_frame_before_answer": {"index": 2, "mean": 0.917, "lo": 0.753, "hi": 1.0},
+                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0]},
+            "renoise": {"worst_step": {"index": 10, "mean": 0.0, "lo": 0.0, "hi": 0.0},
+                        "worst_frame_before_answer": {"index": 2, "mean": 0.917, "lo": 0.753, "hi": 1.08},
+                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0]}}},
+        "cka": {"n": 8, "modes": ["renoise"], "cka": {"injection_steps": [0, 5, 10, 15], "modes": {"renoise": {
+            "x0_hat": {"observed": "final output", "first_minus_last_injection": {"diff": 0.01, "ci95": [-0.02, 0.04]},
+                       "fresh_seed": {"mean": 0.6, "lo": 0.5, "hi": 0.7}},
+            "blocks.3.resid_post": {"observed": "step 19", "first_minus_last_injection": {"diff": 0.02, "ci95": [0.01, 0.03]}}}}}},
+        "layers": {"n": 4, "depth": 2, "most_important_layers": [1, 0], "patch_flip_layer": None,
+                   "skip_drop": {"0": {"drop": 0.25, "ci95": [0.0, 0.5]}, "1": {"drop": 0.75, "ci95": [0.5, 1.0]}}},
+        "ensemble": {"n": 16, "methods": {"single": {"n": 16, "solve_rate": 0.75, "solve_rate_ci95": [0.5, 0.9], "nfe": 20},
+                                          "ensemble": {"n": 16, "solve_rate": 0.8125, "solve_rate_ci95": [0.57, 0.93], "nfe": 22,
+                                                       "diff_vs_single": {"solve_rate": [0.0625, -0.0625, 0.1875]}}}},
+        "derived": {"skip_drop_top": {"layer": 1, "drop": 0.75, "ci95": [0.5, 1.0]}},
+        "commands": {k: f"steplens probe {k} --n 4 --out RUN" for k in STAGES},
+    }
+
+
+def make_findings_demo(root: Path, banner: str | None = None) -> Path:
+    """A demo folder as `steplens demo` writes it: stage run folders, and summary.json with `findings`."""
+    from steplens.findings import SPECS, evaluate
+
+    summary = demo_summary()
+    for name, kind in STAGES.items():
+        d = make_run(root, name, kind=kind, samples=("s0", "s1") if name == "cos" else ())
+        (d / "summary.json").write_text(json.dumps(summary[name]))
+        if name == "cos":  # a series of per-sample figures, as the cos probe draws them
+            figs = json.loads((d / "figures.json").read_text())
+            figs += [{"path": "plot.png", "title": f"Chain-of-Steps strip, s{k}", "caption": "", "command": ""} for k in range(3)]
+            (d / "figures.json").write_text(json.dumps(figs))
+    specs = [replace(s, figure=f"{s.stage}/plot.png") for s in SPECS]
+    summary = {"config": {"model": "maze", "size": 6, "steps": 20}, **({"banner": banner} if banner else {}),
+               "findings": evaluate(summary, specs), **summary, "total_s": 150.0}
+    (root / "manifest.json").write_text(json.dumps({"kind": "demo", "config": summary["config"]}))
+    (root / "summary.json").write_text(json.dumps(summary))
+    (root / "summary.txt").write_text("steplens demo: findings\n")
+    (root / "figures.json").write_text("[]")
     return root

@@ -127,3 +127,68 @@ def test_dashboard(open_page, tmp_path):
         assert all(images_decoded(page)) and page.locator(".cols .fig").count() == 4
         page, _ = open_page(url + "/run/.")
         assert all(images_decoded(page)) and page.locator("section.run").count() == 2
+
+
+def test_demo_opens_with_the_findings(browser, quick_demo, tmp_path):
+    """The quick demo's report: findings first, a verdict and a loaded figure on every card, four cards on the first screen."""
+    import json
+
+    out, code, output = quick_demo
+    assert code == 0, output
+    findings = json.loads((out / "summary.json").read_text())["findings"]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((out / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    first = page.evaluate("() => { const h = document.querySelector('main > header'); "
+                          "return [h === document.querySelector('main').firstElementChild, h.nextElementSibling.className]; }")
+    assert first == [True, "findings"]  # the title, then the findings panel: the first content
+    cards = page.locator(".fcard")
+    assert cards.count() == len(findings) >= 10
+    state = page.eval_on_selector_all(".fcard", """els => els.map(e => ({
+        verdict: e.querySelector('.verdict').textContent.trim(),
+        img: !!e.querySelector('img.thumb') && e.querySelector('img.thumb').complete && e.querySelector('img.thumb').naturalWidth > 0,
+        top: e.querySelector('img.thumb') ? e.querySelector('img.thumb').getBoundingClientRect().bottom : 1e9,
+        cardTop: e.getBoundingClientRect().top}))""")
+    assert [s["verdict"] for s in state] == [f["verdict"] for f in findings]
+    assert all(s["verdict"] for s in state) and all(s["img"] for s in state), state
+    assert sum(s["top"] <= 900 for s in state) >= 4  # at least four verdict cards with their figures on the first screen
+    assert page.locator("h1").bounding_box()["y"] < 100 and "not meaningful" in page.locator(".findings .banner").inner_text()
+    assert page.locator(".viewer").count() == 1 and page.locator(".viewer select").count() == 1  # near the top, with a picker
+    page.locator(".fcard img.thumb").first.click()  # a card's figure zooms like any figure
+    assert page.locator(".lightbox.on").count() == 1
+    page.keyboard.press("Escape")
+    shot = tmp_path / "demo_first_screen.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 20_000
+    assert errors == [], errors
+    page.close()
+
+
+def test_each_probe_report_alone(open_page, quick_demo, tmp_path):
+    """`steplens report STAGE` on each of the demo's run folders: loads cleanly, labelled numbers, no raw top-level keys shown."""
+    import json
+
+    out, code, output = quick_demo
+    assert code == 0, output
+    for stage in ("cos", "behaviour", "perturb", "cka", "layers", "ensemble"):
+        report = build_report(out / stage, tmp_path / f"{stage}.html")
+        page, _ = open_page(report.as_uri())
+        decoded = images_decoded(page)
+        assert decoded and all(decoded), stage
+        assert page.locator(".labelled tr").count() >= 3, stage
+        text = page.locator("main").inner_text()
+        keys = [k for k in json.loads((out / stage / "summary.json").read_text()) if "_" in k]
+        assert not [k for k in keys if k in text], (stage, [k for k in keys if k in text])
+        if stage == "cos":
+            check_steps_move(page)
+
+
+def check_steps_move(page):
+    viewer = page.locator(".viewer").first
+    viewer.focus()
+    assert viewer.get_attribute("data-step") == "0"
+    page.keyboard.press("ArrowRight")
+    assert viewer.get_attribute("data-step") == "1"

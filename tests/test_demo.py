@@ -1,22 +1,75 @@
-"""`steplens demo --quick` on the shipped reference model: every stage, the report and the headline numbers."""
+"""`steplens demo` on the shipped reference model: every stage, the findings, the report, and the sizes it runs at."""
 
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from steplens.cli import app
-from steplens.models.registry import shipped_models
+from steplens.config import ConfigError
+from steplens.demo import QUICK_BANNER, DemoConfig, derived, stage_commands
+from steplens.findings import SPECS, VERDICTS
 
 
-@pytest.mark.skipif("maze" not in shipped_models(), reason="the shipped maze model is part of the package")
-def test_quick_demo(tmp_path):
-    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    s = json.loads((tmp_path / "summary.json").read_text())
+def test_quick_demo(quick_demo):
+    out, code, output = quick_demo
+    assert code == 0, output
+    assert QUICK_BANNER in output and "Findings:" in output  # the CLI says what the verdicts are worth
+    s = json.loads((out / "summary.json").read_text())
     for stage in ("cos", "behaviour", "perturb", "cka", "layers", "ensemble"):
-        assert stage in s and (tmp_path / stage / "figures.json").exists(), stage
+        assert stage in s and (out / stage / "figures.json").exists(), stage
+        assert s["commands"][stage].startswith("steplens "), stage
+    assert s["banner"] == QUICK_BANNER and s["config"]["quick"] is True
+    assert [f["id"] for f in s["findings"]] == [spec.id for spec in SPECS]
+    for f in s["findings"]:
+        assert set(f) >= {"id", "claim", "value", "ci95", "n", "verdict", "figure", "command"}, f["id"]
+        assert any(f["verdict"].startswith(v) for v in VERDICTS), f
+        assert (out / f["figure"]).is_file(), f  # every card's figure was drawn by its stage
+        if f["value"] is not None:
+            assert f["ci95"] is not None and f["n"] >= 2, f
+    by = {f["id"]: f for f in s["findings"]}
+    c = s["config"]
+    assert by["chain_of_steps"]["n"] == s["cos"]["n"] == c["n_cos"] and by["noise_step_vs_frame"]["n"] == c["n_perturb"]
+    assert by["working_memory"]["verdict"] == "not measured in this run"
     assert 0.0 <= s["cos"]["solve_rate"] <= 1.0
-    html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") > 10 and "data:image/gif;base64," in html
-    assert "steplens demo" in (tmp_path / "summary.txt").read_text()
+    html = (out / "report.html").read_text()
+    assert "<section class=findings" in html and "data:image/gif;base64," in html
+    assert "steplens demo" in (out / "summary.txt").read_text()
+
+
+def test_default_sizes_are_where_the_model_reasons():
+    c = DemoConfig.make()
+    assert c.size == 6 and not c.quick  # ~80% single-seed solve rate on the shipped model (README), not 95% at 5x5
+    q = DemoConfig.make(quick=True)
+    assert q.quick and q.size < c.size and q.n_cos < c.n_cos
+    assert DemoConfig.make(n_cos=100).n_cos == 100  # sample sizes are fields: raise them when sampling gets faster
+    with pytest.raises(ConfigError, match="n >= 2"):
+        DemoConfig(n_perturb=1)
+    with pytest.raises(ConfigError, match="batch of one"):
+        DemoConfig(n_layers=17)
+    with pytest.raises(ConfigError, match="cka_mode"):
+        DemoConfig(cka_mode="scale")
+    with pytest.raises(ConfigError, match="perturb_modes"):
+        DemoConfig(perturb_modes="replace,scale")
+
+
+def test_stage_commands_match_the_config():
+    cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16))
+    assert cmds["cos"] == "steplens probe cos --model maze --size 6 --n 40 --seed 40000 --steps 20 --batch 16 --views 4 --out RUN"
+    assert "--n 8 " in cmds["perturb"] and "--every 5" in cmds["perturb"] and "--mode replace,renoise" in cmds["perturb"]
+    assert "--mode add" in cmds["cka"]
+    assert cmds["ensemble"].startswith("steplens ensemble run ") and "--n 16 " in cmds["ensemble"]
+
+
+def test_derived_numbers(tmp_path):
+    (tmp_path / "ensemble").mkdir()
+    rows = [{"method": m, "seed": s, "success": ok} for s in range(10)
+            for m, ok in (("single", s < 5), ("single_cold", s < 6), ("ensemble", s < 8))]
+    (tmp_path / "ensemble" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"cos": {"n_steps": 8, "commit_step": {"histogram": [5, 2, 1, 0, 0, 0, 0, 2]}},
+               "layers": {"most_important_layers": [2, 0], "skip_drop": {"2": {"drop": 0.5, "ci95": [0.2, 0.8]}}}}
+    d = derived(summary, tmp_path)
+    assert d["early_commit"]["rate"] == 0.7 and d["early_commit"]["n"] == 10 and d["early_commit"]["by_step"] == 1
+    lo, hi = d["early_commit"]["ci95"]
+    assert 0 < lo < 0.7 < hi < 1  # Wilson: inside [0, 1]
+    assert d["skip_drop_top"] == {"layer": 2, "drop": 0.5, "ci95": [0.2, 0.8]}
+    assert d["ensemble_minus_cold"]["diff"] == pytest.approx(0.2) and d["ensemble_minus_cold"]["n"] == 10
+    assert derived({}, tmp_path / "none") == {}

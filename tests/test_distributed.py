@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 ray = pytest.importorskip("ray")
 
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 from steplens.distributed import map_shards  # noqa: E402
 from steplens.evaluate import EvalConfig, evaluate  # noqa: E402
 from steplens.runner import SamplingConfig  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 N, BATCH, STEPS = 12, 3, 3
 

@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from steplens.cli_ensemble import register
+from steplens.cli import app
 from steplens.config import ConfigError
 from steplens.ensemble import (EnsembleConfig, Method, baselines, choose, compare, ensemble_latents, matched_steps,
                                nfe_per_instance, run_ensemble, run_trajectories, spread, step_nfe, sweep, sweep_methods,
@@ -23,7 +22,7 @@ from steplens.sampling import flow_sigmas, seeded_noise
 from steplens.tasks import PALETTE, Score, get_task
 from steplens.models.dit import random_tiny
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 SEEDS = [11, 12]
 
 
@@ -176,7 +175,8 @@ def test_nfe_accounting_and_matched_steps():
     assert matched_steps(60, "euler") == 60 and matched_steps(78, "heun") == 39
     names = [m.name for m in baselines(EnsembleConfig(k=3), euler)]
     assert names == ["single", "single_matched", "best_of_k_oracle", "best_of_k_agreement", "majority_vote", "single_cold", "ensemble"]
-    assert "single_cold" not in [m.name for m in baselines(EnsembleConfig(k=3, rule="mean_v"), euler)]
+    assert [m.name for m in baselines(EnsembleConfig(k=3, rule="mean_x0_renoise"), euler)][-2:] == ["single_cold", "ensemble"]
+    assert "single_cold" not in [m.name for m in baselines(EnsembleConfig(k=1), euler)]
     assert baselines(EnsembleConfig(k=3), euler)[1].steps == 22
 
 
@@ -244,6 +244,10 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     assert s["methods"]["best_of_k_oracle"]["needs_ground_truth"] is True
     assert s["methods"]["best_of_k_oracle"]["solve_rate"] >= s["methods"]["single"]["solve_rate"]
     assert "diff_vs_single" in s["methods"]["ensemble"]
+    for c in ("single_cold", "single_matched"):  # the ensemble's own paired CI against each control
+        d = s["methods"]["ensemble"]["diff_vs_" + c]["solve_rate"]
+        assert d[1] <= d[0] <= d[2]
+    assert "ensemble minus single_cold (paired" in (tmp_path / "c" / "summary.txt").read_text()
     assert len((tmp_path / "c" / "results.jsonl").read_text().splitlines()) == 3 * len(methods)
     figs = json.loads((tmp_path / "c" / "figures.json").read_text())
     assert figs[0]["path"] == "compare.png" and (tmp_path / "c" / "compare.png").exists()
@@ -257,21 +261,27 @@ def test_compare_and_sweep_write_run_folders(den, tmp_path):
     for f in ("sweep.json", "sweep.md", "sweep.png", "figures.json", "summary.json", "summary.txt", "manifest.json"):
         assert (out / f).exists(), f
     data = json.loads((out / "sweep.json").read_text())
-    assert len(data["points"]) == 2 * 4 + 2 and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    nfes = sorted({p["nfe"] for p in data["points"] if p["k"] > 1 and p["window"]} - {data["baseline"]["nfe"]})
+    assert len(data["points"]) == 2 * 4 + 2 + len(nfes) and summary["recommended"]["name"] in {p["name"] for p in data["points"]}
+    matched = {p["name"]: p for p in data["points"] if p["rule"] == "single_matched"}
+    assert set(matched) == {f"single_nfe{v}" for v in nfes} and all(p["nfe"] <= int(n[10:]) for n, p in matched.items())
+    for p in data["points"]:  # every merging setting carries its own paired CI against its K's cold start and its NFE's single seed
+        if p["window"]:
+            assert p["diff_vs_cold"] is not None and p["diff_vs_cold"]["solve_rate"][1] <= p["diff_vs_cold"]["solve_rate"][0]
+            assert (p["diff_vs_matched"] is not None) == (p["nfe"] in nfes)
+    assert "diff vs single_cold" in (out / "sweep.md").read_text()
     assert [(p["k"], p["window"]) for p in data["points"] if p["rule"] == "single_cold"] == [(2, None), (3, None)]
     # the best setting that merges trajectories is named apart from the cold-start controls (single seeds)
-    merged = {p["name"] for p in data["points"] if p["rule"] != "single_cold"}
+    merged = {p["name"] for p in data["points"] if p["window"]}
     assert summary["recommended_ensemble"]["name"] in merged and data["recommended_ensemble"] == summary["recommended_ensemble"]
     if summary["recommended"]["name"] in merged:
         assert summary["recommended_ensemble"] == summary["recommended"]
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    app = typer.Typer()
-    register(app)
     runner = CliRunner()
     base = ["ensemble", "run", "--out", str(tmp_path / "r"), "--model", "no-such-model"]
-    for extra, msg in ((["--window", "0:9", "--steps", "4"], "exceeds"), (["--k", "0"], "k must be"),
+    for extra, msg in ((["--window", "0:9", "--steps", "4"], "exceeds"), (["--k", "0"], "--k"),
                        (["--window", "two"], "START:END"), (["--rule", "median"], "unknown rule")):
         r = runner.invoke(app, base + extra)
         assert r.exit_code == 2, r.output
@@ -284,11 +294,9 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_cli_run_and_sweep_end_to_end(den, tmp_path):
-    from steplens.train import TrainConfig, export
+    from steplens.models.serialize import export
 
-    export(den.model, TrainConfig(preset="tiny"), tmp_path / "model")
-    app = typer.Typer()
-    register(app)
+    export(den.model, tmp_path / "model")
     runner = CliRunner()
     common = ["--model", str(tmp_path / "model"), "--size", "3", "--n", "2", "--seed", "7", "--steps", "3"]
     r = runner.invoke(app, ["ensemble", "run", "--out", str(tmp_path / "r"), "--k", "2", "--window", "0:1", "--rule", "mean_v",

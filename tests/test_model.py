@@ -9,7 +9,7 @@ from steplens.models.registry import ModelLoadError, load
 from steplens.runner import SamplingConfig, generate, prepare
 from steplens.tasks import get_task
 from steplens.config import ConfigError
-from steplens.train import TrainConfig, export
+from steplens.models.serialize import export
 
 
 def tiny():
@@ -55,7 +55,7 @@ def test_attention_is_bidirectional_over_frames():
 
 def test_export_and_load_checks(tmp_path):
     m = tiny()
-    export(m, TrainConfig(preset="tiny"), tmp_path / "model")
+    export(m, tmp_path / "model")
     den = load(str(tmp_path / "model"))
     assert isinstance(den, ReferenceDenoiser)
     assert all(torch.equal(a, b) for a, b in zip(den.model.state_dict().values(), m.state_dict().values()))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from steplens.models.dit import PRESETS, VideoDiT
-from steplens.train import TrainConfig, export
+from steplens.models.serialize import export
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def model_path(tmp_path_factory):
     for p in m.parameters():  # adaLN-Zero gives a zero model: randomise so probes see real effects
         nn.init.normal_(p, std=0.1)
     prefix = tmp_path_factory.mktemp("m") / "model"
-    export(m, TrainConfig(preset="tiny"), prefix)
+    export(m, prefix)
     return str(prefix)
 
 
@@ -218,10 +218,15 @@ def test_layers(model_path, tmp_path):
     from steplens.probes.layers import run_layers
 
     s = run_layers(load(model_path), cfg(model_path), str(tmp_path), progress=False)
-    _check_run(tmp_path, "layers.npz", "layers_summary.png", "layers_norm.png", "layers_pca.png")
+    _check_run(tmp_path, "layers.npz", "layers_summary.png", "layers_norm.png", "layers_pca.png", "token_maps.json", "token_maps.png")
     assert s["depth"] == 2 and len(s["skip_drop"]) == 2
     cka = np.array(s["layer_cka"])
     assert np.allclose(np.diag(cka), 1.0, atol=1e-6)
+    assert s["patching"]["variant"] == "resid" and set(s["patching"]["per_layer"]) == {"0", "1"}
+    tm = json.loads((tmp_path / "token_maps.json").read_text())
+    assert tm["layers"] == ["input", "0", "1"] and np.array(tm["reasoning"]["accuracy"]).shape == (6, 3)
+    w = run_layers(load(model_path), cfg(model_path), str(tmp_path / "w"), patch="writes", skip=False, token_maps=False, progress=False)
+    assert w["patching"]["variant"] == "writes" and "skip_drop" not in w and "token_maps" not in w
     with pytest.raises(ValueError, match="leaves a batch of one"):  # the last sample would be patched from itself
         run_layers(load(model_path), cfg(model_path, n=5, batch=2), str(tmp_path / "odd"), progress=False)
     assert not (tmp_path / "odd").exists()
@@ -233,7 +238,24 @@ def test_behaviour(model_path, tmp_path):
 
     s = run_behaviour(load(model_path), cfg(model_path), str(tmp_path), progress=False)
     _check_run(tmp_path, "behaviour_per_step.png", "perception_vs_action.png")
-    assert sum(s["self_correction"].values()) == 4 and len(s["markers_present_per_step"]) == 6
+    assert sum(s["self_correction"].values()) == 4 and len(s["memory"]["markers_present_per_step"]) == 6
+    assert s["memory"]["verdict"].startswith("copying") and {"pruning", "correction", "perception"} <= set(s)
+
+
+def test_layers_cli_patch_options(model_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    base = ["probe", "layers", "--model", model_path, "--size", "3", "--n", "2", "--batch", "2", "--steps", "4", "--no-skip"]
+    r = CliRunner().invoke(app, base + ["--patch", "resid", "--patch-window", "0:4", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["patching"]["window"] == [0, 4] and "flip/keep/break per layer" in r.output
+    r = CliRunner().invoke(app, base + ["--patch", "everything", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--patch must be one of" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, base + ["--patch-window", "3", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "--patch-window must be START:END" in r.output
 
 
 def test_probe_cli_rejects_bad_input(model_path, tmp_path):

@@ -4,11 +4,10 @@ import json
 import re
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from fixtures_report import COMMAND, make_demo, make_run
-from steplens.cli_report import register
+from steplens.cli import app
 from steplens.report.html import ReportError, build_report, flatten, fmt_num
 
 
@@ -97,32 +96,96 @@ def test_sample_names_and_titles_are_escaped(tmp_path):
     assert "a&quot;b&lt;c&gt;" in html and "a\\\"b\\u003cc\\u003e" in html  # the picker and the viewer's JSON
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
 def test_cli_report(tmp_path):
     d = make_run(tmp_path)
-    r = CliRunner().invoke(cli(), ["report", str(d), "--out", str(tmp_path / "x.html")])
+    r = CliRunner().invoke(app, ["report", str(d), "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "x.html") and (tmp_path / "x.html").exists()
-    r = CliRunner().invoke(cli(), ["report", str(d)])
+    r = CliRunner().invoke(app, ["report", str(d)])
     assert r.exit_code == 0 and (d / "report.html").exists()
-    r = CliRunner().invoke(cli(), ["report", str(tmp_path / "missing")])
+    html = (d / "report.html").read_text()  # the run's figures inlined, with their titles and its summary text
+    assert html.count("data:image/png;base64,") >= 1 and "A plot" in html and "An animation" in html and "three lines" in html
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "not a folder" in r.output and "Traceback" not in r.output
     (d / "figures.json").write_text("{oops")
-    r = CliRunner().invoke(cli(), ["report", str(d)])
+    r = CliRunner().invoke(app, ["report", str(d)])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "figures.json" in r.output
 
 
 def test_cli_serve_errors(tmp_path):
-    r = CliRunner().invoke(cli(), ["serve", str(tmp_path / "missing"), "--port", "0"])
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert r.exit_code == 2 and "not a folder" in r.output
     import socket
 
     with socket.socket() as s:  # a port that is taken
         s.bind(("127.0.0.1", 0))
         s.listen()
-        r = CliRunner().invoke(cli(), ["serve", str(tmp_path), "--port", str(s.getsockname()[1])])
+        r = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", str(s.getsockname()[1])])
     assert r.exit_code == 2 and "cannot listen" in r.output
+
+
+def _default_view(page: str) -> str:
+    """The page without what is folded away (details) and without the embedded data."""
+    while True:  # innermost first: details nest
+        folded = re.sub(r"<details[^>]*>(?:(?!<details).)*?</details>", "", page, flags=re.S)
+        if folded == page:
+            break
+        page = folded
+    page = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+    return re.sub(r"data:[^\"']+", "", page)
+
+
+def test_demo_report_opens_with_the_findings(tmp_path):
+    from fixtures_report import make_findings_demo
+
+    page = build_report(make_findings_demo(tmp_path / "demo")).read_text()
+    main = page[page.index("<main"):]
+    assert main.index("<header>") < main.index("<section class=findings") < main.index('class="card viewer"') \
+        < main.index("<nav class='card toc") < main.index('id="run-cos"')
+    cards = re.findall(r'<article class="fcard (v-[a-z-]+)" data-verdict="([^"]+)" id="finding-([a-z_]+)"', page)
+    got = {i: v for _, v, i in cards}
+    assert got == {"chain_of_steps": "reproduced", "noise_step_vs_frame": "reproduced", "information_flow": "inconclusive at n=8",
+                   "layer_specialisation": "reproduced", "patching_flip": "not measured in this run",
+                   "working_memory": "not measured in this run", "self_correction": "reproduced",
+                   "perception_before_action": "reversed", "ensemble": "inconclusive at n=16",
+                   "cold_start": "not measured in this run", "early_commitment": "not measured in this run"}
+    assert page.count("<img class=thumb src=\"data:image/png;base64,") == len(cards)  # every card draws its figure
+    assert "+2.0 points" not in page and "0.02 [0.01, 0.03], n=40" in page  # a difference of path colour, not of rates
+    assert "+91.7 points [75.0, 100.0], n=12" in page  # a difference of rates, in points
+    assert page.count('class="card viewer"') == 1  # the cos stage's viewer moved to the top, not repeated
+    assert "How a verdict is decided" in page and "steplens probe perturb --n 4 --out RUN" in page
+
+
+def test_demo_report_shows_labels_not_keys(tmp_path):
+    from fixtures_report import make_findings_demo
+
+    page = build_report(make_findings_demo(tmp_path / "demo")).read_text()
+    shown = _default_view(page)
+    for key in ("off_solution_mass_early_minus_late", "first_minus_last_injection", "blocks.3.resid_post", "step_minus_frame_drop",
+                "diff_vs_single", "worst_frame_before_answer"):
+        assert key not in shown, key
+        assert key in page.replace("<wbr>", ""), key  # ... but one click away, in "all values"
+    assert "1 - CKA at the end after the earliest minus the latest injection, renoise, block 3 output" in shown
+    assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (paired bootstrap)" in shown
+    # the perturb stage's mean_ci interval [0.753, 1.08] of a rate is shown as a Wilson interval inside [0, 100]%
+    row = re.search(r"renoise: solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
+    lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())
+    assert row.startswith("91.7%") and 0 <= lo < 91.7 < hi <= 100
+    # per-sample figure series: the first is shown, the others folded away
+    assert shown.count("<h3>Chain-of-Steps strip, s0</h3>") == 1 and "Chain-of-Steps strip, s1" not in shown
+    assert "2 more figures (Chain-of-Steps strip)" in page
+
+
+def test_quick_banner_is_shown(tmp_path):
+    from fixtures_report import make_findings_demo
+
+    page = build_report(make_findings_demo(tmp_path / "demo", banner="verdicts are not meaningful at this size")).read_text()
+    assert page.index("<p class=banner>verdicts are not meaningful at this size") < page.index("<div class=fcards>")
+
+
+def test_labelled_rows_expand_and_skip():
+    from steplens.report.story import labelled_rows
+
+    rows = dict(labelled_rows("probe-layers", {"n": 4, "skip_drop": {"0": {"drop": 0.5, "ci95": [0.25, 0.75]}, "1": {"drop": None}},
+                                               "patch_flip_layer": None}))
+    assert rows == {"samples": "4", "solve-rate drop, block 0 skipped": "50.0 points [25.0, 75.0]"}
+    assert labelled_rows("probe-unknown", {"n": 4}) == []

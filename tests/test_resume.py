@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from steplens.models.dit import export_random_tiny
+from steplens.models.serialize import export_random_tiny
 from steplens.evaluate import EvalConfig, evaluate
 from steplens.models.dit import ReferenceDenoiser
 from steplens.models.protocol import Prediction
@@ -22,7 +21,7 @@ from steplens.runner import SamplingConfig
 from steplens.runs import RunFolder
 from steplens.tasks import get_task
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 N, BATCH, STEPS = 12, 3, 3
 
 

@@ -267,10 +267,10 @@ def test_cli_trace_then_show(setup, tmp_path):
     from typer.testing import CliRunner
 
     from steplens.cli import app
-    from steplens.train import TrainConfig, export
+    from steplens.models.serialize import export
 
     den, _ = setup
-    export(den.model, TrainConfig(preset="tiny"), tmp_path / "model")
+    export(den.model, tmp_path / "model")
     runner = CliRunner()
     args = ["--model", str(tmp_path / "model"), "--task", "maze", "--size", "3", "--n", "2", "--seed", "5", "--steps", "3",
             "--capture", "blocks.*.resid_post:norm,proj16", "--out", str(tmp_path / "run")]

@@ -1,8 +1,12 @@
 import json
 
+import pytest
 import torch
 
 from steplens.train import TrainConfig, lr_at, make_batch, train
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(**kw):
@@ -26,7 +30,6 @@ def test_lr_schedule():
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
-    torch.set_num_threads(1)
     full = train(cfg(), tmp_path / "a", progress=False)
     part = train(cfg(), tmp_path / "b", progress=False, stop_after=3)  # killed after step 3's checkpoint...
     assert part.step == 3
@@ -40,15 +43,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_training_reduces_the_loss(tmp_path):
-    torch.set_num_threads(1)
     st = train(cfg(steps=40, batch=8, lr=3e-3, warmup=5), tmp_path, progress=False)
     losses = [r["loss"] for r in st.log if "loss" in r]
     assert losses[-1] < 0.8 * losses[0]
 
 
 def test_other_config_is_refused(tmp_path):
-    import pytest
-
     from steplens.config import ConfigError
 
     train(cfg(steps=2), tmp_path, progress=False)
@@ -57,11 +57,8 @@ def test_other_config_is_refused(tmp_path):
 
 
 def test_bf16_autocast_on_cpu_is_used_resumable_and_validated(tmp_path):
-    import pytest
-
     from steplens.config import ConfigError
 
-    torch.set_num_threads(1)
     fp32 = train(cfg(), tmp_path / "fp32", progress=False)
     full = train(cfg(precision="bf16"), tmp_path / "a", progress=False)
     train(cfg(precision="bf16"), tmp_path / "b", progress=False, stop_after=3)
@@ -76,12 +73,9 @@ def test_bf16_autocast_on_cpu_is_used_resumable_and_validated(tmp_path):
 
 
 def test_a_later_stage_starts_from_an_exported_model(tmp_path):
-    import pytest
-
     from steplens.config import ConfigError
     from steplens.models.registry import load
 
-    torch.set_num_threads(1)
     train(cfg(steps=2), tmp_path / "a", progress=False)
     exported = load(str(tmp_path / "a" / "model")).model.state_dict()
     stage2 = train(cfg(steps=1, init=str(tmp_path / "a" / "model"), lr=0.0, warmup=1), tmp_path / "b", progress=False)
@@ -89,3 +83,57 @@ def test_a_later_stage_starts_from_an_exported_model(tmp_path):
     assert all(torch.equal(exported[k], v) for k, v in stage2.model.state_dict().items())
     with pytest.raises(ConfigError, match="model config"):
         train(cfg(steps=1, init=str(tmp_path / "a" / "model"), preset="small"), tmp_path / "c", progress=False)
+
+
+def test_each_task_draws_from_its_own_sizes():
+    import pytest
+
+    from steplens.config import ConfigError
+
+    c = cfg(tasks=("maze", "rotate"), task_sizes=((3,), (8,)))
+    shapes = {}
+    for step in range(12):
+        x0, tid, name = make_batch(c, step)
+        shapes.setdefault(name, set()).add(tuple(x0.shape[-2:]))
+        assert int(tid[0]) == c.tasks.index(name)
+    assert shapes == {"maze": {(7, 7)}, "rotate": {(8, 8)}}  # a 3x3 maze is 7x7 blocks
+    with pytest.raises(ConfigError, match="one non-empty size list per task"):
+        cfg(tasks=("maze", "rotate"), task_sizes=((3,),))
+    with pytest.raises(ConfigError, match="outside its range"):
+        cfg(tasks=("maze", "rotate"), task_sizes=((3,), (3,)))
+
+
+def test_a_multi_task_stage_starts_from_a_one_task_model(tmp_path, one_thread):
+    from steplens.models.registry import load
+
+    train(cfg(steps=2), tmp_path / "a", progress=False)
+    one = load(str(tmp_path / "a" / "model")).model.state_dict()
+    multi = train(cfg(steps=1, tasks=("rotate", "maze"), task_sizes=((7,), (3,)), init=str(tmp_path / "a" / "model"),
+                      lr=0.0, warmup=1), tmp_path / "b", progress=False).model.state_dict()
+    # every weight but the task table is carried over; the maze row moves to the maze's new index
+    assert all(torch.equal(one[k], v) for k, v in multi.items() if k != "task_embed.weight")
+    assert torch.equal(multi["task_embed.weight"][1], one["task_embed.weight"][0])
+    assert not torch.equal(multi["task_embed.weight"][0], one["task_embed.weight"][0])
+
+
+def test_checkpoints_load_safely_and_export(tmp_path):
+    from steplens.models.registry import load
+    from steplens.train import CheckpointError, export_checkpoint, read_checkpoint
+
+    st = train(cfg(steps=2), tmp_path / "a", progress=False)
+    ckpt = tmp_path / "a" / "checkpoint.pt"
+    raw = torch.load(ckpt, weights_only=True)  # plain dicts, lists, numbers and tensors: no pickled code needed
+    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log"}
+    prefix = export_checkpoint(ckpt, tmp_path / "exp" / "m").with_suffix("")
+    meta = json.loads(prefix.with_suffix(".json").read_text())
+    assert meta["trained_steps"] == 2 and meta["train"]["preset"] == "tiny" and meta["data"] == {"n_frames": 4, "sizes": [3]}
+    assert all(torch.equal(st.ema.state_dict()[k], v) for k, v in load(str(prefix)).model.state_dict().items())
+
+    from fractions import Fraction  # any pickled class: a safe load refuses it instead of constructing it
+
+    torch.save({"config": {}, "x": Fraction(1, 3)}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"model": {}}, tmp_path / "partial.pt")
+    for name, msg in [("evil.pt", "not a readable"), ("junk.pt", "not a readable"), ("partial.pt", "no config"), ("none.pt", "no such")]:
+        with pytest.raises(CheckpointError, match=msg):
+            read_checkpoint(tmp_path / name)

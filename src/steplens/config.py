@@ -14,8 +14,17 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Bad input the user can fix (a missing or corrupt file, a wrong name): the CLI prints it as one line, exit 2."""
+
+
+class ConfigError(InputError, ValueError):
     """A config value is out of range or of the wrong kind."""
+
+
+# errors a user can fix from the message alone: the CLI prints them without their type name, and a run
+# records them per sample as bad input (models.errors.error_kind)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, ValueError, LookupError, OSError)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -86,14 +95,22 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write `obj` (dataclasses allowed) as indented JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = to_dict(obj)
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """`json.dumps(default=...)` for what steplens stores: configs, arrays and tensors, numpy scalars, paths, sets."""
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return to_dict(o)
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy arrays and scalars, torch tensors
         return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    if isinstance(o, set | frozenset):
+        return sorted(o, key=repr)
+    if isinstance(o, range):
+        return list(o)
+    return str(o)  # paths, dtypes, devices
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON values (dicts, lists, str, numbers, bool, None), as `json_default` turns it."""
+    return json.loads(json.dumps(obj, default=json_default))

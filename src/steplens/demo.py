@@ -1,55 +1,122 @@
-"""`steplens demo`: every analysis of the paper on the shipped reference model, in a few minutes on a CPU.
+"""`steplens demo`: every analysis of the paper on the shipped reference model, with a verdict per finding.
 
-Stages write ordinary run folders under DIR (cos, behaviour, perturb, cka, layers, ensemble); the
-demo adds DIR/summary.json (every headline number), DIR/figures.json and DIR/report.html.
+Stages write ordinary run folders under DIR (cos, behaviour, perturb, cka, layers, ensemble), each
+reproducible alone by the command in DIR/summary.json["commands"]. DIR/summary.json also holds the
+demo config, each stage's summary as the stage wrote it, a few numbers the demo derives from them
+(`derived`), and `findings`: one verdict per claim of the paper (steplens.findings). DIR/report.html
+opens with those findings.
+
+The default size is where the shipped model reasons: 6x6 mazes, solved ~80% of the time by one seed
+(5x5 is solved 95% of the time: nothing left to prune or correct). Each stage's sample size is a
+field of DemoConfig, chosen so that the whole demo fits in 3 minutes on 2 CPU cores
+(benchmarks/bench_demo.py) while the Chain-of-Steps and noise-at-step-vs-frame findings, the
+paper's central ones, get CIs that exclude 0. Raise them when sampling gets faster.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, write_json
+from .config import ConfigError, atomic_write_text, write_json
+from .interventions import MODES
 from .runner import SamplingConfig
+
+QUICK_BANNER = ("Quick run: a few samples of small mazes, to check that every stage runs. Its verdicts are not "
+                "meaningful at this size; run `steplens demo` for them.")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """What the demo runs: one maze size, and a sample size per stage (in held-out instances)."""
+
     model: str = "maze"
-    size: int = 5
-    n: int = 12
+    size: int = 6  # ~80% single-seed solve rate on the shipped model: it must reason (README)
     steps: int = 20
-    seed: int = 40_000
-    ensemble_n: int = 24
+    seed: int = 40_000  # first held-out instance; every stage uses the same instances from here
+    n_cos: int = 56  # traced once, shared by Chain-of-Steps and behaviours; early-minus-late excludes 0 from ~40 (heavy-tailed)
+    views: int = 4  # samples drawn as strips, GIFs and in the step viewer
+    n_perturb: int = 8  # the step-vs-frame gap is ~75 points: a few samples decide it
+    n_cka: int = 4
+    every: int = 5  # perturb and cka inject at every k-th step
+    perturb_modes: str = "replace,renoise"  # the paper's wording and the level-matched control beside it
+    cka_mode: str = "renoise"  # fresh noise at the step's level, the clean estimate kept: unlike a late unit-noise replacement
+    n_layers: int = 4  # each sample costs 2 + 2 x depth runs
+    n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
 
     def __post_init__(self) -> None:
-        if self.n < 2 or self.steps < 4:
-            raise ConfigError("the demo needs n >= 2 and steps >= 4")
+        if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
+            raise ConfigError("the demo needs n >= 2 in every stage and steps >= 4")
+        if self.n_layers % _batch(self.n_layers) == 1:
+            raise ConfigError(f"n_layers={self.n_layers} leaves a batch of one; the layer probe patches from another sample of the batch")
+        if not 1 <= self.every < self.steps:
+            raise ConfigError(f"every must lie in [1, steps), got {self.every}")
+        for name, modes in (("perturb_modes", self.perturb_modes), ("cka_mode", self.cka_mode)):
+            if not modes or any(m.strip() not in MODES for m in modes.split(",")):
+                raise ConfigError(f"{name} must be one or more of {', '.join(MODES)} (comma-separated), got {modes!r}")
 
     @staticmethod
     def make(model: str = "maze", quick: bool = False, **kw: Any) -> DemoConfig:
-        """The default sizes, or the sub-minute `--quick` ones."""
+        """The default sizes, or the sub-minute `--quick` ones (every stage runs; verdicts mean nothing)."""
         if quick:
-            return DemoConfig(model=model, size=4, n=4, steps=8, ensemble_n=8, quick=True, **kw)
+            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=2, every=2, n_layers=2, n_ensemble=6)
+            return DemoConfig(model=model, quick=True, **(small | kw))
         return DemoConfig(model=model, **kw)
 
 
-def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True) -> dict[str, Any]:
-    """Run every stage into `out`; returns the headline summary (also DIR/summary.json)."""
+def stage_commands(cfg: DemoConfig) -> dict[str, str]:
+    """The command that reproduces each stage alone (same instances, noises and sizes)."""
+    def probe(name: str, n: int, *extra: str) -> str:
+        args = ["steplens", "probe", name, "--model", cfg.model, "--size", str(cfg.size), "--n", str(n), "--seed", str(cfg.seed),
+                "--steps", str(cfg.steps), "--batch", str(_batch(n)), *extra, "--out", "RUN"]
+        return " ".join(shlex.quote(a) for a in args)
+
+    return {
+        "cos": probe("cos", cfg.n_cos, "--views", str(cfg.views)),
+        "behaviour": probe("behaviour", cfg.n_cos),
+        "perturb": probe("perturb", cfg.n_perturb, "--every", str(cfg.every), "--mode", cfg.perturb_modes),
+        "cka": probe("cka", cfg.n_cka, "--every", str(cfg.every), "--mode", cfg.cka_mode),
+        "layers": probe("layers", cfg.n_layers),
+        "ensemble": " ".join(["steplens ensemble run --model", shlex.quote(cfg.model), f"--size {cfg.size} --k 3 --window 0:2",
+                              f"--rule mean_xt --after single --n {cfg.n_ensemble} --seed {cfg.seed} --steps {cfg.steps} --out RUN"]),
+    }
+
+
+def _batch(n: int) -> int:
+    return min(n, 16)
+
+
+def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Run every stage into `out`; returns the summary (also DIR/summary.json), findings included."""
+    from .ensemble import EnsembleConfig, Method, cold_single, compare
+    from .findings import evaluate
     from .models.registry import load
-    from .probes.common import ProbeConfig
+    from .probes.behaviour import run_behaviour
+    from .probes.common import ProbeConfig, ProbeRun
+    from .probes.cos import run_cos, trace_x0
+    from .probes.layers import run_layers
+    from .probes.perturb import run_cka, run_perturb
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    den = load(cfg.model)
+    den = load(cfg.model, device=device)
     sampling = SamplingConfig(steps=cfg.steps)
-    probe = ProbeConfig(model=cfg.model, size=cfg.size, n=cfg.n, seed=cfg.seed, sampling=sampling, batch=cfg.n)
+
+    def probe(n: int) -> ProbeConfig:
+        return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n))
+
     timings: dict[str, float] = {}
-    headline: dict[str, Any] = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+    summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg)}
+    if cfg.quick:
+        summary["banner"] = QUICK_BANNER
+        if progress:
+            print(f"[demo] {QUICK_BANNER}", flush=True)
 
     def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         t = time.perf_counter()
@@ -59,68 +126,82 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
         timings[name] = round(time.perf_counter() - t, 2)
         return res
 
-    from .probes.behaviour import run_behaviour
-    from .probes.cos import run_cos, trace_x0
-
-    from .probes.common import ProbeRun
-
+    cos_cfg = probe(cfg.n_cos)
     # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
-    traced = stage("sample", lambda: {"t": trace_x0(den, probe, progress, folder=ProbeRun(out / "cos", "probe-cos", probe).folder)})["t"]
-    cos = stage("cos", lambda: run_cos(den, probe, str(out / "cos"), n_views=min(4, cfg.n), progress=progress, traced=traced))
-    beh = stage("behaviour", lambda: run_behaviour(den, probe, str(out / "behaviour"), progress=progress, traced=traced))
-    headline["cos"] = {k: cos.get(k) for k in ("solve_rate", "solve_rate_ci95", "commit_step", "multiple_candidates_early",
-                                               "off_solution_mass_early", "off_solution_mass_late",
-                                               "off_solution_mass_early_minus_late", "off_solution_mass_early_minus_late_ci95")}
-    headline["behaviour"] = {k: beh.get(k) for k in ("self_correction", "corrected_rate", "markers_kept_all_steps",
-                                                     "scene_settle_step_mean", "path_commit_step_mean", "perception_first_fraction")}
-    for name, runner in _optional_stages():
-        headline[name] = stage(name, lambda r=runner: r(den, probe, str(out / name), cfg, progress))
-
-    from .ensemble import EnsembleConfig, Method, cold_single, compare
-
-    ens_methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
-    ens = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.ensemble_n, cfg.seed, sampling, ens_methods,
-                                            out / "ensemble", progress=progress))
-    headline["ensemble"] = ens["methods"]
-    headline["timings_s"] = timings
-    headline["total_s"] = round(sum(timings.values()), 2)
-    write_json(out / "summary.json", headline)
-    gallery = sorted((out / "cos").glob("strip_*.png"))
-    write_json(out / "figures.json", [{"path": str(p.relative_to(out)), "title": "Chain-of-Steps",
-                                       "caption": "The reference model's clean estimate at each denoising step (rows) for each frame (columns).",
-                                       "command": f"steplens demo --out {out}"} for p in gallery[:1]])
-    write_json(out / "manifest.json", {"kind": "demo", "config": headline["config"]})
-    stages = ["cos", "behaviour", *[n for n, _ in _optional_stages()], "ensemble"]
-    lines = [f"steplens demo: model {cfg.model}, {cfg.n} held-out {cfg.size}x{cfg.size} mazes, {cfg.steps} Euler steps "
-             f"({headline['total_s']:.0f} s). Reproduce any stage with the command under its figures."]
-    for name in stages:
-        txt = out / name / "summary.txt"
-        if txt.exists():
-            lines += ["", f"[{name}]", *txt.read_text().strip().splitlines()]
-    from .config import atomic_write_text
-
-    atomic_write_text(out / "summary.txt", "\n".join(lines) + "\n")
+    traced = stage("sample", lambda: {"t": trace_x0(den, cos_cfg, progress, folder=ProbeRun(out / "cos", "probe-cos", cos_cfg).folder)})["t"]
+    summary["cos"] = stage("cos", lambda: run_cos(den, cos_cfg, str(out / "cos"), n_views=min(cfg.views, cfg.n_cos), progress=progress, traced=traced))
+    summary["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(out / "behaviour"), progress=progress, traced=traced))
+    del traced
+    summary["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(out / "perturb"), every=cfg.every,
+                                                              mode=cfg.perturb_modes, progress=progress))
+    summary["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(out / "cka"), every=cfg.every, mode=cfg.cka_mode,
+                                                  progress=progress))
+    summary["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(out / "layers"), progress=progress))
+    methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
+    summary["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
+                                                            out / "ensemble", progress=progress))
+    summary["derived"] = derived(summary, out)
+    summary["findings"] = evaluate(summary)
+    summary["timings_s"] = timings
+    summary["total_s"] = round(sum(timings.values()), 2)
+    _write(out, cfg, summary)
     if report:
         from .report.html import build_report
 
         stage("report", lambda: {"path": str(build_report(out))})
-        headline["timings_s"] = timings
-        write_json(out / "summary.json", headline)
-    return headline
+        summary["timings_s"] = timings
+        write_json(out / "summary.json", summary)
+    return summary
 
 
-def _optional_stages() -> list[tuple[str, Callable[..., dict[str, Any]]]]:
-    """Probe stages that plug in through the same ProbeConfig (perturbation, CKA, layers)."""
-    stages: list[tuple[str, Callable[..., dict[str, Any]]]] = []
-    try:
-        from .probes import perturb
-    except ImportError:
-        return stages
-    stages.append(("perturb", perturb.demo_perturb))
-    stages.append(("cka", perturb.demo_cka))
-    try:
-        from .probes import layers
-    except ImportError:
-        return stages
-    stages.append(("layers", layers.demo_layers))
-    return stages
+def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Numbers the findings need that no stage reports as such, computed from the stages' outputs."""
+    from .stats import bootstrap_diff, wilson
+
+    d: dict[str, Any] = {}
+    cos = summary.get("cos", {})
+    hist, n_steps = cos.get("commit_step", {}).get("histogram"), cos.get("n_steps")
+    if hist and n_steps:
+        quarter = max(1, n_steps // 4)  # the same first quarter as the early-minus-late window
+        k, n = int(sum(hist[:quarter])), int(sum(hist))
+        d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1}
+    layers = summary.get("layers", {})
+    if layers.get("most_important_layers"):
+        top = layers["most_important_layers"][0]
+        d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)]}
+    per_layer = layers.get("patching", {}).get("per_layer", {})
+    if per_layer:
+        top = max(per_layer, key=lambda l: per_layer[l]["flip"]["rate"])
+        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"]}
+    results = out / "ensemble" / "results.jsonl"
+    if results.is_file():
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        by = {m: {r["seed"]: float(r["success"]) for r in rows if r["method"] == m} for m in ("ensemble", "single_cold")}
+        seeds = sorted(set(by["ensemble"]) & set(by["single_cold"]))
+        if seeds:
+            diff, lo, hi = bootstrap_diff([by["single_cold"][s] for s in seeds], [by["ensemble"][s] for s in seeds])
+            d["ensemble_minus_cold"] = {"diff": diff, "ci95": [lo, hi], "n": len(seeds)}
+    return d
+
+
+def findings_lines(findings: list[dict[str, Any]]) -> list[str]:
+    """One line per finding: title, verdict, value [CI], n."""
+    from .findings import format_value
+
+    return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "") for f in findings]
+
+
+def _write(out: Path, cfg: DemoConfig, summary: dict[str, Any]) -> None:
+    write_json(out / "summary.json", summary)
+    write_json(out / "figures.json", [])  # the report draws each finding's figure in its card
+    write_json(out / "manifest.json", {"kind": "demo", "config": summary["config"]})
+    lines = [f"steplens demo: model {cfg.model}, held-out {cfg.size}x{cfg.size} mazes, {cfg.steps} Euler steps "
+             f"({summary['total_s']:.0f} s)."]
+    if "banner" in summary:
+        lines.append(summary["banner"])
+    lines += ["", "Findings:", *findings_lines(summary["findings"])]
+    for name in summary["commands"]:
+        txt = out / name / "summary.txt"
+        if txt.exists():
+            lines += ["", f"[{name}] {summary['commands'][name]}", *txt.read_text().strip().splitlines()]
+    atomic_write_text(out / "summary.txt", "\n".join(lines) + "\n")

@@ -40,16 +40,16 @@ _MODELS: dict[tuple[str, str, str], Any] = {}  # (spec, device, sha256) -> denoi
 
 
 def worker_model(spec: str, device: str | None = None) -> Any:
-    """The denoiser for `spec`, loaded once per process (on CUDA when there is one).
+    """The denoiser for `spec`, loaded once per process on `device` (None or "auto": CUDA when there is one).
 
     Reference models are keyed by their weights' sha256 too, so a re-exported model is reloaded.
     """
-    import torch
+    from .models.errors import resolve_device
+    from .models.registry import load, parse_spec
+    from .models.serialize import load_meta
 
-    from .models.registry import load, load_meta
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    key = (spec, device, "" if spec.startswith("wan:") else str(load_meta(spec)[0].get("sha256")))
+    device = str(resolve_device(device))  # None / "auto": cuda when this worker has one
+    key = (spec, device, "" if parse_spec(spec)[0] is not None else str(load_meta(spec)[0].get("sha256")))
     if key not in _MODELS:
         _MODELS[key] = load(spec, device=device)
     return _MODELS[key]

@@ -72,6 +72,7 @@ class EvalShard:
     size: int
     seeds: tuple[int, ...]
     sampling: SamplingConfig
+    device: str = field(default="auto", kw_only=True)  # where a worker loads the model ("auto": cuda if it has one)
 
 
 def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
@@ -79,11 +80,14 @@ def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, 
 
     `denoiser` defaults to the shard's model spec, loaded once per process (see `distributed`).
     """
-    den = denoiser if denoiser is not None else worker_model(shard.model)
+    from .models.errors import raise_if_device
+
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
     run = lambda seeds: eval_seeds(den, shard.task, shard.size, seeds, shard.sampling)  # noqa: E731
     try:
         return run(shard.seeds)
     except Exception as e:  # noqa: BLE001 - find the bad sample(s); the others still count
+        raise_if_device(e, den, None, len(shard.seeds))  # a failing device fails every sample: stop, do not record
         if len(shard.seeds) == 1:
             return [_error(shard, shard.seeds[0], e)]
     out = []
@@ -91,12 +95,16 @@ def eval_shard(shard: EvalShard, denoiser: Any | None = None) -> list[dict[str, 
         try:
             out += run([s])
         except Exception as e:  # noqa: BLE001 - recorded in the sample file, retried on re-run
+            raise_if_device(e, den, None, 1)
             out.append(_error(shard, s, e))
     return out
 
 
 def _error(shard: EvalShard, seed: int, e: BaseException) -> dict[str, Any]:
-    return {"task": shard.task, "size": shard.size, "seed": int(seed), "error": str(e) or repr(e), "error_type": type(e).__name__}
+    from .models.errors import error_kind
+
+    return {"task": shard.task, "size": shard.size, "seed": int(seed), "error": str(e) or repr(e), "error_type": type(e).__name__,
+            "error_kind": error_kind(e)}
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -111,13 +119,13 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress: bool = True,
              on_batch: Callable[[int], None] | None = None, ray_address: str | None = None,
-             num_workers: int | None = None) -> dict[str, Any]:
+             num_workers: int | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate into run folder `out` (resumable: finished samples are skipped, errored ones retried).
 
     Seeds are cut into fixed chunks of `cfg.batch` (a chunk's pending samples form one batch), so
     results do not depend on where a previous run stopped, nor on running locally or on Ray
     (`ray_address`, see `steplens.distributed.map_shards`). With Ray, or with `denoiser=None`, the
-    model is loaded from `cfg.model` where the work runs (a given `denoiser` is never shipped).
+    model is loaded from `cfg.model` where the work runs, on `device` (a given `denoiser` is never shipped).
     """
     run = RunFolder(out, "evaluate", to_dict(cfg))
     seeds = held_out_seeds(cfg.seed, cfg.n)
@@ -126,7 +134,7 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     for start in range(0, cfg.n, cfg.batch):
         todo = tuple(s for s, i in zip(seeds[start : start + cfg.batch], ids[start : start + cfg.batch]) if not run.finished(i))
         if todo:
-            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling))
+            shards.append(EvalShard(cfg.model, cfg.task, cfg.size, todo, cfg.sampling, device=device))
     n_todo = sum(len(sh.seeds) for sh in shards)
     t0 = time.time()
     from rich.progress import Progress

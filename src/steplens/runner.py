@@ -17,7 +17,7 @@ from torch import Tensor
 from .config import ConfigError
 from .models.protocol import Cond
 from .sampling import StepCallback, flow_sigmas, run, get_sampler, seeded_noise
-from .tasks import Score, Task
+from .tasks import Task
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,6 @@ def generate(denoiser: Any, batch: Batch, seeds: Sequence[int], cfg: SamplingCon
     cond = _to(batch.cond, dev)
     with torch.no_grad():
         return run(get_sampler(cfg.sampler)(denoiser, x, cfg.sigmas(denoiser).to(dev), cond), callback)
-
-
-def score_latents(denoiser: Any, batch: Batch, latents: Tensor) -> list[Score]:
-    """Decode latents to frames and score each against its instance."""
-    frames = denoiser.decode(latents)  # (B, T, H, W, 3) uint8
-    return [batch.task.score(inst, f) for inst, f in zip(batch.instances, frames)]
 
 
 def _to(cond: Cond, device: torch.device) -> Cond:

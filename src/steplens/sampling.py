@@ -53,7 +53,7 @@ SamplerIter = Generator[StepEvent, Tensor | None, Tensor]
 
 
 def _evaluate(denoiser: Denoiser, x: Tensor, sigma: Tensor, cond: Cond, step: int, phase: str = "main"):
-    s = sigma.to(x.device, x.dtype).expand(x.shape[0])
+    s = sigma.to(x.device, torch.promote_types(x.dtype, torch.float32)).expand(x.shape[0])  # bf16 latents: sigma stays fp32
     with model_call(step, float(sigma), phase=phase):
         return denoiser(x, s, cond)
 
@@ -73,10 +73,16 @@ def iter_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond, *, fir
     x = denoiser.reimpose(x, cond)
     for i in range(len(sigmas) - 1):
         pred = _evaluate(denoiser, x, sigmas[i], cond, first_step + i)
-        x_next = denoiser.reimpose(x + (sigmas[i + 1] - sigmas[i]) * pred.velocity, cond)
+        x_next = denoiser.reimpose(_euler_update(denoiser, x, sigmas[i + 1] - sigmas[i], pred.velocity), cond)
         replacement = yield _event(denoiser, cond, i, sigmas, x, pred, x_next, first_step)
         x = x_next if replacement is None else denoiser.reimpose(replacement, cond)
     return x
+
+
+def _euler_update(denoiser: Denoiser, x: Tensor, dt: Tensor, v: Tensor) -> Tensor:
+    """x + dt v, in the arithmetic of the backend's own scheduler when it has one (`euler_step`, e.g. Wan's bf16 cast)."""
+    step = getattr(denoiser, "euler_step", None)
+    return x + dt * v if step is None else step(x, dt, v)
 
 
 def iter_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Cond, *, first_step: int = 0) -> SamplerIter:

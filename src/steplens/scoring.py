@@ -7,7 +7,7 @@ scored. Means are taken over the samples that were scored; `n_errors` counts the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,10 @@ class SampleResult:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleResult:
+        return cls(d["sample"], d["task"], d.get("success"), d.get("score"), d.get("details", {}), d.get("error"))
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sample": self.sample, "task": self.task, "success": self.success, "score": self.score, "details": self.details}
         if self.error is not None:
@@ -46,7 +50,7 @@ class Tally:
     score: float | None
 
     @classmethod
-    def of(cls, results: list[SampleResult]) -> Tally:
+    def of(cls, results: Sequence[SampleResult]) -> Tally:
         ok = [r for r in results if r.error is None]
         return cls(len(results), len(results) - len(ok), _mean([float(bool(r.success)) for r in ok]), _mean([float(r.score or 0.0) for r in ok]))
 
@@ -134,6 +138,11 @@ def score_folder(
         results.append(r)
         if on_result is not None:
             on_result(r)
+    return summarize(results)
+
+
+def summarize(results: Sequence[SampleResult]) -> ScoreSummary:
+    """Overall and per-task tallies of `results` (tasks by name; "?" for samples whose task is unknown)."""
     groups: dict[str, list[SampleResult]] = {}
     for r in results:
         groups.setdefault(r.task or "?", []).append(r)

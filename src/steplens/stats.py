@@ -16,8 +16,8 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    # clamped to contain p: at p = 1 the upper end rounds to 0.9999999999999999 otherwise
-    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+    # at 0% and 100% the bounds equal p only up to rounding: keep p inside (a plot's error bar must not be negative)
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:

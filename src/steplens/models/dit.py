@@ -322,14 +322,6 @@ def random_tiny(*, scale: float = 0.3, seed: int = 0, preset: str = "tiny") -> V
     return model
 
 
-def export_random_tiny(prefix, **kw) -> str:
-    """`random_tiny` exported as a loadable model at `prefix` (.safetensors + .json); returns the spec."""
-    from ..train import TrainConfig, export
-
-    export(random_tiny(**kw), TrainConfig(preset=kw.get("preset", "tiny")), prefix)
-    return str(prefix)
-
-
 def snap_to_palette(latents: Tensor) -> Tensor:
     """Latents rounded to the nearest palette colour per latent pixel (for clean viewing)."""
     pal = torch.as_tensor(PALETTE_ARRAY, dtype=torch.float32) / 127.5 - 1.0  # (P, 3)

@@ -1,3 +1,4 @@
+# long module: one backend adapter read top to bottom (as DiT keeps a model in one file); its parts share diffusers conventions.
 """Wan 2.1 / 2.2 through diffusers, adapted to the denoiser contract.
 
 Our samplers drive the transformer directly (the pipelines do not hand the velocity to callbacks), so
@@ -10,8 +11,22 @@ every evaluation here reproduces one iteration of `WanPipeline` / `WanImageToVid
    with latent frame 0 replaced by the image's latent and timestep 0 on its tokens (Wan2.2 TI2V,
    `expand_timesteps`, "first_frame"; the sampler re-imposes that frame after every step);
 4. classifier-free guidance: cond then uncond, each inside `steplens.context.branch`, combined as
-   uncond + scale * (cond - uncond) in float32.
-Keep latents in float32 (as the pipelines do): the transformer input is cast to its dtype here.
+   uncond + scale * (cond - uncond) in the transformer's dtype (bf16 on a GPU), as the pipelines do;
+5. the Euler update as FlowMatchEulerDiscreteScheduler.step does it (`euler_step`): the latent upcast to
+   float32, plus dt * velocity, cast back to the velocity's dtype. So a bf16 run carries bf16 latents
+   after the first step, exactly like a plain diffusers run (tested on tiny configs in bf16 and fp32).
+
+Settings (`PRESETS`): "paper" (the default) is what the paper ran: 50 steps, shift 5, CFG 5 and, for
+two-expert models, the expert switch at timestep 875 (diffusers' Wan2.2-I2V-A14B folder says 900).
+"folder" keeps the folder's own shift and boundary_ratio. Either way the sigma grid is computed by the
+folder's scheduler class from its scheduler_config (`folder_sigmas`), with the preset's shift; our
+samplers then step on it (flow-matching Euler by default: perturbation probes must use Euler, since a
+multistep corrector such as UniPC's undoes most of a latent replaced between steps).
+
+Memory (`offload="model"`): every large module waits on the CPU; an expert moves to the device when
+its step range starts and back when the other expert's starts, the text and image encoders only while
+they encode. The VAE stays on the device (decoding x0_hat at many steps); `vae_tiling=True` decodes
+in tiles. `moves` logs every move, `placement` says where each component is.
 
 Hook points with two experts (Wan2.2 A14B), `expert_layers`:
 - "shared" (default): `hook_blocks()[i]` stands for layer i of whichever expert is active, so
@@ -28,8 +43,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +54,35 @@ import torch
 from torch import Tensor, nn
 
 from .. import context
+from .errors import resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 
 IMAGE_MODES = ("none", "concat", "first_frame")
 EXPERT_LAYERS = ("shared", "concat")
 PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
+OFFLOAD = ("none", "model")
+
+
+@dataclass(frozen=True)
+class WanPreset:
+    """Sampling settings a `wan:DIR` model uses unless told otherwise."""
+
+    steps: int
+    shift: float | None  # None: the folder scheduler's own shift
+    guidance: float
+    boundary_ratio: float | None  # two-expert models; None: model_index.json's
+
+
+PRESETS = {
+    "paper": WanPreset(steps=50, shift=5.0, guidance=5.0, boundary_ratio=0.875),  # PAPER.md "Setting"
+    "folder": WanPreset(steps=50, shift=None, guidance=5.0, boundary_ratio=None),
+}
+# Task videos for the probes: (pixels per task block, video frames). "quick" is what the tests and CPU runs
+# use; "paper" gives a 5x5 maze 480 px (Wan2.2's 480p) and the 49 frames of the authors' run script.
+TASK_SIZES = {"quick": (16, 9), "paper": (96, 49)}
+# schedulers whose grid is a flow-matching sigma grid, and the config key of their shift
+FLOW_SCHEDULERS = {"FlowMatchEulerDiscreteScheduler": "shift", "UniPCMultistepScheduler": "flow_shift",
+                   "DPMSolverMultistepScheduler": "flow_shift"}
 
 
 def wan_sigmas(scheduler: Any, steps: int, device: torch.device | str | None = None) -> Tensor:
@@ -53,6 +93,26 @@ def wan_sigmas(scheduler: Any, steps: int, device: torch.device | str | None = N
         raise ValueError(f"{type(scheduler).__name__} gave sigmas of shape {tuple(sigmas.shape)} ending in "
                          f"{float(sigmas[-1])}; expected ({steps + 1},) ending in 0")
     return sigmas
+
+
+def folder_sigmas(config: dict[str, Any] | None, steps: int, shift: float | None = None) -> Tensor:
+    """The sigma grid of a folder's scheduler (class and scheduler_config), with `shift` if given.
+
+    Raises ValueError for a scheduler that has no flow-matching grid (our samplers need one).
+    """
+    import diffusers
+
+    config = dict(config or {"_class_name": "FlowMatchEulerDiscreteScheduler"})
+    name = config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    key = FLOW_SCHEDULERS.get(name)
+    if key is None or (key == "flow_shift" and not config.get("use_flow_sigmas")):
+        raise ValueError(f"scheduler {name} has no flow-matching sigma grid (supported: {', '.join(FLOW_SCHEDULERS)}"
+                         " with use_flow_sigmas)")
+    if shift is not None:
+        if shift <= 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
+        config[key] = float(shift)
+    return wan_sigmas(getattr(diffusers, name).from_config(config), steps)
 
 
 def euler_sigmas(steps: int, shift: float = 5.0, num_train_timesteps: int = 1000) -> Tensor:
@@ -127,7 +187,9 @@ class WanDenoiser(DenoiserBase):
                  image_conditioning: str = "auto", expand_timesteps: bool = False, num_train_timesteps: int = 1000,
                  text_encoder: nn.Module | None = None, tokenizer: Any = None, image_encoder: nn.Module | None = None,
                  image_processor: Any = None, max_sequence_length: int = 512, negative_prompt: str = "",
-                 expert_layers: str = "shared", name: str = "wan"):
+                 expert_layers: str = "shared", name: str = "wan", preset: str = "paper",
+                 scheduler_config: dict[str, Any] | None = None, offload: str = "none",
+                 device: str | torch.device | None = None, vae_tiling: bool = False):
         if transformer is None:
             raise ValueError("WanDenoiser needs `transformer` (Wan2.2 pipelines with only transformer_2 are not supported)")
         if transformer_2 is not None and boundary_ratio is None:
@@ -138,6 +200,13 @@ class WanDenoiser(DenoiserBase):
             raise ValueError("expert_layers='shared' needs experts of equal depth; use 'concat'")
         if boundary_ratio is not None and not 0.0 <= boundary_ratio <= 1.0:
             raise ValueError(f"boundary_ratio must be in [0, 1], got {boundary_ratio}")
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
+        self.preset = PRESETS[preset]
+        self.default_steps, self.default_shift = self.preset.steps, self.preset.shift
+        self.scheduler_config = None if scheduler_config is None else dict(scheduler_config)
         self.transformer, self.transformer_2, self.vae = transformer, transformer_2, vae
         self.boundary_ratio = boundary_ratio
         self.guidance_scale = float(guidance_scale)
@@ -159,8 +228,22 @@ class WanDenoiser(DenoiserBase):
         self.needs_image_embeds = getattr(cfg, "image_dim", None) is not None
         self.prompt_embeds: Tensor | None = None  # defaults for make_cond when there is no text encoder
         self.negative_prompt_embeds: Tensor | None = None
+        self.prompt_lookup: Callable[[str], tuple[Tensor, Tensor | None]] | None = None  # prompt -> embeddings, per instance
         self.active_expert: str | None = None  # set during a call; hooks may read it
         self._text_pipe: Any = None
+        self._crops: dict[tuple[int, int], tuple[int, int]] = {}  # padded latent (h, w) -> task video (H, W) in pixels
+        # placement: with offload="model" the large modules wait on `offload_device` until they run
+        self.offload = offload
+        self.exec_device = torch.device(device) if device is not None else next(transformer.parameters()).device
+        self.offload_device = torch.device("cpu")
+        self.placement: dict[str, str] = {}  # component -> "device" | "offload"
+        self.moves: list[tuple[str, str]] = []  # (component, "device" | "offload") in the order they happened
+        if offload == "model":
+            for comp in ("transformer", "transformer_2", "text_encoder", "image_encoder"):
+                self._place(comp, "offload")
+            self._place("vae", "device")
+        if vae_tiling:
+            vae.enable_tiling()
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -176,11 +259,15 @@ class WanDenoiser(DenoiserBase):
         """Adapt a `WanPipeline` / `WanImageToVideoPipeline` (its scheduler is not used: our samplers step)."""
         comps = {k: getattr(pipe, k, None) for k in ("text_encoder", "tokenizer", "image_encoder", "image_processor")}
         sched = getattr(pipe, "scheduler", None)
-        args: dict[str, Any] = dict(transformer_2=getattr(pipe, "transformer_2", None),
-                                    boundary_ratio=pipe.config.get("boundary_ratio"),
+        two = getattr(pipe, "transformer_2", None) is not None
+        preset = PRESETS.get(kw.get("preset", "paper"))
+        boundary = pipe.config.get("boundary_ratio")
+        if two and preset is not None and preset.boundary_ratio is not None:
+            boundary = preset.boundary_ratio  # the paper's switch, not the folder's
+        args: dict[str, Any] = dict(transformer_2=getattr(pipe, "transformer_2", None), boundary_ratio=boundary,
                                     expand_timesteps=bool(pipe.config.get("expand_timesteps", False)),
                                     num_train_timesteps=int(sched.config.num_train_timesteps) if sched is not None else 1000,
-                                    **comps)
+                                    scheduler_config=dict(sched.config) if sched is not None else None, **comps)
         args.update(kw)
         den = cls(pipe.transformer, pipe.vae, **args)
         den._text_pipe = pipe if comps["text_encoder"] is not None else None
@@ -199,9 +286,19 @@ class WanDenoiser(DenoiserBase):
         return requested
 
     # -- the contract ----------------------------------------------------------------------------
-    def schedule(self, steps: int, shift: float) -> Tensor:
-        """(steps + 1,) sigmas of diffusers' FlowMatchEulerDiscreteScheduler(shift): what a pipeline run would use."""
-        return euler_sigmas(steps, shift, self.num_train_timesteps)
+    def schedule(self, steps: int, shift: float | None = None) -> Tensor:
+        """(steps + 1,) sigmas of the folder's scheduler with `shift` (None: the preset's, else the folder's).
+
+        Without a folder scheduler: diffusers' FlowMatchEulerDiscreteScheduler(shift), what the pipelines default to.
+        """
+        shift = self.default_shift if shift is None else shift
+        if self.scheduler_config is None:
+            return euler_sigmas(steps, 5.0 if shift is None else shift, self.num_train_timesteps)
+        return folder_sigmas(self.scheduler_config, steps, shift)
+
+    def euler_step(self, x: Tensor, dt: Tensor | float, v: Tensor) -> Tensor:
+        """FlowMatchEulerDiscreteScheduler.step: float32 latent + dt * v, cast back to v's dtype (bf16 in bf16 runs)."""
+        return (x.float() + dt * v).to(v.dtype)
 
     @property
     def do_cfg(self) -> bool:
@@ -225,7 +322,7 @@ class WanDenoiser(DenoiserBase):
         if len(experts) != 1:
             raise ValueError("all samples of a batch must be at the same expert (sigmas straddle the boundary)")
         expert = experts.pop()
-        model = self.transformer if expert == "high" else self.transformer_2
+        model = self._activate(expert)
         scale = self.guidance_scale if expert == "high" else self.guidance_scale_2
         dtype = model.dtype  # what the pipelines cast inputs to
         inp = self._model_input(x, cond).to(dtype)  # (B, Cin, F, H, W)
@@ -235,16 +332,16 @@ class WanDenoiser(DenoiserBase):
         two = self.transformer_2 is not None
         with self._expert_context(expert if two else None):
             if not self.do_cfg:
-                v = model(encoder_hidden_states=text, **kw)[0].float()
+                v = model(encoder_hidden_states=text, **kw)[0]
                 return Prediction(v, None, expert if two else None)
             if cond.negative_text is None:
                 raise ValueError(f"guidance_scale={self.guidance_scale} > 1 needs cond.negative_text (negative prompt embeddings)")
             neg = _batched(cond.negative_text, b).to(x.device, dtype)
             with context.branch("cond"):
-                v_cond = model(encoder_hidden_states=text, **kw)[0].float()  # (B, C, F, H, W)
+                v_cond = model(encoder_hidden_states=text, **kw)[0]  # (B, C, F, H, W) in the model's dtype
             with context.branch("uncond"):
-                v_uncond = model(encoder_hidden_states=neg, **kw)[0].float()
-        v = v_uncond + scale * (v_cond - v_uncond)
+                v_uncond = model(encoder_hidden_states=neg, **kw)[0]
+        v = v_uncond + scale * (v_cond - v_uncond)  # in the model's dtype, as the pipelines combine it
         return Prediction(v, {"cond": v_cond, "uncond": v_uncond}, expert if two else None)
 
     def _model_input(self, x: Tensor, cond: Cond) -> Tensor:
@@ -275,17 +372,23 @@ class WanDenoiser(DenoiserBase):
 
     @contextmanager
     def _expert_context(self, expert: str | None) -> Iterator[None]:
-        mark = getattr(context, "expert", None)  # steplens.context.expert(name), if the context module offers it
         self.active_expert = expert
         try:
-            with mark(expert) if (mark is not None and expert is not None) else nullcontext():
+            with context.expert(expert) if expert is not None else nullcontext():
                 yield
         finally:
             self.active_expert = None
 
     def reimpose(self, x: Tensor, cond: Cond) -> Tensor:
-        """Only Wan2.2 TI2V ("first_frame") holds latent frame 0 fixed; "concat" models denoise it like the rest."""
-        return super().reimpose(x, cond) if self.image_mode == "first_frame" else x
+        """Only Wan2.2 TI2V ("first_frame") holds latent frame 0 fixed; "concat" models denoise it like the rest.
+
+        The frame is written in float32 (a bf16 latent is promoted), as the pipeline mixes it into its output.
+        """
+        if self.image_mode != "first_frame" or cond.image is None:
+            return x
+        x = x.to(torch.promote_types(x.dtype, cond.image.dtype), copy=True)
+        x[:, :, 0] = cond.image
+        return x
 
     def hook_blocks(self) -> Sequence[nn.Module]:
         """The transformer's blocks; with two experts see `expert_layers` (module docstring)."""
@@ -325,7 +428,59 @@ class WanDenoiser(DenoiserBase):
 
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        """Where the model runs (with offload, where each module goes when it is needed)."""
+        return self.exec_device if self.offload != "none" else next(self.transformer.parameters()).device
+
+    # -- placement (offload="model") -------------------------------------------------------------
+    def _place(self, component: str, where: str) -> None:
+        module = getattr(self, component, None)
+        if module is None or self.placement.get(component) == where:
+            return
+        module.to(self.exec_device if where == "device" else self.offload_device)
+        self.placement[component] = where
+        self.moves.append((component, where))
+
+    def _activate(self, expert: str) -> nn.Module:
+        """The expert's transformer, on the device; with offload the other expert goes back first (its range is over)."""
+        comp = "transformer" if expert == "high" else "transformer_2"
+        if self.offload == "model":
+            self._place("transformer_2" if comp == "transformer" else "transformer", "offload")
+            self._place(comp, "device")
+        return getattr(self, comp)
+
+    @contextmanager
+    def _on_device(self, component: str) -> Iterator[None]:
+        """With offload, `component` sits on the device for the enclosed block only."""
+        if self.offload != "model":
+            yield
+            return
+        self._place(component, "device")
+        try:
+            yield
+        finally:
+            self._place(component, "offload")
+
+    def memory_estimate(self, latent_shape: Sequence[int], batch: int) -> dict[str, int]:
+        """Rough bytes a batch needs on the device: resident weights + one block's activations + latents.
+
+        With offload only the largest expert (and the VAE) is resident; without, every loaded module is.
+        Activations: per sample and CFG branch, tokens x (6 x width + ffn width) values of the model dtype.
+        """
+        def size(m: nn.Module | None) -> int:
+            return 0 if m is None else sum(p.numel() * p.element_size() for p in m.parameters())
+
+        experts = [size(self.transformer), size(self.transformer_2)]
+        if self.offload == "model":
+            weights = max(experts) + size(self.vae)
+        else:
+            weights = sum(experts) + size(self.vae) + size(self.text_encoder) + size(self.image_encoder)
+        shape = tuple(latent_shape)[-4:]
+        tokens = int(np.prod(self.token_grid((batch, *shape))))
+        ffn = int(getattr(self.transformer.config, "ffn_dim", 4 * self.hidden_dim))
+        item = next(self.transformer.parameters()).element_size()
+        act = batch * (2 if self.do_cfg else 1) * tokens * (6 * self.hidden_dim + ffn) * item
+        latents = 8 * batch * int(np.prod(shape)) * 4  # x, velocity, branches, x0_hat, x_next in float32
+        return {"weights": weights, "activations": act, "latents": latents, "total": weights + act + latents}
 
     # -- VAE -------------------------------------------------------------------------------------
     def _latent_stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -364,7 +519,9 @@ class WanDenoiser(DenoiserBase):
             video = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()  # (1, 3, T, H, W) in [-1, 1]
             video = ((video / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
             out.append(video[0].permute(1, 2, 3, 0).cpu().numpy())  # (T, H, W, 3)
-        return np.stack(out)
+        crop = self._crops.get(tuple(int(v) for v in latents.shape[-2:]))  # a padded task video: cut the padding off
+        video = np.stack(out)
+        return video if crop is None else video[:, :, : crop[0], : crop[1]]
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
         """Wan needs 4k + 1 frames and sides that are multiples of VAE stride x patch size."""
@@ -372,6 +529,13 @@ class WanDenoiser(DenoiserBase):
         if (num_frames - 1) % self.scale_temporal or height % sh or width % sw:
             raise ValueError(f"Wan needs {self.scale_temporal}k+1 frames and a size that is a multiple of {sh}x{sw}; "
                              f"got {num_frames} frames of {height}x{width}")
+
+    def check_frames(self, num_frames: int) -> None:
+        """A task video length Wan accepts: 4k + 1 frames."""
+        if num_frames < 1 or (num_frames - 1) % self.scale_temporal:
+            k = self.scale_temporal
+            lo = max(1, (num_frames - 1) // k * k + 1)
+            raise ValueError(f"Wan needs {k}k+1 frames, got {num_frames}: try {lo} or {lo + k}")
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, F, H, W) of the latents of a video of this size."""
@@ -388,7 +552,7 @@ class WanDenoiser(DenoiserBase):
 
             self._text_pipe = WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None)
         neg = self.negative_prompt if negative is None else negative
-        with torch.no_grad():
+        with torch.no_grad(), self._on_device("text_encoder"):
             pos, negs = self._text_pipe.encode_prompt(prompt=list(prompts), negative_prompt=neg, do_classifier_free_guidance=self.do_cfg,
                                                       max_sequence_length=self.max_sequence_length, device=self.device)
         return pos.float(), None if negs is None else negs.float()
@@ -399,9 +563,9 @@ class WanDenoiser(DenoiserBase):
             raise ValueError("this Wan2.1 image-to-video model needs an image encoder, or cond.extra['image_embeds']")
         from PIL import Image
 
-        dev = next(self.image_encoder.parameters()).device
-        inputs = self.image_processor(images=[Image.fromarray(i) for i in images], return_tensors="pt").to(dev)
-        with torch.no_grad():
+        with torch.no_grad(), self._on_device("image_encoder"):
+            dev = next(self.image_encoder.parameters()).device
+            inputs = self.image_processor(images=[Image.fromarray(i) for i in images], return_tensors="pt").to(dev)
             return self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2].float()
 
     def condition(self, images: np.ndarray | None, num_frames: int, *, text: Tensor, negative_text: Tensor | None = None,
@@ -440,21 +604,37 @@ class WanDenoiser(DenoiserBase):
         return torch.cat([mask, lat], dim=1)
 
     def task_video(self, task: Any, inst: Any) -> np.ndarray:
-        """A task instance's ground truth at Wan's resolution: blocks upsampled by `pixels_per_block`, (T, H, W, 3)."""
+        """A task instance's ground truth at Wan's resolution: blocks upsampled by `pixels_per_block`, (T, H, W, 3).
+
+        A grid whose pixel size is not a multiple of what the model accepts (16 px, 32 for TI2V-5B) is padded
+        at the bottom and right by repeating its edge; `decode` cuts the padding off again, so scorers see
+        the task's own frames.
+        """
         blocks = task.blocks(inst)
         k = self.pixels_per_block
         video = np.repeat(np.repeat(blocks, k, axis=1), k, axis=2)
-        self.check_size(*video.shape[:3])
+        t, h, w = video.shape[:3]
+        sh, sw = self.scale_spatial * self.patch_size[1], self.scale_spatial * self.patch_size[2]
+        hp, wp = -(-h // sh) * sh, -(-w // sw) * sw
+        if (hp, wp) != (h, w):
+            video = np.pad(video, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+            self._crops[(hp // self.scale_spatial, wp // self.scale_spatial)] = (h, w)
+        self.check_size(t, hp, wp)
         return video
 
     def make_cond(self, first: Tensor | None, task: Any, instances: Sequence[Any], *, text: Tensor | None = None,
                   negative_text: Tensor | None = None) -> Cond:
         """Conditioning for task instances: first frames from `task_video`, prompts from the task.
 
-        Text: `text`/`negative_text` if given, else `self.prompt_embeds`, else the text encoder on `task.prompt`.
+        Text: `text`/`negative_text` if given, else `self.prompt_lookup` on each instance's `task.prompt`, else
+        `self.prompt_embeds` (one for all), else the text encoder on each instance's prompt.
         `first` (the first latent frame from the runner) is not needed: Wan conditions on pixels.
         """
         videos = [self.task_video(task, i) for i in instances]
+        if text is None and self.prompt_lookup is not None:  # each instance's own prompt
+            pairs = [self.prompt_lookup(task.prompt(i)) for i in instances]
+            text = _stack_padded([p[0] for p in pairs])
+            negative_text = None if any(p[1] is None for p in pairs) else _stack_padded([p[1] for p in pairs])
         if text is None and self.prompt_embeds is not None:
             text, negative_text = self.prompt_embeds, self.negative_prompt_embeds
         if text is None:
@@ -473,6 +653,13 @@ def _batched(t: Tensor, b: int) -> Tensor:
     raise ValueError(f"conditioning has batch {t.shape[0]}, latents have {b}")
 
 
+def _stack_padded(ts: Sequence[Tensor]) -> Tensor:
+    """(1, L_i, D) or (L_i, D) embeddings -> (B, max L, D), zero-padded at the end (Wan pads prompts with zeros)."""
+    ts = [t[None] if t.ndim == 2 else t for t in ts]
+    n = max(t.shape[1] for t in ts)
+    return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, n - t.shape[1])) for t in ts])
+
+
 def _version(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".")[:2] if p.isdigit())
 
@@ -489,26 +676,49 @@ def pipeline_class(path: str | Path) -> str:
     return name
 
 
+def sampling_defaults(path: str | Path, preset: str = "paper") -> tuple[int, float]:
+    """(steps, shift) of a preset for the folder at `path`: "folder" reads the shift from its scheduler_config."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    p = PRESETS[preset]
+    if p.shift is not None:
+        return p.steps, p.shift
+    cfg_path = Path(path) / "scheduler" / "scheduler_config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FileNotFoundError(f"{cfg_path}: preset 'folder' needs the folder's scheduler config ({e})") from None
+    key = FLOW_SCHEDULERS.get(cfg.get("_class_name", ""), "shift")
+    return p.steps, float(cfg.get(key, 1.0))
+
+
 def load_wan(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, *,
              lora: str | None = None, lora_high: str | None = None, lora_low: str | None = None,
-             text_encoder: bool = True, **kw: Any) -> WanDenoiser:
+             lora_scale: float = 1.0, lora_scale_low: float | None = None, text_encoder: bool = True,
+             offload: str = "none", **kw: Any) -> WanDenoiser:
     """A WanDenoiser from a local diffusers folder (offline), optionally with LoRAs.
 
     Args:
         path: folder with model_index.json (WanPipeline or WanImageToVideoPipeline).
+        device: where the model runs ("auto": cuda if there is one).
         dtype: transformer (and text encoder) dtype; default bfloat16 on CUDA, float32 elsewhere. The VAE stays float32.
-        lora: a LoRA for the single transformer; `lora_high`/`lora_low` for Wan2.2's two experts.
+        lora: a LoRA for every transformer (both experts of Wan2.2 A14B); `lora_high`/`lora_low` for one expert each
+            (the VBVR LoRAs ship one per expert).
+        lora_scale: the adapters' scale; `lora_scale_low` the low-noise expert's (default: lora_scale).
         text_encoder: False skips loading the (large) text encoder; then pass prompt embeddings.
-        **kw: overrides for WanDenoiser (guidance_scale, guidance_scale_2, image_conditioning, ...).
+        offload: "model" keeps every large module on the CPU until it runs (`WanDenoiser` docstring).
+        **kw: overrides for WanDenoiser (preset, guidance_scale, guidance_scale_2, image_conditioning, vae_tiling, ...).
     """
     import diffusers
 
     path = Path(path)
-    device = torch.device(device)
+    device = resolve_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if lora and (lora_high or lora_low):
-        raise ValueError("pass either lora (one transformer) or lora_high/lora_low (two experts), not both")
+        raise ValueError("pass either lora (every expert) or lora_high/lora_low (one expert each), not both")
+    if offload not in OFFLOAD:
+        raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
     cls = getattr(diffusers, pipeline_class(path))
     index = json.loads((path / "model_index.json").read_text())
     saved = {k for k, v in index.items() if isinstance(v, list) and v and v[0] is not None}
@@ -521,17 +731,25 @@ def load_wan(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
     if not text_encoder:
         extra.update(text_encoder=None, tokenizer=None)
     pipe = cls.from_pretrained(path, local_files_only=True, **{dtype_kw: dtype}, **extra)
-    if lora:
-        pipe.load_lora_weights(lora)
-    if lora_high:
-        pipe.load_lora_weights(lora_high)
-    if lora_low:
-        if getattr(pipe, "transformer_2", None) is None:
-            raise ValueError(f"{path}: lora_low needs a two-expert (Wan2.2 A14B) model")
-        pipe.load_lora_weights(lora_low, load_into_transformer_2=True)
-    pipe.to(device)
+    load_loras(pipe, high=lora_high or lora, low=lora_low or (lora if getattr(pipe, "transformer_2", None) is not None else None),
+               scale=lora_scale, scale_low=lora_scale_low, where=str(path))
+    if offload == "none":
+        pipe.to(device)
     for m in (pipe.transformer, getattr(pipe, "transformer_2", None), pipe.vae):
         if m is not None:
             m.eval().requires_grad_(False)
     kw.setdefault("name", f"wan:{path}")
-    return WanDenoiser.from_pipeline(pipe, **kw)
+    return WanDenoiser.from_pipeline(pipe, offload=offload, device=device, **kw)
+
+
+def load_loras(pipe: Any, *, high: str | None, low: str | None, scale: float = 1.0, scale_low: float | None = None,
+               where: str = "") -> None:
+    """Load a LoRA into the (high-noise) transformer and one into transformer_2, each at its adapter scale."""
+    if low and getattr(pipe, "transformer_2", None) is None:
+        raise ValueError(f"{where}: a low-noise LoRA needs a two-expert (Wan2.2 A14B) model")
+    for path, name, model, s, into_2 in ((high, "steplens_high", "transformer", scale, False),
+                                         (low, "steplens_low", "transformer_2", scale if scale_low is None else scale_low, True)):
+        if not path:
+            continue
+        pipe.load_lora_weights(path, adapter_name=name, **({"load_into_transformer_2": True} if into_2 else {}))
+        getattr(pipe, model).set_adapters([name], weights=[float(s)])

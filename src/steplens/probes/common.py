@@ -8,7 +8,6 @@ is all `steplens report` needs.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ class ProbeConfig:
     seed: int = 20_000
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch: int = 16
+    device: str = "auto"  # where Ray workers load the model ("auto": cuda if they have one)
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -83,14 +83,18 @@ def probe_shard(shard: ProbeShard, fn: BatchFn, denoiser: Any = None, tick: Call
     import torch
 
     from ..distributed import worker_model
+    from ..models.errors import error_kind, raise_if_device
 
-    den = denoiser if denoiser is not None else worker_model(shard.cfg.model)
+    den = denoiser if denoiser is not None else worker_model(shard.cfg.model, shard.cfg.device)
+    batch = None
     try:
         batch, noise = make_batch(den, shard.cfg, shard.seeds)
         with torch.no_grad():
             recs = fn(den, batch, noise, shard.cfg, tick=tick)
     except Exception as e:  # noqa: BLE001 - recorded per sample; the run goes on and a re-run retries them
-        return [{"seed": int(s), "error": str(e) or repr(e), "error_type": type(e).__name__} for s in shard.seeds]
+        raise_if_device(e, den, None if batch is None else batch.latent_shape, len(shard.seeds))  # a failing device stops the run
+        return [{"seed": int(s), "error": str(e) or repr(e), "error_type": type(e).__name__, "error_kind": error_kind(e)}
+                for s in shard.seeds]
     return [{"seed": int(s), **r} for s, r in zip(shard.seeds, recs)]
 
 
@@ -117,7 +121,7 @@ def run_sharded(den: Any, cfg: ProbeConfig, fn: BatchFn, *, folder: RunFolder | 
 
     ids = {s: sample_id(cfg.task, cfg.size, s) for c in chunks(cfg) for s in c}
     todo = [ProbeShard(cfg, c) for c in chunks(cfg) if folder is None or not all(folder.finished(ids[s]) for s in c)]
-    if ray_address is not None and getattr(den, "prompt_embeds", None) is not None:
+    if ray_address is not None and (getattr(den, "prompt_embeds", None) is not None or getattr(den, "prompt_lookup", None) is not None):
         raise ConfigError("--ray loads the model in each worker from its spec; precomputed prompt embeddings are not shipped")
     kept: dict[int, Record] = {}
     with Progress(disable=not progress) as bar:
@@ -220,7 +224,3 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
-
-
-def jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

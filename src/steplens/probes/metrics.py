@@ -20,15 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tasks.base import classify_blocks, frame_to_blocks
-from ..tasks.maze import MAZE_COLORS, PATH, MazeInstance, floor_mask, solution_mask
+from ..tasks.maze import MAZE_COLORS, PATH, MazeInstance, floor_mask, path_strength, solution_mask
 
 LIT = 0.5
 
 
 def blueness(blocks: np.ndarray) -> np.ndarray:
-    """(..., 3) colours in [0, 255] -> (...) path-colour strength in [0, 1]."""
-    b = blocks.astype(np.float32)
-    return np.clip((b[..., 2] - np.maximum(b[..., 0], b[..., 1])) / 255.0, 0.0, 1.0)
+    """(..., 3) colours in [0, 255] -> (...) path-colour strength in [0, 1] (the maze task's own measure)."""
+    return path_strength(blocks)
 
 
 def _components(mask: np.ndarray) -> int:

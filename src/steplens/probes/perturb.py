@@ -1,3 +1,4 @@
+# long module: the sweep, its per-mode summary and the CKA flow maps share one record format (scores, recovery and flows per sample); split, each would re-read the others.
 """Noise at a step vs noise at a frame (paper Fig. 3b) and CKA information flow (Fig. 3c), each with its control.
 
 - Noise at step s (all frames): the latent leaving step s, at sigma_{s+1}, is corrupted; steps s+1..
@@ -589,14 +590,3 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
     return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers,
                        ray_address=ray_address, num_workers=num_workers)
 
-
-# -- demo hooks: small default sizes ---------------------------------------------------------------
-def demo_perturb(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
-    s = run_perturb(den, cfg, out, every=max(2, cfg.sampling.steps // 5), mode="replace,renoise", progress=progress)
-    keys = ("worst_step", "worst_drop_step", "step_by_third", "worst_frame_before_answer", "step_minus_frame_drop", "step_minus_frame_drop_ci95")
-    return {"clean_solve_rate": s["clean_solve_rate"], **{m: {k: v[k] for k in keys if k in v} for m, v in s["by_mode"].items()}}
-
-
-def demo_cka(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool) -> dict[str, Any]:
-    s = run_cka(den, cfg, out, every=max(2, cfg.sampling.steps // 5), mode="replace,renoise", progress=progress)
-    return s["cka"]

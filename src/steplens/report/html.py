@@ -1,9 +1,6 @@
 """Self-contained HTML reports built only from saved run folders (never re-runs a model).
 
-A run folder holds `manifest.json` ({kind, config}), `summary.json` (headline numbers), optional
-`summary.txt`, `figures.json` ([{path, title, caption, command}]) and optional
-`steps/<sample>/step_NNN.png` (the decoded clean estimate at each step) with `meta.json` ({sigmas}).
-A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
+Run folders are read and validated by `folders.py`. A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
 of contents in the order the parent's summary.json names them (then by name). The dashboard
 (`serve.py`) uses the same renderer; only `src`, which turns a file into the URL an <img> loads,
 differs (a base64 data URI here, a /files/ URL there).
@@ -18,160 +15,23 @@ import math
 import mimetypes
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_text
+from .folders import VIDEO_TYPES, Figure, ReportError, Run, Sample, image_size, is_num, is_run, load_run, sub_runs
 
 Src = Callable[[Path], str]  # a file of the run -> the URL that loads it
 
-IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
-VIDEO_TYPES = {".mp4", ".webm"}
 MAX_REPORT_SAMPLES = 8  # samples embedded in a self-contained report's step viewer (the dashboard shows all)
-
-
-class ReportError(RuntimeError):
-    """A run folder that cannot be rendered: missing or invalid files, named in the message."""
-
-
-@dataclass(frozen=True)
-class Figure:
-    path: Path
-    rel: str  # as written in figures.json
-    title: str
-    caption: str
-    command: str
-    size: tuple[int, int] | None  # pixels of a raster image; None for video and svg
-
-
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    frames: tuple[Path, ...]  # steps/<id>/step_NNN.png in step order
-    sigmas: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Run:
-    folder: Path
-    kind: str
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    text: str  # summary.txt
-    figures: tuple[Figure, ...]
-    samples: tuple[Sample, ...]
-
-
-# ---------------------------------------------------------------- loading (all validation lives here)
-
-
-def read_json(path: Path, default: Any = ...) -> Any:
-    """JSON from `path`; a missing file returns `default` if given, else (like invalid JSON) raises ReportError."""
-    if not path.is_file():
-        if default is not ...:
-            return default
-        raise ReportError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReportError(f"{path}: invalid JSON ({e})") from None
-
-
-def is_run(folder: Path) -> bool:
-    return (folder / "manifest.json").is_file()
-
-
-def sub_runs(folder: Path) -> list[Path]:
-    """Run folders directly inside `folder`, by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and is_run(p)), key=lambda p: p.name)
-
-
-def _inside(folder: Path, rel: str, what: Path) -> Path:
-    parts = Path(rel).parts
-    if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel or "\x00" in rel:
-        raise ReportError(f"{what}: path {rel!r} must be relative and inside {folder}")
-    return folder / rel
-
-
-def _image_size(path: Path, what: Path) -> tuple[int, int] | None:
-    if path.suffix.lower() not in IMAGE_TYPES - {".svg"}:
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise ReportError(f"{what}: {path.name} is not a readable image ({e})") from None
-
-
-def _figures(folder: Path) -> tuple[Figure, ...]:
-    where = folder / "figures.json"
-    raw = read_json(where, [])
-    if not isinstance(raw, list):
-        raise ReportError(f"{where}: expected a list of figures, got {type(raw).__name__}")
-    out = []
-    for k, f in enumerate(raw):
-        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
-            raise ReportError(f"{where}: figure {k} needs a 'path' string")
-        path = _inside(folder, f["path"], where)
-        if not path.is_file():
-            raise ReportError(f"{where}: figure file {f['path']!r} is missing")
-        if path.suffix.lower() not in IMAGE_TYPES | VIDEO_TYPES:
-            raise ReportError(f"{where}: figure {f['path']!r} is not an image or video "
-                              f"({', '.join(sorted(IMAGE_TYPES | VIDEO_TYPES))})")
-        out.append(Figure(path, f["path"], str(f.get("title") or f["path"]), str(f.get("caption") or ""),
-                          str(f.get("command") or ""), _image_size(path, where)))
-    return tuple(out)
-
-
-def _step_number(p: Path) -> int:
-    m = re.fullmatch(r"step_(\d+)\.png", p.name)
-    return int(m.group(1)) if m else -1
-
-
-def _samples(folder: Path) -> tuple[Sample, ...]:
-    steps = folder / "steps"
-    if not steps.is_dir():
-        return ()
-    out = []
-    for d in sorted((p for p in steps.iterdir() if p.is_dir()), key=lambda p: p.name):
-        frames = sorted((p for p in d.glob("step_*.png") if _step_number(p) >= 0), key=_step_number)
-        if not frames:
-            continue
-        meta = read_json(d / "meta.json", {})
-        sig = meta.get("sigmas", []) if isinstance(meta, dict) else None
-        if not isinstance(sig, list) or not all(_is_num(s) or s is None for s in sig):
-            raise ReportError(f"{d / 'meta.json'}: 'sigmas' must be a list of numbers")
-        out.append(Sample(d.name, tuple(frames), tuple(sig)))
-    return tuple(out)
-
-
-def load_run(folder: str | Path) -> Run:
-    """Everything a report shows about one run folder, validated; errors name the file."""
-    folder = Path(folder)
-    manifest = read_json(folder / "manifest.json")
-    if not isinstance(manifest, dict):
-        raise ReportError(f"{folder / 'manifest.json'}: expected an object with 'kind' and 'config'")
-    summary = read_json(folder / "summary.json", {})
-    if not isinstance(summary, dict):
-        raise ReportError(f"{folder / 'summary.json'}: expected an object of headline numbers")
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    text = (folder / "summary.txt").read_text(encoding="utf-8", errors="replace") if (folder / "summary.txt").is_file() else ""
-    return Run(folder, str(manifest.get("kind", "run")), config, summary, text, _figures(folder), _samples(folder))
 
 
 # ---------------------------------------------------------------- numbers
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def _is_pair(v: Any) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(is_num(x) for x in v)
 
 
 def fmt_num(v: float | int) -> str:
@@ -198,11 +58,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> list[Row]:
     ci: dict[str, list[float]] = {}  # key -> its interval
     used: set[str] = set()  # keys shown as an interval, not as rows
     for k, v in d.items():
-        if k.endswith("_ci95") and _is_pair(v) and _is_num(d.get(k[:-5])):
+        if k.endswith("_ci95") and _is_pair(v) and is_num(d.get(k[:-5])):
             ci[k[:-5]] = v
             used.add(k)
     if _is_pair(d.get("ci95")):
-        nums = [k for k, v in d.items() if k != "ci95" and _is_num(v)]
+        nums = [k for k, v in d.items() if k != "ci95" and is_num(v)]
         base = "mean" if "mean" in nums else nums[0] if len(nums) == 1 else None
         if base is not None and base not in ci:
             ci[base] = d["ci95"]
@@ -242,20 +102,20 @@ def cell(v: Any) -> str:
         return '<span class=muted>&ndash;</span>'
     if isinstance(v, bool):
         return str(v).lower()
-    if _is_num(v):
+    if is_num(v):
         return fmt_num(v)
     if isinstance(v, str):
         return html.escape(v if len(v) <= 200 else v[:200] + "...")
     if isinstance(v, list):
         if not v:
             return "[]"
-        if all(_is_num(x) for x in v):
+        if all(is_num(x) for x in v):
             if len(v) <= 6:
                 return "[" + ", ".join(fmt_num(x) for x in v) + "]"
             full = html.escape(", ".join(fmt_num(x) for x in v[:200]))
             return (f'<span title="{full}">{_sparkline([float(x) for x in v])}<span class=list>'
                     f'[{fmt_num(v[0])}, {fmt_num(v[1])}, &hellip;, {fmt_num(v[-1])}] <span class=muted>({len(v)})</span></span></span>')
-        if all(isinstance(x, list) and all(_is_num(y) or y is None for y in x) for x in v):
+        if all(isinstance(x, list) and all(is_num(y) or y is None for y in x) for x in v):
             return f"<span class=muted>{len(v)} &times; {max(len(x) for x in v)} values</span>"
         if all(isinstance(x, dict) and all(not isinstance(y, dict | list) for y in x.values()) for x in v):
             cols = list(dict.fromkeys(k for x in v for k in x))
@@ -349,7 +209,7 @@ def viewer_html(samples: tuple[Sample, ...] | list[Sample], src: Src, note: str 
     if not samples:
         return ""
     first = samples[0].frames[0]
-    w, h, px = _display(_image_size(first, first) or (0, 0), 720)
+    w, h, px = _display(image_size(first, first) or (0, 0), 720)
     data = [{"id": s.id, "frames": [src(f) for f in s.frames],
              "sigmas": [None if x is None else float(x) for x in s.sigmas]} for s in samples]
     if len(samples) > 1:
@@ -398,17 +258,41 @@ def _first_line(text: str) -> str:
 SampleLinks = Callable[[Run], str]  # extra HTML under a run's step viewer (the dashboard links each sample)
 
 
+def figures_html(figures: tuple[Figure, ...], src: Src) -> str:
+    """Figures in a grid; a series of per-sample figures ("Title, sample") shows its first, the rest folded away."""
+    groups: dict[str, list[Figure]] = {}
+    for f in figures:
+        groups.setdefault(f.title.split(", ")[0], []).append(f)
+    shown = [g[0] for g in groups.values()]
+    rest = [f for g in groups.values() for f in g[1:]]
+    more = (f"<details class=more><summary>{len(rest)} more figures ({html.escape(', '.join(k for k, g in groups.items() if len(g) > 1))})"
+            f"</summary><div class=figs>{''.join(figure_html(f, src) for f in rest)}</div></details>" if rest else "")
+    return f"<div class=figs>{''.join(figure_html(f, src) for f in shown)}</div>{more}"
+
+
 def run_content(run: Run, src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
-                sample_links: SampleLinks | None = None, show_config: bool = False) -> str:
-    """One run's text, numbers, step viewer and figures."""
+                sample_links: SampleLinks | None = None, show_config: bool = False, show_viewer: bool = True,
+                command: str = "") -> str:
+    """One run's numbers (under human labels where its kind has them), step viewer and figures."""
+    from .story import labelled_html
+
     parts = []
+    if command:
+        parts.append(f'<div class=cmd><code>{html.escape(command)}</code><button class=copy type=button '
+                     f'title="copy the command">copy</button></div>')
+    labelled = labelled_html(run.kind, run.summary)
     if run.config and not show_config:
         parts.append(f"<details><summary>config</summary>{config_html(run.config)}</details>")
-    if run.text.strip():
-        parts.append(f"<pre class=txt>{html.escape(run.text.rstrip())}</pre>")
     skip = ("config",) if run.summary.get("config") == run.config else ()
-    parts.append(numbers_html(run.summary, skip))
-    if run.samples:
+    text = f"<pre class=txt>{html.escape(run.text.rstrip())}</pre>" if run.text.strip() else ""
+    if labelled:  # raw keys and the text summary stay one click away
+        parts.append(labelled)
+        if text or run.summary:
+            parts.append(f"<details class=raw><summary>all values (summary.json, summary.txt)</summary>{text}"
+                         f"{numbers_html(run.summary, skip)}</details>")
+    else:
+        parts += [text, numbers_html(run.summary, skip)]
+    if run.samples and show_viewer:
         shown = run.samples if max_samples is None else run.samples[:max_samples]
         note = (f"Showing {len(shown)} of {len(run.samples)} samples; <code>steplens serve</code> shows all."
                 if len(shown) < len(run.samples) else "")
@@ -416,7 +300,7 @@ def run_content(run: Run, src: Src, *, max_samples: int | None = MAX_REPORT_SAMP
         if sample_links:
             parts.append(sample_links(run))
     if run.figures:
-        parts.append(f"<div class=figs>{''.join(figure_html(f, src) for f in run.figures)}</div>")
+        parts.append(figures_html(run.figures, src))
     if not (run.text.strip() or run.summary or run.samples or run.figures):
         parts.append("<p class=empty>This run has no summary, figures or steps yet.</p>")
     return "".join(parts)
@@ -436,6 +320,8 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
     subs.sort(key=lambda p: (story.index(p.name) if p.name in story else len(story), p.name))
     runs = [load_run(s) for s in subs]
     name = root.resolve().name or str(root)
+    if me and isinstance(me.summary.get("findings"), list):
+        return f"steplens: {name}", demo_body(root, me, runs, src, max_samples=max_samples, sample_links=sample_links)
     kind = f"<span class=badge>{html.escape(me.kind)}</span>" if me else ""
     sub = "steplens report" + (f" &middot; {len(runs)} runs" if runs else "")
     parts = [f"<header><h1>{html.escape(name)}{kind}</h1><p class=sub>{sub}</p>"]
@@ -445,10 +331,7 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
     taken: set[str] = set()
     anchors = [_anchor(r.folder.name, taken) for r in runs]
     if runs:
-        items = "".join(f'<li><a href="#{a}">{html.escape(r.folder.name)}</a> <span class=badge>{html.escape(r.kind)}'
-                        f"</span> <span class=muted>{html.escape(_first_line(r.text)[:110])}</span></li>"
-                        for a, r in zip(anchors, runs))
-        parts.append(f"<nav class='card toc block'><h4>Contents</h4><ol>{items}</ol></nav>")
+        parts.append(_toc(runs, anchors))
     if me:
         parts.append(run_content(me, src, max_samples=max_samples, sample_links=sample_links, show_config=True))
     for a, r in zip(anchors, runs):
@@ -456,6 +339,47 @@ def render_body(root: str | Path, src: Src, *, max_samples: int | None = MAX_REP
                      f"{html.escape(r.kind)}</span></h2>"
                      f"{run_content(r, src, max_samples=max_samples, sample_links=sample_links)}</section>")
     return f"steplens: {name}", "".join(parts)
+
+
+def _toc(runs: list[Run], anchors: list[str], titles: dict[str, str] | None = None) -> str:
+    items = "".join(f'<li><a href="#{a}">{html.escape((titles or {}).get(r.folder.name, r.folder.name))}</a> <span class=badge>'
+                    f"{html.escape(r.kind)}</span> <span class=muted>{html.escape(_first_line(r.text)[:110])}</span></li>"
+                    for a, r in zip(anchors, runs))
+    return f"<nav class='card toc block'><h4>Contents</h4><ol>{items}</ol></nav>"
+
+
+def demo_body(root: Path, me: Run, runs: list[Run], src: Src, *, max_samples: int | None = MAX_REPORT_SAMPLES,
+              sample_links: SampleLinks | None = None) -> str:
+    """A demo's page: the findings panel first, then the Chain-of-Steps viewer, then one section per stage."""
+    from .story import STAGE_TITLES, demo_subtitle, findings_html
+
+    name = root.resolve().name or str(root)
+    parts = [f"<header><h1>steplens: what the paper found, on this model<span class=badge>{html.escape(me.kind)}</span></h1>"
+             f"<p class=sub>{demo_subtitle(me.summary)} &middot; folder {html.escape(name)}</p></header>",
+             findings_html(me.summary, root, src)]
+    viewed = next((r for r in runs if r.samples), None)
+    if viewed is not None:
+        shown = viewed.samples if max_samples is None else viewed.samples[:max_samples]
+        parts.append(viewer_html(shown, src, "Pick a sample in the list above.",
+                                 title="Chain-of-Steps viewer"))
+        if sample_links:
+            parts.append(sample_links(viewed))
+    taken: set[str] = set()
+    anchors = [_anchor(r.folder.name, taken) for r in runs]
+    titles = {r.folder.name: STAGE_TITLES.get(r.folder.name, r.folder.name) for r in runs}
+    if runs:
+        parts.append(_toc(runs, anchors, titles))
+    commands = me.summary.get("commands") if isinstance(me.summary.get("commands"), dict) else {}
+    for a, r in zip(anchors, runs):
+        parts.append(f'<section class=run id="{a}"><h2>{html.escape(titles[r.folder.name])}<span class=badge>'
+                     f"{html.escape(r.folder.name)}</span></h2>"
+                     + run_content(r, src, max_samples=max_samples, sample_links=sample_links, show_viewer=r is not viewed,
+                                   command=str(commands.get(r.folder.name, ""))) + "</section>")
+    raw = {k: v for k, v in me.summary.items() if k not in ("findings",)}
+    parts.append(f"<section class=run id=all-values><h2>All values</h2><details class=raw><summary>the demo's summary.json and "
+                 f"summary.txt</summary>{'<pre class=txt>' + html.escape(me.text.rstrip()) + '</pre>' if me.text.strip() else ''}"
+                 f"{numbers_html(raw)}</details></section>")
+    return "".join(parts)
 
 
 def render(root: str | Path, src: Src = data_uri, max_samples: int | None = MAX_REPORT_SAMPLES) -> str:

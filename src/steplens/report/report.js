@@ -42,7 +42,7 @@
   document.body.appendChild(box);
   function closeBox() { box.classList.remove('on'); boxImg.removeAttribute('src'); }
   box.addEventListener('click', closeBox);
-  document.querySelectorAll('.fig img').forEach(function (img) {
+  document.querySelectorAll('.fig img, .fcard img.thumb').forEach(function (img) {
     img.addEventListener('click', function () {
       boxImg.src = img.src;
       boxImg.className = img.className;

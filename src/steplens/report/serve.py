@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from .html import (ReportError, Run, cell, config_html, figure_html, flatten, fmt_num, is_run, load_run, page,
-                   read_json, render_body, viewer_html)
+from .folders import ReportError, Run, is_run, load_run, read_json
+from .html import cell, config_html, figure_html, flatten, fmt_num, page, render_body, viewer_html
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_DEPTH = 3  # how deep under the root the index looks for run folders

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PALETTE, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
+from .base import PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
 from .maze import MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateTask
@@ -39,6 +39,7 @@ __all__ = [
     "MazeTask",
     "OcclusionInstance",
     "OcclusionTask",
+    "Recall",
     "RotateInstance",
     "RotateTask",
     "ShuttleInstance",

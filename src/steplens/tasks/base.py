@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from ..config import InputError, jsonable
+
 # The shared palette (RGB). Tasks use a subset; indices are stable across tasks.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
@@ -32,7 +34,7 @@ COLOR_INDEX: dict[str, int] = {n: i for i, n in enumerate(COLOR_NAMES)}
 PALETTE_ARRAY = np.array([PALETTE[n] for n in COLOR_NAMES], dtype=np.uint8)  # (P, 3)
 
 
-class TaskInputError(ValueError):
+class TaskInputError(InputError, ValueError):
     """Frames or metadata that a scorer cannot interpret (wrong shape, dtype, size)."""
 
 
@@ -125,6 +127,20 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 I = TypeVar("I")
 
 
+@dataclass(frozen=True)
+class Recall:
+    """What a task asks the model to remember: an object that must be at `at` in the last frame after being away.
+
+    `away`: ground-truth frames (after frame 0) in which the object is not at `at`, the gap memory must
+    bridge. A model that shows the object at `at` in every frame has copied, not remembered.
+    """
+
+    what: str
+    color: str
+    at: tuple[int, int]
+    away: tuple[int, ...]
+
+
 class Task(abc.ABC, Generic[I]):
     """A reasoning task: data plus pure functions. No model code lives here."""
 
@@ -133,6 +149,8 @@ class Task(abc.ABC, Generic[I]):
     default_size: ClassVar[int]
     sizes: ClassVar[tuple[int, ...]]
     description: ClassVar[str]
+    colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
+    scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
 
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
@@ -166,6 +184,30 @@ class Task(abc.ABC, Generic[I]):
             raise ValueError(f"{self.name} needs n_frames >= {min_frames}{why}, got {n_frames}")
         return n
 
+    def roles(self, inst: I) -> dict[str, np.ndarray]:
+        """Each block's role in the answer (last) frame, from the ground truth: (Hb, Wb) bool masks.
+
+        scene: unchanged in every frame and drawn in a scene colour (walls, objects: what the puzzle is);
+        action: different in the last frame than in frame 0 (a drawn path, a moved object);
+        background: unchanged in every frame and not scene (e.g. a maze's dead-end floor, where candidates fade).
+        """
+        video = self.blocks(inst)  # (T, Hb, Wb, 3) exact palette colours
+        static = (video == video[0]).all(axis=(0, 3))
+        drawn = np.zeros(static.shape, dtype=bool)
+        for c in self.scene_colors:
+            drawn |= (video[0] == PALETTE[c]).all(-1)
+        return {"scene": static & drawn, "action": (video[-1] != video[0]).any(-1), "background": static & ~drawn}
+
+    def candidates(self, inst: I, final: np.ndarray) -> np.ndarray:
+        """Blocks a final frame (Hb, Wb, 3) draws as answer: classified, and unlike the puzzle (frame 0) there."""
+        first = classify_blocks(self.blocks(inst)[0].astype(np.float32), self.colors)
+        cls = classify_blocks(np.asarray(final, dtype=np.float32), self.colors)
+        return (cls >= 0) & (cls != first)
+
+    def recall(self, inst: I) -> Recall | None:
+        """The object this task asks the model to remember (None: nothing is out of sight when it is needed)."""
+        return None
+
     def render(self, inst: I) -> np.ndarray:
         """Ground-truth video (T, H, W, 3) uint8 at the instance's `cell_px`."""
         return blocks_to_frames(self.blocks(inst), inst.cell_px)  # type: ignore[attr-defined]
@@ -194,7 +236,7 @@ class Task(abc.ABC, Generic[I]):
 
     def to_meta(self, inst: I) -> dict[str, Any]:
         d = dataclasses.asdict(inst)  # type: ignore[call-overload]
-        return {"task": self.name, **_jsonable(d)}
+        return {"task": self.name, **jsonable(d)}
 
     def from_meta(self, meta: dict[str, Any]) -> I:
         d = {k: v for k, v in meta.items() if k != "task"}
@@ -203,16 +245,6 @@ class Task(abc.ABC, Generic[I]):
         if missing:
             raise TaskInputError(f"meta for task {self.name!r} lacks {sorted(missing)}")
         return self.instance_type(**{k: _untuple(d[k]) for k in names})
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _untuple(x: Any) -> Any:

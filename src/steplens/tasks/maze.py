@@ -58,6 +58,12 @@ def carve(rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
     return floor
 
 
+def path_strength(blocks: np.ndarray) -> np.ndarray:
+    """(..., 3) colours in [0, 255] -> (...) path-colour strength in [0, 1]: 1 for path blue, 0 for every other maze colour."""
+    b = blocks.astype(np.float32)
+    return np.clip((b[..., 2] - np.maximum(b[..., 0], b[..., 1])) / 255.0, 0.0, 1.0)
+
+
 def floor_mask(inst: MazeInstance) -> np.ndarray:
     return np.array([[ch == "." for ch in row] for row in inst.grid], dtype=bool)
 
@@ -119,6 +125,8 @@ class MazeTask(Task[MazeInstance]):
     default_size = 5
     sizes = tuple(range(3, 11))
     description = "Draw the shortest path from the green start to the red goal through a perfect maze."
+    colors = MAZE_COLORS
+    scene_colors = (WALL, START, GOAL)
 
     def generate(self, seed: int, size: int | tuple[int, int] | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> MazeInstance:
         if kw:
@@ -158,6 +166,10 @@ class MazeTask(Task[MazeInstance]):
             f"A {inst.rows}x{inst.cols} maze. Starting from the green square in the top-left corner, "
             "draw in blue the shortest path through the white corridors to the red square, without crossing black walls."
         )
+
+    def candidates(self, inst: MazeInstance, final: np.ndarray) -> np.ndarray:
+        """Blocks lit in path colour at least half way (a faint candidate route counts, as in the Chain-of-Steps metrics)."""
+        return path_strength(np.asarray(final)) >= 0.5
 
     def score_blocks(self, inst: MazeInstance, final: np.ndarray, video: np.ndarray) -> Score:
         hb, wb = 2 * inst.rows + 1, 2 * inst.cols + 1

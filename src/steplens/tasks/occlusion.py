@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks
 
 BG, OBJECT, OCCLUDER, TRAIL = "white", "red", "gray", "cyan"
 OCCLUSION_COLORS = (BG, OBJECT, OCCLUDER, TRAIL)
@@ -76,6 +76,8 @@ class OcclusionTask(Task[OcclusionInstance]):
     default_size = 12
     sizes = tuple(range(9, 17))
     description = "Keep track of a block moving behind an occluder; show where it comes out."
+    colors = OCCLUSION_COLORS
+    scene_colors = (OCCLUDER,)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> OcclusionInstance:
         w = self.check_generate_args(size, n_frames, kw, size_what="grid columns", min_frames=3, frames_why="visible, hidden, visible")
@@ -131,6 +133,11 @@ class OcclusionTask(Task[OcclusionInstance]):
             video[-1] = PALETTE_ARRAY[idx]
             out[name] = video
         return out
+
+    def recall(self, inst: OcclusionInstance) -> Recall:
+        """The object where it comes out: a place it has never been, reached only by carrying its speed through the hidden frames."""
+        t_last = inst.n_frames - 1
+        return Recall("the object where it comes out from behind the occluder", OBJECT, (ROW, position(inst, t_last)), tuple(range(1, t_last)))
 
     def score_blocks(self, inst: OcclusionInstance, final: np.ndarray, video: np.ndarray) -> Score:
         if final.shape[:2] != (ROWS, inst.width):

@@ -78,6 +78,8 @@ class RotateTask(Task[RotateInstance]):
     default_size = 9
     sizes = tuple(range(7, 16))
     description = "Rotate the blue piece 90 degrees clockwise about its yellow pivot block."
+    colors = ROTATE_COLORS
+    scene_colors = (PIVOT,)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> RotateInstance:
         n = self.check_generate_args(size, n_frames, kw, size_what="grid side in blocks")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
 SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
@@ -80,6 +80,8 @@ class ShuttleTask(Task[ShuttleInstance]):
     default_size = 9
     sizes = tuple(range(7, 16))
     description = "Walk the blue agent to the red target and back to where it started."
+    colors = SHUTTLE_COLORS
+    scene_colors = (WALL,)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> ShuttleInstance:
         n = self.check_generate_args(size, n_frames, kw, size_what="room side in blocks", min_frames=3, frames_why="start, target, back")
@@ -100,6 +102,11 @@ class ShuttleTask(Task[ShuttleInstance]):
             "A blue agent in a walled room. Walk it to the red target, which turns green once visited, "
             "then walk it back to exactly the block where it started; the start is not marked once the agent has left."
         )
+
+    def recall(self, inst: ShuttleInstance) -> Recall:
+        """The start block, unmarked once the agent has left it: the agent must come back to it."""
+        away = tuple(t for t, a in enumerate(agent_track(inst)) if t > 0 and a != inst.start)
+        return Recall("the agent back on the start block it has left", AGENT, inst.start, away)
 
     def final_indices(self, inst: ShuttleInstance) -> np.ndarray:
         return room_indices(inst.size, (inst.start,), inst.target, VISITED)

@@ -106,6 +106,8 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     default_size = 3
     sizes = (2, 3, 4)
     description = "X to move: place the one X that wins, or else the one that blocks O."
+    colors = TTT_COLORS
+    scene_colors = (LINE, X, O)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> TicTacToeInstance:
         s = self.check_generate_args(size, n_frames, kw, size_what="blocks per square")

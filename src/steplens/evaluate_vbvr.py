@@ -1,9 +1,9 @@
-"""`steplens evaluate-vbvr`: run a Wan model on VBVR-format samples end to end and score the videos.
+"""Run a Wan model on VBVR-format samples end to end and score the videos.
 
 Each sample folder gives the first frame (first_frame.png), the frame count (ground_truth.mp4), the
 prompt (prompt.txt) and what the scorer needs (meta.json). The model samples with flow-matching Euler
-on diffusers' FlowMatchEulerDiscreteScheduler grid (so a plain pipeline run with that scheduler gives
-the same video), one noise seed for every sample, as in the paper (seed 1). Results go to a resumable
+on the sigma grid of the folder's own scheduler class with the run's shift (`WanDenoiser.schedule`),
+one noise seed for every sample, as in the paper (seed 1). Results go to a resumable
 run folder; videos to RUN/videos/<sample>.mp4, so `steplens score DATA --videos RUN/videos` re-scores them.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
 from .config import ConfigError
 
@@ -38,8 +37,11 @@ class VbvrRunConfig:
     lora: str | None = None
     lora_high: str | None = None
     lora_low: str | None = None
-    sampler: str = "euler"
-    schedule: str = "diffusers-flow-match-euler"
+    lora_scale: float = 1.0
+    lora_scale_low: float | None = None  # None: lora_scale
+    preset: str = "paper"  # models.wan.PRESETS: the expert switch (steps and shift are resolved above)
+    offload: str = "none"
+    sampler: str = "euler"  # on the grid of the folder's scheduler with `shift` (models.wan.folder_sigmas)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -131,7 +133,8 @@ def run_sample(den: Any, ref: Any, cfg: VbvrRunConfig, prompts: PromptLookup | N
     return video, SampleResult(ref.rel, s.task.name, verdict.success, verdict.score, verdict.details), time.time() - t0
 
 
-def sample_id(rel: str) -> str:
+def result_key(rel: str) -> str:
+    """The run folder's key for the sample at `rel` under the data folder (a flat file name)."""
     return "root" if rel == "." else rel.replace("/", "__")
 
 
@@ -139,8 +142,9 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     """Run and score every sample under cfg.data into run folder `out` (resumable); returns the summary."""
     from .config import to_dict, write_json
     from .io import write_video
+    from .models.errors import error_kind, raise_if_device
     from .runs import RunFolder
-    from .scoring import SampleResult, Tally
+    from .scoring import SampleResult, summarize
     from .tasks.vbvr import SampleError, iter_samples
 
     if den.image_mode == "none":
@@ -150,75 +154,26 @@ def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callab
     if not refs:
         raise SampleError(f"{cfg.data}: no sample folders found")
     prompts = load_prompt_embeds(cfg.prompt_embeds) if cfg.prompt_embeds else None
-    finished = getattr(run, "finished", run.done)  # errored samples are retried on resume
-    todo = [r for r in refs if not finished(sample_id(r.rel))]
+    todo = [r for r in refs if not run.finished(result_key(r.rel))]  # errored samples are retried on resume
     echo(f"{len(refs)} samples, {len(refs) - len(todo)} done, {len(todo)} to run")
     t0 = time.time()
     for ref in todo:
-        sid = sample_id(ref.rel)
+        sid = result_key(ref.rel)
         try:
             video, res, secs = run_sample(den, ref, cfg, prompts)
-        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run
+        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run; a failing device does
+            raise_if_device(e, den)
             msg = str(e) if isinstance(e, SampleError) else f"{ref.path}: {type(e).__name__}: {e}"
-            run.write(sid, SampleResult(ref.rel, None, error=msg).to_dict())
+            run.write(sid, {**SampleResult(ref.rel, None, error=msg).to_dict(), "error_kind": error_kind(e)})
             echo(f"error: {msg}")
             continue
         vpath = run.root / "videos" / f"{ref.rel if ref.rel != '.' else ref.name}.mp4"
         write_video(vpath, video)
         run.write(sid, {**res.to_dict(), "seconds": round(secs, 2), "video": vpath.relative_to(run.root).as_posix()})
         echo(f"{ref.rel}: score {res.score:.3f} ({secs:.1f}s)")
-    rows = run.results([sample_id(r.rel) for r in refs])
-    results = [SampleResult(r["sample"], r["task"], r.get("success"), r.get("score"), r.get("details", {}), r.get("error")) for r in rows]
+    rows = run.results([result_key(r.rel) for r in refs])
     run.write_jsonl("results.jsonl", rows)
-    groups: dict[str, list[SampleResult]] = {}
-    for r in results:
-        groups.setdefault(r.task or "?", []).append(r)
-    summary = {"config": to_dict(cfg), **Tally.of(results).to_dict(), "errors": [r.error for r in results if r.error],
-               "per_task": {k: Tally.of(v).to_dict() for k, v in sorted(groups.items())},
-               "wall_s_this_call": round(time.time() - t0, 2)}
+    tally = summarize([SampleResult.from_dict(r) for r in rows])
+    summary = {"config": to_dict(cfg), **tally.to_dict(), "wall_s_this_call": round(time.time() - t0, 2)}
     write_json(run.root / "summary.json", summary)
     return summary
-
-
-def register(app: typer.Typer) -> None:
-    """Add `evaluate-vbvr` to the steplens CLI."""
-
-    @app.command("evaluate-vbvr")
-    def evaluate_vbvr_cmd(
-        model: str = typer.Option(..., "--model", help="wan:DIR, a local diffusers Wan folder (I2V: Wan2.1/2.2 A14B or TI2V)."),
-        data: Path = typer.Option(..., "--data", help="VBVR-format samples: ROOT/<sample>/ or ROOT/<split>/<task>/<sample>/."),
-        out: Path = typer.Option(..., "--out", help="Run folder (re-running resumes)."),
-        steps: int = typer.Option(50, "--steps"),
-        shift: float = typer.Option(5.0, "--shift"),
-        guidance: float = typer.Option(5.0, "--guidance", help="CFG scale (high-noise expert for Wan2.2 A14B)."),
-        guidance_2: float | None = typer.Option(None, "--guidance-2", help="CFG scale of the low-noise expert (default: --guidance)."),
-        seed: int = typer.Option(1, "--seed", help="Noise seed, the same for every sample."),
-        prompt_embeds: Path | None = typer.Option(None, "--prompt-embeds", help="Precomputed embeddings (.pt); skips loading the text encoder."),
-        height: int = typer.Option(0, "--height", help="Generate at this height (0: the sample's, rounded down to a multiple of 16)."),
-        width: int = typer.Option(0, "--width"),
-        lora: str | None = typer.Option(None, "--lora", help="LoRA for a one-transformer model."),
-        lora_high: str | None = typer.Option(None, "--lora-high", help="LoRA for Wan2.2's high-noise expert."),
-        lora_low: str | None = typer.Option(None, "--lora-low", help="LoRA for Wan2.2's low-noise expert."),
-        device: str = typer.Option("auto", "--device", help="auto: cuda if available, else cpu."),
-    ) -> None:
-        """Generate every VBVR sample with a Wan model and score it with its task's scorer; exit 2 on errors."""
-        import json
-
-        import torch
-
-        from .models.wan import load_wan
-
-        try:
-            cfg = VbvrRunConfig(model=model, data=str(data), steps=steps, shift=shift, guidance=guidance, guidance_2=guidance_2,
-                                seed=seed, prompt_embeds=None if prompt_embeds is None else str(prompt_embeds), height=height,
-                                width=width, lora=lora, lora_high=lora_high, lora_low=lora_low)
-            dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-            den = load_wan(model.removeprefix("wan:"), device=dev, lora=lora, lora_high=lora_high, lora_low=lora_low,
-                           text_encoder=prompt_embeds is None, guidance_scale=guidance, guidance_scale_2=guidance_2)
-            summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
-        except Exception as e:  # noqa: BLE001 - one clear line, exit 2
-            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
-        if summary["n_errors"]:
-            raise typer.Exit(2)

@@ -1,0 +1,5 @@
+"""`python -m steplens.cli ...` runs the `steplens` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,24 @@
+"""`steplens demo`: every analysis on the shipped reference model, with an HTML report."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from .common import DEVICE, MODEL
+
+commands = typer.Typer()
+
+
+@commands.command("demo")
+def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.html, summary.json and one folder per stage."),
+         model: str = MODEL, quick: bool = typer.Option(False, "--quick", help="Sub-minute version (tests); its verdicts are not meaningful."),
+         no_report: bool = typer.Option(False, "--no-report"), device: str = DEVICE) -> None:
+    """Run every analysis on the shipped reference model and write an HTML report (a few minutes on a CPU)."""
+    from ..demo import DemoConfig, findings_lines, run_demo
+
+    summary = run_demo(out, DemoConfig.make(model=model, quick=quick), report=not no_report, device=device)
+    typer.echo(json.dumps({"total_s": summary["total_s"], "timings_s": summary["timings_s"]}))
+    typer.echo("\n".join([*([summary["banner"]] if "banner" in summary else []), "Findings:", *findings_lines(summary["findings"])]))
+    typer.echo(f"open {out}/report.html")

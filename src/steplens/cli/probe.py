@@ -1,0 +1,137 @@
+"""`steplens probe ...`: the paper's analyses as commands (thin layer over steplens.probes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .common import (DEVICE, MODEL, OUT, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, load_model,
+                     model_sampling, n_option, parse_ints, parse_window, sampling_config, seed_option)
+
+probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
+
+SEED = seed_option(20_000)
+EVERY = typer.Option(3, "--every", min=1, help="Inject at every k-th step.")
+MODE = typer.Option("replace,renoise", "--mode",
+                    help="One or more of replace (the paper's wording: unit noise), renoise (level-matched control: "
+                         "(1 - sigma) x0_hat + sigma noise), add (x += strength * sigma * noise); comma-separated, each reported.")
+STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")
+PX = typer.Option(None, "--px", min=1, help="wan: models: pixels per task block (presets: 16 quick, 96 paper; padded to what the model accepts).")
+FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 4k+1 (presets: 9 quick, 49 paper).")
+
+
+def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
+         steps: int | None, shift: float | None, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
+         ray: str | None = None, workers: int | None = None, device: str = "auto", px: int | None = None,
+         frames: int | None = None) -> None:
+    """Build the probe config, load the model and run `body(den, cfg, ray_address=..., num_workers=...)`.
+
+    Every probe folder is resumable: re-running the command skips the batches it already holds."""
+    from ..models.registry import with_options
+    from ..probes.common import ProbeConfig
+
+    model = with_options(model, px=px, frames=frames)  # in the spec: Ray workers load the same
+    cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, device=device,
+                      sampling=sampling_config(model, steps, shift, sampler))
+    den = load_model(model, device, prompt_embeds, ray)
+    summary = body(den, cfg, ray_address=ray, num_workers=workers)
+    typer.echo((Path(out) / "summary.txt").read_text())
+    typer.echo(f"wrote {out} ({len(json.dumps(summary))} bytes of summary)")
+
+
+@probe_app.command("cos")
+def cos(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+        steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
+        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+        px: int | None = PX, frames: int | None = FRAMES, sampler: str = SAMPLER,
+        views: int = typer.Option(4, "--views", min=0, help="Samples to draw as strips and GIFs.")) -> None:
+    """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
+    from ..probes.cos import run_cos
+
+    _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames)
+
+
+@probe_app.command("perturb")
+def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(12), seed: int = SEED,
+            steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(12), prompt_embeds: str | None = PROMPT_EMBEDS,
+            ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX, frames: int | None = FRAMES,
+            every: int = EVERY, mode: str = MODE, strength: float = STRENGTH,
+            frame_window: str = typer.Option("", "--frame-window", metavar="A:B",
+                                             help="Also corrupt each frame only at steps A..B-1, then release it: "
+                                                  "does the answer survive, how fast does the frame's x0_hat recover.")) -> None:
+    """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs.
+
+    Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
+    """
+    from ..probes.perturb import parse_modes, run_perturb
+
+    parse_modes(mode)  # before the model loads
+    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength,
+                                                 frame_window=parse_window(frame_window, "--frame-window") if frame_window else None, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+
+
+@probe_app.command("cka")
+def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(8), seed: int = SEED,
+        steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
+        ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+        px: int | None = PX, frames: int | None = FRAMES, every: int = EVERY,
+        layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
+        mode: str = MODE, strength: float = STRENGTH) -> None:
+    """Information flow: 1 - CKA between clean and perturbed x0_hat, outputs and block streams, injection step x later step.
+
+    Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
+    """
+    from ..probes.perturb import parse_modes, run_cka
+
+    parse_modes(mode)
+    ls = parse_ints(layers, "--layers") or None
+    _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+
+
+@probe_app.command("layers")
+def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(6), seed: int = SEED,
+           steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(6),
+           step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
+           window: str = typer.Option("", "--window", help="Steps START:END over which blocks are skipped (default: all)."),
+           patch: str = typer.Option("resid", "--patch", help="resid: replace block L's output (all tokens), the paper's protocol; "
+                                                             "writes: replace only what block L adds (attention and MLP outputs)."),
+           patch_window: str = typer.Option("", "--patch-window", help="Steps START:END during which layers are patched "
+                                                                       "(default: 0:steps/2)."),
+           skip: bool = typer.Option(True, "--skip/--no-skip", help="Also skip each block and measure the solve-rate drop."),
+           token_maps: bool = typer.Option(True, "--token-maps/--no-token-maps", help="Linear probes of what each layer's tokens encode."),
+           prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+           px: int | None = PX, frames: int | None = FRAMES) -> None:
+    """Layer specialisation: norm/PCA maps, token-map probes, energy, layer CKA, block skipping, activation patching."""
+    from ..probes.layers import run_layers
+
+    w = parse_window(window) if window else None
+    pw = parse_window(patch_window, "--patch-window") if patch_window else None
+    n_steps = model_sampling(model, steps, shift)[0]
+    for option, text, win in (("--window", window, w), ("--patch-window", patch_window, pw)):
+        if win is not None and win[1] > n_steps:
+            raise typer.BadParameter(f"{option} {text} ends after the {n_steps} sampling steps")
+
+    def body(den: Any, cfg: Any, **kw: Any) -> dict[str, Any]:
+        return run_layers(den, cfg, out, step=None if step < 0 else step, window=w, patch_window=pw, patch=patch, skip=skip,
+                          token_maps=token_maps, **kw)
+
+    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)
+
+
+@probe_app.command("behaviour")
+def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+              steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
+              ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
+              frames: int | None = FRAMES) -> None:
+    """Emergent behaviours: self-correction, working memory, perception before action."""
+    from ..probes.behaviour import run_behaviour
+
+    _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames)

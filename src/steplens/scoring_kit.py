@@ -1,0 +1,327 @@
+"""Scoring an output root in the official VBVR-Bench layout: steplens' own scorers, or the official kit.
+
+An output root holds one method's videos as `OUT/<split>/<task>/<index>.mp4`; the ground truth is the
+official `GT/<split>/<task>/<index>/`. A `Scorer` turns both into one `BenchScore` per ground-truth
+sample. Two implementations:
+- `SteplensScorer`: steplens' rule-based task scorers, for `steplens-<task>` samples (which carry
+  meta.json); official tasks are `not_covered` (no steplens scorer exists for them).
+- `EvalKitScorer`: runs a user-installed copy of VBVR-EvalKit (never a steplens dependency) in a
+  subprocess and reads its per-sample results back. Its entry points score differently:
+  `run_evaluation.py` keeps the task-specific score only; `evaluate.py` a weighted mix of first frame
+  0.15, final frame 0.35, temporal smoothness 0.15, visual quality 0.10 and task score 0.25. Which one
+  produced a number is recorded with it. steplens' own tasks are never handed to the kit.
+Missing videos: the kit only sees the videos that exist, so its own means leave missing ones out.
+Here every ground-truth sample a scorer covers counts: a missing video scores 0 and is listed; the
+kit's own mean is kept beside ours (`kit_reported`) for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import ConfigError
+from .tasks.vbvr import BenchRef
+
+ENTRY_POINTS = {"run_evaluation": "run_evaluation.py", "evaluate": "evaluate.py"}
+CONVENTIONS = {
+    "run_evaluation": "task_specific: the task-specific score only (run_evaluation.py)",
+    "evaluate": "weighted: 0.15 first frame + 0.35 final frame + 0.15 temporal smoothness + 0.10 visual quality + 0.25 task score (evaluate.py)",
+}
+KIT_WEIGHTS = {"first_frame_consistency": 0.15, "final_frame_accuracy": 0.35, "temporal_smoothness": 0.15,
+               "visual_quality": 0.10, "task_specific": 0.25}
+MISSING_POLICY = "a missing video scores 0 and is listed under `missing` (the kit's own means leave it out: see kit_reported)"
+STATUSES = ("scored", "missing", "error", "not_covered")
+SCORERS = ("steplens", "vbvr-evalkit")
+
+
+class KitError(RuntimeError):
+    """The official kit could not be run, or its results could not be read."""
+
+
+@dataclass(frozen=True)
+class BenchScore:
+    """One ground-truth sample's verdict under one scorer.
+
+    status: scored; missing (no video: score 0); error (video unreadable or the scorer failed on it:
+    score 0); not_covered (this scorer has no rule for the task: score None, left out of every mean).
+    """
+
+    split: str
+    task: str
+    index: str
+    status: str
+    score: float | None
+    category: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"split": self.split, "task": self.task, "index": self.index, "status": self.status, "score": self.score,
+             "category": self.category, "details": self.details}
+        if self.message:
+            d["message"] = self.message
+        return d
+
+
+class Scorer(Protocol):
+    """Scores one method's output root against the ground truth, one BenchScore per ref (in order)."""
+
+    name: str
+    key: str  # unique per convention: names the summary entry and the score files
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the numbers: scorer, entry point, convention, missing-video policy."""
+        ...
+
+    def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
+        """`work`: a folder the scorer may keep its raw outputs in (for audit)."""
+        ...
+
+
+def _base(ref: BenchRef, status: str, score: float | None, **kw: Any) -> BenchScore:
+    return BenchScore(ref.split, ref.task, ref.index, status, score, **kw)
+
+
+# -- steplens' own scorers -------------------------------------------------------------------------
+class SteplensScorer:
+    """steplens' task scorers on `steplens-<task>` samples; official tasks are not covered."""
+
+    name = "steplens"
+    key = "steplens"  # names its summaries and score files
+
+    def describe(self) -> dict[str, Any]:
+        return {"scorer": self.name, "entry_point": "steplens Task.score", "convention": "steplens: the task's rule-based score of the video",
+                "covers": "steplens-<task> samples (with meta.json)", "missing": MISSING_POLICY}
+
+    def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
+        from .io import read_video
+        from .tasks import TaskInputError
+        from .tasks.vbvr import bench_instance
+
+        out = []
+        for ref in refs:
+            if ref.steplens_task is None:
+                out.append(_base(ref, "not_covered", None, message="no steplens scorer for an official task"))
+                continue
+            video = out_root / ref.video_rel
+            if not video.is_file():
+                out.append(_base(ref, "missing", 0.0, category="steplens", message=f"{video}: no video"))
+                continue
+            try:
+                s = bench_instance(ref)
+                verdict = s.task.score(s.inst, read_video(video))
+            except Exception as e:  # noqa: BLE001 - one broken sample must not stop the scoring
+                msg = str(e) if isinstance(e, TaskInputError) else f"{video}: {type(e).__name__}: {e}"
+                out.append(_base(ref, "error", 0.0, category="steplens", message=msg))
+                continue
+            out.append(_base(ref, "scored", float(verdict.score), category="steplens",
+                             details={"success": bool(verdict.success), **verdict.details}))
+        return out
+
+
+# -- the official kit ------------------------------------------------------------------------------
+def _git_commit(path: Path) -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+class EvalKitScorer:
+    """A user-installed VBVR-EvalKit checkout (`kit`), run as `python <kit>/<entry>.py ...` in a subprocess.
+
+    `python`: the interpreter with the kit's dependencies (default: this one, or $STEPLENS_EVALKIT_PYTHON).
+    """
+
+    name = "vbvr-evalkit"
+
+    def __init__(self, kit: str | Path, entry: str = "run_evaluation", *, device: str = "cpu", python: str | None = None,
+                 timeout_s: float | None = None):
+        self.kit = Path(kit).expanduser().resolve()
+        if entry not in ENTRY_POINTS:
+            raise ConfigError(f"unknown kit entry point {entry!r}; choose from {list(ENTRY_POINTS)}")
+        self.entry, self.device, self.timeout_s = entry, device, timeout_s
+        self.key = f"{self.name}.{entry}"  # one summary per convention
+        self.script = self.kit / ENTRY_POINTS[entry]
+        if not self.script.is_file():
+            raise ConfigError(f"{self.kit}: no {ENTRY_POINTS[entry]} (is --evalkit a VBVR-EvalKit checkout?)")
+        self.python = python or os.environ.get("STEPLENS_EVALKIT_PYTHON") or sys.executable
+        self.kit_reported: dict[str, Any] = {}  # the kit's own means of the last `score` call (missing videos left out)
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"scorer": self.name, "kit": str(self.kit), "kit_commit": _git_commit(self.kit),
+                             "entry_point": ENTRY_POINTS[self.entry], "convention": CONVENTIONS[self.entry],
+                             "covers": "official tasks (steplens-<task> folders are never handed to the kit)", "missing": MISSING_POLICY}
+        if self.entry == "evaluate":
+            d["weights"] = dict(KIT_WEIGHTS)
+        return d
+
+    def _run(self, args: list[str], log: Path) -> None:
+        cmd = [self.python, str(self.script), *args]
+        try:
+            r = subprocess.run(cmd, cwd=self.kit, capture_output=True, text=True, timeout=self.timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise KitError(f"{self.script}: could not run ({e})") from None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}\n--- exit {r.returncode}\n", encoding="utf-8")
+        if r.returncode != 0:
+            tail = (r.stderr.strip() or r.stdout.strip() or "no output").splitlines()[-1]
+            raise KitError(f"{ENTRY_POINTS[self.entry]} exited {r.returncode}: {tail} (full log: {log})")
+
+    def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
+        official = [r for r in refs if r.steplens_task is None]
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        categories: dict[str, str] = {}
+        self.kit_reported = {}
+        present = [r for r in official if (out_root / r.video_rel).is_file()]
+        if present:
+            work.mkdir(parents=True, exist_ok=True)
+            if self.entry == "run_evaluation":
+                rows, categories = self._run_evaluation(gt_root, out_root, work)
+            else:
+                splits = sorted({r.split for r in present})
+                for split in splits:
+                    tasks = sorted({r.task for r in present if r.split == split})
+                    got, cats = self._evaluate(gt_root, out_root, work, split, tasks)
+                    rows.update(got)
+                    categories.update(cats)
+        out = []
+        for ref in refs:
+            if ref.steplens_task is not None:
+                out.append(_base(ref, "not_covered", None, message="a steplens task: the kit has no evaluator for it"))
+                continue
+            cat = categories.get(ref.task)
+            if not (out_root / ref.video_rel).is_file():
+                out.append(_base(ref, "missing", 0.0, category=cat, message=f"{out_root / ref.video_rel}: no video"))
+                continue
+            row = rows.get((ref.split, ref.task, ref.index))
+            if row is None:
+                out.append(_base(ref, "error", 0.0, category=cat,
+                                 message=f"the kit returned no result for {ref.video_rel} (no evaluator for task {ref.task!r}?)"))
+                continue
+            score = float(row.get("score") or 0.0)
+            details = {"dimensions": row.get("dimensions") or {}}
+            if row.get("error"):
+                out.append(_base(ref, "error", score, category=row.get("category") or cat, details=details,
+                                 message=f"kit: {row['error']}"))
+            else:
+                out.append(_base(ref, "scored", score, category=row.get("category") or cat, details=details))
+        return out
+
+    def _run_evaluation(self, gt_root: Path, out_root: Path, work: Path) -> tuple[dict, dict]:
+        """run_evaluation.py --model_path OUT --gt_base GT --output_dir W: W/<basename(OUT)>_vbvr_results.json."""
+        self._run(["--model_path", str(out_root), "--gt_base", str(gt_root), "--output_dir", str(work), "--device", self.device],
+                  work / "run_evaluation.log")
+        data = _load_json(work / f"{out_root.name}_vbvr_results.json")
+        rows, cats = {}, {}
+        try:
+            for s in data["samples"]:
+                key = (s["folder"], s["task_name"], Path(s["video_file"]).stem)
+                rows[key] = s
+                if s.get("category"):
+                    cats[s["task_name"]] = s["category"]
+            summary = data["summary"]
+            self.kit_reported = {k: {"mean_score": summary[k].get("mean_score"), "num_samples": summary[k].get("num_samples")}
+                                 for k in ("In_Domain", "Out_of_Domain", "overall") if k in summary}
+        except (KeyError, TypeError) as e:
+            raise KitError(f"{work}: unexpected run_evaluation.py results ({type(e).__name__}: {e})") from None
+        return rows, cats
+
+    def _evaluate(self, gt_root: Path, out_root: Path, work: Path, split: str, tasks: list[str]) -> tuple[dict, dict]:
+        """evaluate.py --videos_path OUT --gt_path GT --output_path W --name N --split S --tasks ...: W/N_eval_results.json."""
+        name = f"steplens_{split}"
+        self._run(["--videos_path", str(out_root), "--gt_path", str(gt_root), "--output_path", str(work), "--name", name,
+                   "--split", split, "--device", self.device, "--tasks", *tasks], work / f"evaluate_{split}.log")
+        data = _load_json(work / f"{name}_eval_results.json")
+        rows, cats = {}, {}
+        try:
+            for s in data["detailed"]:
+                idx = str(s.get("video_idx") or Path(s["video_path"]).stem)
+                rows[(split, s["task_name"], idx)] = s
+            for cat, c in (data.get("by_category") or {}).items():
+                for t in c.get("tasks", []):
+                    cats[t] = cat
+            overall = data.get("overall", {})
+            self.kit_reported[split] = {"mean_score": overall.get("mean_score"), "num_videos": overall.get("num_videos")}
+        except (KeyError, TypeError, AttributeError) as e:
+            raise KitError(f"{work}: unexpected evaluate.py results ({type(e).__name__}: {e})") from None
+        return rows, cats
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise KitError(f"{path}: the kit wrote no results file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KitError(f"{path}: unreadable kit results ({e})") from None
+
+
+def make_scorers(names: str, *, evalkit: str | None = None, entry: str = "run_evaluation", device: str = "cpu") -> list[Scorer]:
+    """Scorers from a comma-separated list of names (steplens, vbvr-evalkit); the kit needs `evalkit`."""
+    out: list[Scorer] = []
+    for name in [n.strip() for n in names.split(",") if n.strip()] or ["steplens"]:
+        if name == "steplens":
+            out.append(SteplensScorer())
+        elif name == "vbvr-evalkit":
+            if not evalkit:
+                raise ConfigError("--scorer vbvr-evalkit needs --evalkit PATH (a VBVR-EvalKit checkout)")
+            out.append(EvalKitScorer(evalkit, entry, device=device))
+        else:
+            raise ConfigError(f"unknown scorer {name!r}; choose from {list(SCORERS)}")
+    if evalkit and not any(s.name == "vbvr-evalkit" for s in out):
+        raise ConfigError("--evalkit is given but --scorer does not name vbvr-evalkit")
+    return out
+
+
+# -- summaries ---------------------------------------------------------------------------------------
+def bootstrap_mean(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float | None, list[float] | None]:
+    """Mean and percentile-bootstrap 95% interval over samples (inside [0, 1] for scores in [0, 1])."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    return float(v.mean()), [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+
+
+def tally(rows: Sequence[BenchScore]) -> dict[str, Any]:
+    """Counts and the mean score with its bootstrap CI over the covered samples (missing and errors as 0)."""
+    counted = [r for r in rows if r.status != "not_covered"]
+    mean, ci = bootstrap_mean([float(r.score or 0.0) for r in counted])
+    return {"n": len(counted), "n_scored": sum(r.status == "scored" for r in counted),
+            "n_missing": sum(r.status == "missing" for r in counted), "n_errors": sum(r.status == "error" for r in counted),
+            "score": mean, "ci95": ci}
+
+
+def summarize(rows: Sequence[BenchScore], scorer: dict[str, Any]) -> dict[str, Any]:
+    """steplens' summary: per task, per split, per category and overall, each with a 95% bootstrap CI."""
+
+    def grouped(key: Any) -> dict[str, Any]:
+        groups: dict[str, list[BenchScore]] = {}
+        for r in rows:
+            if r.status != "not_covered":
+                groups.setdefault(key(r) or "?", []).append(r)
+        return {k: tally(v) for k, v in sorted(groups.items())}
+
+    skipped = [r for r in rows if r.status == "not_covered"]
+    return {"scorer": scorer, "ci": "95% percentile bootstrap over samples (2000 resamples, seed 0)",
+            "overall": tally(rows), "per_split": grouped(lambda r: r.split), "per_category": grouped(lambda r: r.category),
+            "per_task": grouped(lambda r: r.task),
+            "missing": [f"{r.split}/{r.task}/{r.index}" for r in rows if r.status == "missing"],
+            "errors": [f"{r.split}/{r.task}/{r.index}: {r.message}" for r in rows if r.status == "error"],
+            "not_covered": {"n": len(skipped), "tasks": sorted({r.task for r in skipped})}}
+
+
+__all__ = ["CONVENTIONS", "ENTRY_POINTS", "KIT_WEIGHTS", "SCORERS", "BenchScore", "EvalKitScorer", "KitError", "Scorer",
+           "SteplensScorer", "bootstrap_mean", "make_scorers", "summarize", "tally"]

@@ -1,0 +1,424 @@
+# long module: sampling, the run folder, the comparison and the sweep share one record format and one folder; split, each would re-read the others.
+"""Running test-time search on task instances: shared K-seed trajectories per instance, comparisons, sweeps, reports.
+
+One shard = one instance (so a sample's bits never depend on which other instances were batched
+with it, and a run can be extended to more instances). Its K seeds run as one batch; a step
+callback decodes every step's x0_hat onto the task's block grid. Because the sampler is
+deterministic, a seed continued from its latent after s steps ends where its uninterrupted
+trajectory ends, so every (K, s, m) configuration and every baseline is a selection over the same
+K trajectories (`methods.select`): a sweep costs one run of its largest K. `screen_latents` is the
+method as one would deploy it (K seeds for s steps, then only m continue from their saved latents);
+tests check that it keeps the same seeds and ends at the same latents.
+
+Run folder: manifest.json (config without n or budget, so `search run` and `search sweep` share a
+folder and a run extends to more instances), samples/<id>.json (per-seed ground truth and the
+controls), plans/<id>.npz (early plans and finals as block grids), then summary.json/.txt,
+methods.md, curve.png (sweep) and figures.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import ConfigError, atomic_write_text, to_dict, write_json
+from ..ensemble import EnsembleConfig, run_ensemble, run_trajectories
+from ..models.protocol import Cond
+from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
+from ..sampling import StepEvent, get_sampler, run, seeded_noise
+from ..stats import bootstrap_diff, wilson
+from ..tasks import get_task
+from .methods import COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, method_nfe, screen_methods, select
+
+PRECISIONS = ("fp32", "bf16")
+
+
+# -- sampling ---------------------------------------------------------------------------------------
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def screen_latents(denoiser: Any, x: Tensor, sigmas: Tensor, cond: Cond, k: int, s: int, m: int,
+                   score: Callable[[np.ndarray, np.ndarray | None], np.ndarray], decode: Callable[[Tensor], np.ndarray], *,
+                   sampler: str = "euler") -> tuple[Tensor, list[list[int]]]:
+    """Early screening as deployed: B*K seeds (seed-major per instance) run s steps as one batch, the m best per instance
+    by `score` (on `decode`d x0_hat after s steps) continue from their saved latents.
+
+    Returns: (B*m, C, F, H, W) final latents, best early score first, and the kept seed indices per instance.
+    """
+    b = x.shape[0] // k
+    if b * k != x.shape[0] or not 1 <= m <= k or not 1 <= s < len(sigmas) - 1:
+        raise ValueError(f"need a batch of B*k trajectories, 1 <= m <= k and 1 <= s < steps; got {x.shape[0]}, k={k}, m={m}, s={s}")
+    make = get_sampler(sampler)
+    seen: list[StepEvent] = []
+    x_s = run(make(denoiser, x, sigmas[: s + 1], cond), seen.append)
+    plans = decode(seen[-1].x0_hat)
+    prev = decode(seen[-2].x0_hat) if s >= 2 else None
+    kept = []
+    for i in range(b):
+        rows = slice(i * k, (i + 1) * k)
+        sc = score(plans[rows], None if prev is None else prev[rows])
+        kept.append(sorted(range(k), key=lambda j: (-sc[j], j))[:m])
+    idx = [i * k + j for i, js in enumerate(kept) for j in js]
+    out = run(make(denoiser, x_s[idx], sigmas[s:], cond.index(idx), first_step=s))
+    return out, kept
+
+
+@dataclass(frozen=True)
+class SearchShard:
+    """One instance, as shipped to a worker: a model spec, no tensors."""
+
+    model: str
+    task: str
+    size: int
+    seed: int
+    k: int
+    sampling: SamplingConfig
+    precision: str = "fp32"
+    device: str = "auto"
+
+
+def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: int, sampling: SamplingConfig,
+                        precision: str = "fp32") -> dict[str, Any]:
+    """K seeds of one instance as one batch, every step's x0_hat decoded onto the block grid, plus the two controls.
+
+    Returns a dict with "plans" (S, K, T, Hb, Wb, 3) uint8, "finals" (K, T, Hb, Wb, 3) uint8 and the
+    JSON-ready result ("traj_success", "traj_score", "controls").
+    """
+    task = get_task(task_name)
+    inst = task.generate(int(seed), size, n_frames=getattr(denoiser, "n_frames", 4), cell_px=1)
+    batch = prepare(denoiser, task, [inst])
+    dev = denoiser.device
+    grids = lambda lat: np.stack([task.video_blocks(inst, v).round().astype(np.uint8) for v in denoiser.decode(lat)])  # noqa: E731
+    plans: list[np.ndarray] = []
+    x = seeded_noise(batch.latent_shape, [noise_seed(int(seed), j) for j in range(k)], device=dev)
+    with _autocast(torch.device(dev), precision):
+        lat = run(get_sampler(sampling.sampler)(denoiser, x, sampling.sigmas(denoiser).to(dev), batch.cond.repeat(k)),
+                  lambda e: plans.append(grids(e.x0_hat.float())))
+        cold = run_trajectories(denoiser, task_name, size, [seed], sampling, EnsembleConfig(k=1, window=(0, 0)), noise_scale=COLD.noise_scale)
+        ens = run_ensemble(denoiser, task_name, size, [seed], sampling, PAPER_ENSEMBLE)[0]
+    finals = grids(lat.float())
+    scores = [task.score(inst, f) for f in finals]
+    result = {"seed": int(seed), "traj_success": [bool(s.success) for s in scores], "traj_score": [float(s.score) for s in scores],
+              "controls": {"single_cold": {"success": bool(cold.scores[0][0].success), "score": float(cold.scores[0][0].score)},
+                           "ensemble": {"success": bool(ens["success"]), "score": float(ens["score"])}}}
+    return {"plans": np.stack(plans), "finals": finals, "result": result}
+
+
+def search_shard(shard: SearchShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
+    from ..distributed import worker_model
+
+    den = denoiser if denoiser is not None else worker_model(shard.model, shard.device)
+    return [sample_trajectories(den, shard.task, shard.size, shard.seed, shard.k, shard.sampling, shard.precision)]
+
+
+def sample_key(task: str, size: int, seed: int) -> str:
+    return f"{task}_{size}_{seed:010d}"
+
+
+def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, sampling: SamplingConfig, k: int, precision: str) -> dict[str, Any]:
+    return {"model": model or getattr(denoiser, "name", type(denoiser).__name__), "task": task, "size": size, "seed": seed,
+            "sampling": to_dict(sampling), "k": k, "precision": precision, "n_frames": int(getattr(denoiser, "n_frames", 4)),
+            "ensemble": to_dict(PAPER_ENSEMBLE), "cold_noise_scale": COLD.noise_scale}
+
+
+def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, k: int, *,
+            precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None, model: str | None = None,
+            device: str = "auto", progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
+    """Sample (or resume) the K-seed trajectories of n held-out instances into run folder `out`; returns (ProbeRun, records).
+
+    Ray workers load `model` on `device` ("auto": CUDA where the worker has one).
+    """
+    from rich.progress import Progress
+
+    from ..distributed import map_shards
+    from ..probes.common import ProbeRun, save_npz
+
+    get_task(task)
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    spec = model or getattr(denoiser, "name", None)
+    if ray_address is not None and not isinstance(spec, str):
+        raise ConfigError("a Ray run needs a model spec the workers can load (a shipped name, a path or wan:DIR)")
+    prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k, precision))
+    folder = prun.folder
+    seeds = held_out_seeds(seed, n)
+    todo = [SearchShard(str(spec), task, size, s, k, sampling, precision, device) for s in seeds if not folder.done(sample_key(task, size, s))]
+    (prun.root / "plans").mkdir(exist_ok=True)
+    with Progress(disable=not progress) as bar:
+        tid = bar.add_task(f"search {task} {size}x{size}, {k} seeds", total=len(seeds), completed=len(seeds) - len(todo))
+
+        def commit(i: int, rows: list[dict[str, Any]]) -> None:
+            for r in rows:
+                key = sample_key(task, size, r["result"]["seed"])
+                save_npz(prun.root / "plans" / f"{key}.npz", plans=r["plans"], finals=r["finals"])  # before the sample: it marks done
+                folder.write(key, r["result"])
+                bar.advance(tid)
+
+        fn = search_shard if ray_address is not None else partial(search_shard, denoiser=denoiser)
+        map_shards(fn, todo, ray_address=ray_address, num_workers=num_workers, on_result=commit)
+    return prun, load_records(prun.root, task, size, seeds, int(folder.config["n_frames"]))
+
+
+def load_records(root: str | Path, task: str, size: int, seeds: Sequence[int], n_frames: int) -> list[InstanceRecord]:
+    """The saved trajectories of `seeds` (no model needed)."""
+    import json
+
+    t = get_task(task)
+    root = Path(root)
+    out = []
+    for s in seeds:
+        key = sample_key(task, size, s)
+        res = json.loads((root / "samples" / f"{key}.json").read_text())
+        arr = np.load(root / "plans" / f"{key}.npz")
+        out.append(InstanceRecord(int(s), task, t.generate(int(s), size, n_frames=n_frames, cell_px=1), arr["plans"], arr["finals"],
+                                  np.array(res["traj_success"], bool), np.array(res["traj_score"], float), res["controls"]))
+    return out
+
+
+# -- comparing methods ---------------------------------------------------------------------------
+def evaluate_methods(records: Sequence[InstanceRecord], methods: Sequence[SearchMethod], sampling: SamplingConfig) -> dict[str, list[dict[str, Any]]]:
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"method names must be unique, got {names}")
+    return {m.name: [select(m, r, sampling) for r in records] for m in methods}
+
+
+def _is_baseline(m: SearchMethod) -> bool:
+    return m.kind != "early_screen" and not m.uses_ground_truth
+
+
+def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[SearchMethod], sampling: SamplingConfig) -> dict[str, dict[str, Any]]:
+    """Per method: NFE, solve rate with Wilson CI, paired bootstrap differences vs single and vs the best baseline at its NFE.
+
+    The best baseline of a method: among the methods that are not early screens and need no ground truth, spend no more
+    NFE and use task rules only if it does, the one with the highest solve rate (chosen on the same data: conservative).
+    """
+    rates = {m.name: float(np.mean([r["success"] for r in results[m.name]])) if results[m.name] else float("nan") for m in methods}
+    nfes = {m.name: method_nfe(m, sampling) for m in methods}
+    wins = lambda name: [float(r["success"]) for r in results[name]]  # noqa: E731
+    out = {}
+    for m in methods:
+        rs = results[m.name]
+        k = sum(bool(r["success"]) for r in rs)
+        row: dict[str, Any] = {"name": m.name, "kind": m.kind, "k": m.k, "s": m.s, "m": m.m, "score": m.score or None, "final": m.final,
+                               "nfe": nfes[m.name], "n": len(rs), "solved": k, "solve_rate": rates[m.name], "ci95": list(wilson(k, len(rs))),
+                               "uses_ground_truth": m.uses_ground_truth, "uses_task_rules": m.uses_task_rules}
+        if "single" in results and m.name != "single" and rs:
+            row["diff_vs_single"] = list(bootstrap_diff(wins("single"), wins(m.name)))
+        base = [b for b in methods if _is_baseline(b) and b.name != m.name and nfes[b.name] <= nfes[m.name]
+                and (m.uses_task_rules or not b.uses_task_rules)]
+        if base and rs:
+            best = max(base, key=lambda b: (rates[b.name], -nfes[b.name]))
+            row["best_baseline"] = best.name
+            row["diff_vs_best_baseline"] = list(bootstrap_diff(wins(best.name), wins(m.name)))
+        out[m.name] = row
+    return out
+
+
+def _ci(v: float, ci: Sequence[float]) -> str:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def method_table(per: dict[str, dict[str, Any]]) -> list[str]:
+    """A markdown table of `summarize` rows."""
+    lines = ["| method | NFE | uses | solve rate [95% CI] | diff vs single [95% CI] | best baseline at <= NFE | diff vs it [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in per.items():
+        uses = "ground truth (oracle)" if s["uses_ground_truth"] else ("task rules" if s["uses_task_rules"] else "-")
+        d1, d2 = s.get("diff_vs_single"), s.get("diff_vs_best_baseline")
+        lines.append(f"| {name} | {s['nfe']} | {uses} | {_ci(s['solve_rate'], s['ci95'])} | {_ci(d1[0], d1[1:]) if d1 else '-'} | "
+                     f"{s.get('best_baseline', '-')} | {_ci(d2[0], d2[1:]) if d2 else '-'} |")
+    return lines
+
+
+def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingConfig, task: str) -> list[SearchMethod]:
+    """The baselines at `budget` single runs and one early screen per early score (k seeds, screened after screen_step)."""
+    if budget < 1:
+        raise ConfigError(f"budget must be >= 1 single run, got {budget}")
+    if not 1 <= screen_step < sampling.steps:
+        raise ConfigError(f"screen step must be in 1..{sampling.steps - 1}, got {screen_step}")
+    ks = k
+    screens = screen_methods(budget, ks, screen_step, sampling, task)
+    while not screens and ks > 1:  # k seeds do not fit the budget at this screen step: fewer seeds
+        ks -= 1
+        screens = screen_methods(budget, ks, screen_step, sampling, task)
+    return [*baseline_methods(budget, k, sampling), *screens]
+
+
+def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *, budget: float = 4.0,
+               k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
+               model: str | None = None, device: str = "auto", progress: bool = True, methods: Sequence[SearchMethod] | None = None) -> dict[str, Any]:
+    """Compare the test-time methods at `budget` single runs of compute on n held-out instances (resumable; Ray with ray_address).
+
+    Writes summary.json (per method: name, nfe, solve_rate, ci95, diff_vs_single, diff_vs_best_baseline, uses_ground_truth,
+    uses_task_rules), summary.txt, methods.md, results.jsonl and compare.png into `out`; returns the summary.
+    """
+    methods = list(methods) if methods is not None else default_methods(budget, k, screen_step, sampling, task)
+    for m in methods:
+        m.check(sampling, k)
+    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
+                            num_workers=num_workers, model=model, device=device,
+                            progress=progress)
+    results = evaluate_methods(records, methods, sampling)
+    per = summarize(results, methods, sampling)
+    prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
+    unit = method_nfe(SearchMethod("single", "single"), sampling)
+    computed = k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
+    md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision}, "
+          f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per), "",
+          f"NFE: what each method spends per instance. The run computed {k} full trajectories plus the two controls per instance "
+          f"({computed} NFE) "
+          "and evaluates every method on them (a survivor continued from its latent after s steps ends where its full trajectory ends)."]
+    atomic_write_text(prun.root / f"methods_b{budget:g}.md", "\n".join(md) + "\n")
+    _bar_plot(prun, per, f"{n} {task} {size}x{size} instances, budget {budget:g} single runs ({budget * unit:g} NFE)")
+    summary = {"kind": "search-run", "task": task, "size": size, "n": n, "seed": seed, "budget": budget, "budget_nfe": budget * unit,
+               "k": k, "screen_step": screen_step, "precision": precision, "nfe_computed_per_instance": computed, "methods": per}
+    return _finish(prun, summary, "\n".join(md))
+
+
+def _finish(prun: Any, summary: dict[str, Any], text: str) -> dict[str, Any]:
+    """ProbeRun.finish, keeping the figures an earlier command (run or sweep) listed for this shared folder."""
+    import json
+
+    old = prun.root / "figures.json"
+    mine = {f["path"] for f in prun.figures}
+    if old.exists():
+        prun.figures[:0] = [f for f in json.loads(old.read_text()) if f["path"] not in mine and (prun.root / f["path"]).exists()]
+    return prun.finish(summary, text)
+
+
+def _bar_plot(prun: Any, per: dict[str, dict[str, Any]], what: str) -> None:
+    from ..probes.common import plt
+
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(8, 0.32 * len(per) + 1.2))
+    ys = np.arange(len(per))[::-1]
+    rates = np.array([s["solve_rate"] for s in per.values()])
+    err = np.array([[r - s["ci95"][0], s["ci95"][1] - r] for r, s in zip(rates, per.values())]).T
+    colors = ["#bbb" if s["uses_ground_truth"] else ("#cc6677" if s["uses_task_rules"] else "#4477aa") for s in per.values()]
+    ax.barh(ys, rates, xerr=err, color=colors, capsize=3)
+    ax.set_yticks(ys, [f"{k} ({s['nfe']} NFE)" for k, s in per.items()], fontsize=7)
+    ax.set_xlabel("solve rate (95% Wilson CI)")
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(prun.figure("compare.png", "Test-time search at equal compute",
+                            f"Solve rate per method on {what}. Grey: needs ground truth (oracle); red: uses task rules; blue: neither."), dpi=120)
+    pyplot.close(fig)
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+def sweep_grid(budgets: Sequence[float], ks: Sequence[int], ss: Sequence[int], sampling: SamplingConfig, task: str,
+               k_max: int) -> list[SearchMethod]:
+    """Baselines at every budget plus early screens for every (budget, K, s) that fits (m: as many as fit), unique by name."""
+    out: dict[str, SearchMethod] = {}
+    for b in budgets:
+        for m in baseline_methods(b, k_max, sampling):
+            out.setdefault(m.name, m)
+        for k in ks:
+            for s in ss:
+                if k <= k_max and s < sampling.steps:
+                    for m in screen_methods(b, k, s, sampling, task):
+                        out.setdefault(m.name, m)
+    return list(out.values())
+
+
+def _family(m: SearchMethod) -> str:
+    if m.kind == "early_screen":
+        return f"early_screen_{m.score}_{m.final}"
+    if m.kind == "best_of_k":
+        return f"best_of_k_{m.final}"
+    return m.kind
+
+
+def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod], budgets: Sequence[float], k_max: int, screen_step: int,
+                 sampling: SamplingConfig) -> dict[str, list[dict[str, Any]]]:
+    """Per family, one point per budget by a rule fixed in advance (not picked on the data): best_of_k with K = budget;
+    early_screen screened after screen_step steps with the most seeds (at most 3 x budget) of the grid that leave room for a survivor,
+    and as many survivors as fit."""
+    unit = method_nfe(SearchMethod("single", "single"), sampling)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for b in budgets:
+        kb = max(1, min(k_max, int(b)))
+        screens = [m for m in methods if m.kind == "early_screen" and m.s == screen_step and m.k <= 3 * b and method_nfe(m, sampling) <= b * unit]
+        best = max(((m.k, m.m) for m in screens), default=None)
+        for m in methods:
+            if (m.kind == "best_of_k" and m.k == kb) or (m.kind == "early_screen" and m in screens and (m.k, m.m) == best):
+                curves.setdefault(_family(m), []).append({"budget": b, **per[m.name]})
+    for name in ("single", "single_cold", "ensemble"):
+        if name in per:
+            curves[name] = [{"budget": per[name]["nfe"] / unit, **per[name]}]
+    return curves
+
+
+def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
+              budgets: Sequence[float] = (1, 2, 4, 8), ks: Sequence[int] = (4, 8, 12), ss: Sequence[int] = (1, 2, 3, 4, 6, 8),
+              k: int = 12, screen_step: int = 4, precision: str = "fp32", ray_address: str | None = None, num_workers: int | None = None,
+              model: str | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Sweep K, s and m over budgets on one set of K-seed trajectories; writes sweep.json, sweep.md, curve.png, summary.json."""
+    from ..probes.common import plt
+
+    methods = sweep_grid(budgets, ks, ss, sampling, task, k)
+    prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, precision=precision, ray_address=ray_address,
+                            num_workers=num_workers, model=model, device=device,
+                            progress=progress)
+    per = summarize(evaluate_methods(records, methods, sampling), methods, sampling)
+    curves = curve_points(per, methods, budgets, k, screen_step, sampling)
+    unit = method_nfe(SearchMethod("single", "single"), sampling)
+    write_json(prun.root / "sweep.json", {"budgets": list(budgets), "unit_nfe": unit, "curves": curves, "methods": per})
+    head = (f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision}, "
+            f"{k} seeds per instance; NFE of one single run: {unit}")
+    atomic_write_text(prun.root / "sweep.md", "\n".join([head, "", *method_table(dict(sorted(per.items(), key=lambda kv: (kv[1]['nfe'], kv[0]))))]) + "\n")
+
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(7.5, 4.5))
+    for fam, pts in sorted(curves.items()):
+        x = np.array([p["nfe"] for p in pts], float)
+        y = np.array([p["solve_rate"] for p in pts])
+        lo, hi = np.array([p["ci95"][0] for p in pts]), np.array([p["ci95"][1] for p in pts])
+        style = ":" if any(p["uses_ground_truth"] for p in pts) else ("--" if any(p["uses_task_rules"] for p in pts) else "-")
+        line, = ax.plot(x, y, style, marker="o", ms=3, label=fam)
+        if len(pts) > 1:
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.12)
+        else:
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=line.get_color(), capsize=3)
+    ax.set_xlabel("network evaluations per instance")
+    ax.set_ylabel("solve rate (95% Wilson CI)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(prun.figure("curve.png", "Solve rate vs compute per method",
+                            f"{head}. Dotted: needs ground truth (oracle); dashed: uses task rules. Early screens: K = 3 x budget seeds "
+                            f"(at most {k}), screened after {screen_step} steps, as many survivors as fit."), dpi=120)
+    pyplot.close(fig)
+    best = {}
+    for fam in {_family(m) for m in methods}:
+        rows = [per[m.name] for m in methods if _family(m) == fam]
+        for b in budgets:
+            fit = [r for r in rows if r["nfe"] <= b * unit]
+            if fit:
+                best.setdefault(fam, {})[f"{b:g}"] = max(fit, key=lambda r: (r["solve_rate"], -r["nfe"]))["name"]
+    summary = {"kind": "search-sweep", "task": task, "size": size, "n": n, "seed": seed, "budgets": list(budgets), "unit_nfe": unit,
+               "k": k, "screen_step": screen_step, "precision": precision, "curves": curves,
+               "best_in_sample": best, "methods": per}
+    text = [head, ""]
+    for fam, pts in sorted(curves.items()):
+        text.append(f"{fam}: " + ", ".join(f"{p['nfe']} NFE {_ci(p['solve_rate'], p['ci95'])}" for p in pts))
+    return _finish(prun, summary, "\n".join(text))
+
+
+__all__ = ["PRECISIONS", "SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
+           "run_search", "run_sweep", "sample_trajectories", "screen_latents", "search_shard", "summarize", "sweep_grid"]
