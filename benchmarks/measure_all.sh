@@ -35,9 +35,10 @@ log "probe/ensemble size: $size"
 
 log "probes at size $size with more instances"
 steplens probe cos --size "$size" --n 100 --batch 50 --out "$out/probe_cos" | tail -8
-steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --out "$out/probe_perturb" | tail -6
-steplens probe cka --size "$size" --n 16 --every 2 --out "$out/probe_cka" | tail -3
-steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -3
+# the paper's wording (replace) with the level-matched control (renoise) beside it; frames also released after steps 5-9
+steplens probe perturb --size "$size" --n 48 --batch 48 --every 2 --mode replace,renoise --frame-window 5:10 --out "$out/probe_perturb" | tail -16
+steplens probe cka --size "$size" --n 16 --every 2 --mode replace,renoise --out "$out/probe_cka" | tail -8
+steplens probe cka --size "$size" --n 16 --every 2 --mode add --strength 1 --out "$out/probe_cka_add" | tail -5
 steplens probe layers --size "$size" --n 16 --out "$out/probe_layers" | tail -6
 steplens probe layers --size "$size" --n 16 --window 0:5 --no-token-maps --out "$out/probe_layers_w0_5" | tail -6
 steplens probe layers --size "$size" --n 16 --window 10:20 --no-token-maps --out "$out/probe_layers_w10_20" | tail -6

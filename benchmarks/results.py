@@ -55,35 +55,62 @@ def cos(out: Path, name: str) -> list[str]:
             f"right at the end, {sc['lost']} the reverse."]
 
 
+def _worst(w: dict[str, Any], what: str) -> str:
+    if len(w["tied"]) > 1:
+        return f"{what}s {', '.join(map(str, w['tied']))} tie at {100 * w['mean']:.0f}%"
+    return f"{what} {w['index']}" + (f" (sigma {w['sigma']:.2f})" if "sigma" in w else "") + f" {100 * w['mean']:.0f}%"
+
+
 def perturb(out: Path) -> list[str]:
-    s = load(out / "probe_perturb" / "summary.json")
-    if not s:
+    s, m = load(out / "probe_perturb" / "summary.json"), load(out / "probe_perturb" / "manifest.json")
+    if not s or not m:
         return []
-    ws, wf = s["worst_step"], s["worst_frame_before_answer"]
-    line = (f"- **Noise at a step vs at a frame** (`steplens probe perturb --n {s['n']} --every 2`): clean solve rate "
-            f"{100 * s['clean_solve_rate']:.0f}%; fresh noise at step {ws['index']} drops it to {100 * ws['mean']:.0f}% "
-            f"(worst step), noise on latent frame {wf['index']} at every step to {100 * wf['mean']:.0f}% (worst frame before the answer frame)")
-    if "step_minus_frame_drop" in s:
-        line += f"; the step costs {ci(s['step_minus_frame_drop'], s['step_minus_frame_drop_ci95'])} points more (paired bootstrap)"
-    return [line + ". Noise on the answer frame itself overwrites what is scored, so it is reported apart "
-                   f"({100 * s['worst_frame']['mean']:.0f}%)."]
+    c = m["config"]
+    flags = f"--n {s['n']} --every {c['every']} --mode {','.join(s['modes'])}" + (
+        f" --frame-window {c['frame_window'][0]}:{c['frame_window'][1]}" if c.get("frame_window") else "")
+    lines = [f"- **Noise at a step vs at a frame** (`steplens probe perturb {flags}`): clean solve rate "
+             f"{ci(s['clean_solve_rate'], s['clean_solve_rate_ci95'])}%."]
+    for mode, r in s["by_mode"].items():
+        line = (f"  - `{mode}` ({r['what']}): solve rate after noise at step s (sigma of the injected latent) "
+                + ", ".join(f"{p['index']} ({p['sigma']:.2f}) {100 * p['mean']:.0f}" for p in r["noise_at_step"])
+                + f"%; worst {_worst(r['worst_step'], 'step')}; by third of the trajectory "
+                + ", ".join(f"{t['third']} {ci(t['mean'], [t['lo'], t['hi']])}" for t in r["step_by_third"]) + "%")
+        if r.get("worst_frame_before_answer"):
+            line += f"; noise on a frame at every step: worst before the answer frame {_worst(r['worst_frame_before_answer'], 'frame')}"
+        if "step_minus_frame_drop" in r:
+            line += f"; the worst step costs {ci(r['step_minus_frame_drop'], r['step_minus_frame_drop_ci95'])} points more (paired bootstrap)"
+        if w := r.get("frame_window"):
+            a, z = w["window"]
+            line += (f"; a frame corrupted after steps {a}-{z - 1} only, then released: solve rate "
+                     + ", ".join(f"frame {p['index']} {100 * p['mean']:.0f}%" for p in w["scores"])
+                     + ", its x0_hat's relative distance to the clean run's at release -> output "
+                     + ", ".join(f"frame {q['frame']} {q['distance_after_release'][0]['mean']:.2f} -> "
+                                 f"{q['distance_after_release'][-1]['mean']:.2f}" for q in w["recovery"]))
+        lines.append(line + ".")
+    return lines
 
 
 def cka(out: Path) -> list[str]:
     lines = []
-    for name, what, flag in (("probe_cka", "fresh noise", ""), ("probe_cka_add", "added noise, sigma-scaled, strength 1", " --mode add --strength 1")):
-        s = load(out / name / "summary.json")
-        if not s:
+    for name in ("probe_cka", "probe_cka_add"):
+        s, m = load(out / name / "summary.json"), load(out / name / "manifest.json")
+        if not s or not m or "cka" not in s:
             continue
-        steps = s["flow_injection_steps"]
-        rows = "; ".join(f"{k}: " + " ".join("-" if v is None else f"{v:.2f}" for v in vals) for k, vals in s["flow_layers_last_step"].items())
-        solved = " ".join(f"{100 * r['mean']:.0f}" for r in s["noise_at_step"])
-        lines.append(f"- **Information flow ({what})** (`steplens probe cka --n {s['n']} --every 2{flag}`): for injections at steps "
-                     f"{' '.join(map(str, steps))}, the solve rate after the injection is {solved}% (clean {100 * s['clean_solve_rate']:.0f}%) "
-                     f"and 1 - CKA between the clean and the perturbed run at the last step is, per state, {rows}."
-                     + (" Earliest minus latest injection (paired bootstrap): " + ", ".join(
-                         f"{k} {ci(r['diff'], r['ci95'], pct=False)}" for k, r in s["flow_first_minus_last_injection"].items()) + "."
-                        if s.get("flow_first_minus_last_injection") else ""))
+        c, k = m["config"], s["cka"]
+        flags = f"--n {s['n']} --every {c['every']} --mode {','.join(s['modes'])}" + (f" --strength {c['strength']}" if "add" in s["modes"] else "")
+        lines.append(f"- **Information flow** (`steplens probe cka {flags}`): 1 - CKA between the clean and the perturbed run, each CKA "
+                     "per sample with tokens as rows (x0_hat: latent channels as columns; blocks: residual-stream features), for injections "
+                     f"at steps {' '.join(map(str, k['injection_steps']))}; full maps in `cka_flow.json`.")
+        for mode, states in k["modes"].items():
+            solved = " ".join(f"{100 * p['mean']:.0f}" for p in s["by_mode"][mode]["noise_at_step"])
+            parts = []
+            for state, h in states.items():
+                row = " ".join("-" if e["mean"] is None else f"{e['mean']:.2f}" for e in h["per_injection_step"])
+                fs = h["fresh_seed"]["mean"]
+                d = h.get("first_minus_last_injection")
+                parts.append(f"{state} at {'the output' if h['observed'] == 'final output' else h['observed']}: {row}" + (f" (a fresh seed: {fs:.2f})" if fs is not None else "")
+                             + (f", earliest minus latest {ci(d['diff'], d['ci95'], pct=False)}" if d else ""))
+            lines.append(f"  - `{mode}`: solve rate after the injection {solved}% (clean {100 * s['clean_solve_rate']:.0f}%); " + "; ".join(parts) + ".")
     return lines
 
 

@@ -47,13 +47,15 @@ def test_default_sizes_are_where_the_model_reasons():
         DemoConfig(n_layers=17)
     with pytest.raises(ConfigError, match="cka_mode"):
         DemoConfig(cka_mode="scale")
+    with pytest.raises(ConfigError, match="perturb_modes"):
+        DemoConfig(perturb_modes="replace,scale")
 
 
 def test_stage_commands_match_the_config():
     cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16))
     assert cmds["cos"] == "steplens probe cos --model maze --size 6 --n 40 --seed 40000 --steps 20 --batch 16 --views 4 --out RUN"
-    assert "--n 8 " in cmds["perturb"] and "--every 5" in cmds["perturb"]
-    assert "--mode add --strength 1" in cmds["cka"]
+    assert "--n 8 " in cmds["perturb"] and "--every 5" in cmds["perturb"] and "--mode replace,renoise" in cmds["perturb"]
+    assert "--mode add" in cmds["cka"]
     assert cmds["ensemble"].startswith("steplens ensemble run ") and "--n 16 " in cmds["ensemble"]
 
 

@@ -161,3 +161,20 @@ def test_patching_and_recording_skip_the_corrector(setup):
     assert sorted(k[0] for k in store) == [0, 1, 2]
     with hooks(den, patch_activations(store, ["blocks.0.resid_post"])):
         assert torch.equal(generate(den, batch, [5, 6], heun), a)
+
+
+def test_renoise_keeps_the_clean_estimate_at_the_samplers_level(setup):
+    g = torch.Generator().manual_seed(0)
+    x, x0_hat, x_next = (torch.randn(2, 3, 4, 5, 5, generator=g) for _ in range(3))
+    e = StepEvent(1, 4, 0.8, 0.6, x, x, x0_hat, x_next)
+    out = NoiseAtStep((1,), mode="renoise", seeds=(1, 2))(e)
+    noise = injection_noise(x_next, 1, seeds=(1, 2))
+    assert torch.allclose(out, 0.4 * x0_hat + 0.6 * noise)  # x_next itself plays no part: only its noise is new
+    frame = NoiseAtFrame((2,), mode="renoise", seeds=(1, 2))(e)
+    assert torch.allclose(frame[:, :, 2], 0.4 * x0_hat[:, :, 2] + 0.6 * noise[:, :, 2]) and torch.equal(frame[:, :, 3], x_next[:, :, 3])
+    # Euler's last step lands on its clean estimate (sigma_next = 0): re-noising there changes nothing
+    den, batch = setup
+    plain, _ = _run(den, batch, [5, 6])
+    last, _ = _run(den, batch, [5, 6], [NoiseAtStep((3,), mode="renoise", seeds=(11, 12))])
+    assert torch.allclose(last, plain, atol=1e-6)
+    assert not torch.allclose(_run(den, batch, [5, 6], [NoiseAtStep((2,), mode="renoise", seeds=(11, 12))])[0], plain, atol=1e-3)

@@ -55,39 +55,162 @@ def test_cos(model_path, tmp_path):
 def test_perturb_and_cka(model_path, tmp_path):
     from steplens.models.registry import load
     from steplens.probes.perturb import run_cka, run_perturb
+    from steplens.sampling import flow_sigmas
 
     den = load(model_path)
-    s = run_perturb(den, cfg(model_path), str(tmp_path / "p"), every=2, progress=False)
-    _check_run(tmp_path / "p", "perturb.npz", "perturb.png")
-    assert [r["index"] for r in s["noise_at_step"]] == [0, 2, 4]
-    assert [r["index"] for r in s["noise_at_frame"]] == [1, 2, 3]
-    assert s["answer_frame"] == 3 and s["worst_frame_before_answer"]["index"] in (1, 2)
-    assert s["worst_drop_frame_before_answer"] <= s["worst_drop_frame"]
-    lo, hi = s["step_minus_frame_drop_ci95"]
-    assert lo <= s["step_minus_frame_drop"] <= hi
-    assert abs(s["step_minus_frame_drop"] - (s["worst_drop_step"] - s["worst_drop_frame_before_answer"])) < 1e-9
-    c = run_cka(den, cfg(model_path), str(tmp_path / "c"), every=2, progress=False)
-    _check_run(tmp_path / "c", "cka_flow.npz", "cka_flow.png")
-    flow = np.array(c["flow_latent"], dtype=float)
-    assert np.isnan(flow[0, 0]) and np.all((flow[0, 1:] >= 0) & (flow[0, 1:] <= 1))  # only later steps are observed
-    assert set(c["flow_layers_last_step"]) == {"latent", "latent_change", "blocks.1.resid_post"}  # image-to-video: the change too
-    change = np.array(c["flow_layers_last_step"]["latent_change"][1:], dtype=float)
-    assert np.all((change >= 0) & (change <= 1))
-    fml = c["flow_first_minus_last_injection"]
-    assert set(fml) == {"latent", "latent_change", "blocks.1.resid_post"}
-    for name, r in fml.items():  # the difference of the first and last observed last-step values, per state
-        row = [v for v in c["flow_layers_last_step"][name] if v is not None]
-        assert abs(r["diff"] - (row[0] - row[-1])) < 1e-9 and r["ci95"][0] <= r["diff"] <= r["ci95"][1]
-    # added noise scaled by sigma disturbs less than fresh noise: the flow is smaller everywhere it is observed
-    weak = run_cka(den, cfg(model_path), str(tmp_path / "a"), every=2, mode="add", strength=0.1, progress=False)
-    assert weak["mode"] == "add"
-    weak_flow = np.array(weak["flow_latent"], dtype=float)
-    seen = np.isfinite(flow)
-    assert np.all(weak_flow[seen] <= flow[seen] + 1e-6) and weak_flow[seen].mean() < flow[seen].mean()
+    s = run_perturb(den, cfg(model_path), str(tmp_path / "p"), every=2, mode="replace,renoise", frame_window="1:3", progress=False)
+    _check_run(tmp_path / "p", "perturb.npz", "perturb.png", "frame_recovery.png")
+    sig = flow_sigmas(6).tolist()
+    assert s["modes"] == ["replace", "renoise"] and s["step_sigmas"] == sig
+    for m, r in s["by_mode"].items():
+        assert [(p["index"], p["sigma"]) for p in r["noise_at_step"]] == [(0, sig[1]), (2, sig[3]), (4, sig[5])]
+        assert all(0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1 for p in r["noise_at_step"] + r["noise_at_frame"])
+        assert [p["index"] for p in r["noise_at_frame"]] == [1, 2, 3] and r["answer_frame"] == 3
+        low = min(p["mean"] for p in r["noise_at_step"])  # every step at the minimum is named, not just the first
+        assert r["worst_step"]["tied"] == [p["index"] for p in r["noise_at_step"] if p["mean"] == low]
+        assert [t["steps"] for t in r["step_by_third"]] == [[0], [2], [4]]
+        lo, hi = r["step_minus_frame_drop_ci95"]
+        assert lo <= r["step_minus_frame_drop"] <= hi
+        assert abs(r["step_minus_frame_drop"] - (r["worst_drop_step"] - r["worst_drop_frame_before_answer"])) < 1e-9
+        w = r["frame_window"]
+        assert w["window"] == [1, 3] and w["released_from_step"] == 3 and [p["index"] for p in w["scores"]] == [1, 2, 3]
+        assert [p["step"] for p in w["recovery"][0]["distance_after_release"]] == [3, 4, 5, "final"]
+    assert "cka" not in s  # a 3-channel latent comparison is only reported beside block activations
+    text = (tmp_path / "p" / "summary.txt").read_text()
+    assert "[replace]" in text and "[renoise]" in text and "level-matched control" in text
+
+    c = run_cka(den, cfg(model_path), str(tmp_path / "c"), every=2, mode="replace,renoise", progress=False)
+    _check_run(tmp_path / "c", "cka_flow.npz", "cka_flow.png", "cka_flow.json")
+    doc = json.loads((tmp_path / "c" / "cka_flow.json").read_text())
+    assert doc["observed_steps"] == [0, 1, 2, 3, 4, 5, "final"] and doc["injection_steps"] == [0, 2, 4]
+    assert set(doc["modes"]) == {"replace", "renoise"}
+    assert set(doc["modes"]["replace"]) == set(doc["matrices"]) == {"x0_hat", "x0_hat_change", "blocks.1.resid_post"}
+    for m in doc["modes"].values():
+        for name, mat in m.items():
+            mean = np.array(mat["mean"], dtype=float)  # (injections, steps + 1)
+            for i, step in enumerate(doc["injection_steps"]):
+                assert np.isnan(mean[i, : step + 1]).all()  # at and before the injection: not observed
+                later = mean[i, step + 1 : 6]
+                assert np.isfinite(later).all() and ((later >= -1e-9) & (later <= 1 + 1e-9)).all()
+            assert np.isnan(mean[:, 6]).all() == name.startswith("blocks")  # no block activations for the output
+    assert c["cka"]["modes"]["renoise"]["x0_hat"]["observed"] == "final output"
     with pytest.raises(ValueError, match="Euler"):
         from steplens.runner import SamplingConfig
 
         run_perturb(den, cfg(model_path, sampling=SamplingConfig(sampler="heun", steps=4)), str(tmp_path / "h"), progress=False)
+    for kw, msg in [({"mode": "mul"}, "--mode takes"), ({"frame_window": "3:1"}, "0 <= A < B"), ({"frame_window": "2:6"}, "steps - 1"),
+                    ({"frame_window": "a"}, "A:B")]:
+        with pytest.raises(ValueError, match=msg):
+            run_perturb(den, cfg(model_path), str(tmp_path / "bad"), progress=False, **kw)
+
+
+class IgnoresNoise:
+    """A denoiser whose clean estimate ignores the latent: x0_hat is fixed by the puzzle; its blocks still run on x.
+
+    Any injection then changes nothing the sampler outputs or estimates, by construction."""
+
+    def __init__(self, den):
+        self.den = den
+
+    def __getattr__(self, name):
+        return getattr(self.den, name)
+
+    def __call__(self, x, sigma, cond):
+        from steplens.models.protocol import Prediction, velocity_from_x0
+
+        self.den(x, sigma, cond)  # hooks see the blocks work on the (perturbed) latent
+        ramp = 1.0 + torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1)  # frames differ: a non-zero change from frame 0
+        return Prediction(velocity_from_x0(x, sigma.view(-1, 1, 1, 1, 1), cond.image[:, :, None] * ramp))
+
+
+def _batch(den, n=2, steps=6):
+    from steplens.probes.common import ProbeConfig, make_batch
+    from steplens.runner import SamplingConfig
+
+    c = ProbeConfig(size=3, n=n, batch=n, sampling=SamplingConfig(steps=steps))
+    return (*make_batch(den, c, c.seeds()), c)
+
+
+def test_injections_change_nothing_for_a_denoiser_that_ignores_the_noise_part():
+    from steplens.models.dit import ReferenceDenoiser, random_tiny
+    from steplens.probes.perturb import perturb_batch
+
+    den = IgnoresNoise(ReferenceDenoiser(random_tiny(seed=0).eval()))
+    batch, noise, c = _batch(den)
+    modes = ["replace", "renoise"]
+    recs = perturb_batch(den, batch, noise, c, inject_steps=[0, 2, 4], frames=[1, 3], modes=modes, cka_layers=[1], frame_window=(1, 3))
+    for r in recs:
+        for m in modes:
+            assert r[f"step:{m}"] == [r["clean"]] * 3 and r[f"frame:{m}"] == r[f"window:{m}"] == [r["clean"]] * 2
+            assert np.allclose(r[f"recovery__{m}"], 0, atol=1e-5)  # the frame's clean estimate never moved
+            for key in ("x0_hat", "x0_hat_change"):
+                f = r[f"flow__{m}__{key}"]
+                seen = np.isfinite(f)
+                assert seen.sum() == 6 + 4 + 2 and np.abs(f[seen]).max() < 1e-6  # 1 - CKA = 0 wherever observed
+            blocks = r[f"flow__{m}__layer_1"]
+            assert np.nanmax(blocks) > 0.01  # the blocks did see the injected latent
+        assert np.abs(r["flow__seed__x0_hat"][np.isfinite(r["flow__seed__x0_hat"])]).max() < 1e-6  # another seed: same estimate
+
+
+def test_a_frame_that_nothing_repairs_stays_at_its_distance_after_release():
+    """A fresh DiT (adaLN-Zero) predicts zero velocity: the sampler never moves, so a released frame keeps its noise."""
+    from steplens.models.dit import PRESETS, ReferenceDenoiser, VideoDiT
+    from steplens.probes.perturb import perturb_batch
+
+    torch.manual_seed(0)
+    den = ReferenceDenoiser(VideoDiT(PRESETS["tiny"]()).eval())
+    batch, noise, c = _batch(den)
+    for m in ("replace", "renoise"):
+        recs = perturb_batch(den, batch, noise, c, inject_steps=[], frames=[2], modes=[m], frame_window=(1, 3))
+        for r in recs:
+            d = r[f"recovery__{m}"][0]  # (steps + 1,): corrupted after steps 1 and 2, released from step 3
+            assert (d[:2] == 0).all() and d[2] > 0.1 and np.allclose(d[3:], d[3]) and d[3] > 0.1
+
+
+def test_identical_runs_give_zero_dissimilarity_and_an_empty_lower_triangle(model_path, tmp_path):
+    from steplens.models.registry import load
+    from steplens.probes.perturb import run_cka
+
+    s = run_cka(load(model_path), cfg(model_path, n=2, batch=2), str(tmp_path), every=2, mode="add", strength=0.0, layers=[0, 1],
+                progress=False)
+    doc = json.loads((tmp_path / "cka_flow.json").read_text())
+    r = s["by_mode"]["add"]
+    assert all(p["mean"] == s["clean_solve_rate"] for p in r["noise_at_step"])
+    for name, mat in doc["modes"]["add"].items():
+        for i, step in enumerate(doc["injection_steps"]):
+            row = mat["mean"][i]
+            assert row[: step + 1] == [None] * (step + 1)
+            later = [v for v in row[step + 1 :] if v is not None]
+            assert len(later) == (6 - step if name.startswith("x0_hat") else 5 - step) and max(map(abs, later)) < 1e-9, name
+
+
+def test_worst_names_every_tied_index():
+    from steplens.probes.perturb import _worst, _worst_text
+
+    curve = [{"index": i, "sigma": 1 - i / 10, "mean": m, "lo": 0.0, "hi": 0.5} for i, m in enumerate([0.5, 0.0, 0.25, 0.0])]
+    w = _worst(curve)
+    assert w["index"] is None and w["tied"] == [1, 3] and "steps 1, 3 tie" in _worst_text(w, "step")
+    one = _worst(curve[:3])
+    assert one["index"] == 1 and one["tied"] == [1] and _worst_text(one, "step").startswith("step 1 (sigma 0.900)")
+
+
+def test_perturb_and_cka_commands(model_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    base = ["--model", model_path, "--size", "3", "--n", "2", "--batch", "2", "--steps", "4", "--every", "2"]
+    r = CliRunner().invoke(app, ["probe", "perturb", *base, "--mode", "renoise", "--frame-window", "1:3", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    s = _check_run(tmp_path / "p", "frame_recovery.png", "perturb.png")
+    assert s["modes"] == ["renoise"] and s["by_mode"]["renoise"]["frame_window"]["window"] == [1, 3] and "[renoise]" in r.output
+    r = CliRunner().invoke(app, ["probe", "cka", *base, "--layers", "1", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    s = _check_run(tmp_path / "c", "cka_flow.png", "cka_flow.json")
+    assert s["modes"] == ["replace", "renoise"] and set(s["cka"]["modes"]["replace"]) == {"x0_hat", "x0_hat_change", "blocks.1.resid_post"}
+    for args, msg in [(["--mode", "nope"], "--mode takes"), (["--frame-window", "3:3"], "0 <= A < B")]:
+        r = CliRunner().invoke(app, ["probe", "perturb", *base, *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
 
 
 def test_layers(model_path, tmp_path):

@@ -160,14 +160,14 @@ def test_demo_report_shows_labels_not_keys(tmp_path):
 
     page = build_report(make_findings_demo(tmp_path / "demo")).read_text()
     shown = _default_view(page)
-    for key in ("off_solution_mass_early_minus_late", "flow_first_minus_last_injection", "blocks.3.resid_post", "step_minus_frame_drop",
+    for key in ("off_solution_mass_early_minus_late", "first_minus_last_injection", "blocks.3.resid_post", "step_minus_frame_drop",
                 "diff_vs_single", "worst_frame_before_answer"):
         assert key not in shown, key
         assert key in page.replace("<wbr>", ""), key  # ... but one click away, in "all values"
-    assert "1 - CKA at the last step after the earliest minus the latest injection, block 3 output" in shown
+    assert "1 - CKA at the end after the earliest minus the latest injection, renoise, block 3 output" in shown
     assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (paired bootstrap)" in shown
     # the perturb stage's mean_ci interval [0.753, 1.08] of a rate is shown as a Wilson interval inside [0, 100]%
-    row = re.search(r"solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
+    row = re.search(r"renoise: solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
     lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())
     assert row.startswith("91.7%") and 0 <= lo < 91.7 < hi <= 100
     # per-sample figure series: the first is shown, the others folded away

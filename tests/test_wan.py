@@ -401,7 +401,8 @@ def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
         torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
                    root / "emb.pt")
     out = tmp_path_factory.mktemp(probe)
-    extra = {"perturb": ["--every", "2"], "cka": ["--every", "2"], "layers": ["--patch-window", "0:4"], "layers-writes": ["--patch", "writes"]}
+    extra = {"perturb": ["--every", "2", "--frame-window", "1:3"], "cka": ["--every", "2"], "layers": ["--patch-window", "0:4"],
+             "layers-writes": ["--patch", "writes"]}
     args = ["probe", probe.split("-")[0], "--model", f"wan:{root}", "--prompt-embeds", str(root / "emb.pt"), "--size", "3", "--n", "2",
             "--batch", "2", "--steps", "4", "--out", str(out)]
     res = CliRunner().invoke(app, args + extra.get(probe, []))
@@ -412,9 +413,16 @@ def test_every_probe_command_runs_on_wan(pipes, tmp_path_factory, probe):
     if probe == "cos":  # Wan decodes to pixels (16 per block here): metrics see them mapped onto the maze grid
         assert summary["n"] == 2 and len(summary["per_step"]["all"]["off_solution_mass"]) == 4
     if probe == "perturb":  # 9 video frames are 3 latent frames: the sweep covers latent frames 1 and 2
-        assert [r["index"] for r in summary["noise_at_frame"]] == [1, 2] and summary["answer_frame"] == 2
+        assert summary["modes"] == ["replace", "renoise"]  # the paper's wording and the level-matched control
+        for r in summary["by_mode"].values():
+            assert [p["index"] for p in r["noise_at_frame"]] == [1, 2] and r["answer_frame"] == 2
+            assert [p["sigma"] for p in r["noise_at_step"]] == [summary["step_sigmas"][1], summary["step_sigmas"][3]]
+            assert [p["frame"] for p in r["frame_window"]["recovery"]] == [1, 2]
+        assert (out / "frame_recovery.png").stat().st_size > 0
     if probe == "cka":
-        assert summary["flow_layers_last_step"]["blocks.1.resid_post"]
+        flow = json.loads((out / "cka_flow.json").read_text())
+        m = flow["modes"]["renoise"]["blocks.1.resid_post"]["mean"]  # injections at 0 and 2 of 4 steps, then the output
+        assert len(m) == 2 and m[0][0] is None and m[0][1] is not None and m[1][:3] == [None] * 3 and m[1][4] is None
     if probe.startswith("layers"):  # 2 blocks per expert, patched per layer; token maps on the 7x7 maze grid's tokens
         p = summary["patching"]
         assert p["variant"] == ("writes" if probe == "layers-writes" else "resid") and set(p["per_layer"]) == {"0", "1"}

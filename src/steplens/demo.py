@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, atomic_write_text, write_json
+from .interventions import MODES
 from .runner import SamplingConfig
 
 QUICK_BANNER = ("Quick run: a few samples of small mazes, to check that every stage runs. Its verdicts are not "
@@ -43,7 +44,8 @@ class DemoConfig:
     n_perturb: int = 8  # the step-vs-frame gap is ~75 points: a few samples decide it
     n_cka: int = 4
     every: int = 5  # perturb and cka inject at every k-th step
-    cka_mode: str = "add"  # sigma-scaled added noise: level-matched, unlike a late replacement by unit noise
+    perturb_modes: str = "replace,renoise"  # the paper's wording and the level-matched control beside it
+    cka_mode: str = "renoise"  # fresh noise at the step's level, the clean estimate kept: unlike a late unit-noise replacement
     n_layers: int = 4  # each sample costs 2 + 2 x depth runs
     n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
@@ -56,8 +58,9 @@ class DemoConfig:
             raise ConfigError(f"n_layers={self.n_layers} leaves a batch of one; the layer probe patches from another sample of the batch")
         if not 1 <= self.every < self.steps:
             raise ConfigError(f"every must lie in [1, steps), got {self.every}")
-        if self.cka_mode not in ("replace", "add"):
-            raise ConfigError(f"cka_mode must be replace or add, got {self.cka_mode!r}")
+        for name, modes in (("perturb_modes", self.perturb_modes), ("cka_mode", self.cka_mode)):
+            if not modes or any(m.strip() not in MODES for m in modes.split(",")):
+                raise ConfigError(f"{name} must be one or more of {', '.join(MODES)} (comma-separated), got {modes!r}")
 
     @staticmethod
     def make(model: str = "maze", quick: bool = False, **kw: Any) -> DemoConfig:
@@ -78,8 +81,8 @@ def stage_commands(cfg: DemoConfig) -> dict[str, str]:
     return {
         "cos": probe("cos", cfg.n_cos, "--views", str(cfg.views)),
         "behaviour": probe("behaviour", cfg.n_cos),
-        "perturb": probe("perturb", cfg.n_perturb, "--every", str(cfg.every)),
-        "cka": probe("cka", cfg.n_cka, "--every", str(cfg.every), "--mode", cfg.cka_mode, "--strength", "1"),
+        "perturb": probe("perturb", cfg.n_perturb, "--every", str(cfg.every), "--mode", cfg.perturb_modes),
+        "cka": probe("cka", cfg.n_cka, "--every", str(cfg.every), "--mode", cfg.cka_mode),
         "layers": probe("layers", cfg.n_layers),
         "ensemble": " ".join(["steplens ensemble run --model", shlex.quote(cfg.model), f"--size {cfg.size} --k 3 --window 0:2",
                               f"--rule mean_xt --after single --n {cfg.n_ensemble} --seed {cfg.seed} --steps {cfg.steps} --out RUN"]),
@@ -131,7 +134,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     summary["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(out / "behaviour"), progress=progress, traced=traced))
     del traced
     summary["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(out / "perturb"), every=cfg.every,
-                                                              progress=progress))
+                                                              mode=cfg.perturb_modes, progress=progress))
     summary["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(out / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                   progress=progress))
     summary["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(out / "layers"), progress=progress))

@@ -17,7 +17,7 @@ from .distributed import map_shards, worker_model
 from .precision import Precision, precision_of
 from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
 from .runs import RunFolder
-from .stats import mean_ci, wilson
+from .stats import proportion_ci, wilson
 from .tasks import get_task
 
 
@@ -115,7 +115,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in results if "error" not in r]
     k = sum(bool(r["success"]) for r in ok)
     lo, hi = wilson(k, len(ok))
-    m, mlo, mhi = mean_ci([r["score"] for r in ok])
+    m, mlo, mhi = proportion_ci([r["score"] for r in ok])
     errors = [{"id": r.get("id"), "error_type": r.get("error_type", "Error"), "error": r["error"]} for r in results if "error" in r]
     return {"n": len(ok), "n_errors": len(errors), "solved": k, "solve_rate": k / len(ok) if ok else float("nan"),
             "solve_rate_ci95": [lo, hi], "mean_score": m, "mean_score_ci95": [mlo, mhi], "errors": errors}

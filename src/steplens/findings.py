@@ -209,21 +209,30 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="noise_step_vs_frame", title="Noise at a step vs at a frame", stage="perturb",
         claim="Fresh noise at one denoising step costs far more than noise on one frame at every step.",
-        value="perturb/step_minus_frame_drop", ci95="perturb/step_minus_frame_drop_ci95", n="perturb/n",
-        measure="solve rate after the worst frame injection minus after the worst step injection (paired bootstrap)",
+        value="perturb/by_mode/renoise/step_minus_frame_drop", ci95="perturb/by_mode/renoise/step_minus_frame_drop_ci95",
+        n="perturb/n",
+        measure="solve rate after the worst frame injection minus after the worst step injection, fresh noise at the "
+                "sampler's level with the clean estimate kept (renoise; paired bootstrap)",
         unit="points", min_effect=0.05, figure="perturb/perturb.png",
-        extras=(("clean solve rate", "perturb/clean_solve_rate", "%"), ("worst injection step", "perturb/worst_step/index", "step"),
-                ("worst frame before the answer frame", "perturb/worst_frame_before_answer/index", "frame"))),
+        extras=(("clean solve rate", "perturb/clean_solve_rate", "%"),
+                ("worst injection step (renoise)", "perturb/by_mode/renoise/worst_step/index", "step"),
+                ("worst frame before the answer frame (renoise)", "perturb/by_mode/renoise/worst_frame_before_answer/index", "frame"),
+                ("same difference with unit noise (replace, the paper's wording)", "perturb/by_mode/replace/step_minus_frame_drop",
+                 "points"),
+                ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step")),
+        note="The verdict uses the level-matched injection (renoise). Replacing the latent with unit noise, the paper's "
+             "wording, costs more the later the step, because fewer steps remain to denoise it: its worst step is the last."),
     FindingSpec(
         id="information_flow", title="Information flow", stage="cka",
         claim="A perturbation at an early step propagates to the end and is never recovered; a late one changes less.",
-        value="cka/flow_first_minus_last_injection/latent_change/diff",
-        ci95="cka/flow_first_minus_last_injection/latent_change/ci95", n="cka/n",
-        measure="1 - CKA of the drawn change at the last step, earliest minus latest injection (sigma-scaled added noise, "
-                "paired bootstrap)",
+        value="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/diff",
+        ci95="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/ci95", n="cka/n",
+        measure="1 - CKA between the clean and the perturbed run's output (x0_hat channels per token), earliest minus "
+                "latest injection (fresh noise at the step's level, renoise; paired bootstrap)",
         min_effect=0.01, figure="cka/cka_flow.png",
-        note="Added noise scaled to the step's level: replacing a late latent with unit noise leaves too few steps to "
-             "recover, which would confound the comparison."),
+        extras=(("fresh seed at the output (floor: unrelated runs)", "cka/cka/modes/renoise/x0_hat/fresh_seed/mean", ""),),
+        note="Noise at the step's level keeps the clean estimate: replacing a late latent with unit noise leaves too few "
+             "steps to recover, which would confound the comparison."),
     FindingSpec(
         id="layer_specialisation", title="Layer specialisation", stage="layers",
         claim="Layers do different jobs within a step: some blocks are indispensable to the answer.",

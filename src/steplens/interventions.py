@@ -5,7 +5,10 @@ x_i the step started from and x_next, the latent leaving it; a returned tensor r
 an injection "at step i" is first seen by the model at step i + 1 (and the sampler re-imposes the
 image-to-video first frame on it, so frame 0 cannot be corrupted there).
 - `NoiseAtStep(steps)`: after each chosen step, all frames are replaced by fresh Gaussian noise
-  ("replace") or get `strength * sigma_next * noise` added ("add").
+  ("replace", the paper's wording: unit noise whatever sigma the next step expects), get
+  `strength * sigma_next * noise` added ("add"), or are re-noised at the sampler's level from the
+  step's clean estimate ("renoise", the level-matched control: `(1 - sigma_next) x0_hat + sigma_next noise`,
+  so only the noise part of the latent is new).
 - `NoiseAtFrame(frames)`: after every step (or the chosen ones), the chosen latent frames (dim 2 of
   (B, C, F, H, W)) likewise, so the model sees the corrupted frames in every later step's input. The
   final output (after the last step, sigma_next = 0) is never overwritten: the model's own last
@@ -34,7 +37,7 @@ from .context import current_call
 from .hooks import HookFn, Selector, hooks
 from .sampling import StepEvent
 
-MODES = ("replace", "add")
+MODES = ("replace", "add", "renoise")
 
 
 def _as_tuple(v: int | Iterable[int] | None) -> tuple[int, ...] | None:
@@ -63,9 +66,11 @@ def injection_noise(like: Tensor, step: int, *, seed: int | None = None, seeds: 
     return out.to(like.device, like.dtype)
 
 
-def _inject(x: Tensor, noise: Tensor, sigma_next: float, mode: str, strength: float) -> Tensor:
+def _inject(x: Tensor, noise: Tensor, sigma_next: float, mode: str, strength: float, x0_hat: Tensor) -> Tensor:
     if mode == "replace":
         return noise
+    if mode == "renoise":  # the clean estimate kept, fresh noise at the level the next step expects
+        return (1.0 - sigma_next) * x0_hat + sigma_next * noise
     return x + strength * sigma_next * noise
 
 
@@ -87,7 +92,8 @@ class NoiseAtStep:
 
     Args:
         steps: step indices i whose outgoing latent x_next is replaced; steps i+1.. continue from it.
-        mode: "replace" (fresh noise) or "add" (x_next + strength * sigma_next * noise).
+        mode: "replace" (fresh noise), "add" (x_next + strength * sigma_next * noise) or "renoise"
+            ((1 - sigma_next) * x0_hat + sigma_next * noise: the step's clean estimate at the next step's level).
         seed / seeds: one int for the batch, or one seed per sample (exactly one of them).
     """
 
@@ -106,7 +112,7 @@ class NoiseAtStep:
         if e.step not in self.steps:
             return None
         noise = injection_noise(e.x_next, e.step, seed=self.seed, seeds=self.seeds)
-        return _inject(e.x_next, noise, e.sigma_next, self.mode, self.strength)
+        return _inject(e.x_next, noise, e.sigma_next, self.mode, self.strength, e.x0_hat)
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class NoiseAtFrame:
         idx = sorted({f % n_frames for f in self.frames})
         x = e.x_next.clone()
         noise = injection_noise(x, e.step, seed=self.seed, seeds=self.seeds)
-        x[:, :, idx] = _inject(x[:, :, idx], noise[:, :, idx], e.sigma_next, self.mode, self.strength)
+        x[:, :, idx] = _inject(x[:, :, idx], noise[:, :, idx], e.sigma_next, self.mode, self.strength, e.x0_hat[:, :, idx])
         return x
 
 

@@ -21,7 +21,7 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and normal-approximation 95% interval."""
+    """Mean and normal-approximation 95% interval, for unbounded quantities (use `proportion_ci` for rates and scores in [0, 1])."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return (float("nan"),) * 3
@@ -40,3 +40,22 @@ def bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000
     idx = rng.integers(0, d.size, size=(n_boot, d.size))
     boots = d[idx].mean(axis=1)
     return (float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+
+
+def proportion_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of values in [0, 1] with a 95% interval inside [0, 1]: Wilson for 0/1 outcomes, else a percentile bootstrap.
+
+    The one helper for every rate or score interval: a normal approximation runs past 1 near 100% (0.92 [0.75, 1.08]).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (float("nan"),) * 3
+    if np.any((v < 0) | (v > 1)) or not np.all(np.isfinite(v)):
+        raise ValueError(f"proportion_ci needs values in [0, 1], got min {v.min()} max {v.max()}")
+    m = float(v.mean())
+    if np.all((v == 0) | (v == 1)):
+        lo, hi = wilson(int(v.sum()), v.size)
+        return (m, lo, hi)
+    rng = np.random.default_rng(seed)
+    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    return (m, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))

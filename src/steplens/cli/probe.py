@@ -17,7 +17,9 @@ probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analys
 
 SEED = seed_option(20_000)
 EVERY = typer.Option(3, "--every", min=1, help="Inject at every k-th step.")
-MODE = typer.Option("replace", "--mode", help="replace: fresh noise; add: x += strength * sigma_next * noise.")
+MODE = typer.Option("replace,renoise", "--mode",
+                    help="One or more of replace (the paper's wording: unit noise), renoise (level-matched control: "
+                         "(1 - sigma) x0_hat + sigma noise), add (x += strength * sigma * noise); comma-separated, each reported.")
 STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")
 PX = typer.Option(None, "--px", min=1, help="wan: models: pixels per task block (presets: 16 quick, 96 paper; padded to what the model accepts).")
 FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 4k+1 (presets: 9 quick, 49 paper).")
@@ -44,11 +46,6 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
     typer.echo(f"wrote {out} ({len(json.dumps(summary))} bytes of summary)")
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("replace", "add"):
-        raise typer.BadParameter(f"--mode must be replace or add, got {mode!r}")
-
-
 @probe_app.command("cos")
 def cos(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
@@ -66,32 +63,36 @@ def cos(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, 
 def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(12), seed: int = SEED,
             steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(12), prompt_embeds: str | None = PROMPT_EMBEDS,
             ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION, px: int | None = PX,
-            frames: int | None = FRAMES, every: int = EVERY, mode: str = MODE, strength: float = STRENGTH) -> None:
+            frames: int | None = FRAMES, every: int = EVERY, mode: str = MODE, strength: float = STRENGTH,
+            frame_window: str = typer.Option("", "--frame-window", metavar="A:B",
+                                             help="Also corrupt each frame only at steps A..B-1, then release it: "
+                                                  "does the answer survive, how fast does the frame's x0_hat recover.")) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs.
 
     Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
     """
-    from ..probes.perturb import run_perturb
+    from ..probes.perturb import parse_modes, run_perturb
 
-    _check_mode(mode)
-    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, **kw),
+    parse_modes(mode)  # before the model loads
+    _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength,
+                                                 frame_window=parse_window(frame_window, "--frame-window") if frame_window else None, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
 
 
 @probe_app.command("cka")
-def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(8), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
         ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, every: int = EVERY,
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
         mode: str = MODE, strength: float = STRENGTH) -> None:
-    """Information flow: 1 - CKA between clean and perturbed states, injection step x observed step.
+    """Information flow: 1 - CKA between clean and perturbed x0_hat, outputs and block streams, injection step x later step.
 
     Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
     """
-    from ..probes.perturb import run_cka
+    from ..probes.perturb import parse_modes, run_cka
 
-    _check_mode(mode)
+    parse_modes(mode)
     ls = parse_ints(layers, "--layers") or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)

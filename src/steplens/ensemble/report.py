@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
-from ..stats import bootstrap_diff, mean_ci, wilson
+from ..stats import bootstrap_diff, proportion_ci, wilson
 from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
 from .methods import Method, sweep_methods
@@ -39,7 +39,7 @@ def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequenc
     for m in methods:
         rs = results[m.name]
         k = sum(bool(r["success"]) for r in rs)
-        mean, lo, hi = mean_ci([r["score"] for r in rs])
+        mean, lo, hi = proportion_ci([r["score"] for r in rs])
         row: dict[str, Any] = {"ens": to_dict(m.ens), "steps": m.sampling(sampling).steps,
                                "nfe": nfe_per_instance(m.ens, m.sampling(sampling)), "n": len(rs), "solved": k,
                                "solve_rate": k / len(rs) if rs else float("nan"), "solve_rate_ci95": list(wilson(k, len(rs))),

@@ -44,7 +44,8 @@ class Label:
 def _state(key: str) -> str:
     """A CKA state's key -> words."""
     m = re.fullmatch(r"blocks\.(\d+)\.resid_post", key)
-    return f"block {m.group(1)} output" if m else {"latent": "latent", "latent_change": "drawn change (frames minus frame 0)"}.get(key, key)
+    return f"block {m.group(1)} output" if m else {"x0_hat": "clean estimate x0_hat (then the output)",
+                                                   "x0_hat_change": "drawn change of x0_hat (frames minus frame 0)"}.get(key, key)
 
 
 def _words(key: str) -> str:
@@ -78,18 +79,18 @@ LABELS: dict[str, tuple[Label, ...]] = {
     ),
     "probe-perturb": (
         Label("samples", "n"),
-        Label("noise", "mode"),
+        Label("noise", "modes"),
         Label("solve rate without noise", "clean_solve_rate", "%", n="n"),
-        Label("worst injection step", "worst_step/index", "step"),
-        Label("solve rate after noise at that step", "worst_step/mean", "%", n="n"),
-        Label("worst frame before the answer frame", "worst_frame_before_answer/index", "frame"),
-        Label("solve rate after noise on that frame", "worst_frame_before_answer/mean", "%", n="n"),
-        Label("noise on the answer frame (overwrites what is scored)", "answer_frame", "frame"),
-        Label("worst step minus worst frame, extra cost (paired bootstrap)", "step_minus_frame_drop", "points",
-              ci="step_minus_frame_drop_ci95"),
-        Label("injection steps", "flow_injection_steps", "step"),
-        Label("1 - CKA at the last step after the earliest minus the latest injection, {}",
-              "flow_first_minus_last_injection/*/diff", ci="flow_first_minus_last_injection/*/ci95"),
+        Label("{}: worst injection step", "by_mode/*/worst_step/index", "step"),
+        Label("{}: solve rate after noise at that step", "by_mode/*/worst_step/mean", "%", n="n"),
+        Label("{}: worst frame before the answer frame", "by_mode/*/worst_frame_before_answer/index", "frame"),
+        Label("{}: solve rate after noise on that frame", "by_mode/*/worst_frame_before_answer/mean", "%", n="n"),
+        Label("{}: worst step minus worst frame, extra cost (paired bootstrap)", "by_mode/*/step_minus_frame_drop", "points",
+              ci="by_mode/*/step_minus_frame_drop_ci95"),
+        Label("injection steps", "cka/injection_steps", "step"),
+        *(Label(f"1 - CKA at the end after the earliest minus the latest injection, {m}, {{}}",
+                f"cka/modes/{m}/*/first_minus_last_injection/diff", ci=f"cka/modes/{m}/*/first_minus_last_injection/ci95")
+          for m in ("renoise", "replace", "add")),
     ),
     "probe-layers": (
         Label("samples", "n"),
@@ -124,7 +125,7 @@ def _expand(summary: dict[str, Any], label: Label) -> list[tuple[str, Any, Any]]
         v = resolve(summary, label.path.replace("*", key, 1))
         if _absent(v):
             continue
-        name = _state(key) if "flow" in head else _words(key)
+        name = _state(key) if head.startswith("cka/") else _words(key)
         rows.append((label.text.format(name), v, _ci(summary, label, v, label.ci.replace("*", key, 1) if label.ci else None)))
     return rows
 
