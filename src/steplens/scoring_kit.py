@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from .config import ConfigError
+from .stats import bootstrap_mean
 from .tasks.vbvr import BenchRef
 
 ENTRY_POINTS = {"run_evaluation": "run_evaluation.py", "evaluate": "evaluate.py"}
@@ -285,20 +284,11 @@ def make_scorers(names: str, *, evalkit: str | None = None, entry: str = "run_ev
 
 
 # -- summaries ---------------------------------------------------------------------------------------
-def bootstrap_mean(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float | None, list[float] | None]:
-    """Mean and percentile-bootstrap 95% interval over samples (inside [0, 1] for scores in [0, 1])."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return None, None
-    rng = np.random.default_rng(seed)
-    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    return float(v.mean()), [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
-
-
 def tally(rows: Sequence[BenchScore]) -> dict[str, Any]:
     """Counts and the mean score with its bootstrap CI over the covered samples (missing and errors as 0)."""
     counted = [r for r in rows if r.status != "not_covered"]
-    mean, ci = bootstrap_mean([float(r.score or 0.0) for r in counted])
+    mean, lo, hi = bootstrap_mean([float(r.score or 0.0) for r in counted]) if counted else (None, None, None)
+    ci = None if mean is None else [lo, hi]
     return {"n": len(counted), "n_scored": sum(r.status == "scored" for r in counted),
             "n_missing": sum(r.status == "missing" for r in counted), "n_errors": sum(r.status == "error" for r in counted),
             "score": mean, "ci95": ci}
@@ -324,4 +314,4 @@ def summarize(rows: Sequence[BenchScore], scorer: dict[str, Any]) -> dict[str, A
 
 
 __all__ = ["CONVENTIONS", "ENTRY_POINTS", "KIT_WEIGHTS", "SCORERS", "BenchScore", "EvalKitScorer", "KitError", "Scorer",
-           "SteplensScorer", "bootstrap_mean", "make_scorers", "summarize", "tally"]
+           "SteplensScorer", "make_scorers", "summarize", "tally"]

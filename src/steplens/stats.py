@@ -42,6 +42,21 @@ def bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000
     return (float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
 
 
+def bootstrap_mean(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean with a percentile-bootstrap 95% interval (resampling instances); inside [0, 1] for values in [0, 1]."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    return (float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+
+
+def fmt_ci(value: float, ci: Sequence[float]) -> str:
+    """'0.800 [0.700, 0.880]': a value and its interval, three decimals."""
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def proportion_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of values in [0, 1] with a 95% interval inside [0, 1]: Wilson for 0/1 outcomes, else a percentile bootstrap.
 
@@ -52,10 +67,7 @@ def proportion_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0)
         return (float("nan"),) * 3
     if np.any((v < 0) | (v > 1)) or not np.all(np.isfinite(v)):
         raise ValueError(f"proportion_ci needs values in [0, 1], got min {v.min()} max {v.max()}")
-    m = float(v.mean())
     if np.all((v == 0) | (v == 1)):
         lo, hi = wilson(int(v.sum()), v.size)
-        return (m, lo, hi)
-    rng = np.random.default_rng(seed)
-    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    return (m, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+        return (float(v.mean()), lo, hi)
+    return bootstrap_mean(v, n_boot=n_boot, seed=seed)

@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
-from ..stats import bootstrap_diff, proportion_ci, wilson
+from ..stats import bootstrap_diff, fmt_ci, proportion_ci, wilson
 from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
 from .methods import Method, sweep_methods
@@ -56,17 +56,13 @@ def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequenc
     return out
 
 
-def _fmt_ci(v: float, ci: Sequence[float]) -> str:
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def _table(summary: dict[str, dict[str, Any]], base: str) -> list[str]:
     lines = [f"{'method':<40} {'nfe':>5} {'solve rate [95% CI]':>24} {'diff vs ' + base + ' [95% CI]':>28}"]
     for name, s in summary.items():
         d = s.get("diff_vs_" + base)
-        diff = _fmt_ci(d["solve_rate"][0], d["solve_rate"][1:]) if d else "-"
+        diff = fmt_ci(d["solve_rate"][0], d["solve_rate"][1:]) if d else "-"
         tag = " (oracle)" if s["needs_ground_truth"] else ""
-        lines.append(f"{name + tag:<40} {s['nfe']:>5} {_fmt_ci(s['solve_rate'], s['solve_rate_ci95']):>24} {diff:>28}")
+        lines.append(f"{name + tag:<40} {s['nfe']:>5} {fmt_ci(s['solve_rate'], s['solve_rate_ci95']):>24} {diff:>28}")
     return lines
 
 
@@ -121,7 +117,7 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     for c in ENSEMBLE_CONTROLS:
         if (d := per.get("ensemble", {}).get("diff_vs_" + c)) is not None:
             text.append(f"ensemble minus {c} (paired, {per[c]['nfe']} vs {per['ensemble']['nfe']} NFE): solve rate "
-                        f"{_fmt_ci(d['solve_rate'][0], d['solve_rate'][1:])}")
+                        f"{fmt_ci(d['solve_rate'][0], d['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
 
 
@@ -196,14 +192,14 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     md = ["| K | window | rule | norm | NFE | solve rate [95% CI] | diff vs single [95% CI] | diff vs single_cold [95% CI] "
           "| diff vs same-NFE single [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     s0 = per["single"]
-    md.append(f"| 1 | - | single | - | {s0['nfe']} | {_fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])} | - | - | - |")
+    md.append(f"| 1 | - | single | - | {s0['nfe']} | {fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])} | - | - | - |")
     for p in points:
         d = p["diff_vs_single"]["solve_rate"]
         star = " **" if p["name"] == rec["name"] else ""
         win = f"{p['window'][0]}:{p['window'][1]}" if p["window"] else "-"
-        ctl = [_fmt_ci(c["solve_rate"][0], c["solve_rate"][1:]) if c else "-" for c in (p["diff_vs_cold"], p["diff_vs_matched"])]
+        ctl = [fmt_ci(c["solve_rate"][0], c["solve_rate"][1:]) if c else "-" for c in (p["diff_vs_cold"], p["diff_vs_matched"])]
         md.append(f"| {p['k']} | {win} | {p['rule']} | {'yes' if p['norm_correct'] else 'no'} | {p['nfe']} | "
-                  f"{_fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {_fmt_ci(d[0], d[1:])}{star} | {ctl[0]} | {ctl[1]} |")
+                  f"{fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {fmt_ci(d[0], d[1:])}{star} | {ctl[0]} | {ctl[1]} |")
     md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}).")
     if rec_ens is not rec:
         md.append(f"Best ensemble (the cold-start controls aside): `{rec_ens['name']}` ({rec_ens['reason']}).")
@@ -239,17 +235,17 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     summary = {"kind": "ensemble-sweep", "n": n, "baseline": "single", "single": s0, "recommended": rec, "recommended_ensemble": rec_ens,
                "n_settings": len(points)}
     text = [f"ensemble sweep: {task} {size}x{size}, n={n}, {sampling.sampler} {sampling.steps} steps, {len(points)} settings",
-            f"single seed: {_fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])}",
+            f"single seed: {fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])}",
             f"recommended: {rec['name']}: {rec['reason']}"]
     shown = [rec] if rec_ens is rec else [rec, rec_ens]
     for i, r in enumerate(shown):
         if i:
             text.append(f"best ensemble (cold-start controls aside): {r['name']}: {r['reason']}")
         if r.get("diff"):
-            text.append(f"  solve rate {r['solve_rate']:.3f}, diff vs single {_fmt_ci(r['diff']['solve_rate'][0], r['diff']['solve_rate'][1:])}")
+            text.append(f"  solve rate {r['solve_rate']:.3f}, diff vs single {fmt_ci(r['diff']['solve_rate'][0], r['diff']['solve_rate'][1:])}")
         pt = next((p for p in points if p["name"] == r["name"]), {})
         for key, label in (("diff_vs_cold", "single_cold"), ("diff_vs_matched", "a single seed with the same NFE")):
             if pt.get(key):
-                text.append(f"  diff vs {label}: {_fmt_ci(pt[key]['solve_rate'][0], pt[key]['solve_rate'][1:])}")
+                text.append(f"  diff vs {label}: {fmt_ci(pt[key]['solve_rate'][0], pt[key]['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
 

@@ -34,7 +34,7 @@ from ..models.protocol import Cond
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..sampling import StepEvent, get_sampler, run, seeded_noise
-from ..stats import bootstrap_diff, wilson
+from ..stats import bootstrap_diff, fmt_ci, wilson
 from ..tasks import get_task
 from .methods import COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, method_nfe, screen_methods, select
 
@@ -219,10 +219,6 @@ def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[Search
     return out
 
 
-def _ci(v: float, ci: Sequence[float]) -> str:
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def method_table(per: dict[str, dict[str, Any]]) -> list[str]:
     """A markdown table of `summarize` rows."""
     lines = ["| method | NFE | uses | solve rate [95% CI] | diff vs single [95% CI] | best baseline at <= NFE | diff vs it [95% CI] |",
@@ -230,8 +226,8 @@ def method_table(per: dict[str, dict[str, Any]]) -> list[str]:
     for name, s in per.items():
         uses = "ground truth (oracle)" if s["uses_ground_truth"] else ("task rules" if s["uses_task_rules"] else "-")
         d1, d2 = s.get("diff_vs_single"), s.get("diff_vs_best_baseline")
-        lines.append(f"| {name} | {s['nfe']} | {uses} | {_ci(s['solve_rate'], s['ci95'])} | {_ci(d1[0], d1[1:]) if d1 else '-'} | "
-                     f"{s.get('best_baseline', '-')} | {_ci(d2[0], d2[1:]) if d2 else '-'} |")
+        lines.append(f"| {name} | {s['nfe']} | {uses} | {fmt_ci(s['solve_rate'], s['ci95'])} | {fmt_ci(d1[0], d1[1:]) if d1 else '-'} | "
+                     f"{s.get('best_baseline', '-')} | {fmt_ci(d2[0], d2[1:]) if d2 else '-'} |")
     return lines
 
 
@@ -406,7 +402,7 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
                "best_in_sample": best, "methods": per}
     text = [head, ""]
     for fam, pts in sorted(curves.items()):
-        text.append(f"{fam}: " + ", ".join(f"{p['nfe']} NFE {_ci(p['solve_rate'], p['ci95'])}" for p in pts))
+        text.append(f"{fam}: " + ", ".join(f"{p['nfe']} NFE {fmt_ci(p['solve_rate'], p['ci95'])}" for p in pts))
     return _finish(prun, summary, "\n".join(text))
 
 
