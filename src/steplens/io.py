@@ -74,8 +74,10 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, crf: int 
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
             stream.options = {"crf": str(crf)}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for i, f in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+                vf.pts = i  # explicit timestamps (the muxer would otherwise guess them)
+                for packet in stream.encode(vf):
                     container.mux(packet)
             for packet in stream.encode():  # flush the encoder's buffered frames
                 container.mux(packet)

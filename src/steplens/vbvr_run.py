@@ -223,9 +223,21 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
                 continue
             secs = time.time() - t0
             run.write(sample_key(n, ref), {"method": n, **fields, "video": vpath.relative_to(out).as_posix(), "seconds": round(secs, 2),
-                                           "size": [int(v) for v in video.shape[:3]], **details})
+                                           "size": [int(v) for v in video.shape[:3]], "frames_sha256": frames_digest(video), **details})
             echo(f"{n} {ref.rel}: {video.shape[0]} frames {video.shape[1]}x{video.shape[2]} ({secs:.1f}s)")
     return refs
+
+
+def frames_digest(video: np.ndarray) -> str:
+    """sha256 of the generated uint8 frames before encoding: which frames a method produced, whatever the codec did.
+
+    x264 does not always encode the same frames to the same file (tiny frames vary run to run), so equality of
+    two methods' outputs is checked on this, not on the mp4 bytes.
+    """
+    import hashlib
+
+    v = np.ascontiguousarray(video, dtype=np.uint8)
+    return hashlib.sha256(f"{v.shape}".encode() + v.tobytes()).hexdigest()
 
 
 def _message(e: Exception, ref: BenchRef) -> str:
