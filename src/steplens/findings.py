@@ -130,10 +130,10 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
     for s in SPECS if specs is None else specs:
         value, ci, n = (resolve(summary, p) for p in (s.value, s.ci95, s.n))
         reason = resolve(summary, s.applicable)
-        if s.stage not in summary or s.value is None or value is _MISSING:
+        if s.stage in summary and isinstance(reason, str) and reason != "measured":
+            v, why = NOT_MEASURABLE, reason  # the stage ran and says why this model/task cannot show it (no value then)
+        elif s.stage not in summary or s.value is None or value is _MISSING:
             v, why = NOT_MEASURED, s.note
-        elif isinstance(reason, str) and reason != "measured":
-            v, why = NOT_MEASURABLE, reason
         else:
             wide = widen(value, ci, n, s.unit)
             if wide is not ci:
