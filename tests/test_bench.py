@@ -343,6 +343,38 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     assert records and all(r["seeds"] == [1, 2, 3] and r["nfe"] == 3 * 1 + 1 for r in records)  # mean_xt at step 0: K, then 1
 
 
+def test_search_run_on_official_layout(gt, model, tmp_path):
+    """search run --data: every method (baselines and pixel early screens) writes the kit's layout, scored, with its NFE."""
+    out = tmp_path / "search"
+    args = ["search", "run", "--model", f"wan:{model}", "--data", str(gt), "--prompt-embeds", str(model / "emb.pt"), "--steps", "3",
+            "--frames", "5", "--height", "32", "--width", "32", "--budget", "2.5", "--k", "3", "--screen-step", "1", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    screens = [f"early_screen_{s}_k3_s1_m2_{f}" for s in ("agreement", "stability") for f in ("early", "agreement")]
+    expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == expected and summary["n_samples"] == 5
+    for m in expected:
+        for ref in iter_bench(gt):
+            assert read_video(out / m / ref.video_rel).shape == (5, 32, 32, 3)
+        s = summary["methods"][m]["steplens"]
+        assert s["overall"]["n"] == 2 and s["scorer"]["convention"] and (m == "single" or "diff_vs_single" in s)
+    # 3 seeds for 1 step, 2 of them for the other 2: 3 + 2 x 2; best of 2 runs 2 x 3; the paper's ensemble (k=8, merged
+    # x_t from step 0): 8 at step 0, then one merged trajectory: 8 + 1 + 1
+    assert summary["nfe"] == {"single": 3, "single_cold": 3, "ensemble": 10, "best_of_2_agreement": 6, **{m: 7 for m in screens}}
+    for m in screens:
+        for p in (out / "samples").glob(f"{m}__*.json"):
+            r = json.loads(p.read_text())
+            assert r["seeds"] == [1, 2, 3] and len(r["kept"]) == 2 and set(r["kept"]) <= {1, 2, 3} and r["chosen"] in r["kept"]
+            if m.endswith("_early"):
+                assert r["chosen"] == r["kept"][0]  # the best early score
+    assert "nfe=7" in res.output and json.loads((out / "manifest.json").read_text())["config"]["budget"] == 2.5
+    too_small = CliRunner().invoke(app, [*args[:-2], "--budget", "1", "--k", "12", "--out", str(tmp_path / "no")])
+    assert too_small.exit_code == 2 and "does not fit a budget" in too_small.output
+    not_data = CliRunner().invoke(app, ["search", "run", "--split", "In-Domain_50", "--out", str(tmp_path / "no")])
+    assert not_data.exit_code == 2 and "apply to --data runs only" in not_data.output
+
+
 def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
     """One corrupt first frame: the other sample is generated, the error is recorded and named, exit 1 (some failed)."""
     root = tmp_path / "GT"

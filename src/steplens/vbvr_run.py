@@ -290,7 +290,9 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     paths = [out / "samples" / f"{sample_key(m, r)}.json" for m in methods for r in refs]
     records = [json.loads(p.read_text()) for p in paths if p.is_file()]
     errors = [f"{x['method']} {x['split']}/{x['task']}/{x['index']}: {x['error']}" for x in records if "error" in x]
-    summary = {"kind": "vbvr-bench", "data": str(gt_root), "n_samples": len(refs), "methods": per, "generation_errors": errors}
+    nfe = {m: max(x["nfe"] for x in records if x["method"] == m and "nfe" in x) for m in methods
+           if any(x["method"] == m and "nfe" in x for x in records)}  # network evaluations per sample (CFG not counted)
+    summary = {"kind": "vbvr-bench", "data": str(gt_root), "n_samples": len(refs), "methods": per, "nfe": nfe, "generation_errors": errors}
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.txt", "\n".join(summary_lines(summary)) + "\n")
     return summary
@@ -325,7 +327,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                 continue
             diff = next((v for k, v in s.items() if k.startswith("diff_vs_")), None)
             dtxt = f"  diff {diff['score'][0]:+.3f} [{diff['score'][1]:+.3f}, {diff['score'][2]:+.3f}]" if diff else ""
+            nfe = summary.get("nfe", {}).get(m)
             lines.append(f"{m:<24} {name:<27} {o['score']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]  n={o['n']} "
+                         + (f"nfe={nfe} " if nfe is not None else "") +
                          f"missing={o['n_missing']} errors={o['n_errors']} not_covered={s['not_covered']['n']}{dtxt}  "
                          f"({s['scorer']['convention']})")
     if summary["generation_errors"]:
@@ -336,13 +340,16 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 def evaluate_bench(den: Any, cfg: BenchConfig, out: str | Path, methods: Sequence[Any], sampling: Any, scorers: Sequence[Any], *,
                    kind: str = "vbvr-bench", manifest: dict[str, Any] | None = None,
                    echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Generate with every `ensemble.Method` (run_bench), then score every output root (score_bench)."""
+    """Generate with every method (run_bench), then score every output root (score_bench).
+
+    A method is an `ensemble.Method` or has `generator(sampling) -> SampleGenerator` (e.g. search.bench.BenchScreen)."""
     from .config import to_dict
 
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names}")
-    gens = {m.name: method_generator(m, sampling) for m in methods}
+    # an ensemble.Method, or any method that makes its own generator (search.bench.BenchScreen)
+    gens = {m.name: m.generator(sampling) if hasattr(m, "generator") else method_generator(m, sampling) for m in methods}
     extra = {"sampling": to_dict(sampling), "method_configs": [to_dict(m) for m in methods], **(manifest or {})}
     refs = run_bench(den, cfg, out, gens, kind=kind, manifest=extra, echo=echo)
     return score_bench(out, cfg.data, refs, names, scorers)

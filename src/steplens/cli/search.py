@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, RunByDefault,
-                     choose_precision, fail, load_model, n_option, parse_ints, record_precision, sampling_config, seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
+                     PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
+                     choose_precision, fail, load_model, n_option, parse_ints, parse_names, record_precision, sampling_config, seed_option)
 
 search_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                          help="Screen seeds by their early plan and compare with best-of-k, ensembles and cold starts at equal NFE "
@@ -31,21 +32,60 @@ def _setup(model: str, sampler: str, steps: int | None, shift: float | None, pro
 
 @search_app.command("run")
 def run_cmd(
+    ctx: typer.Context,
     out: str = OUT,
     budget: float = typer.Option(4.0, "--budget", help="Compute per instance, in single-seed runs (B x steps NFE for Euler)."),
     model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
     steps: int | None = STEPS, shift: float | None = SHIFT, sampler: str = SAMPLER, precision: str = PRECISION,
     prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+    data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/): run a wan: model on it, "
+                                    "one output root per method (OUT/<method>/<split>/<task>/<i:05d>.mp4), scored; there the early "
+                                    "scores are the pixel ones (agreement, stability) and --seed defaults to 1."),
+    split: str = SPLITS, tasks: str = BENCH_TASKS, video_preset: str = VIDEO_PRESET, frames: int = FRAMES, height: int = HEIGHT,
+    width: int = WIDTH, lora_high: str | None = LORA_HIGH, lora_low: str | None = LORA_LOW, scorer: str = SCORER,
+    evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY,
 ) -> None:
     """Compare single, single_cold, the paper's ensemble, best-of-k and early screening at one budget; prints the table."""
     from ..search import default_methods, run_search
 
+    if data is not None:
+        if ray is not None:
+            raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
+        if not model.startswith("wan:"):
+            raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
+        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
+            seed = 1  # the paper's noise seed
+        _run_on_bench(data, out, budget, model, seed, k, screen_step, steps, shift, sampler, precision, prompt_embeds, device,
+                      split, tasks, video_preset, frames, height, width, lora_high, lora_low, scorer, evalkit, evalkit_entry)
+        return
+    if split or tasks or video_preset != "auto" or frames or height or width or lora_high or lora_low or scorer != "steplens" \
+            or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --lora-high, --lora-low, --scorer and --evalkit "
+                   "apply to --data runs only")
     den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
     run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
                ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
+
+
+def _run_on_bench(data: str, out: str, budget: float, model: str, seed: int, k: int, screen_step: int, steps: int | None,
+                  shift: float | None, sampler: str, precision: str, prompt_embeds: str | None, device: str, split: str, tasks: str,
+                  video_preset: str, frames: int, height: int, width: int, lora_high: str | None, lora_low: str | None, scorer: str,
+                  evalkit: str | None, evalkit_entry: str) -> None:
+    """search run --data: every method of search.bench at one budget on an official root (see `evaluate-vbvr`)."""
+    from ..search.bench import bench_search_methods
+    from ..vbvr_run import BenchConfig
+    from .vbvr import run_bench_cmd
+
+    sampling = sampling_config(model, steps, shift, sampler)
+    methods = bench_search_methods(budget, k, screen_step, sampling)
+    choice = choose_precision(precision, device)
+    cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed, prompt_embeds)
+    wan = {"lora_high": lora_high, "lora_low": lora_low, "text_encoder": prompt_embeds is None}
+    run_bench_cmd(model, wan, device, choice, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="search-vbvr-bench",
+                  extra={"budget": budget, "k": k, "screen_step": screen_step})
 
 
 @search_app.command("sweep")

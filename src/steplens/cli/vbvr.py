@@ -96,7 +96,8 @@ def evaluate_vbvr_cmd(
 
 
 def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: PrecisionChoice, cfg: Any, out: str | Path, methods: list[Any],
-                  sampling: Any, scorer: str, evalkit: str | None, evalkit_entry: str, *, kind: str) -> None:
+                  sampling: Any, scorer: str, evalkit: str | None, evalkit_entry: str, *, kind: str,
+                  extra: dict[str, Any] | None = None) -> None:
     """Generate with every method on an official root, score, print the summary (evaluate-vbvr, ensemble run --data).
 
     `wan`: keywords for `load_wan`, recorded in the run's manifest with the precision the transformers run in (`choice`).
@@ -111,7 +112,7 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])  # the kit takes cuda, not cuda:1
     den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, **wan)
     summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,
-                             manifest={"model": model, **wan, "precision": choice.precision.value})
+                             manifest={"model": model, **wan, "precision": choice.precision.value, **(extra or {})})
     errors = summary["generation_errors"]
     if len(errors) < summary["n_samples"] * len(methods):  # a result: record what ran (see record_precision)
         record_precision(out, choice)
