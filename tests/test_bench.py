@@ -375,6 +375,37 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
     assert not_data.exit_code == 2 and "apply to --data runs only" in not_data.output
 
 
+def test_probe_cos_on_official_layout_scores_each_step(gt, model, kit, tmp_path):
+    """probe cos --data: the x0_hat of chosen steps written as step roots, each scored by both scorers, curve vs the final."""
+    out = tmp_path / "steps"
+    args = ["probe", "cos", "--model", f"wan:{model}", "--data", str(gt), "--prompt-embeds", str(model / "emb.pt"), "--steps", "4",
+            "--frames", "5", "--height", "32", "--width", "32", "--every", "2", "--scorer", "steplens,vbvr-evalkit", "--evalkit", str(kit),
+            "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    roots = ["step_00", "step_02", "step_03"]  # every 2nd step and the last
+    for r in roots:
+        for ref in iter_bench(gt):
+            assert read_video(out / r / ref.video_rel).shape == (5, 32, 32, 3)
+    result = json.loads((out / "steps.json").read_text())
+    assert result["steps"] == [0, 2, 3] and "x0_hat" in result["caveat"] and result["seed"] == 1
+    own, kit_c = result["scorers"]["steplens"], result["scorers"]["vbvr-evalkit.run_evaluation"]
+    assert [r["step"] for r in own["steps"]] == [0, 2, 3] and own["steps"][-1]["diff_vs_final"] is None
+    assert all(r["n"] == 2 and r["diff_vs_final"] is not None for r in own["steps"][:-1])  # steplens scores its own maze only
+    assert own["early_steps"] == [0] and len(own["early_minus_final"]) == 3 and "convention" in own
+    assert all(r["n"] == 3 for r in kit_c["steps"])  # the stand-in kit covers the three official samples
+    # the last step's x0_hat is the sampler's output: the same frames as a plain single-seed run of the same sample
+    single = tmp_path / "single"
+    assert CliRunner().invoke(app, ["evaluate-vbvr", "--model", f"wan:{model}", "--data", str(gt), "--prompt-embeds",
+                                    str(model / "emb.pt"), "--steps", "4", "--frames", "5", "--height", "32", "--width", "32",
+                                    "--out", str(single), "--device", "cpu"]).exit_code == 0
+    rec = "samples/{}__Out-of-Domain_50__" + MAZE_OOD + "__00000.json"
+    last = json.loads((out / rec.format("step_03")).read_text())["frames_sha256"]
+    assert last == json.loads((single / rec.format("single")).read_text())["frames_sha256"]
+    assert last != json.loads((out / rec.format("step_00")).read_text())["frames_sha256"]
+    assert "step   0" in res.output and "minus final" in res.output and (out / "steps.png").is_file()
+
+
 def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
     """One corrupt first frame: the other sample is generated, the error is recorded and named, exit 1 (some failed)."""
     root = tmp_path / "GT"

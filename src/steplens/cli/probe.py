@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option,
-                     choose_precision, load_model, model_sampling, n_option, parse_ints, parse_window, record_precision, sampling_config,
-                     seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT,
+                     SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, fail, load_model, model_sampling,
+                     n_option, parse_ints, parse_names, parse_window, record_precision, sampling_config, seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
@@ -47,16 +47,54 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
 
 
 @probe_app.command("cos")
-def cos(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
         ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, sampler: str = SAMPLER,
-        views: int = typer.Option(4, "--views", min=0, help="Samples to draw as strips and GIFs.")) -> None:
+        views: int = typer.Option(4, "--views", min=0, help="Samples to draw as strips and GIFs."),
+        data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root: score the decoded x0_hat of every --every-th "
+                                        "step (and the last) with --scorer like a final video (OUT/step_SS/<split>/<task>/<i:05d>.mp4); "
+                                        "a wan: model, seed 1 unless --seed is given."),
+        every: int = typer.Option(5, "--every", min=1, help="--data: score every k-th step's x0_hat (and the last step's)."),
+        split: str = SPLITS, tasks: str = BENCH_TASKS, video_preset: str = VIDEO_PRESET, height: int = HEIGHT, width: int = WIDTH,
+        scorer: str = SCORER, evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from ..probes.cos import run_cos
 
+    if data is not None:
+        if ray is not None or not model.startswith("wan:"):
+            raise fail("--data runs a wan:DIR image-to-video model in this process (no --ray)")
+        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
+            seed = 1  # the paper's noise seed
+        _cos_on_bench(data, out, model, seed, steps, shift, sampler, precision, prompt_embeds, device, every, split, tasks,
+                      video_preset, frames or 0, height, width, scorer, evalkit, evalkit_entry)
+        return
+    if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
+
+
+def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None, shift: float | None, sampler: str, precision: str,
+                  prompt_embeds: str | None, device: str, every: int, split: str, tasks: str, video_preset: str, frames: int, height: int,
+                  width: int, scorer: str, evalkit: str | None, evalkit_entry: str) -> None:
+    """probe cos --data: each chosen step's x0_hat scored like a final video (steplens.probes.bench_steps)."""
+    from ..models.errors import resolve_device
+    from ..models.wan import load_wan
+    from ..probes.bench_steps import run_bench_steps, steps_lines
+    from ..scoring_kit import make_scorers
+    from ..vbvr_run import BenchConfig
+
+    sampling = sampling_config(model, steps, shift, sampler)
+    choice = choose_precision(precision, device)
+    cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed, prompt_embeds)
+    device = str(resolve_device(device))
+    scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])
+    den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, text_encoder=prompt_embeds is None)
+    result = run_bench_steps(den, cfg, out, sampling, scorers, every=every,
+                             manifest={"model": model, "precision": choice.precision.value, "every": every}, echo=typer.echo)
+    record_precision(out, choice)
+    typer.echo("\n".join(steps_lines(result)))
 
 
 @probe_app.command("perturb")
