@@ -28,8 +28,9 @@ def test_quick_demo(quick_demo):
     by = {f["id"]: f for f in s["findings"]}
     c = s["config"]
     assert by["chain_of_steps"]["n"] == s["cos"]["n"] == c["n_cos"] and by["noise_step_vs_frame"]["n"] == c["n_perturb"]
-    assert by["working_memory"]["verdict"] == "not measured in this run"
+    assert by["working_memory"]["verdict"] == "not measurable on this model"  # the behaviour stage says why (copying)
     assert 0.0 <= s["cos"]["solve_rate"] <= 1.0
+    assert s["jobs"] in (1, 2) and set(s["timings_s"]) == {"sample", "cos", "behaviour", "perturb", "cka", "layers", "ensemble", "report"}
     html = (out / "report.html").read_text()
     assert "<section class=findings" in html and "data:image/gif;base64," in html
     assert "steplens demo" in (out / "summary.txt").read_text()
@@ -73,3 +74,10 @@ def test_derived_numbers(tmp_path):
     assert d["skip_drop_top"] == {"layer": 2, "drop": 0.5, "ci95": [0.2, 0.8]}
     assert d["ensemble_minus_cold"]["diff"] == pytest.approx(0.2) and d["ensemble_minus_cold"]["n"] == 10
     assert derived({}, tmp_path / "none") == {}
+
+
+def test_jobs_must_be_one_or_two(tmp_path):
+    from steplens.demo import run_demo
+
+    with pytest.raises(ConfigError, match="jobs must be 1 or 2"):
+        run_demo(tmp_path, DemoConfig.make(quick=True), jobs=3)

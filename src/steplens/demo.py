@@ -16,6 +16,7 @@ paper's central ones, get CIs that exclude 0. Raise them when sampling gets fast
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -93,10 +94,80 @@ def _batch(n: int) -> int:
     return min(n, 16)
 
 
-def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Run every stage into `out`; returns the summary (also DIR/summary.json), findings included."""
-    from .ensemble import EnsembleConfig, Method, cold_single, compare
+GROUPS = (("cos", "layers"), ("perturb", "cka", "ensemble"))  # run side by side with jobs=2 (about equal CPU time each)
+ORDER = ("cos", "behaviour", "perturb", "cka", "layers", "ensemble")  # the stages' order in summary.json
+
+
+def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report: bool = True, device: str = "cpu",
+             jobs: int | None = None) -> dict[str, Any]:
+    """Run every stage into `out`; returns the summary (also DIR/summary.json), findings included.
+
+    jobs=2 (the default on a CPU with two or more cores) runs the stage groups `GROUPS` in two processes of one
+    torch thread each: small batches keep one thread busy better than two share one batch. Results match a
+    sequential run up to the rounding of a different thread count.
+    """
     from .findings import evaluate
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if jobs is None:
+        jobs = 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    if jobs not in (1, 2):
+        raise ConfigError(f"jobs must be 1 or 2, got {jobs}")
+    summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg)}
+    if cfg.quick:
+        summary["banner"] = QUICK_BANNER
+        if progress:
+            print(f"[demo] {QUICK_BANNER}", flush=True)
+    t0 = time.perf_counter()
+    if jobs == 1:
+        results, timings = run_stages(cfg, str(out), GROUPS[0] + GROUPS[1], progress, device)
+    else:
+        results, timings = _run_two(cfg, out, progress, device)
+    summary.update({k: results[k] for k in ORDER})
+    summary["derived"] = derived(summary, out)
+    summary["findings"] = evaluate(summary)
+    summary["timings_s"] = {k: timings[k] for k in ("sample", *ORDER) if k in timings}
+    summary["jobs"] = jobs
+    summary["total_s"] = round(time.perf_counter() - t0, 2)  # wall time (stage timings overlap with jobs=2)
+    _write(out, cfg, summary)
+    if report:
+        from .report.html import build_report
+
+        t = time.perf_counter()
+        build_report(out)
+        summary["timings_s"]["report"] = round(time.perf_counter() - t, 2)
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run_two(cfg: DemoConfig, out: Path, progress: bool, device: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """GROUPS[1] in a spawned process (one thread, no bars), GROUPS[0] here with one thread; merged."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    if progress:
+        print(f"[demo] {', '.join(GROUPS[1])} run in a second process", flush=True)
+    threads = torch.get_num_threads()
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        other = pool.submit(run_stages, cfg, str(out), GROUPS[1], False, device, 1)
+        torch.set_num_threads(1)
+        try:
+            here, t_here = run_stages(cfg, str(out), GROUPS[0], progress, device)
+        finally:
+            torch.set_num_threads(threads)
+        there, t_there = other.result()
+    if progress:
+        print(f"[demo] {', '.join(GROUPS[1])} done (" + ", ".join(f"{k} {v:.0f} s" for k, v in t_there.items()) + ")", flush=True)
+    return here | there, t_here | t_there
+
+
+def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool, device: str,
+               threads: int | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the named stages ("cos" also runs the sample and behaviour stages on its trace); (summaries, seconds)."""
+    from .ensemble import EnsembleConfig, Method, cold_single, compare
     from .models.registry import load
     from .probes.behaviour import run_behaviour
     from .probes.common import ProbeConfig, ProbeRun
@@ -104,55 +175,52 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     from .probes.layers import run_layers
     from .probes.perturb import run_cka, run_perturb
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    root = Path(out)
     den = load(cfg.model, device=device).to_precision(cfg.precision)
     sampling = SamplingConfig(steps=cfg.steps)
+    timings: dict[str, float] = {}
+    res: dict[str, Any] = {}
 
     def probe(n: int) -> ProbeConfig:
         return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n), precision=cfg.precision)
 
-    timings: dict[str, float] = {}
-    summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg)}
-    if cfg.quick:
-        summary["banner"] = QUICK_BANNER
-        if progress:
-            print(f"[demo] {QUICK_BANNER}", flush=True)
-
-    def stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
         t = time.perf_counter()
         if progress:
             print(f"[demo] {name} ...", flush=True)
-        res = fn()
+        r = fn()
         timings[name] = round(time.perf_counter() - t, 2)
-        return res
+        return r
 
-    cos_cfg = probe(cfg.n_cos)
-    # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
-    traced = stage("sample", lambda: {"t": trace_x0(den, cos_cfg, progress, folder=ProbeRun(out / "cos", "probe-cos", cos_cfg).folder)})["t"]
-    summary["cos"] = stage("cos", lambda: run_cos(den, cos_cfg, str(out / "cos"), n_views=min(cfg.views, cfg.n_cos), progress=progress, traced=traced))
-    summary["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(out / "behaviour"), progress=progress, traced=traced))
-    del traced
-    summary["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(out / "perturb"), every=cfg.every,
-                                                              mode=cfg.perturb_modes, progress=progress))
-    summary["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(out / "cka"), every=cfg.every, mode=cfg.cka_mode,
-                                                  progress=progress))
-    summary["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(out / "layers"), progress=progress))
-    methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
-    summary["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
-                                                            out / "ensemble", progress=progress))
-    summary["derived"] = derived(summary, out)
-    summary["findings"] = evaluate(summary)
-    summary["timings_s"] = timings
-    summary["total_s"] = round(sum(timings.values()), 2)
-    _write(out, cfg, summary)
-    if report:
-        from .report.html import build_report
-
-        stage("report", lambda: {"path": str(build_report(out))})
-        summary["timings_s"] = timings
-        write_json(out / "summary.json", summary)
-    return summary
+    for name in names:
+        if name == "cos":
+            cos_cfg = probe(cfg.n_cos)
+            # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
+            traced = stage("sample", lambda: trace_x0(den, cos_cfg, progress, folder=ProbeRun(root / "cos", "probe-cos", cos_cfg).folder))
+            res["cos"] = stage("cos", lambda: run_cos(den, cos_cfg, str(root / "cos"), n_views=min(cfg.views, cfg.n_cos), progress=progress,
+                                                      traced=traced))
+            res["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(root / "behaviour"), progress=progress,
+                                                                        traced=traced))
+            del traced
+        elif name == "perturb":
+            res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
+                                                                  mode=cfg.perturb_modes, progress=progress))
+        elif name == "cka":
+            res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
+                                                      progress=progress))
+        elif name == "layers":
+            res["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(root / "layers"), progress=progress))
+        elif name == "ensemble":
+            methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
+            res["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
+                                                                root / "ensemble", progress=progress))
+        else:
+            raise ValueError(f"unknown demo stage {name!r}")
+    return res, timings
 
 
 def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
