@@ -237,7 +237,7 @@ def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: 
     return den
 
 
-def record_precision(out: str | Path, choice: PrecisionChoice) -> None:
+def record_precision(out: str | Path, choice: PrecisionChoice, *, quiet: bool = False) -> None:
     """After a run with a result: OUT/precision.json (what was asked, what ran, the hardware) and the same as a line on stderr.
 
     Written last and only then, so a refused resume or a run without a result leaves an earlier record (or none) as it was,
@@ -245,7 +245,8 @@ def record_precision(out: str | Path, choice: PrecisionChoice) -> None:
     from ..config import write_json
 
     write_json(Path(out) / "precision.json", choice.to_dict())
-    typer.echo(choice.describe(), err=True)
+    if not quiet:
+        typer.echo(choice.describe(), err=True)
 
 
 # -- wan: models and VBVR-Bench's official layout (evaluate-vbvr on an official root, ensemble run --data) --

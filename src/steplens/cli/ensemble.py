@@ -56,6 +56,7 @@ def run_cmd(
     evalkit: str | None = EVALKIT,
     evalkit_entry: str = EVALKIT_ENTRY,
     device: str = DEVICE,
+    sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=6;rotate=11'."),
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary.
 
@@ -90,6 +91,25 @@ def run_cmd(
         run_bench_cmd(model, wan, device, choice, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="ensemble-vbvr-bench")
         return
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
+    if task == "suite":  # every task of the model, then the benchmark-style aggregate with paired differences to single
+        from ..suite import model_tasks, run_suite, suite_sizes
+
+        den = load_model(model, device, choice)
+
+        def one(t: str, sz: int, folder: Path) -> dict[str, list[dict]]:
+            compare(den, t, sz, n, seed, sampling, methods, folder, max_batch=max_batch, ray_address=ray, num_workers=workers,
+                    model=model, device=device, progress=True)
+            record_precision(folder, choice, quiet=True)
+            rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
+            return {m.name: [r for r in rows if r["method"] == m.name] for m in methods}
+
+        run_suite(out, suite_sizes(model_tasks(den), sizes), one, kind="ensemble-suite", baseline="single",
+                  config={"model": model, "n": n, "seed": seed, "ensemble": ens.__dict__, "methods": [m.name for m in methods]})
+        record_precision(out, choice)
+        typer.echo((Path(out) / "summary.txt").read_text())
+        return
+    if sizes:
+        raise fail("--sizes applies to --task suite only (one task: --size)")
     summary = compare(load_model(model, device, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
                       ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)

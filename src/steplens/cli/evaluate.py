@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision,
+from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision, fail,
                      load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
 
 commands = typer.Typer()
@@ -73,12 +73,20 @@ def evaluate(
     workers: int | None = WORKERS,
     device: str = DEVICE,
     precision: str = PRECISION,
+    sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=6;rotate=11'."),
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable).
 
+    `--task suite`: every task of the model (its default size, or --sizes), one run folder each, and a benchmark-style
+    aggregate (mean of per-task scores with a stratified bootstrap CI, per category) in OUT/summary.json.
     Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
     from ..evaluate import EvalConfig, evaluate as run_eval
     choice = choose_precision(precision, device)
+    if task == "suite":
+        _evaluate_suite(out, model, sizes, n, seed, steps, shift, sampler, batch, device, choice)
+        return
+    if sizes:
+        raise fail("--sizes applies to --task suite only (one task: --size)")
     cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value,
                      sampling=sampling_config(model, steps, shift, sampler))
     summary = run_eval(None if ray else load_model(model, device, choice), cfg, out, ray_address=ray, num_workers=workers, device=device)
@@ -88,3 +96,25 @@ def evaluate(
     typer.echo(json.dumps({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples
         raise sample_failures(summary["n_errors"], summary["n"] + summary["n_errors"], summary["errors"][0]["error"])
+
+
+def _evaluate_suite(out: str, model: str, sizes: str, n: int, seed: int, steps: int | None, shift: float | None, sampler: str,
+                    batch: int, device: str, choice: Any) -> None:
+    """evaluate --task suite: one evaluate run per task of the model, then the aggregate (steplens.suite)."""
+    from ..evaluate import EvalConfig, evaluate as run_eval
+    from ..suite import model_tasks, run_suite, suite_sizes
+
+    den = load_model(model, device, choice)
+    sampling = sampling_config(model, steps, shift, sampler)
+    per = suite_sizes(model_tasks(den), sizes)
+
+    def one(task: str, size: int, folder: Any) -> dict[str, list[dict[str, Any]]]:
+        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value, sampling=sampling)
+        run_eval(den, cfg, folder, device=device)
+        record_precision(folder, choice, quiet=True)  # said once for the suite
+        return {"single": [json.loads(line) for line in (Path(folder) / "results.jsonl").read_text().splitlines() if line.strip()]}
+
+    run_suite(out, per, one, kind="evaluate-suite", config={"model": model, "n": n, "seed": seed, "sampling": sampling.__dict__,
+                                                            "precision": choice.precision.value})
+    record_precision(out, choice)
+    typer.echo((Path(out) / "summary.txt").read_text())
