@@ -237,6 +237,16 @@ def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: 
     return den
 
 
+def data_run_seed(ctx: Any, model: str, ray: str | None, seed: int) -> int:
+    """--data runs (an official VBVR-Bench root): a wan:DIR model in this process; the noise seed is 1 (the paper's) unless given."""
+    if ray is not None:
+        raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
+    if not model.startswith("wan:"):
+        raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
+    # typer vendors click, so its ParameterSource enum is compared by name
+    return 1 if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT" else seed
+
+
 def record_precision(out: str | Path, choice: PrecisionChoice, *, quiet: bool = False) -> None:
     """After a run with a result: OUT/precision.json (what was asked, what ran, the hardware) and the same as a line on stderr.
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION, PROMPT_EMBEDS,
-                     RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault, choose_precision, fail,
-                     load_model, n_option, parse_ints, parse_names, parse_window, record_precision, sampling_config, seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
+                     PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
+                     choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, parse_window,
+                     record_precision, sampling_config, seed_option)
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -65,13 +66,7 @@ def run_cmd(
     from ..ensemble import EnsembleConfig, Method, baselines as make_baselines, compare
 
     if data is not None:
-        if ray is not None:
-            raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
-        if not model.startswith("wan:"):
-            raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
-        # typer vendors click, so its ParameterSource enum is compared by name
-        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
-            seed = 1  # the paper's noise seed
+        seed = data_run_seed(ctx, model, ray, seed)
     elif split or tasks or video_preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low \
             or scorer != "steplens" or evalkit is not None:
         raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer "

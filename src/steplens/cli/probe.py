@@ -9,9 +9,10 @@ from typing import Any
 
 import typer
 
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT,
-                     SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, fail, load_model, model_sampling,
-                     n_option, parse_ints, parse_names, parse_window, record_precision, sampling_config, seed_option)
+from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER,
+                     SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, data_run_seed,
+                     fail, load_model, model_sampling, n_option, parse_ints, parse_names, parse_window, record_precision,
+                     sampling_config, seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
@@ -62,10 +63,7 @@ def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK
     from ..probes.cos import run_cos
 
     if data is not None:
-        if ray is not None or not model.startswith("wan:"):
-            raise fail("--data runs a wan:DIR image-to-video model in this process (no --ray)")
-        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
-            seed = 1  # the paper's noise seed
+        seed = data_run_seed(ctx, model, ray, seed)
         _cos_on_bench(data, out, model, seed, steps, shift, sampler, precision, prompt_embeds, device, every, split, tasks,
                       video_preset, frames or 0, height, width, scorer, evalkit, evalkit_entry)
         return

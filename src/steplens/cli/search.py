@@ -9,7 +9,8 @@ import typer
 
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
                      PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
-                     choose_precision, fail, load_model, n_option, parse_ints, parse_names, record_precision, sampling_config, seed_option)
+                     choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, record_precision,
+                     sampling_config, seed_option)
 
 search_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                          help="Screen seeds by their early plan and compare with best-of-k, ensembles and cold starts at equal NFE "
@@ -49,12 +50,7 @@ def run_cmd(
     from ..search import default_methods, run_search
 
     if data is not None:
-        if ray is not None:
-            raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
-        if not model.startswith("wan:"):
-            raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
-        if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
-            seed = 1  # the paper's noise seed
+        seed = data_run_seed(ctx, model, ray, seed)
         _run_on_bench(data, out, budget, model, seed, k, screen_step, steps, shift, sampler, precision, prompt_embeds, device,
                       split, tasks, video_preset, frames, height, width, lora_high, lora_low, scorer, evalkit, evalkit_entry)
         return
