@@ -433,3 +433,13 @@ def test_bench_methods_leave_out_ground_truth_baselines():
     assert names == ["single", "single_matched", "best_of_k_agreement", "single_cold", "ensemble"]
     with pytest.raises(ConfigError, match="needs ground truth"):
         bench_methods(EnsembleConfig(k=3, window=(0, 2), after="all", select="oracle"), sampling, baselines=False)
+
+
+def test_settles_at_is_the_first_step_from_which_no_step_differs_from_the_final():
+    from steplens.probes.bench_steps import chosen_steps, settles_at
+
+    assert chosen_steps(20, 5) == [0, 5, 10, 15, 19] and chosen_steps(4, 2) == [0, 2, 3]
+    below, same = (-0.5, -0.7, -0.3), (-0.1, -0.2, 0.1)
+    assert settles_at([0, 2, 3], [below, same, None]) == 2
+    assert settles_at([0, 2, 3], [same, below, None]) == 3  # a later step that still differs resets it
+    assert settles_at([0, 2, 3], [same, same, None]) == 0

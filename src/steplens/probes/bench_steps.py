@@ -77,7 +77,7 @@ def step_generators(steps: Sequence[int], sampling: Any) -> dict[str, Callable[.
 
 
 def settles_at(steps: Sequence[int], diffs: Sequence[Sequence[float] | None]) -> int | None:
-    """The first step from which every paired CI (vs the final) includes 0; None if even the last before final does not."""
+    """The first step from which every paired CI (vs the final) includes 0 (`diffs[-1]` is None: the final step itself)."""
     at = None
     for s, d in zip(steps, diffs):
         ok = d is None or d[1] <= 0.0 <= d[2]
@@ -173,7 +173,7 @@ def steps_lines(result: dict[str, Any]) -> list[str]:
                          f"n={r['n']}{dtxt}")
         e = c["early_minus_final"]
         etxt = f"{e[0]:+.3f} [{e[1]:+.3f}, {e[2]:+.3f}]" if e else "not measured (no step in the first quarter)"
-        settle = "never before the final step" if c["settles_at"] is None else f"step {c['settles_at']}"
+        settle = "the final step only" if c["settles_at"] == result["steps"][-1] else f"step {c['settles_at']}"
         lines.append(f"  early (steps {c['early_steps']}) minus final: {etxt}; scores like the final from {settle}")
     return lines
 
