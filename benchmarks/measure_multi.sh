@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The numbers of the `multi` model's card (issue 18): held-out solve rate per task and size (single seed, 20 Euler
+# steps, seeds from 10000), the suite aggregate at the default sizes, the maze paired against the `maze` model on the
+# same instances, and working memory / perception on occlusion and shuttle.
+#   bash benchmarks/measure_multi.sh [MODEL] [N] [OUT]
+# Every evaluate folder resumes; the suite reuses nothing (its own folders under OUT/suite).
+set -euo pipefail
+model="${1:-multi}"; n="${2:-50}"; out="${3:-runs/multi}"; mkdir -p "$out"
+log() { echo "[$(date +%T)] $*"; }
+
+log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3)"
+steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
+log "difficulty per task: the sizes around the default"
+for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2; do
+  task=${spec%%:*}
+  sizes=${spec##*:}
+  for size in ${sizes//,/ }; do
+    steplens evaluate --model "$model" --task "$task" --size "$size" --n "$n" --seed 10000 --steps 20 \
+      --out "$out/size/${task}_$size" | tail -1
+  done
+done
+log "maze 5x5 with the single-task maze model, same instances (paired)"
+steplens evaluate --model maze --task maze --size 5 --n "$n" --seed 10000 --steps 20 --out "$out/maze_model_5" | tail -1
+log "working memory and perception before action where the conditioning does not hold the answer"
+steplens probe behaviour --model "$model" --task occlusion --size 12 --n "$n" --batch 25 --out "$out/behaviour_occlusion" | tail -6
+steplens probe behaviour --model "$model" --task shuttle --size 9 --n "$n" --batch 25 --out "$out/behaviour_shuttle" | tail -6
+python - "$out" <<'PY'
+import json, sys, pathlib
+from steplens.stats import bootstrap_diff, wilson
+root = pathlib.Path(sys.argv[1])
+rows = []
+for p in sorted([*root.glob("suite/*_*/summary.json"), *root.glob("size/*/summary.json")]):
+    s = json.loads(p.read_text())
+    c = s["config"]
+    lo, hi = s["solve_rate_ci95"]
+    rows.append((c["task"], c["size"], f"| {c['task']} | {c['size']} | {s['n']} | {100 * s['solve_rate']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] "
+                                       f"| {s['mean_score']:.3f} |"))
+print("| task | size | n | solved % [95% Wilson CI] | mean score |\n|---|---|---|---|---|")
+print("\n".join(r for _, _, r in sorted(rows)))
+suite = json.loads((root / "suite" / "summary.json").read_text())["methods"]["single"]
+print(f"suite (default sizes): score {suite['score'][0]:.3f} [{suite['score'][1]:.3f}, {suite['score'][2]:.3f}], solve rate "
+      f"{100 * suite['solve_rate'][0]:.1f}% [{100 * suite['solve_rate'][1]:.1f}, {100 * suite['solve_rate'][2]:.1f}]")
+def results(folder):
+    return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
+multi, maze = results(root / "suite" / "maze_5"), results(root / "maze_model_5")
+seeds = sorted(set(multi) & set(maze))
+d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
+print(f"maze 5x5, multi minus maze model (paired, n={len(seeds)}): {100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
+for task in ("occlusion", "shuttle"):
+    print(f"[{task}]", (root / f"behaviour_{task}" / "summary.txt").read_text().strip())
+PY
+log "done"
