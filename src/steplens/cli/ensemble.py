@@ -71,9 +71,9 @@ def run_cmd(
         # typer vendors click, so its ParameterSource enum is compared by name
         if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT":
             seed = 1  # the paper's noise seed
-    elif split or tasks or video_preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low \
+    elif split or tasks or video_preset != "auto" or frames or height or width or lora_high or lora_low \
             or scorer != "steplens" or evalkit is not None:
-        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer "
+        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --lora-high, --lora-low, --scorer "
                    "and --evalkit apply to --data runs only")
     sampling = sampling_config(model, steps, shift, sampler)
     ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
@@ -90,7 +90,8 @@ def run_cmd(
         run_bench_cmd(model, wan, device, choice, cfg, out, methods, sampling, scorer, evalkit, evalkit_entry, kind="ensemble-vbvr-bench")
         return
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
-    summary = compare(load_model(model, device, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
+    den = load_model(model, device, choice, prompt_embeds, ray)
+    summary = compare(den, task, size, n, seed, sampling, methods, out, max_batch=max_batch,
                       ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
     typer.echo(json.dumps(summary, indent=1))
