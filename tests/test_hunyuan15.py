@@ -1,5 +1,6 @@
 """HunyuanVideo-1.5 image-to-video through diffusers: our sampler over Hunyuan15Denoiser equals the pipeline's output
-(tiny models built offline, fp32 and bf16), and every probe, ensemble and search command runs on the tiny model."""
+(tiny models built offline, fp32 and bf16, prompt embeddings or tiny text encoders), and every probe, ensemble and search
+command runs on the tiny model."""
 
 from __future__ import annotations
 
@@ -158,6 +159,49 @@ def test_errors_are_clear(pipe):
         den.latent_shape(FRAMES, 18, SIDE)
     with pytest.raises(ValueError, match="without its text encoders"):
         den.encode_prompt(["a maze"])
+
+
+def tiny_text_encoders():
+    """Offline stand-ins for Qwen2.5-VL and ByT5: a byte-level tokenizer with a chat template, 3-layer Qwen, 1-layer T5."""
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, Qwen2Tokenizer, T5Config, T5EncoderModel
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    vocab.update({s: len(vocab) + i for i, s in enumerate(("<|endoftext|>", "<|im_start|>", "<|im_end|>"))})
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(0)
+    rope = {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}
+    cfg = Qwen2_5_VLTextConfig(vocab_size=len(vocab), hidden_size=TEXT_DIM, intermediate_size=16, num_hidden_layers=3,
+                               num_attention_heads=2, num_key_value_heads=2, rope_scaling=rope)
+    qwen = Qwen2_5_VLTextModel(cfg).eval()
+    byt5 = ByT5Tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(byt5), d_model=GLYPH_DIM, d_kv=8, d_ff=16, num_layers=1, num_heads=2)).eval()
+    return {"tokenizer": tok, "text_encoder": qwen, "tokenizer_2": byt5, "text_encoder_2": t5}
+
+
+def test_text_encoder_path_equals_pipeline(pipe):
+    """A prompt with quoted text: Qwen embeddings with the pipeline's padding masks and ByT5 glyph embeddings, as it encodes them."""
+    for name, module in tiny_text_encoders().items():
+        setattr(pipe, name, module)
+    try:
+        inp = inputs(3)
+        prompt = 'draw the path from green to red, then write "done"'
+        want = pipe(image=Image.fromarray(inp["image"]), prompt=prompt, num_frames=FRAMES, num_inference_steps=STEPS,
+                    latents=inp["latents"].clone(), output_type="latent").frames
+        den = Hunyuan15Denoiser.from_pipeline(pipe)
+        text, negative = den.encode_prompt([prompt])
+        extra = den.last_prompt_extra
+        assert text.shape == (1, 1000, TEXT_DIM) and 0 < extra["text_mask"].sum() < 1000  # padded to the pipeline's length, masked
+        assert extra["text_2_mask"].sum() > 0 and extra["negative_text_2_mask"].sum() == 0  # glyphs for "done"; none for ""
+        cond = den.condition(inp["image"][None], FRAMES, text=text, negative_text=negative, extra=extra)
+        got = sample(den, inp["latents"].clone(), den.schedule(STEPS), cond)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        for name in ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"):
+            setattr(pipe, name, None)
 
 
 # -- hooks ----------------------------------------------------------------------------------------
