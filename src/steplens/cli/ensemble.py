@@ -67,9 +67,9 @@ def run_cmd(
 
     if data is not None:
         seed = data_run_seed(ctx, model, ray, seed)
-    elif split or tasks or video_preset != "auto" or frames or height or width or prompt_embeds or lora_high or lora_low \
+    elif split or tasks or video_preset != "auto" or frames or height or width or lora_high or lora_low \
             or scorer != "steplens" or evalkit is not None:
-        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --prompt-embeds, --lora-high, --lora-low, --scorer "
+        raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --lora-high, --lora-low, --scorer "
                    "and --evalkit apply to --data runs only")
     sampling = sampling_config(model, steps, shift, sampler)
     ens = EnsembleConfig(k=k, window=parse_window(window), rule=rule, norm_correct=norm_correct, after=after, select=select)
@@ -89,7 +89,7 @@ def run_cmd(
     if task == "suite":  # every task of the model, then the benchmark-style aggregate with paired differences to single
         from ..suite import model_tasks, run_suite, suite_sizes
 
-        den = load_model(model, device, choice)
+        den = load_model(model, device, choice, prompt_embeds, ray)
 
         def one(t: str, sz: int, folder: Path) -> dict[str, list[dict]]:
             compare(den, t, sz, n, seed, sampling, methods, folder, max_batch=max_batch, ray_address=ray, num_workers=workers,
@@ -105,7 +105,7 @@ def run_cmd(
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
-    summary = compare(load_model(model, device, choice), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
+    summary = compare(load_model(model, device, choice, prompt_embeds, ray), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
                       ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
     typer.echo(json.dumps(summary, indent=1))
