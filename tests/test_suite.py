@@ -63,3 +63,19 @@ def test_evaluate_suite_cli(tmp_path):
     assert "suite score" in r.output and (out / "maze_4" / "precision.json").is_file()
     bad = CliRunner().invoke(app, ["evaluate", "--model", "maze", "--task", "maze", "--sizes", "maze=4", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--task suite only" in bad.output
+
+
+@pytest.mark.parametrize("command", [["ensemble", "run", "--k", "2", "--window", "0:1", "--no-baselines"],
+                                     ["search", "run", "--k", "3", "--budget", "2", "--screen-step", "1"]])
+def test_ensemble_and_search_suites_compare_methods_to_single(tmp_path, command):
+    out = tmp_path / "suite"
+    r = CliRunner().invoke(app, [*command, "--model", "multi", "--task", "suite", "--n", "2", "--steps", "3", "--sizes",
+                                 "maze=4;occlusion=10;shuttle=7;rotate=7;tictactoe=2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["tasks"]) == {"maze", "occlusion", "shuttle", "rotate", "tictactoe"}
+    assert "single" in s["methods"] and len(s["methods"]) >= 2
+    assert all("diff_vs_single" in e for m, e in s["methods"].items() if m != "single")
+    # the search's verifier needs maze rules: it is left out where a task has none, so no suite method uses it
+    assert not any("verifier" in m or "route" in m for m in s["methods"])
+    assert (out / "shuttle_7" / "summary.json").is_file() and "suite score" in r.output

@@ -45,8 +45,12 @@ def run_cmd(
     split: str = SPLITS, tasks: str = BENCH_TASKS, video_preset: str = VIDEO_PRESET, frames: int = FRAMES, height: int = HEIGHT,
     width: int = WIDTH, lora_high: str | None = LORA_HIGH, lora_low: str | None = LORA_LOW, scorer: str = SCORER,
     evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY,
+    sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=7;rotate=11'."),
 ) -> None:
-    """Compare single, single_cold, the paper's ensemble, best-of-k and early screening at one budget; prints the table."""
+    """Compare single, single_cold, the paper's ensemble, best-of-k and early screening at one budget; prints the table.
+
+    `--task suite`: every task of the model in OUT/<task>_<size>/, then the benchmark-style aggregate of the methods that
+    apply to every task, with paired differences to single (steplens.suite)."""
     from ..search import default_methods, run_search
 
     if data is not None:
@@ -59,9 +63,43 @@ def run_cmd(
         raise fail("--split, --tasks, --video-preset, --frames, --height, --width, --lora-high, --lora-low, --scorer and --evalkit "
                    "apply to --data runs only")
     den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
+    if task == "suite":
+        _search_suite(den, model, out, budget, k, screen_step, sampling, n, seed, sizes, ray, workers, device, choice)
+        return
+    if sizes:
+        raise fail("--sizes applies to --task suite only (one task: --size)")
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
     run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
                ray_address=ray, num_workers=workers, model=model, device=device)
+    record_precision(out, choice)
+    typer.echo((Path(out) / "summary.txt").read_text())
+
+
+def _search_suite(den: Any, model: str, out: str, budget: float, k: int, screen_step: int, sampling: Any, n: int, seed: int, sizes: str,
+                  ray: str | None, workers: int | None, device: str, choice: Any) -> None:
+    """search run --task suite: one search run per task of the model, then steplens.suite's aggregate."""
+    import json
+
+    from ..search import default_methods, run_search
+    from ..suite import model_tasks, run_suite, suite_sizes
+
+    local = den if ray is None else load_model(model, "cpu", choice)  # only to read the model's tasks
+    per = suite_sizes(model_tasks(local), sizes)
+    for t in per:
+        default_methods(budget, k, screen_step, sampling, t)  # validate every task before sampling anything
+
+    def one(task: str, size: int, folder: Path) -> dict[str, list[dict[str, Any]]]:
+        run_search(den, task, size, n, seed, sampling, folder, budget=budget, k=k, screen_step=screen_step, ray_address=ray,
+                   num_workers=workers, model=model, device=device)
+        record_precision(folder, choice, quiet=True)
+        rows = [json.loads(line) for line in (folder / f"results_b{budget:g}.jsonl").read_text().splitlines() if line.strip()]
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault(r["method"], []).append(r)
+        return by
+
+    run_suite(out, per, one, kind="search-suite", baseline="single",
+              config={"model": model, "n": n, "seed": seed, "budget": budget, "k": k, "screen_step": screen_step})
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..config import ConfigError
 from ..ensemble import EnsembleConfig, agreement_distances, cold_single, nfe_per_instance, step_nfe
 from ..runner import SamplingConfig
-from .scores import SCORES, final_verifier, get_score
+from .scores import SCORES, VERIFIER_TASKS, final_verifier, get_score
 
 KINDS = ("single", "single_cold", "ensemble", "best_of_k", "early_screen")
 FINALS = ("first", "early", "agreement", "vote", "verifier", "oracle")
@@ -112,12 +112,14 @@ def screen_name(score: str, k: int, s: int, m: int, final: str) -> str:
     return f"early_screen_{score}_k{k}_s{s}_m{m}_{final}"
 
 
-def baseline_methods(budget: float, k_max: int, sampling: SamplingConfig) -> list[SearchMethod]:
-    """single, single_cold, the paper's ensemble, best_of_B by agreement/vote/verifier/oracle, and oracle best of k_max."""
+def baseline_methods(budget: float, k_max: int, sampling: SamplingConfig, task: str = "maze") -> list[SearchMethod]:
+    """single, single_cold, the paper's ensemble, best_of_B by agreement/vote/verifier (tasks with a verifier)/oracle, and
+    oracle best of k_max."""
     k = max(1, min(k_max, int(budget)))
     out = [SearchMethod("single", "single"), SearchMethod("single_cold", "single_cold"), SearchMethod("ensemble", "ensemble")]
+    finals = ("agreement", "vote", "verifier", "oracle") if task in VERIFIER_TASKS else ("agreement", "vote", "oracle")
     if k > 1:
-        out += [SearchMethod(f"best_of_{k}_{f}", "best_of_k", k=k, m=k, final=f) for f in ("agreement", "vote", "verifier", "oracle")]
+        out += [SearchMethod(f"best_of_{k}_{f}", "best_of_k", k=k, m=k, final=f) for f in finals]
     if k_max > k:
         out.append(SearchMethod(f"best_of_{k_max}_oracle", "best_of_k", k=k_max, m=k_max, final="oracle"))
     return out

@@ -242,7 +242,7 @@ def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingC
     while not screens and ks > 1:  # k seeds do not fit the budget at this screen step: fewer seeds
         ks -= 1
         screens = screen_methods(budget, ks, screen_step, sampling, task)
-    return [*baseline_methods(budget, k, sampling), *screens]
+    return [*baseline_methods(budget, k, sampling, task), *screens]
 
 
 def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *, budget: float = 4.0,
@@ -312,7 +312,7 @@ def sweep_grid(budgets: Sequence[float], ks: Sequence[int], ss: Sequence[int], s
     """Baselines at every budget plus early screens for every (budget, K, s) that fits (m: as many as fit), unique by name."""
     out: dict[str, SearchMethod] = {}
     for b in budgets:
-        for m in baseline_methods(b, k_max, sampling):
+        for m in baseline_methods(b, k_max, sampling, task):
             out.setdefault(m.name, m)
         for k in ks:
             for s in ss:

@@ -174,6 +174,9 @@ def get_score(name: str) -> EarlyScore:
         raise ValueError(f"unknown early score {name!r}; choose from {sorted(SCORES)}") from None
 
 
+VERIFIER_TASKS = ("maze",)  # the tasks with a rule verifier of complete answers (final_verifier)
+
+
 def final_verifier(task: str, inst: Any, finals: np.ndarray) -> np.ndarray:
     """Task rules on complete answers (K, T, H, W, 3): the route score of each last frame (about 1 for a clean valid answer)."""
     if task != "maze":
@@ -181,5 +184,5 @@ def final_verifier(task: str, inst: Any, finals: np.ndarray) -> np.ndarray:
     return np.array([maze_route_score(inst, f[-1]) for f in finals])
 
 
-__all__ = ["CHANGED", "SCORES", "EarlyScore", "agreement", "ambiguity", "blueness", "decided", "drawn_mask", "final_verifier",
+__all__ = ["CHANGED", "SCORES", "VERIFIER_TASKS", "EarlyScore", "agreement", "ambiguity", "blueness", "decided", "drawn_mask", "final_verifier",
            "get_score", "maze_route_score", "palette_margin", "route", "stability", "widest_route"]
