@@ -223,10 +223,10 @@ def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: 
                **kw: Any) -> Any:
     """Load --model on --device in the chosen precision (`kw`: backend options for wan: models); wan: models with
     --prompt-embeds skip the text encoder and look up each instance's prompt."""
-    from ..models.registry import load
+    from ..models.registry import BACKENDS, load, parse_spec
 
-    if prompt_embeds and not model.startswith("wan:"):
-        raise typer.BadParameter("--prompt-embeds applies to text-conditioned wan: models only")
+    if prompt_embeds and parse_spec(model)[0] is None:
+        raise typer.BadParameter(f"--prompt-embeds applies to text-conditioned {', '.join(p + ':' for p in sorted(BACKENDS))} models only")
     if prompt_embeds and ray:
         raise typer.BadParameter("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
     den = load(model, device=device, **kw, **({"text_encoder": False} if prompt_embeds else {})).to_precision(choice.precision)
