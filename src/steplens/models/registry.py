@@ -14,7 +14,7 @@ from .serialize import ModelLoadError, load_reference
 __all__ = ["BACKENDS", "SPEC_OPTIONS", "ModelLoadError", "load", "parse_spec", "resolve_device", "sampling_defaults", "with_options"]
 
 # Backends through diffusers: `PREFIX:DIR[?key=value&...]`, PREFIX -> "module:loader" under steplens.models.
-BACKENDS = {"wan": "wan:load_wan", "hunyuan15": "hunyuan15:load_hunyuan15"}
+BACKENDS = {"wan": "wan:load_wan", "hunyuan15": "hunyuan15:load_hunyuan15", "ltx2": "ltx2:load_ltx2"}
 # spec options every backend takes: name -> (type, loader keyword or "attr:NAME" for a denoiser attribute)
 SPEC_OPTIONS: dict[str, tuple[type, str]] = {
     "preset": (str, "preset"), "offload": (str, "offload"), "vae_tiling": (bool, "vae_tiling"),
