@@ -21,6 +21,13 @@ from ..config import INPUT_ERRORS, ConfigError
 _DEVICE_MARKS = ("CUDA error", "CUDA out of memory", "out of memory", "CUBLAS_STATUS", "cuDNN error", "device-side assert", "HIP error")
 
 
+def check_frame_count(family: str, k: int, num_frames: int) -> None:
+    """A video VAE with temporal stride k takes k*j + 1 frames; the error names the two nearest counts."""
+    if num_frames < 1 or (num_frames - 1) % k:
+        lo = max(1, (num_frames - 1) // k * k + 1)
+        raise ValueError(f"{family} needs {k}k+1 frames, got {num_frames}: try {lo} or {lo + k}")
+
+
 class DeviceError(RuntimeError):
     """The device failed (out of memory, a CUDA error): the run stops, no per-sample record is written."""
 

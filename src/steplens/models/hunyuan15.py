@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import context
-from .errors import resolve_device
+from .errors import check_frame_count, resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 from .wan import WanDenoiser, _batched, _stack_padded, _version, frames_to_pixels
 
@@ -258,10 +258,8 @@ class Hunyuan15Denoiser(DenoiserBase):
             raise ValueError(f"HunyuanVideo-1.5 needs sides that are multiples of {sh}x{sw}; got {height}x{width}")
 
     def check_frames(self, num_frames: int) -> None:
-        k = self.scale_temporal
-        if num_frames < 1 or (num_frames - 1) % k:
-            lo = max(1, (num_frames - 1) // k * k + 1)
-            raise ValueError(f"HunyuanVideo-1.5 needs {k}k+1 frames, got {num_frames}: try {lo} or {lo + k}")
+        """A task video length HunyuanVideo-1.5 accepts: scale_temporalk + 1 frames."""
+        check_frame_count("HunyuanVideo-1.5", self.scale_temporal, num_frames)
 
     # -- conditioning ----------------------------------------------------------------------------
     def encode_prompt(self, prompts: Sequence[str], negative: str | None = "") -> tuple[Tensor, Tensor | None]:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from .. import context
 from ..precision import Precision
-from .errors import resolve_device
+from .errors import check_frame_count, resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 from .wan import WanDenoiser, _batched, _version, frames_to_pixels
 
@@ -316,11 +316,8 @@ class LTX2Denoiser(DenoiserBase):
             raise ValueError(f"LTX-2 needs {k}k+1 frames and sides that are multiples of {side}; got {num_frames} frames of {height}x{width}")
 
     def check_frames(self, num_frames: int) -> None:
-        """A task video length LTX-2 accepts: 8k + 1 frames."""
-        k = self.scale_temporal
-        if num_frames < 1 or (num_frames - 1) % k:
-            lo = max(1, (num_frames - 1) // k * k + 1)
-            raise ValueError(f"LTX-2 needs {k}k+1 frames, got {num_frames}: try {lo} or {lo + k}")
+        """A task video length LTX-2 accepts: scale_temporalk + 1 frames."""
+        check_frame_count("LTX-2", self.scale_temporal, num_frames)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, F, H, W) of the latents of a video of this size (and the grid `schedule` uses from now on)."""

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from .. import context
 from ..precision import Precision
-from .errors import resolve_device
+from .errors import check_frame_count, resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
 
 IMAGE_MODES = ("none", "concat", "first_frame")
@@ -545,11 +545,8 @@ class WanDenoiser(DenoiserBase):
                              f"got {num_frames} frames of {height}x{width}")
 
     def check_frames(self, num_frames: int) -> None:
-        """A task video length Wan accepts: 4k + 1 frames."""
-        if num_frames < 1 or (num_frames - 1) % self.scale_temporal:
-            k = self.scale_temporal
-            lo = max(1, (num_frames - 1) // k * k + 1)
-            raise ValueError(f"Wan needs {k}k+1 frames, got {num_frames}: try {lo} or {lo + k}")
+        """A task video length Wan accepts: scale_temporalk + 1 frames."""
+        check_frame_count("Wan", self.scale_temporal, num_frames)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, F, H, W) of the latents of a video of this size."""
