@@ -110,7 +110,7 @@ CASES = [
     (["ensemble", "run", "--out", "OUT", "--model", "no-such-model"], "no model 'no-such-model'"),
     (["ensemble", "run", "--out", "OUT", "--tasks", "steplens-maze"], "apply to --data runs only"),
     (["ensemble", "run", "--out", "OUT", "--data", "GT", "--ray", "local"], "--ray does not apply"),
-    (["ensemble", "run", "--out", "OUT", "--data", "GT"], "needs an image-to-video wan:DIR model"),
+    (["ensemble", "run", "--out", "OUT", "--data", "GT"], "needs a diffusers image-to-video model"),
     (["ensemble", "run", "--out", "OUT", "--data", "GT", "--model", "wan:MISSING", "--select", "vote", "--after", "all"],
      "needs ground truth or the reference palette"),
     (["ensemble", "sweep", "--out", "OUT", "--ks", "2,x"], "--ks must be comma-separated integers"),

@@ -333,3 +333,26 @@ def test_commands_run_on_ltx2(model_dir, tmp_path, command):
     if command == "search-run":
         rows = json.loads((out / "summary.json").read_text())["methods"]
         assert "single" in rows and all(0.0 <= r["solve_rate"] <= 1.0 for r in rows.values())
+
+
+def test_official_layout_runs_on_ltx2(model_dir, tmp_path):
+    """--data runs take any diffusers family: search run on an official-layout root writes the kit's layout with ltx2:."""
+    from test_bench import official_sample
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+    from steplens.tasks.vbvr import iter_bench
+
+    gt = tmp_path / "GT"
+    official_sample(gt / "In-Domain_50" / "G-45_key_door_matching_data-generator" / "00000", np.random.default_rng(0), "Open the door.")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["search", "run", "--model", f"ltx2:{model_dir}", "--data", str(gt), "--prompt-embeds",
+                                   str(model_dir / "emb.pt"), "--steps", "3", "--frames", "9", "--height", "32", "--width", "32",
+                                   "--budget", "2", "--k", "2", "--screen-step", "1", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ref = iter_bench(gt)[0]
+    for method in ("single", "ensemble", "best_of_2_agreement", "early_screen_agreement_k2_s1_m2_agreement"):
+        assert (out / method / ref.video_rel).is_file(), method
+    bad = CliRunner().invoke(app, ["search", "run", "--model", f"ltx2:{model_dir}", "--data", str(gt), "--lora-high", "x.safetensors",
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--lora-high apply to wan: models only" in bad.output

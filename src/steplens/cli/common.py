@@ -239,11 +239,15 @@ def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: 
 
 
 def data_run_seed(ctx: Any, model: str, ray: str | None, seed: int) -> int:
-    """--data runs (an official VBVR-Bench root): a wan:DIR model in this process; the noise seed is 1 (the paper's) unless given."""
+    """--data runs (an official VBVR-Bench root): a diffusers model (wan:DIR, ...) in this process; the noise seed is 1 (the
+    paper's) unless given."""
     if ray is not None:
         raise fail("--ray does not apply to --data runs (one process generates the benchmark's samples)")
-    if not model.startswith("wan:"):
-        raise fail(f"--data needs an image-to-video wan:DIR model, got --model {model!r}")
+    from ..models.registry import BACKENDS, parse_spec
+
+    if parse_spec(model)[0] is None:
+        names = ", ".join(f"{p}:DIR" for p in sorted(BACKENDS))
+        raise fail(f"--data needs a diffusers image-to-video model ({names}), got --model {model!r}")
     # typer vendors click, so its ParameterSource enum is compared by name
     return 1 if getattr(ctx.get_parameter_source("seed"), "name", "DEFAULT") == "DEFAULT" else seed
 

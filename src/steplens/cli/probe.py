@@ -78,17 +78,17 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
                   width: int, scorer: str, evalkit: str | None, evalkit_entry: str) -> None:
     """probe cos --data: each chosen step's x0_hat scored like a final video (steplens.probes.bench_steps)."""
     from ..models.errors import resolve_device
-    from ..models.wan import load_wan
     from ..probes.bench_steps import run_bench_steps, steps_lines
     from ..scoring_kit import make_scorers
     from ..vbvr_run import BenchConfig
+    from .vbvr import load_bench_model
 
     sampling = sampling_config(model, steps, shift, sampler)
     choice = choose_precision(precision, device)
     cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed, prompt_embeds)
     device = str(resolve_device(device))
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])
-    den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, text_encoder=prompt_embeds is None)
+    den = load_bench_model(model, device, choice, {"text_encoder": prompt_embeds is None})
     result = run_bench_steps(den, cfg, out, sampling, scorers, every=every,
                              manifest={"model": model, "precision": choice.precision.value, "every": every}, echo=typer.echo)
     record_precision(out, choice)

@@ -100,17 +100,17 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
                   extra: dict[str, Any] | None = None) -> None:
     """Generate with every method on an official root, score, print the summary (evaluate-vbvr, ensemble run --data).
 
-    `wan`: keywords for `load_wan`, recorded in the run's manifest with the precision the transformers run in (`choice`).
+    `wan`: keywords for `load_wan` (other families: text_encoder only), recorded in the run's manifest with the precision
+    the transformers run in (`choice`).
     Exit 1 if some samples could not be generated, 2 if none could.
     """
     from ..models.errors import resolve_device
-    from ..models.wan import load_wan
     from ..scoring_kit import make_scorers
     from ..vbvr_run import evaluate_bench, summary_lines
 
     device = str(resolve_device(device))
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])  # the kit takes cuda, not cuda:1
-    den = load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, **wan)
+    den = load_bench_model(model, device, choice, wan)
     summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,
                              manifest={"model": model, **wan, "precision": choice.precision.value, **(extra or {})})
     errors = summary["generation_errors"]
@@ -119,3 +119,18 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
     typer.echo("\n".join(summary_lines(summary)))
     if errors:
         raise sample_failures(len(errors), summary["n_samples"] * len(methods), errors[0], "generated")
+
+
+def load_bench_model(model: str, device: str, choice: PrecisionChoice, options: dict[str, Any]) -> Any:
+    """A diffusers image-to-video model for an official-root run: wan:DIR with every Wan option (`load_wan`); another
+    family's prefix (hunyuan15:, ltx2:) through the registry, where a Wan-only option that is set is refused."""
+    from ..models.registry import load, parse_spec
+    from ..models.wan import load_wan
+
+    prefix = parse_spec(model)[0]
+    if prefix == "wan":
+        return load_wan(model.removeprefix("wan:"), device=device, dtype=choice.precision.dtype, **options)
+    wan_only = sorted(k for k, v in options.items() if k != "text_encoder" and v)
+    if wan_only:
+        raise fail(f"{', '.join('--' + k.replace('_', '-') for k in wan_only)} apply to wan: models only, got --model {model!r}")
+    return load(model, device=device, text_encoder=options.get("text_encoder", True)).to_precision(choice.precision)
