@@ -164,8 +164,10 @@ def parse_names(text: str) -> list[str]:
 
 
 # -- options that repeat: one definition each -----------------------------------------------------
-MODEL = typer.Option("maze", "--model", help="Shipped model name, path to an exported model, or wan:DIR.")
-TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`).")
+MODEL = typer.Option("maze", "--model", help="Shipped model name (maze, multi), path to an exported model, or a diffusers folder: "
+                     "wan:DIR, hunyuan15:DIR, ltx2:DIR.")
+TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`); evaluate, ensemble run and search run also take "
+                                        "`suite` (every task of the model).")
 SIZE = typer.Option(5, "--size", help="Task size.")
 STEPS = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's: 20; wan: 50, the paper's).")
 SHIFT = typer.Option(None, "--shift", help="Time shift of the schedule (default: the model's: 1; wan: 5, the paper's).")
