@@ -49,7 +49,7 @@ from .. import context
 from ..precision import Precision
 from .errors import check_frame_count, resolve_device
 from .protocol import Cond, DenoiserBase, Prediction
-from .wan import WanDenoiser, _batched, _version, frames_to_pixels
+from .wan import WanDenoiser, _batched, _version, frames_to_pixels, pipeline_class as wan_pipeline_class
 
 PIPELINES = ("LTX2ImageToVideoPipeline", "LTX2Pipeline")  # a text-to-video folder holds the same components
 
@@ -119,10 +119,7 @@ class LTX2Denoiser(DenoiserBase):
         if vae_tiling:  # decode x0_hat in tiles
             vae.enable_tiling()
 
-    @property
-    def precision(self) -> Precision:  # type: ignore[override]
-        """The transformer's compute precision (its weights' dtype)."""
-        return Precision.BF16 if self.transformer.dtype == torch.bfloat16 else Precision.FP32
+    precision = WanDenoiser.precision  # the transformer's weights' dtype, as Wan's
 
     def to_precision(self, precision: Precision | str) -> LTX2Denoiser:
         """Cast the transformer and the text connectors once (the pipeline runs both in its dtype); latents stay float32."""
@@ -439,13 +436,7 @@ def _left_padded(ts: Sequence[Tensor], n: int) -> tuple[Tensor, Tensor]:
 
 def pipeline_class(path: str | Path) -> str:
     """The pipeline class named by a diffusers folder's model_index.json (an LTX-2 one)."""
-    index = Path(path) / "model_index.json"
-    name = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
-    if name is None:
-        raise FileNotFoundError(f"{index}: not a diffusers LTX-2 folder (no model_index.json with a _class_name)")
-    if name not in PIPELINES:
-        raise ValueError(f"{index}: pipeline {name!r} is not supported (supported: {', '.join(PIPELINES)})")
-    return name
+    return wan_pipeline_class(path, "LTX-2", tuple(PIPELINES))
 
 
 def sampling_defaults(path: str | Path, preset: str = "pipeline") -> tuple[int, float]:

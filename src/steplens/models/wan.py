@@ -675,15 +675,16 @@ def _version(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".")[:2] if p.isdigit())
 
 
-def pipeline_class(path: str | Path) -> str:
-    """The pipeline class named by a diffusers folder's model_index.json."""
+def pipeline_class(path: str | Path, family: str = "Wan", supported: Sequence[str] = ()) -> str:
+    """The pipeline class named by a diffusers folder's model_index.json, one of `supported` (default: Wan's PIPELINES)."""
+    supported = tuple(supported) or tuple(PIPELINES)
     index = Path(path) / "model_index.json"
     try:
         name = json.loads(index.read_text())["_class_name"]
     except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise FileNotFoundError(f"{index}: not a diffusers Wan folder ({e})") from None
-    if name not in PIPELINES:
-        raise ValueError(f"{index}: pipeline {name!r} is not supported (supported: {', '.join(PIPELINES)})")
+        raise FileNotFoundError(f"{index}: not a diffusers {family} folder ({e})") from None
+    if name not in supported:
+        raise ValueError(f"{index}: pipeline {name!r} is not supported (supported: {', '.join(supported)})")
     return name
 
 
