@@ -98,6 +98,11 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def json_default(o: Any) -> Any:
     """`json.dumps(default=...)` for what steplens stores: configs, arrays and tensors, numpy scalars, paths, sets."""
     if dataclasses.is_dataclass(o) and not isinstance(o, type):

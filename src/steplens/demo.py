@@ -17,7 +17,6 @@ on this model (inconclusive at the demo's n). Raise the sizes when sampling gets
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, atomic_write_text, write_json
+from .config import ConfigError, atomic_write_text, read_jsonl, write_json
 from .interventions import MODES
 from .runner import SamplingConfig
 
@@ -246,7 +245,7 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
         d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"]}
     results = out / "ensemble" / "results.jsonl"
     if results.is_file():
-        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(results)
         by = {m: {r["seed"]: float(r["success"]) for r in rows if r["method"] == m} for m in ("ensemble", "single_cold")}
         seeds = sorted(set(by["ensemble"]) & set(by["single_cold"]))
         if seeds:

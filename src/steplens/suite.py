@@ -145,6 +145,16 @@ def model_tasks(den: Any) -> tuple[str, ...]:
     return tuple(tasks)
 
 
+def rows_by_method(path: str | Path, method: str = "single") -> dict[str, list[dict[str, Any]]]:
+    """A run's results.jsonl grouped by each row's "method" (rows without one belong to `method`)."""
+    from .config import read_jsonl
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in read_jsonl(path):
+        by.setdefault(r.get("method", method), []).append(r)
+    return by
+
+
 def run_suite(out: str | Path, sizes: Mapping[str, int], run_task: Callable[[str, int, Path], dict[str, list[dict[str, Any]]]], *,
               kind: str, config: Mapping[str, Any], baseline: str | None = None) -> dict[str, Any]:
     """Run every task into OUT/<task>_<size>/ with `run_task(task, size, folder) -> {method: rows}`, then summarise.
@@ -167,4 +177,4 @@ def run_suite(out: str | Path, sizes: Mapping[str, int], run_task: Callable[[str
     return summary
 
 
-__all__ = ["CATEGORIES", "category", "model_tasks", "run_suite", "suite_lines", "suite_sizes", "suite_summary"]
+__all__ = ["CATEGORIES", "category", "model_tasks", "rows_by_method", "run_suite", "suite_lines", "suite_sizes", "suite_summary"]

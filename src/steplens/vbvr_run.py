@@ -290,8 +290,10 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     paths = [out / "samples" / f"{sample_key(m, r)}.json" for m in methods for r in refs]
     records = [json.loads(p.read_text()) for p in paths if p.is_file()]
     errors = [f"{x['method']} {x['split']}/{x['task']}/{x['index']}: {x['error']}" for x in records if "error" in x]
-    nfe = {m: max(x["nfe"] for x in records if x["method"] == m and "nfe" in x) for m in methods
-           if any(x["method"] == m and "nfe" in x for x in records)}  # network evaluations per sample (CFG not counted)
+    nfe: dict[str, int] = {}  # network evaluations per sample (CFG not counted); records come in `methods` order
+    for x in records:
+        if "nfe" in x:
+            nfe[x["method"]] = max(nfe.get(x["method"], 0), x["nfe"])
     summary = {"kind": "vbvr-bench", "data": str(gt_root), "n_samples": len(refs), "methods": per, "nfe": nfe, "generation_errors": errors}
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.txt", "\n".join(summary_lines(summary)) + "\n")

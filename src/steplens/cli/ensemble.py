@@ -87,7 +87,7 @@ def run_cmd(
         return
     methods = make_baselines(ens, sampling) if baselines else [Method("single"), Method("ensemble", ens)]
     if task == "suite":  # every task of the model, then the benchmark-style aggregate with paired differences to single
-        from ..suite import model_tasks, run_suite, suite_sizes
+        from ..suite import model_tasks, rows_by_method, run_suite, suite_sizes
 
         den = load_model(model, device, choice, prompt_embeds, ray)
 
@@ -95,8 +95,7 @@ def run_cmd(
             compare(den, t, sz, n, seed, sampling, methods, folder, max_batch=max_batch, ray_address=ray, num_workers=workers,
                     model=model, device=device, progress=True)
             record_precision(folder, choice, quiet=True)
-            rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
-            return {m.name: [r for r in rows if r["method"] == m.name] for m in methods}
+            return rows_by_method(folder / "results.jsonl")
 
         run_suite(out, suite_sizes(model_tasks(den), sizes), one, kind="ensemble-suite", baseline="single",
                   config={"model": model, "n": n, "seed": seed, "ensemble": ens.__dict__, "methods": [m.name for m in methods]})

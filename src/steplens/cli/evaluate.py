@@ -83,7 +83,7 @@ def evaluate(
     from ..evaluate import EvalConfig, evaluate as run_eval
     choice = choose_precision(precision, device)
     if task == "suite":
-        _evaluate_suite(out, model, sizes, n, seed, steps, shift, sampler, batch, device, choice)
+        _evaluate_suite(out, model, sizes, n, seed, steps, shift, sampler, batch, ray, workers, device, choice)
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
@@ -99,20 +99,20 @@ def evaluate(
 
 
 def _evaluate_suite(out: str, model: str, sizes: str, n: int, seed: int, steps: int | None, shift: float | None, sampler: str,
-                    batch: int, device: str, choice: Any) -> None:
+                    batch: int, ray: str | None, workers: int | None, device: str, choice: Any) -> None:
     """evaluate --task suite: one evaluate run per task of the model, then the aggregate (steplens.suite)."""
     from ..evaluate import EvalConfig, evaluate as run_eval
-    from ..suite import model_tasks, run_suite, suite_sizes
+    from ..suite import model_tasks, rows_by_method, run_suite, suite_sizes
 
-    den = load_model(model, device, choice)
+    den = load_model(model, device, choice)  # its task list; with --ray the workers load their own
     sampling = sampling_config(model, steps, shift, sampler)
     per = suite_sizes(model_tasks(den), sizes)
 
     def one(task: str, size: int, folder: Any) -> dict[str, list[dict[str, Any]]]:
         cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value, sampling=sampling)
-        run_eval(den, cfg, folder, device=device)
+        run_eval(None if ray else den, cfg, folder, ray_address=ray, num_workers=workers, device=device)
         record_precision(folder, choice, quiet=True)  # said once for the suite
-        return {"single": [json.loads(line) for line in (Path(folder) / "results.jsonl").read_text().splitlines() if line.strip()]}
+        return rows_by_method(Path(folder) / "results.jsonl")
 
     run_suite(out, per, one, kind="evaluate-suite", config={"model": model, "n": n, "seed": seed, "sampling": sampling.__dict__,
                                                             "precision": choice.precision.value})

@@ -78,13 +78,10 @@ def run_cmd(
 def _search_suite(den: Any, model: str, out: str, budget: float, k: int, screen_step: int, sampling: Any, n: int, seed: int, sizes: str,
                   ray: str | None, workers: int | None, device: str, choice: Any) -> None:
     """search run --task suite: one search run per task of the model, then steplens.suite's aggregate."""
-    import json
-
     from ..search import default_methods, run_search
-    from ..suite import model_tasks, run_suite, suite_sizes
+    from ..suite import model_tasks, rows_by_method, run_suite, suite_sizes
 
-    local = den if ray is None else load_model(model, "cpu", choice)  # only to read the model's tasks
-    per = suite_sizes(model_tasks(local), sizes)
+    per = suite_sizes(model_tasks(den), sizes)
     for t in per:
         default_methods(budget, k, screen_step, sampling, t)  # validate every task before sampling anything
 
@@ -92,11 +89,7 @@ def _search_suite(den: Any, model: str, out: str, budget: float, k: int, screen_
         run_search(den, task, size, n, seed, sampling, folder, budget=budget, k=k, screen_step=screen_step, ray_address=ray,
                    num_workers=workers, model=model, device=device)
         record_precision(folder, choice, quiet=True)
-        rows = [json.loads(line) for line in (folder / f"results_b{budget:g}.jsonl").read_text().splitlines() if line.strip()]
-        by: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            by.setdefault(r["method"], []).append(r)
-        return by
+        return rows_by_method(folder / f"results_b{budget:g}.jsonl")
 
     run_suite(out, per, one, kind="search-suite", baseline="single",
               config={"model": model, "n": n, "seed": seed, "budget": budget, "k": k, "screen_step": screen_step})

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, atomic_write_text, write_json
+from ..config import ConfigError, atomic_write_text, read_jsonl, write_json
 
 CAVEAT = ("scored the decoded x0_hat of each step with a scorer of finished videos: an early x0_hat is blurry, and the scorer "
           "counts blur against it as well as a wrong answer")
@@ -105,7 +105,7 @@ def step_curves(summary: dict[str, Any], steps: Sequence[int], sigmas: Sequence[
         if rows[-1]["score"] is None:
             out[key] = {"steps": rows, "note": "the scorer covers none of these samples"}
             continue
-        quarter = [r for r in rows if r["step"] < max(1, len(sigmas) // 4)]
+        quarter = [r for r in rows if r["step"] < max(1, (len(sigmas) - 1) // 4)]  # sigmas: steps + 1 values
         early = None
         if quarter:
             per_step = {s: rows_by.get((root_name(s), key), []) for s in [r["step"] for r in quarter] + [steps[-1]]}
@@ -146,13 +146,11 @@ def run_bench_steps(den: Any, cfg: Any, out: str | Path, sampling: Any, scorers:
 
 def _score_rows(out: Path, names: Sequence[str], scorers: Sequence[Any]) -> dict[tuple[str, str], list[float]]:
     """Per (step root, scorer key): the covered samples' scores in one order (for paired early-vs-final)."""
-    import json
-
     rows = {}
     for n in names:
         for sc in scorers:
             p = out / "scores" / f"{n}.{sc.key}.jsonl"
-            recs = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+            recs = read_jsonl(p) if p.is_file() else []
             recs = sorted((r for r in recs if r.get("status") != "not_covered"), key=lambda r: (r["split"], r["task"], r["index"]))
             rows[(n, sc.key)] = [float(r["score"]) for r in recs]
     return rows

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import ConfigError
 from ..ensemble import EnsembleConfig, Method, cold_single
 from ..runner import SamplingConfig
-from .methods import PAPER_ENSEMBLE, fit_m, screen_name, screen_nfe
+from .methods import PAPER_ENSEMBLE, check_budget, fit_m, screen_name, screen_nfe
 from .scores import get_score
 
 PIXEL_SCORES = ("agreement", "stability")  # the early scores that need neither a palette nor task rules
@@ -100,10 +100,7 @@ def bench_search_methods(budget: float, k: int, screen_step: int, sampling: Samp
 
     B = the budget in single runs (rounded down); each screen keeps as many survivors as the budget leaves room for.
     """
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 single run, got {budget}")
-    if not 1 <= screen_step < sampling.steps:
-        raise ConfigError(f"screen step must be in 1..{sampling.steps - 1}, got {screen_step}")
+    check_budget(budget, screen_step, sampling)
     ens = PAPER_ENSEMBLE
     ens.check(sampling.steps)
     methods: list[Any] = [Method("single"), cold_single(ens.k), Method("ensemble", ens)]

@@ -85,6 +85,14 @@ class SearchMethod:
             raise ConfigError(f"method {self.name} screens after {self.s} steps, the schedule has {sampling.steps}")
 
 
+def check_budget(budget: float, screen_step: int, sampling: SamplingConfig) -> None:
+    """A budget of at least one single run, and a screening step inside the schedule."""
+    if budget < 1:
+        raise ConfigError(f"budget must be >= 1 single run, got {budget}")
+    if not 1 <= screen_step < sampling.steps:
+        raise ConfigError(f"screen step must be in 1..{sampling.steps - 1}, got {screen_step}")
+
+
 def screen_nfe(k: int, s: int, m: int, sampling: SamplingConfig) -> int:
     """Network evaluations of screening k seeds for s steps and continuing m of them to the end."""
     per = step_nfe(sampling.sampler, sampling.steps)

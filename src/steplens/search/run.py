@@ -36,7 +36,8 @@ from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..sampling import StepEvent, get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, fmt_ci, wilson
 from ..tasks import get_task
-from .methods import COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, method_nfe, screen_methods, select
+from .methods import (COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, check_budget, method_nfe, screen_methods,
+                      select)
 
 # -- sampling ---------------------------------------------------------------------------------------
 @torch.no_grad()
@@ -233,10 +234,7 @@ def method_table(per: dict[str, dict[str, Any]]) -> list[str]:
 
 def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingConfig, task: str) -> list[SearchMethod]:
     """The baselines at `budget` single runs and one early screen per early score (k seeds, screened after screen_step)."""
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 single run, got {budget}")
-    if not 1 <= screen_step < sampling.steps:
-        raise ConfigError(f"screen step must be in 1..{sampling.steps - 1}, got {screen_step}")
+    check_budget(budget, screen_step, sampling)
     ks = k
     screens = screen_methods(budget, ks, screen_step, sampling, task)
     while not screens and ks > 1:  # k seeds do not fit the budget at this screen step: fewer seeds
