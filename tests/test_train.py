@@ -103,6 +103,29 @@ def test_each_task_draws_from_its_own_sizes():
         cfg(tasks=("maze", "rotate"), task_sizes=((3,), (3,)))
 
 
+def test_task_weights_set_how_often_each_task_comes():
+    import pytest
+
+    from steplens.cli.train import _task_weights
+    from steplens.config import ConfigError
+
+    base = dict(tasks=("maze", "rotate"), task_sizes=((3,), (8,)), batch=1)
+    names = [make_batch(cfg(**base, task_weights=(1.0, 3.0)), step)[2] for step in range(200)]
+    assert 0.65 < names.count("rotate") / 200 < 0.85  # 3 of 4 expected
+    assert {make_batch(cfg(**base, task_weights=(0.0, 1.0)), step)[2] for step in range(30)} == {"rotate"}
+    # no weights: the uniform draw of earlier stages, batch for batch
+    unweighted = [make_batch(cfg(**base), step)[2] for step in range(30)]
+    assert set(unweighted) == {"maze", "rotate"}
+    with pytest.raises(ConfigError, match="one weight >= 0 per task"):
+        cfg(**base, task_weights=(1.0,))
+    with pytest.raises(ConfigError, match="not all 0"):
+        cfg(**base, task_weights=(0.0, 0.0))
+    assert _task_weights("rotate=2.5", ("maze", "rotate")) == (1.0, 2.5)
+    assert _task_weights("", ("maze", "rotate")) == ()
+    with pytest.raises(Exception, match="TASK=WEIGHT"):
+        _task_weights("shuttle=2", ("maze", "rotate"))
+
+
 def test_a_multi_task_stage_starts_from_a_one_task_model(tmp_path, one_thread):
     from steplens.models.registry import load
 

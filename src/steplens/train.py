@@ -34,6 +34,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = ("maze",)
     sizes: tuple[int, ...] = (3, 4, 5)
     task_sizes: tuple[tuple[int, ...], ...] = ()  # per task (same order as `tasks`); empty: every task draws from `sizes`
+    task_weights: tuple[float, ...] = ()  # per task (same order as `tasks`): how often its batches come; empty: uniform
     n_frames: int = 4
     preset: str = "base"
     steps: int = 1500
@@ -65,6 +66,8 @@ class TrainConfig:
             allowed = get_task(name).sizes
             if bad := [s for s in sizes if s not in allowed]:
                 raise ConfigError(f"{name}: sizes {bad} are outside its range {min(allowed)}..{max(allowed)}")
+        if self.task_weights and (len(self.task_weights) != len(self.tasks) or min(self.task_weights) < 0 or sum(self.task_weights) <= 0):
+            raise ConfigError(f"task_weights needs one weight >= 0 per task ({len(self.tasks)}), not all 0; got {self.task_weights}")
         if not self.sizes or self.n_frames < 2 or self.steps < 1 or self.batch < 1:
             raise ConfigError("need sizes, n_frames >= 2, steps >= 1, batch >= 1")
         if not 0 < self.ema < 1:
@@ -96,7 +99,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The training batch of `step`: clean latents (B, 3, F, H, W), task ids (B,), and the task name."""
     rng = np.random.default_rng([cfg.seed, step])
-    ti = int(rng.integers(len(cfg.tasks)))
+    if cfg.task_weights:  # weighted draw; the uniform branch keeps earlier runs' batches bit for bit
+        w = np.asarray(cfg.task_weights, dtype=np.float64)
+        ti = int(rng.choice(len(cfg.tasks), p=w / w.sum()))
+    else:
+        ti = int(rng.integers(len(cfg.tasks)))
     task = get_task(cfg.tasks[ti])
     sizes = cfg.sizes_of(ti)
     size = sizes[int(rng.integers(len(sizes)))]

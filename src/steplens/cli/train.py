@@ -14,6 +14,7 @@ def train(
     out: str = typer.Option(..., "--out", help="Run folder: checkpoint, metrics and the exported model."),
     task: str = typer.Option("maze", "--task", help="Task name, or several separated by commas."),
     sizes: str = typer.Option("3,4,5,5", "--sizes", help="Sizes to draw from (repeat one to weight it); per task: 'maze=4,5;rotate=7,9'."),
+    task_weights: str = typer.Option("", "--task-weights", help="How often each task's batches come, e.g. 'rotate=2;tictactoe=3' (unnamed tasks: 1)."),
     frames: int = typer.Option(4, "--frames", help="Video frames (= latent frames) per sample."),
     preset: str = typer.Option("base", "--preset", help="Model size preset."),
     steps: int = typer.Option(1500, "--steps"),
@@ -33,7 +34,7 @@ def train(
 
     tasks = tuple(task.split(","))
     flat, per_task = _train_sizes(sizes, tasks)
-    cfg = TrainConfig(tasks=tasks, sizes=flat, task_sizes=per_task, n_frames=frames, preset=preset,
+    cfg = TrainConfig(tasks=tasks, sizes=flat, task_sizes=per_task, task_weights=_task_weights(task_weights, tasks), n_frames=frames, preset=preset,
                       steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init, precision=precision)
     st = run_train(cfg, out, device=str(resolve_device(device)), stop_after=stop_after or None)
     typer.echo(f"trained {st.step} steps in {st.elapsed:.0f} s -> {out}")
@@ -51,6 +52,23 @@ def _train_sizes(spec: str, tasks: tuple[str, ...]) -> tuple[tuple[int, ...], tu
         raise typer.BadParameter(f"--sizes names tasks {sorted(per)}, but --task is {list(tasks)}; name each task once")
     by_task = tuple(per[t] for t in tasks)
     return by_task[0], by_task
+
+
+def _task_weights(spec: str, tasks: tuple[str, ...]) -> tuple[float, ...]:
+    """`--task-weights`: 'rotate=2;tictactoe=3'; tasks not named weigh 1; empty: uniform (no weights)."""
+    if not spec.strip():
+        return ()
+    per: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, eq, val = part.partition("=")
+        name = name.strip()
+        if not eq or name not in tasks:
+            raise typer.BadParameter(f"--task-weights: {part!r} must be TASK=WEIGHT with TASK one of {list(tasks)}")
+        try:
+            per[name] = float(val)
+        except ValueError:
+            raise typer.BadParameter(f"--task-weights {name}=: {val!r} is not a number") from None
+    return tuple(per.get(t, 1.0) for t in tasks)
 
 
 @commands.command("export")
