@@ -122,7 +122,10 @@ def _record(den, seed, k, sampling, size=3):
     d = sample_trajectories(den, "maze", size, seed, k, sampling)
     r = d["result"]
     inst = MAZE.generate(seed, size, n_frames=4, cell_px=1)
-    return InstanceRecord(seed, "maze", inst, d["plans"], d["finals"], np.array(r["traj_success"]), np.array(r["traj_score"]), r["controls"])
+    cold = InstanceRecord(seed, "maze", inst, d["cold_plans"], d["cold_finals"], np.array(r["cold_traj_success"]),
+                          np.array(r["cold_traj_score"]), r["controls"])
+    return InstanceRecord(seed, "maze", inst, d["plans"], d["finals"], np.array(r["traj_success"]), np.array(r["traj_score"]), r["controls"],
+                          cold)
 
 
 def test_early_screen_finds_the_decided_seed():
@@ -143,6 +146,18 @@ def test_early_screen_finds_the_decided_seed():
         assert [r["success"] for r in res[f"screen_{sc}"]] == any_good
     assert [r["success"] for r in res["oracle"]] == any_good
     assert [r["success"] for r in res["single"]] == [bool(r.success[0]) for r in recs]
+    # cold-started seeds keep their noise's sign, so the stand-in's good seeds stay good; cold seed 0 is the single_cold control
+    cold = [SearchMethod("cold_screen", "early_screen", k=4, s=2, m=1, score="decided", cold=True),
+            SearchMethod("cold_oracle", "best_of_k", k=4, m=4, final="oracle", cold=True)]
+    cres = evaluate_methods(recs, cold, sampling)
+    assert [r["success"] for r in cres["cold_screen"]] == [r["success"] for r in cres["cold_oracle"]] == any_good
+    assert [bool(r.cold.success[0]) for r in recs] == [r.controls["single_cold"]["success"] for r in recs]
+    assert not np.array_equal(recs[0].cold.plans, recs[0].plans)  # really another start
+    old_folder = InstanceRecord(recs[0].seed, "maze", recs[0].inst, recs[0].plans, recs[0].finals, recs[0].success, recs[0].score)
+    with pytest.raises(ConfigError, match="needs cold-started seeds"):
+        evaluate_methods([old_folder], cold, sampling)
+    with pytest.raises(ConfigError, match="cold applies to"):
+        SearchMethod("x", "single", cold=True)
     per = summarize(res, methods, sampling)
     assert per["screen_route"]["uses_task_rules"] and not per["screen_decided"]["uses_task_rules"]
     assert per["oracle"]["uses_ground_truth"] and per["screen_decided"]["nfe"] == 4 * 2 + 4 == screen_nfe(4, 2, 1, sampling)
@@ -179,9 +194,16 @@ def test_screen_latents_on_the_reference_dit_matches_full_trajectories():
     out, kept = screen_latents(den, x, sampling.sigmas(), batch.cond.repeat(k), k, s, m, lambda p, q: score(p, q), den.decode)
     rec = _record(den, 7, k, sampling)
     assert kept[0] == survivors(SearchMethod("x", "early_screen", k=k, s=s, m=m, score="stability"), rec)
-    full = sample_trajectories(den, "maze", 3, 7, k, sampling)["finals"]
+    full = sample_trajectories(den, "maze", 3, 7, k, sampling)
     got = den.decode(out)
-    assert np.abs(got.astype(int) - full[kept[0]].astype(int)).max() <= 1  # same trajectory; batch size may move the last bit
+    assert np.abs(got.astype(int) - full["finals"][kept[0]].astype(int)).max() <= 1  # same trajectory; batch size may move the last bit
+    # deployed on cold-started seeds: the same seeds' noise scaled by COLD.noise_scale, kept and finished as the shared record says
+    from steplens.search import COLD
+
+    out, kept = screen_latents(den, x * COLD.noise_scale, sampling.sigmas(), batch.cond.repeat(k), k, s, m, lambda p, q: score(p, q),
+                               den.decode)
+    assert kept[0] == survivors(SearchMethod("x", "early_screen", k=k, s=s, m=m, score="stability", cold=True), rec)
+    assert np.abs(den.decode(out).astype(int) - full["cold_finals"][kept[0]].astype(int)).max() <= 1
 
 
 def test_nfe_accounting_is_exact():
@@ -224,7 +246,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     kw = dict(task="maze", size=3, n=3, seed=30_000, sampling=sampling, k=3, progress=False, model="stand-in")
     collect(StandIn(insts), tmp_path / "a", **kw)
     with pytest.raises(RuntimeError, match="killed"):
-        collect(Crashing(insts, after=3 * 4 + 3 * 4 + 2 * 4), tmp_path / "b", **kw)  # dies during the second instance's controls
+        per = 2 * 3 * 4 + 4 + method_nfe(SearchMethod("e", "ensemble"), sampling)  # prior and cold seeds, the two controls
+        collect(Crashing(insts, after=per + 2 * 3 * 4 + 2), tmp_path / "b", **kw)  # dies during the second instance's controls
     assert len(list((tmp_path / "b" / "samples").glob("*.json"))) == 1
     _, recs = collect(StandIn(insts), tmp_path / "b", **kw)
     assert _folder(tmp_path / "a") == _folder(tmp_path / "b") and len(recs) == 3
@@ -254,6 +277,7 @@ def test_cli_run_and_sweep_share_a_folder(tiny_model, tmp_path):
             assert len(row["diff_vs_single"]) == 3 and "diff_vs_best_baseline" in row
     assert rows["best_of_3_oracle"]["uses_ground_truth"] and rows["best_of_3_verifier"]["uses_task_rules"]
     assert rows["early_screen_decided_k4_s1_m2_agreement"]["nfe"] == 4 * 1 + 2 * 3 <= 3 * 4
+    assert rows["early_screen_cold_decided_k4_s1_m2_agreement"]["cold"] and rows["best_of_3_cold_vote"]["nfe"] == 3 * 4
     r = CliRunner().invoke(app, ["search", "sweep", "--budgets", "1,2", "--ks", "2,4", "--ss", "1,2", *common])
     assert r.exit_code == 0, r.output
     sweep = json.loads((out / "sweep.json").read_text())

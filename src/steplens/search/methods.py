@@ -6,6 +6,8 @@ on the same K trajectories (`InstanceRecord`):
 
 - `single`: seed 0. `single_cold`, `ensemble`: their own trajectories (the controls of `steplens ensemble`).
 - `best_of_k`: seeds 0..k-1 run to the end, one picked by `final`.
+- `cold=True` (best_of_k, early_screen): the same over K cold-started seeds (seed k's noise times COLD.noise_scale, the
+  single_cold control's start; cold seed 0 is that control), at the same NFE.
 - `early_screen`: seeds 0..k-1 run s steps; each seed's decoded x0_hat after s steps (the clean
   estimate of step s-1) is scored by an early score; the best m continue to the end (ties: lower
   seed); one of them is picked by `final`. NFE = k * nfe(steps < s) + m * nfe(steps >= s).
@@ -48,6 +50,7 @@ class SearchMethod:
     m: int = 1
     score: str = ""
     final: str = "first"
+    cold: bool = False  # over the cold-started seeds (noise * COLD.noise_scale) instead of the prior's
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -64,6 +67,8 @@ class SearchMethod:
             get_score(self.score)
         elif self.score or self.s:
             raise ConfigError(f"{self.kind} takes no early score or screening steps")
+        if self.cold and self.kind not in ("best_of_k", "early_screen"):
+            raise ConfigError(f"cold applies to best_of_k and early_screen, not {self.kind} (single_cold is the cold single run)")
 
     @property
     def uses_ground_truth(self) -> bool:
@@ -116,8 +121,8 @@ def fit_m(k: int, s: int, budget_nfe: float, sampling: SamplingConfig) -> int:
     return m
 
 
-def screen_name(score: str, k: int, s: int, m: int, final: str) -> str:
-    return f"early_screen_{score}_k{k}_s{s}_m{m}_{final}"
+def screen_name(score: str, k: int, s: int, m: int, final: str, cold: bool = False) -> str:
+    return f"early_screen_{'cold_' if cold else ''}{score}_k{k}_s{s}_m{m}_{final}"
 
 
 def baseline_methods(budget: float, k_max: int, sampling: SamplingConfig, task: str = "maze") -> list[SearchMethod]:
@@ -128,6 +133,7 @@ def baseline_methods(budget: float, k_max: int, sampling: SamplingConfig, task: 
     finals = ("agreement", "vote", "verifier", "oracle") if task in VERIFIER_TASKS else ("agreement", "vote", "oracle")
     if k > 1:
         out += [SearchMethod(f"best_of_{k}_{f}", "best_of_k", k=k, m=k, final=f) for f in finals]
+        out += [SearchMethod(f"best_of_{k}_cold_{f}", "best_of_k", k=k, m=k, final=f, cold=True) for f in ("agreement", "vote", "oracle")]
     if k_max > k:
         out.append(SearchMethod(f"best_of_{k_max}_oracle", "best_of_k", k=k_max, m=k_max, final="oracle"))
     return out
@@ -138,14 +144,15 @@ SCREEN_FINALS = {"decided": ("early", "agreement"), "ambiguity": ("early", "agre
 
 
 def screen_methods(budget: float, k: int, s: int, sampling: SamplingConfig, task: str,
-                   scores: Sequence[str] | None = None) -> list[SearchMethod]:
-    """early_screen with k seeds screened after s steps and as many survivors as `budget` (in single runs) leaves room for."""
+                   scores: Sequence[str] | None = None, colds: Sequence[bool] = (False, True)) -> list[SearchMethod]:
+    """early_screen with k seeds (prior and cold-started) screened after s steps and as many survivors as `budget` (in
+    single runs) leaves room for."""
     m = fit_m(k, s, budget * screen_nfe(1, 0, 1, sampling), sampling)
     if m < 1:
         return []
     names = [n for n in (scores or SCORES) if get_score(n).supports(task)]
-    return [SearchMethod(screen_name(n, k, s, m, f), "early_screen", k=k, s=s, m=m, score=n, final=f)
-            for n in names for f in SCREEN_FINALS.get(n, ("early",)) if m > 1 or f == "early" or f == "verifier"]
+    return [SearchMethod(screen_name(n, k, s, m, f, c), "early_screen", k=k, s=s, m=m, score=n, final=f, cold=c)
+            for c in colds for n in names for f in SCREEN_FINALS.get(n, ("early",)) if m > 1 or f == "early" or f == "verifier"]
 
 
 # -- one instance's trajectories, and the selection rules over them ---------------------------------
@@ -161,7 +168,17 @@ class InstanceRecord:
     success: np.ndarray  # (K,) bool, ground truth
     score: np.ndarray  # (K,) float, ground truth
     controls: dict[str, dict[str, Any]] = field(default_factory=dict)  # "single_cold", "ensemble": {"success", "score"}
+    cold: InstanceRecord | None = None  # the same K seeds cold-started (None: a run folder from before cold seeds were sampled)
     _cache: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def seeds_of(self, method: SearchMethod) -> InstanceRecord:
+        """The trajectories `method` selects among: these, or the cold-started ones."""
+        if not method.cold:
+            return self
+        if self.cold is None:
+            raise ConfigError(f"method {method.name} needs cold-started seeds; this run folder has none (sampled before they "
+                              "were added): use a new --out")
+        return self.cold
 
     def early(self, score: str, s: int, k: int) -> np.ndarray:
         """(k,) early score of seeds 0..k-1 after s steps (the x0_hat of step s-1; stability compares with step s-2)."""
@@ -203,7 +220,7 @@ def pick_final(final: str, cands: Sequence[int], rec: InstanceRecord) -> int:
 
 def survivors(method: SearchMethod, rec: InstanceRecord) -> list[int]:
     """The seeds an early_screen keeps, best early score first (ties: lower seed)."""
-    sc = rec.early(method.score, method.s, method.k)
+    sc = rec.seeds_of(method).early(method.score, method.s, method.k)
     order = sorted(range(method.k), key=lambda j: (-sc[j], j))
     return order[: method.m]
 
@@ -215,6 +232,7 @@ def select(method: SearchMethod, rec: InstanceRecord, sampling: SamplingConfig) 
         c = rec.controls[method.kind]
         return {"seed": rec.seed, "success": bool(c["success"]), "score": float(c["score"]), "chosen": None, "nfe": nfe}
     cands = list(range(method.k)) if method.kind != "early_screen" else survivors(method, rec)
+    rec = rec.seeds_of(method)
     j = pick_final(method.final, cands, rec)
     return {"seed": rec.seed, "success": bool(rec.success[j]), "score": float(rec.score[j]), "chosen": int(j), "kept": cands, "nfe": nfe}
 

@@ -86,26 +86,34 @@ def sample_trajectories(denoiser: Any, task_name: str, size: int, seed: int, k: 
 
     The network runs in the denoiser's precision (`den.to_precision`, steplens.precision); the sampler state stays float32.
 
-    Returns a dict with "plans" (S, K, T, Hb, Wb, 3) uint8, "finals" (K, T, Hb, Wb, 3) uint8 and the
-    JSON-ready result ("traj_success", "traj_score", "controls").
+    The same K seeds also run cold-started (noise * COLD.noise_scale, the single_cold control's start).
+
+    Returns a dict with "plans" (S, K, T, Hb, Wb, 3) uint8, "finals" (K, T, Hb, Wb, 3) uint8, "cold_plans", "cold_finals" and the
+    JSON-ready result ("traj_success", "traj_score", "cold_traj_success", "cold_traj_score", "controls").
     """
     task = get_task(task_name)
     inst = task.generate(int(seed), size, n_frames=getattr(denoiser, "n_frames", 4), cell_px=1)
     batch = prepare(denoiser, task, [inst])
     dev = denoiser.device
     grids = lambda lat: np.stack([task.video_blocks(inst, v).round().astype(np.uint8) for v in denoiser.decode(lat)])  # noqa: E731
-    plans: list[np.ndarray] = []
     x = seeded_noise(batch.latent_shape, [noise_seed(int(seed), j) for j in range(k)], device=dev)
-    lat = run(get_sampler(sampling.sampler)(denoiser, x, sampling.sigmas(denoiser).to(dev), batch.cond.repeat(k)),
-              lambda e: plans.append(grids(e.x0_hat.float())))
+    sigmas = sampling.sigmas(denoiser).to(dev)
+
+    def trajectories(x0: Tensor) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        plans: list[np.ndarray] = []
+        lat = run(get_sampler(sampling.sampler)(denoiser, x0, sigmas, batch.cond.repeat(k)), lambda e: plans.append(grids(e.x0_hat.float())))
+        finals = grids(lat.float())
+        return np.stack(plans), finals, [task.score(inst, f) for f in finals]
+
+    plans, finals, scores = trajectories(x)
+    cold_plans, cold_finals, cold_scores = trajectories(x * COLD.noise_scale)  # the same seeds, cold-started
     cold = run_trajectories(denoiser, task_name, size, [seed], sampling, EnsembleConfig(k=1, window=(0, 0)), noise_scale=COLD.noise_scale)
     ens = run_ensemble(denoiser, task_name, size, [seed], sampling, PAPER_ENSEMBLE)[0]
-    finals = grids(lat.float())
-    scores = [task.score(inst, f) for f in finals]
     result = {"seed": int(seed), "traj_success": [bool(s.success) for s in scores], "traj_score": [float(s.score) for s in scores],
+              "cold_traj_success": [bool(s.success) for s in cold_scores], "cold_traj_score": [float(s.score) for s in cold_scores],
               "controls": {"single_cold": {"success": bool(cold.scores[0][0].success), "score": float(cold.scores[0][0].score)},
                            "ensemble": {"success": bool(ens["success"]), "score": float(ens["score"])}}}
-    return {"plans": np.stack(plans), "finals": finals, "result": result}
+    return {"plans": plans, "finals": finals, "cold_plans": cold_plans, "cold_finals": cold_finals, "result": result}
 
 
 def search_shard(shard: SearchShard, denoiser: Any | None = None) -> list[dict[str, Any]]:
@@ -122,7 +130,7 @@ def sample_key(task: str, size: int, seed: int) -> str:
 def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, sampling: SamplingConfig, k: int) -> dict[str, Any]:
     return {"model": model or getattr(denoiser, "name", type(denoiser).__name__), "task": task, "size": size, "seed": seed,
             "sampling": to_dict(sampling), "k": k, "precision": precision_of(denoiser), "n_frames": int(getattr(denoiser, "n_frames", 4)),
-            "ensemble": to_dict(PAPER_ENSEMBLE), "cold_noise_scale": COLD.noise_scale}
+            "ensemble": to_dict(PAPER_ENSEMBLE), "cold_noise_scale": COLD.noise_scale, "cold_seeds": k}
 
 
 def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, k: int, *,
@@ -155,7 +163,8 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
         def commit(i: int, rows: list[dict[str, Any]]) -> None:
             for r in rows:
                 key = sample_key(task, size, r["result"]["seed"])
-                save_npz(prun.root / "plans" / f"{key}.npz", plans=r["plans"], finals=r["finals"])  # before the sample: it marks done
+                save_npz(prun.root / "plans" / f"{key}.npz", plans=r["plans"], finals=r["finals"],  # before the sample: it marks done
+                         cold_plans=r["cold_plans"], cold_finals=r["cold_finals"])
                 folder.write(key, r["result"])
                 bar.advance(tid)
 
@@ -175,8 +184,13 @@ def load_records(root: str | Path, task: str, size: int, seeds: Sequence[int], n
         key = sample_key(task, size, s)
         res = json.loads((root / "samples" / f"{key}.json").read_text())
         arr = np.load(root / "plans" / f"{key}.npz")
-        out.append(InstanceRecord(int(s), task, t.generate(int(s), size, n_frames=n_frames, cell_px=1), arr["plans"], arr["finals"],
-                                  np.array(res["traj_success"], bool), np.array(res["traj_score"], float), res["controls"]))
+        inst = t.generate(int(s), size, n_frames=n_frames, cell_px=1)
+        cold = None
+        if "cold_plans" in arr.files:
+            cold = InstanceRecord(int(s), task, inst, arr["cold_plans"], arr["cold_finals"], np.array(res["cold_traj_success"], bool),
+                                  np.array(res["cold_traj_score"], float), res["controls"])
+        out.append(InstanceRecord(int(s), task, inst, arr["plans"], arr["finals"], np.array(res["traj_success"], bool),
+                                  np.array(res["traj_score"], float), res["controls"], cold))
     return out
 
 
@@ -205,7 +219,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[Search
     for m in methods:
         rs = results[m.name]
         k = sum(bool(r["success"]) for r in rs)
-        row: dict[str, Any] = {"name": m.name, "kind": m.kind, "k": m.k, "s": m.s, "m": m.m, "score": m.score or None, "final": m.final,
+        row: dict[str, Any] = {"name": m.name, "kind": m.kind, "k": m.k, "s": m.s, "m": m.m, "score": m.score or None, "final": m.final, "cold": m.cold,
                                "nfe": nfes[m.name], "n": len(rs), "solved": k, "solve_rate": rates[m.name], "ci95": list(wilson(k, len(rs))),
                                "uses_ground_truth": m.uses_ground_truth, "uses_task_rules": m.uses_task_rules}
         if "single" in results and m.name != "single" and rs:
@@ -261,10 +275,11 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
     per = summarize(results, methods, sampling)
     prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
     unit = method_nfe(SearchMethod("single", "single"), sampling)
-    computed = k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
+    computed = 2 * k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
     md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
           f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per), "",
-          f"NFE: what each method spends per instance. The run computed {k} full trajectories plus the two controls per instance "
+          f"NFE: what each method spends per instance. The run computed {k} full trajectories from the prior's noise, the same {k} "
+          "seeds cold-started, and the two controls per instance "
           f"({computed} NFE) "
           "and evaluates every method on them (a survivor continued from its latent after s steps ends where its full trajectory ends)."]
     atomic_write_text(prun.root / f"methods_b{budget:g}.md", "\n".join(md) + "\n")
@@ -321,10 +336,11 @@ def sweep_grid(budgets: Sequence[float], ks: Sequence[int], ss: Sequence[int], s
 
 
 def _family(m: SearchMethod) -> str:
+    cold = "cold_" if m.cold else ""
     if m.kind == "early_screen":
-        return f"early_screen_{m.score}_{m.final}"
+        return f"early_screen_{cold}{m.score}_{m.final}"
     if m.kind == "best_of_k":
-        return f"best_of_k_{m.final}"
+        return f"best_of_k_{cold}{m.final}"
     return m.kind
 
 
