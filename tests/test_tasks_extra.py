@@ -1,4 +1,4 @@
-"""The tictactoe, rotate, occlusion and shuttle tasks: determinism, metadata, sizes and exact scorers."""
+"""The tictactoe, rotate, occlusion, shuttle and shuttle_near tasks: determinism, metadata, sizes and exact scorers."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from steplens.tasks import TASKS, TaskInputError, get_task
-from steplens.tasks.audit import box_blur, resize
+from steplens.tasks.audit import audit_task, box_blur, format_report, resize
 from steplens.tasks.base import COLOR_INDEX, PALETTE_ARRAY, blocks_to_frames
 from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, OcclusionTask, position
 from steplens.tasks.rotate import SHAPES, RotateInstance, RotateTask, turn
-from steplens.tasks.shuttle import ShuttleTask, agent_track
+from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
+from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
 from steplens.tasks.tictactoe import TicTacToeTask, board_indices, correct_move, has_line, place, winning_squares
 
-NEW = ("tictactoe", "rotate", "occlusion", "shuttle")
+NEW = ("tictactoe", "rotate", "occlusion", "shuttle", "shuttle_near")
 SEEDS = range(12)
 
 
@@ -239,3 +240,104 @@ def test_shuttle_final_frame_rules():
     target_red[inst.target] = PALETTE_ARRAY[COLOR_INDEX["red"]]
     sc = task.score(inst, target_red)
     assert not sc.success and not sc.details["target_visited"] and 0 < sc.score < 1
+
+
+# -- shuttle_near ------------------------------------------------------------------------------------------
+def _cells_of(frame, color):
+    return sorted(map(tuple, np.argwhere(np.all(frame == PALETTE_ARRAY[COLOR_INDEX[color]], axis=-1)).tolist()))
+
+
+def test_shuttle_near_same_seed_same_instance():
+    task = ShuttleNearTask()
+    for size in (7, 11, 15):
+        a, b = task.generate(4, size), task.generate(4, size)
+        assert a == b and np.array_equal(task.blocks(a), task.blocks(b))
+        assert len({task.generate(s, size) for s in range(10)}) == 10
+
+
+def test_shuttle_near_visits_the_unique_nearest_and_returns():
+    task = ShuttleNearTask()
+    gaps = set()
+    for size in (7, 11, 15):
+        for s in range(25):
+            for n_frames in (3, 4, 8):
+                inst = task.generate(s, size, n_frames=n_frames)
+                d = sorted(steps(inst.start, t) for t in inst.targets)
+                assert len(inst.targets) == 3 == len(set(inst.targets)) and inst.start not in inst.targets
+                assert d[0] >= 3 and d[0] < d[1] and steps(inst.start, inst.target) == d[0]
+                assert all(1 <= r < size - 1 and 1 <= c < size - 1 for r, c in inst.targets)  # on the floor
+                gaps.add(distance_gap(inst))
+                track, video = shuttle_track(inst.start, inst.target, n_frames), task.blocks(inst)
+                t_goal = (n_frames - 1) // 2
+                assert track[0] == track[-1] == inst.start and track[t_goal] == inst.target
+                for t, frame in enumerate(video):
+                    assert _cells_of(frame, "blue") == [track[t]]
+                    red = _cells_of(frame, "red")
+                    assert set(inst.others) <= set(red)  # the farther targets stay red in every frame
+                    if t < t_goal:
+                        assert red == sorted(inst.targets)
+                    elif t > t_goal:
+                        assert red == sorted(inst.others) and _cells_of(frame, "green") == [inst.target]
+                    if track[t] != inst.start:
+                        assert _cells_of(frame, "white").count(inst.start) == 1  # the start is plain floor
+    assert 1 in gaps and max(gaps) >= 3  # close calls and clear ones
+
+
+def test_shuttle_near_recall_and_prompt():
+    task = ShuttleNearTask()
+    inst = task.generate(2, n_frames=8)
+    rec = task.recall(inst)
+    assert rec.at == inst.start and rec.color == "blue" and rec.away
+    assert [t for t in rec.away] == [t for t, a in enumerate(shuttle_track(inst.start, inst.target, 8)) if t and a != inst.start]
+    assert "nearest" in task.prompt(inst) and "stay red" in task.prompt(inst)
+
+
+def test_shuttle_near_final_frame_rules():
+    task = ShuttleNearTask()
+    for s in range(12):
+        inst = task.generate(s)
+        truth = task.blocks(inst)
+        sc = task.score(inst, truth[-1])
+        assert sc.success and sc.score == 1.0 and sc.details["visited"] == [list(inst.target)]
+        assert sc.details["agent_blocks"] == [list(inst.start)] and sc.details["wrong_blocks"] == 0
+        bad = task.violations(inst)
+        assert {"visited_wrong_target", "visited_all", "stayed_at_target", "off_by_one", "two_agents", "target_not_visited",
+                "distractor_erased"} <= set(bad)
+        got = {k: task.score(inst, v) for k, v in bad.items()}
+        assert not any(g.success for g in got.values()) and all(0 <= g.score < 1 for g in got.values())
+        d = {k: g.details for k, g in got.items()}
+        start, second = [list(inst.start)], list(inst.others[0])
+        assert d["visited_wrong_target"]["visited"] == [second] and d["visited_wrong_target"]["agent_blocks"] == start
+        assert sorted(d["visited_all"]["visited"]) == sorted(map(list, inst.targets))
+        assert d["stayed_at_target"]["agent_blocks"] == [list(inst.target)]
+        assert len(d["off_by_one"]["agent_blocks"]) == 1 and steps(tuple(d["off_by_one"]["agent_blocks"][0]), inst.start) == 1
+        assert sorted(d["two_agents"]["agent_blocks"]) == sorted([list(inst.start), list(inst.target)])
+        assert d["target_not_visited"]["visited"] == [] and d["target_not_visited"]["wrong_blocks"] == 1
+        assert d["distractor_erased"]["visited"] == [list(inst.target)] and d["distractor_erased"]["wrong_blocks"] == 1
+        if "at_corner" in d:
+            assert d["at_corner"]["agent_blocks"] == [[inst.start[0], inst.target[1]]]
+        # shuttle's trivial answer (frame 0 with the visited target recoloured) is not enough here: the choice matters
+        wrong = truth[0].copy()
+        wrong[inst.others[1]] = PALETTE_ARRAY[COLOR_INDEX["green"]]
+        assert not task.score(inst, wrong).success
+
+
+def test_shuttle_near_bad_input_raises_task_input_error():
+    task = ShuttleNearTask()
+    for bad in (6, 16, 2.5):
+        with pytest.raises(TaskInputError, match="shuttle_near size"):
+            task.generate(0, bad)
+    with pytest.raises(TaskInputError, match="n_frames"):
+        task.generate(0, n_frames=2)
+    with pytest.raises(TaskInputError, match="strictly nearest"):  # a tie: no one target to visit
+        ShuttleNearInstance(9, 0, (4, 4), ((1, 4), (4, 1), (7, 7)))
+    inst = task.generate(0, 7)
+    with pytest.raises(TaskInputError, match="7x7"):
+        task.score_blocks(inst, np.zeros((9, 9, 3), np.float32), np.zeros((1, 9, 9, 3), np.uint8))
+
+
+@pytest.mark.parametrize("size", [7, 15])
+def test_shuttle_near_audit_passes(size):
+    report = audit_task("shuttle_near", n=12, seed=50, size=size)
+    assert report.passed, format_report(report)
+    assert report.case("violation:visited_wrong_target").success_rate == 0.0 and report.case("ground_truth").mean_score == 1.0

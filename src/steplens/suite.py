@@ -25,6 +25,7 @@ CATEGORIES: dict[str, str] = {
     "maze": "planning",
     "occlusion": "working memory",
     "shuttle": "working memory",
+    "shuttle_near": "working memory",
     "rotate": "spatial transformation",
     "tictactoe": "logic",
 }

@@ -7,6 +7,7 @@ from .maze import MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
+from .shuttle_near import ShuttleNearInstance, ShuttleNearTask
 from .tictactoe import TicTacToeInstance, TicTacToeTask
 
 TASKS: dict[str, Task] = {}
@@ -22,6 +23,7 @@ register(TicTacToeTask())
 register(RotateTask())
 register(OcclusionTask())
 register(ShuttleTask())
+register(ShuttleNearTask())
 
 
 def get_task(name: str) -> Task:
@@ -42,13 +44,15 @@ __all__ = [
     "Recall",
     "RotateInstance",
     "RotateTask",
-    "ShuttleInstance",
-    "ShuttleTask",
-    "TicTacToeInstance",
-    "TicTacToeTask",
     "Score",
+    "ShuttleInstance",
+    "ShuttleNearInstance",
+    "ShuttleNearTask",
+    "ShuttleTask",
     "Task",
     "TaskInputError",
+    "TicTacToeInstance",
+    "TicTacToeTask",
     "blocks_to_frames",
     "classify_blocks",
     "frame_to_blocks",

@@ -49,12 +49,12 @@ def l_path(a: Cell, b: Cell) -> list[Cell]:
     return [(r, c0) for r in range(r0, r1 + dr, dr)] + [(r1, c) for c in range(c0 + dc, c1 + dc, dc)]
 
 
-def agent_track(inst: ShuttleInstance) -> list[Cell]:
-    """The agent's block in each frame: out in frames 0..(T-1)//2, back in the rest."""
-    out, back = l_path(inst.start, inst.target), l_path(inst.target, inst.start)
-    t_goal, t_last = (inst.n_frames - 1) // 2, inst.n_frames - 1
+def shuttle_track(start: Cell, target: Cell, n_frames: int) -> list[Cell]:
+    """The agent's block in each frame: out to `target` in frames 0..(T-1)//2, back to `start` in the rest."""
+    out, back = l_path(start, target), l_path(target, start)
+    t_goal, t_last = (n_frames - 1) // 2, n_frames - 1
     track = []
-    for t in range(inst.n_frames):
+    for t in range(n_frames):
         if t <= t_goal:
             track.append(out[(t * (len(out) - 1) + t_goal // 2) // t_goal])  # integer rounding: exact on every platform
         else:
@@ -63,15 +63,65 @@ def agent_track(inst: ShuttleInstance) -> list[Cell]:
     return track
 
 
-def room_indices(size: int, agents: tuple[Cell, ...], target: Cell, target_color: str | None) -> np.ndarray:
-    """(size, size) palette indices: walls, floor, the target in `target_color` (None: floor), agents on top."""
+def agent_track(inst: ShuttleInstance) -> list[Cell]:
+    """The agent's block in each frame of a shuttle instance."""
+    return shuttle_track(inst.start, inst.target, inst.n_frames)
+
+
+def room_indices(size: int, agents: tuple[Cell, ...], target: Cell, target_color: str | None,
+                 others: tuple[tuple[Cell, str | None], ...] = ()) -> np.ndarray:
+    """(size, size) palette indices: walls, floor, the target in `target_color` (None: floor), each (block, colour) of
+    `others` likewise (further targets), agents on top."""
     idx = np.full((size, size), COLOR_INDEX[WALL], dtype=np.int64)
     idx[1:-1, 1:-1] = COLOR_INDEX[FLOOR]
-    if target_color is not None:
-        idx[target] = COLOR_INDEX[target_color]
+    for cell, color in ((target, target_color), *others):
+        if color is not None:
+            idx[cell] = COLOR_INDEX[color]
     for a in agents:
         idx[a] = COLOR_INDEX[AGENT]
     return idx
+
+
+def start_recall(start: Cell, track: list[Cell]) -> Recall:
+    """The start block, to be shown again by the agent after the frames of `track` in which it is away from it."""
+    away = tuple(t for t, a in enumerate(track) if t > 0 and a != start)
+    return Recall("the agent back on the start block it has left", AGENT, start, away)
+
+
+def beside(size: int, start: Cell, avoid: tuple[Cell, ...]) -> Cell:
+    """A floor block next to `start` (right, left, below, above: the first that is floor and not in `avoid`)."""
+    sides = [(start[0] + dr, start[1] + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+    return next(p for p in sides if 1 <= p[0] < size - 1 and 1 <= p[1] < size - 1 and p not in avoid)
+
+
+def with_finals(truth: np.ndarray, finals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For each named (Hb, Wb) palette-index frame, the ground-truth block video with that frame as its last."""
+    out = {}
+    for name, idx in finals.items():
+        video = truth.copy()
+        video[-1] = PALETTE_ARRAY[idx]
+        out[name] = video
+    return out
+
+
+def match_room(task: str, final: np.ndarray, want_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A final frame's block colours (Hb, Wb, 3) against the expected palette indices (Hb, Wb).
+
+    Returns the seen and the expected classes (indices into SHUTTLE_COLORS, -1: off-palette) and the IoU of the
+    (block, colour) pairs of agent and target classes: what the agent did, not the unchanging room.
+    """
+    n = want_idx.shape[0]
+    if final.shape[:2] != want_idx.shape:
+        raise TaskInputError(f"{task} size {n} needs a {n}x{n} block grid, got {final.shape[:2]}")
+    cls = classify_blocks(final, SHUTTLE_COLORS)
+    want = np.full(want_idx.shape, -1, dtype=np.int64)
+    for i, c in enumerate(SHUTTLE_COLORS):
+        want[want_idx == COLOR_INDEX[c]] = i
+    marks = [SHUTTLE_COLORS.index(c) for c in (AGENT, TARGET, VISITED)]
+    seen = {(int(r), int(c), int(cls[r, c])) for r, c in np.argwhere(np.isin(cls, marks))}
+    expected = {(int(r), int(c), int(want[r, c])) for r, c in np.argwhere(np.isin(want, marks))}
+    union = len(seen | expected)
+    return cls, want, len(seen & expected) / union if union else 1.0
 
 
 class ShuttleTask(Task[ShuttleInstance]):
@@ -105,8 +155,7 @@ class ShuttleTask(Task[ShuttleInstance]):
 
     def recall(self, inst: ShuttleInstance) -> Recall:
         """The start block, unmarked once the agent has left it: the agent must come back to it."""
-        away = tuple(t for t, a in enumerate(agent_track(inst)) if t > 0 and a != inst.start)
-        return Recall("the agent back on the start block it has left", AGENT, inst.start, away)
+        return start_recall(inst.start, agent_track(inst))
 
     def final_indices(self, inst: ShuttleInstance) -> np.ndarray:
         return room_indices(inst.size, (inst.start,), inst.target, VISITED)
@@ -114,8 +163,7 @@ class ShuttleTask(Task[ShuttleInstance]):
     def violations(self, inst: ShuttleInstance) -> dict[str, np.ndarray]:
         """Named block videos whose final frame breaks the rule in one specific way (all must fail)."""
         n, s, g = inst.size, inst.start, inst.target
-        floor = [(s[0] + dr, s[1] + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
-        near = next(p for p in floor if 1 <= p[0] < n - 1 and 1 <= p[1] < n - 1 and p != g)
+        near = beside(n, s, (g,))
         finals = {
             "stayed_at_target": room_indices(n, (g,), g, VISITED),
             "off_by_one": room_indices(n, (near,), g, VISITED),
@@ -126,29 +174,10 @@ class ShuttleTask(Task[ShuttleInstance]):
         corner = (s[0], g[1])  # the turn of the way back
         if corner not in (s, g):
             finals["at_corner"] = room_indices(n, (corner,), g, VISITED)
-        truth = self.blocks(inst)
-        out = {}
-        for name, idx in finals.items():
-            video = truth.copy()
-            video[-1] = PALETTE_ARRAY[idx]
-            out[name] = video
-        return out
+        return with_finals(self.blocks(inst), finals)
 
     def score_blocks(self, inst: ShuttleInstance, final: np.ndarray, video: np.ndarray) -> Score:
-        n = inst.size
-        if final.shape[:2] != (n, n):
-            raise TaskInputError(f"shuttle size {n} needs a {n}x{n} block grid, got {final.shape[:2]}")
-        cls = classify_blocks(final, SHUTTLE_COLORS)
-        want_idx = self.final_indices(inst)
-        want = np.full(want_idx.shape, -1, dtype=np.int64)
-        for i, c in enumerate(SHUTTLE_COLORS):
-            want[want_idx == COLOR_INDEX[c]] = i
-        # agent and target pairs (block, colour): what the agent did, not the unchanging room
-        marks = [SHUTTLE_COLORS.index(c) for c in (AGENT, TARGET, VISITED)]
-        seen = {(int(r), int(c), int(cls[r, c])) for r, c in np.argwhere(np.isin(cls, marks))}
-        expected = {(int(r), int(c), int(want[r, c])) for r, c in np.argwhere(np.isin(want, marks))}
-        union = len(seen | expected)
-        iou = len(seen & expected) / union if union else 1.0
+        cls, want, iou = match_room(self.name, final, self.final_indices(inst))
         details = {
             "agent_blocks": [[int(r), int(c)] for r, c in np.argwhere(cls == SHUTTLE_COLORS.index(AGENT))],
             "start": list(inst.start),
