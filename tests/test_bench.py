@@ -350,7 +350,7 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
             "--frames", "5", "--height", "32", "--width", "32", "--budget", "2.5", "--k", "3", "--screen-step", "1", "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    screens = [f"early_screen_{s}_k3_s1_m2_{f}" for s in ("agreement", "stability") for f in ("early", "agreement")]
+    screens = [f"early_screen_{c}{s}_k3_s1_m2_{f}" for c in ("", "cold_") for s in ("agreement", "stability") for f in ("early", "agreement")]
     expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens}
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == expected and summary["n_samples"] == 5
@@ -368,6 +368,9 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
             assert r["seeds"] == [1, 2, 3] and len(r["kept"]) == 2 and set(r["kept"]) <= {1, 2, 3} and r["chosen"] in r["kept"]
             if m.endswith("_early"):
                 assert r["chosen"] == r["kept"][0]  # the best early score
+            if "_cold_" in m:  # the same seeds cold-started: other frames than the prior's screen
+                prior = json.loads((out / "samples" / p.name.replace("_cold_", "_")).read_text())
+                assert r["frames_sha256"] != prior["frames_sha256"]
     assert "nfe=7" in res.output and json.loads((out / "manifest.json").read_text())["config"]["budget"] == 2.5
     too_small = CliRunner().invoke(app, [*args[:-2], "--budget", "1", "--k", "12", "--out", str(tmp_path / "no")])
     assert too_small.exit_code == 2 and "does not fit a budget" in too_small.output

@@ -9,8 +9,10 @@ finished video closest to the other survivors'). Its NFE is k * nfe(steps < s) +
 the same accounting as `search run` on steplens' tasks, so at one budget every method spends about
 the same compute; classifier-free guidance multiplies every method's NFE by the same factor.
 
-The baselines beside the screens are `ensemble.Method`s: single (seed 1), the paper's ensemble and
-its cold-start control, and best-of-B by agreement at the same budget.
+Every screen also runs over the same seeds cold-started (their noise times COLD.noise_scale, the start
+of the single_cold control): `early_screen_cold_*`. The baselines beside the screens are
+`ensemble.Method`s: single (seed 1), the paper's ensemble and its cold-start control, and best-of-B
+by agreement at the same budget.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from ..config import ConfigError
 from ..ensemble import EnsembleConfig, Method, cold_single
 from ..runner import SamplingConfig
-from .methods import PAPER_ENSEMBLE, check_budget, fit_m, screen_name, screen_nfe
+from .methods import COLD, PAPER_ENSEMBLE, check_budget, fit_m, screen_name, screen_nfe
 from .scores import get_score
 
 PIXEL_SCORES = ("agreement", "stability")  # the early scores that need neither a palette nor task rules
@@ -41,6 +43,7 @@ class BenchScreen:
     m: int
     score: str
     final: str = "early"
+    noise_scale: float = 1.0  # < 1: the seeds cold-started (COLD.noise_scale: the single_cold control's start)
 
     def __post_init__(self) -> None:
         if self.score not in PIXEL_SCORES:
@@ -69,7 +72,7 @@ class BenchScreen:
 
         def generate(den: Any, inp: Any) -> tuple[np.ndarray, dict[str, Any]]:
             seeds = [inp.seed + j for j in range(self.k)]
-            x = seeded_noise(inp.latent_shape, seeds, device=den.device)
+            x = seeded_noise(inp.latent_shape, seeds, device=den.device) * self.noise_scale
             with torch.no_grad():
                 lat, kept = screen_latents(den, x, sampling.sigmas(den).to(den.device), inp.cond.repeat(self.k), self.k, self.s, self.m,
                                            early, lambda z: pooled(den.decode(z.float())), sampler=sampling.sampler)
@@ -111,9 +114,11 @@ def bench_search_methods(budget: float, k: int, screen_step: int, sampling: Samp
     if m < 1:
         raise ConfigError(f"screening {k} seeds for {screen_step} steps does not fit a budget of {budget:g} single runs; "
                           "lower --k or --screen-step, or raise --budget")
-    for score in PIXEL_SCORES:
-        for final in BENCH_FINALS if m > 1 else ("early",):
-            methods.append(BenchScreen(screen_name(score, k, screen_step, m, final), k, screen_step, m, score, final))
+    for cold in (False, True):
+        for score in PIXEL_SCORES:
+            for final in BENCH_FINALS if m > 1 else ("early",):
+                methods.append(BenchScreen(screen_name(score, k, screen_step, m, final, cold), k, screen_step, m, score, final,
+                                           COLD.noise_scale if cold else 1.0))
     return methods
 
 
