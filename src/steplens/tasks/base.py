@@ -252,3 +252,13 @@ def _untuple(x: Any) -> Any:
     if isinstance(x, list):
         return tuple(_untuple(v) for v in x)
     return x
+
+
+def with_finals(truth: np.ndarray, finals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For each named (Hb, Wb) palette-index frame, the ground-truth block video with that frame as its last."""
+    out = {}
+    for name, idx in finals.items():
+        video = truth.copy()
+        video[-1] = PALETTE_ARRAY[idx]
+        out[name] = video
+    return out

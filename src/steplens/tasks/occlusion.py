@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 BG, OBJECT, OCCLUDER, TRAIL = "white", "red", "gray", "cyan"
 OCCLUSION_COLORS = (BG, OBJECT, OCCLUDER, TRAIL)
@@ -126,13 +126,7 @@ class OcclusionTask(Task[OcclusionInstance]):
         in_front = scene_indices(inst, None)
         in_front[ROW, position(inst, t_last - 1)] = COLOR_INDEX[OBJECT]  # seen through the occluder
         finals["in_front"] = in_front
-        truth = self.blocks(inst)
-        out = {}
-        for name, idx in finals.items():
-            video = truth.copy()
-            video[-1] = PALETTE_ARRAY[idx]
-            out[name] = video
-        return out
+        return with_finals(self.blocks(inst), finals)
 
     def recall(self, inst: OcclusionInstance) -> Recall:
         """The object where it comes out: a place it has never been, reached only by carrying its speed through the hidden frames."""

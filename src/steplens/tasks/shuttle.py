@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
 SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
@@ -93,15 +93,6 @@ def beside(size: int, start: Cell, avoid: tuple[Cell, ...]) -> Cell:
     sides = [(start[0] + dr, start[1] + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
     return next(p for p in sides if 1 <= p[0] < size - 1 and 1 <= p[1] < size - 1 and p not in avoid)
 
-
-def with_finals(truth: np.ndarray, finals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """For each named (Hb, Wb) palette-index frame, the ground-truth block video with that frame as its last."""
-    out = {}
-    for name, idx in finals.items():
-        video = truth.copy()
-        video[-1] = PALETTE_ARRAY[idx]
-        out[name] = video
-    return out
 
 
 def match_room(task: str, final: np.ndarray, want_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

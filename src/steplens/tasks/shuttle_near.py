@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import PALETTE_ARRAY, Recall, Score, Task, TaskInputError
+from .base import PALETTE_ARRAY, Recall, Score, Task, TaskInputError, with_finals
 from .shuttle import (
     AGENT,
     MIN_DISTANCE,
@@ -44,7 +44,6 @@ from .shuttle import (
     room_indices,
     shuttle_track,
     start_recall,
-    with_finals,
 )
 
 N_TARGETS = 3

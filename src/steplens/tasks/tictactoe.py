@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, COLOR_NAMES, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, COLOR_NAMES, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks, with_finals
 
 BG, LINE, X, O = "white", "black", "blue", "red"
 TTT_COLORS = (BG, LINE, X, O)
@@ -166,13 +166,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
         broken = board_indices(good, s)
         broken[s, 0] = COLOR_INDEX[BG]  # a gap in the first grid line
         finals["line_broken"] = broken
-        truth = self.blocks(inst)
-        out = {}
-        for name, idx in finals.items():
-            video = truth.copy()
-            video[-1] = PALETTE_ARRAY[idx]
-            out[name] = video
-        return out
+        return with_finals(self.blocks(inst), finals)
 
     def score_blocks(self, inst: TicTacToeInstance, final: np.ndarray, video: np.ndarray) -> Score:
         n = 3 * inst.square + 2
