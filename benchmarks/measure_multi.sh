@@ -46,6 +46,12 @@ multi, maze = results(root / "suite" / "maze_5"), results(root / "maze_model_5")
 seeds = sorted(set(multi) & set(maze))
 d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
 print(f"maze 5x5, multi minus maze model (paired, n={len(seeds)}): {100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
+from steplens.tasks import get_task
+ttt = get_task("tictactoe")
+n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text())["n"])
+for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
+    boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
+    print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
 for task in ("occlusion", "shuttle"):
     print(f"[{task}]", (root / f"behaviour_{task}" / "summary.txt").read_text().strip())
 PY
