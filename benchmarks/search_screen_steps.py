@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from steplens.config import ConfigError
 from steplens.runner import SamplingConfig, held_out_seeds
 from steplens.search.methods import SearchMethod, fit_m, method_nfe
 from steplens.search.run import evaluate_methods, load_records
@@ -47,12 +46,8 @@ def main() -> None:
             continue
         for score in INTRINSIC:
             for cold in (False, True):
-                name = f"{'cold' if cold else 'prior'}_{score}_s{s}_m{m}"
-                try:
-                    methods.append(SearchMethod(name, "early_screen", k=k, s=s, m=m, score=score, final="agreement" if m > 1 else "early",
-                                                cold=cold))
-                except ConfigError:
-                    continue
+                methods.append(SearchMethod(f"{'cold' if cold else 'prior'}_{score}_s{s}_m{m}", "early_screen", k=k, s=s, m=m, score=score,
+                                            final="agreement" if m > 1 else "early", cold=cold))
     res = evaluate_methods(recs, methods, sampling)
     print(f"{cfg['task']} {cfg['size']}x{cfg['size']}, n={len(recs)}, K={k}, budget {a.budget:g} single runs ({a.budget * unit:g} NFE)")
     for m in methods:

@@ -27,6 +27,15 @@ class ConfigError(InputError, ValueError):
 INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, ValueError, LookupError, OSError)
 
 
+def named_parts(spec: str) -> list[tuple[str, str, str | None]]:
+    """'maze=6;rotate=7,9' -> [(part, name, value)] with name and part stripped; value None where a part has no '='."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, eq, val = part.partition("=")
+        out.append((part, name.strip(), val if eq else None))
+    return out
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (possibly nested) config dataclass."""
     out: dict[str, Any] = {}

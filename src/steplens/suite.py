@@ -123,13 +123,12 @@ def suite_lines(s: Mapping[str, Any], title: str) -> list[str]:
 
 def suite_sizes(tasks: Sequence[str], spec: str = "") -> dict[str, int]:
     """Each task's size: its default, or 'maze=6;rotate=11' for the named ones."""
-    from .config import ConfigError
+    from .config import ConfigError, named_parts
     from .tasks import get_task
 
     sizes = {t: int(get_task(t).default_size) for t in tasks}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, _, val = part.partition("=")
-        name = name.strip()
+    for part, name, val in named_parts(spec):
+        val = val or ""
         if name not in sizes or not val.strip().isdigit():
             raise ConfigError(f"--sizes: expected 'task=size;...' over the suite's tasks {list(tasks)}, got {part!r}")
         sizes[name] = int(val)

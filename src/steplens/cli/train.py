@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ..config import named_parts
 from .common import DEVICE, PRECISION, parse_ints
 
 commands = typer.Typer()
@@ -44,10 +45,7 @@ def _train_sizes(spec: str, tasks: tuple[str, ...]) -> tuple[tuple[int, ...], tu
     """`--sizes`: '3,4,5' for every task, or 'maze=4,5;rotate=7,9' naming each task once."""
     if "=" not in spec:
         return tuple(parse_ints(spec, "--sizes")), ()
-    per: dict[str, tuple[int, ...]] = {}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, _, vals = part.partition("=")
-        per[name.strip()] = tuple(parse_ints(vals, f"--sizes {name.strip()}="))
+    per = {name: tuple(parse_ints(vals or "", f"--sizes {name}=")) for _, name, vals in named_parts(spec)}
     if set(per) != set(tasks):
         raise typer.BadParameter(f"--sizes names tasks {sorted(per)}, but --task is {list(tasks)}; name each task once")
     by_task = tuple(per[t] for t in tasks)
@@ -59,10 +57,8 @@ def _task_weights(spec: str, tasks: tuple[str, ...]) -> tuple[float, ...]:
     if not spec.strip():
         return ()
     per: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, eq, val = part.partition("=")
-        name = name.strip()
-        if not eq or name not in tasks:
+    for part, name, val in named_parts(spec):
+        if val is None or name not in tasks:
             raise typer.BadParameter(f"--task-weights: {part!r} must be TASK=WEIGHT with TASK one of {list(tasks)}")
         try:
             per[name] = float(val)

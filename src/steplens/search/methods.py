@@ -144,7 +144,7 @@ SCREEN_FINALS = {"decided": ("early", "agreement"), "ambiguity": ("early", "agre
 
 
 def screen_methods(budget: float, k: int, s: int, sampling: SamplingConfig, task: str,
-                   scores: Sequence[str] | None = None, colds: Sequence[bool] = (False, True)) -> list[SearchMethod]:
+                   scores: Sequence[str] | None = None) -> list[SearchMethod]:
     """early_screen with k seeds (prior and cold-started) screened after s steps and as many survivors as `budget` (in
     single runs) leaves room for."""
     m = fit_m(k, s, budget * screen_nfe(1, 0, 1, sampling), sampling)
@@ -152,7 +152,7 @@ def screen_methods(budget: float, k: int, s: int, sampling: SamplingConfig, task
         return []
     names = [n for n in (scores or SCORES) if get_score(n).supports(task)]
     return [SearchMethod(screen_name(n, k, s, m, f, c), "early_screen", k=k, s=s, m=m, score=n, final=f, cold=c)
-            for c in colds for n in names for f in SCREEN_FINALS.get(n, ("early",)) if m > 1 or f == "early" or f == "verifier"]
+            for c in (False, True) for n in names for f in SCREEN_FINALS.get(n, ("early",)) if m > 1 or f == "early" or f == "verifier"]
 
 
 # -- one instance's trajectories, and the selection rules over them ---------------------------------
