@@ -1,4 +1,4 @@
-"""The tictactoe, rotate, occlusion, shuttle and shuttle_near tasks: determinism, metadata, sizes and exact scorers."""
+"""The tictactoe, rotate, rotate_large, occlusion, shuttle and shuttle_near tasks: determinism, metadata, sizes and exact scorers."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from steplens.tasks import TASKS, TaskInputError, get_task
 from steplens.tasks.audit import audit_task, box_blur, format_report, resize
 from steplens.tasks.base import COLOR_INDEX, PALETTE_ARRAY, blocks_to_frames
 from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, OcclusionTask, position
-from steplens.tasks.rotate import SHAPES, RotateInstance, RotateTask, turn
+from steplens.tasks.rotate import LARGE_SHAPES, SHAPES, RotateInstance, RotateLargeTask, RotateTask, turn
 from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
 from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
 from steplens.tasks.tictactoe import TicTacToeTask, board_indices, correct_move, has_line, place, winning_squares
 
-NEW = ("tictactoe", "rotate", "occlusion", "shuttle", "shuttle_near")
+NEW = ("tictactoe", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
 SEEDS = range(12)
 
 
@@ -149,14 +149,22 @@ def test_turn_is_clockwise_on_screen():
     assert turn(right, -1.0).tolist() == [[-1, 0]]
 
 
-def test_shapes_have_no_rotational_symmetry():
-    for name, cells in SHAPES.items():
-        rel = np.array(cells, dtype=np.float64)
-        shapes = set()
-        for q in range(4):
-            t = turn(rel, q)
-            shapes.add(frozenset(map(tuple, (t - t.min(axis=0)).tolist())))
-        assert len(shapes) == 4, name
+def _orientations(cells) -> set[frozenset]:
+    rel = np.array(cells, dtype=np.float64)
+    out = set()
+    for q in range(4):
+        t = turn(rel, q)
+        out.add(frozenset(map(tuple, (t - t.min(axis=0)).tolist())))
+    return out
+
+
+@pytest.mark.parametrize("shapes", [SHAPES, LARGE_SHAPES])
+def test_shapes_are_chiral_without_rotational_symmetry(shapes):
+    for name, cells in shapes.items():
+        turns = _orientations(cells)
+        assert len(turns) == 4, name  # every quarter turn looks different
+        mirrored = [(r, -c) for r, c in cells]
+        assert not turns & _orientations(mirrored), name  # the mirror image is no turn of the piece
 
 
 def test_rotate_by_hand():
@@ -179,6 +187,36 @@ def test_rotate_generated_piece_stays_on_grid_with_pivot_fixed():
         video = task.blocks(inst)  # would raise IndexError if a frame left the grid
         yellow = np.all(video == PALETTE_ARRAY[COLOR_INDEX["yellow"]], axis=-1)
         assert yellow.sum(axis=(1, 2)).tolist() == [1] * 5 and np.all(yellow[:, inst.pivot[0], inst.pivot[1]])
+
+
+@pytest.mark.parametrize("n_frames", [2, 3, 4, 5, 8, 16])
+def test_rotate_large_pieces_fit_the_smallest_grid_and_all_shapes_occur(n_frames):
+    task = RotateLargeTask()
+    seen = set()
+    for s in range(60):
+        inst = task.generate(s, min(task.sizes), n_frames=n_frames)
+        seen.add(inst.shape)
+        assert len(inst.cells) == len(LARGE_SHAPES[inst.shape]) >= 6
+        task.blocks(inst)  # would raise IndexError if a frame left the grid
+        for bad in task.violations(inst).values():
+            assert not task.score(inst, bad[-1]).success
+    assert seen == set(LARGE_SHAPES)
+
+
+def test_rotate_large_is_rotate_with_larger_pieces():
+    large, small = get_task("rotate_large"), get_task("rotate")
+    inst = large.generate(4)
+    assert inst.size == 11 and inst.shape in LARGE_SHAPES and large.prompt(inst) == small.prompt(inst)
+    assert large.target_cells(inst) == small.target_cells(inst)  # same rule, same scorer
+    with pytest.raises(ValueError, match="rotate_large"):
+        large.generate(0, 8)  # a five-long piece swung about its end needs a 9x9 grid
+
+
+@pytest.mark.parametrize("size", [9, 15])
+def test_rotate_large_audit_passes(size):
+    report = audit_task("rotate_large", n=12, seed=50, size=size)
+    assert report.passed, format_report(report)
+    assert report.case("violation:mirrored").success_rate == 0.0
 
 
 # -- occlusion ------------------------------------------------------------------------------------------

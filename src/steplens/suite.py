@@ -27,6 +27,7 @@ CATEGORIES: dict[str, str] = {
     "shuttle": "working memory",
     "shuttle_near": "working memory",
     "rotate": "spatial transformation",
+    "rotate_large": "spatial transformation",
     "tictactoe": "logic",
 }
 N_BOOT = 2000

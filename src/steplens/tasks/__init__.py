@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
 from .maze import MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
-from .rotate import RotateInstance, RotateTask
+from .rotate import RotateInstance, RotateLargeTask, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
 from .shuttle_near import ShuttleNearInstance, ShuttleNearTask
 from .tictactoe import TicTacToeInstance, TicTacToeTask
@@ -21,6 +21,7 @@ def register(task: Task) -> Task:
 register(MazeTask())
 register(TicTacToeTask())
 register(RotateTask())
+register(RotateLargeTask())
 register(OcclusionTask())
 register(ShuttleTask())
 register(ShuttleNearTask())
@@ -43,6 +44,7 @@ __all__ = [
     "OcclusionTask",
     "Recall",
     "RotateInstance",
+    "RotateLargeTask",
     "RotateTask",
     "Score",
     "ShuttleInstance",
