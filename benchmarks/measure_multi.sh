@@ -8,11 +8,13 @@ set -euo pipefail
 model="${1:-multi}"; n="${2:-50}"; out="${3:-runs/multi}"; mkdir -p "$out"
 log() { echo "[$(date +%T)] $*"; }
 
-log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3)"
+log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3; shuttle_near 11, rotate_large 11)"
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
+known=$(python -c "import sys, steplens; from steplens.suite import model_tasks; print(*model_tasks(steplens.load(sys.argv[1])))" "$model")
 log "difficulty per task: the sizes around the default"
-for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2; do
+for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2 shuttle_near:7,15 rotate_large:9,13; do
   task=${spec%%:*}
+  case " $known " in *" $task "*) ;; *) continue ;; esac  # a task the model was not trained on
   sizes=${spec##*:}
   for size in ${sizes//,/ }; do
     steplens evaluate --model "$model" --task "$task" --size "$size" --n "$n" --seed 10000 --steps 20 \
@@ -24,6 +26,9 @@ steplens evaluate --model maze --task maze --size 5 --n "$n" --seed 10000 --step
 log "working memory and perception before action where the conditioning does not hold the answer"
 steplens probe behaviour --model "$model" --task occlusion --size 12 --n "$n" --batch 25 --out "$out/behaviour_occlusion" | tail -6
 steplens probe behaviour --model "$model" --task shuttle --size 9 --n "$n" --batch 25 --out "$out/behaviour_shuttle" | tail -6
+case " $known " in *" shuttle_near "*)
+  steplens probe behaviour --model "$model" --task shuttle_near --size 11 --n "$n" --batch 25 --out "$out/behaviour_shuttle_near" | tail -6 ;;
+esac
 python - "$out" <<'PY'
 import json, sys, pathlib
 from steplens.stats import bootstrap_diff, wilson
@@ -40,6 +45,14 @@ print("\n".join(r for _, _, r in sorted(rows)))
 suite = json.loads((root / "suite" / "summary.json").read_text())["methods"]["single"]
 print(f"suite (default sizes): score {suite['score'][0]:.3f} [{suite['score'][1]:.3f}, {suite['score'][2]:.3f}], solve rate "
       f"{100 * suite['solve_rate'][0]:.1f}% [{100 * suite['solve_rate'][1]:.1f}, {100 * suite['solve_rate'][2]:.1f}]")
+from steplens.suite import rows_by_method, suite_summary
+FIVE = ("maze", "occlusion", "shuttle", "rotate", "tictactoe")  # the tasks of stages 1-4: their suite, comparable across stages
+five = {p.parent.name.rsplit("_", 1)[0]: p for p in root.glob("suite/*_*/results.jsonl")}
+if set(five) > set(FIVE):
+    rows = {t: {m: [r for r in rs if "error" not in r] for m, rs in rows_by_method(five[t]).items()} for t in FIVE}
+    s5 = suite_summary(rows)["methods"]["single"]
+    print(f"suite of the five first tasks only: score {s5['score'][0]:.3f} [{s5['score'][1]:.3f}, {s5['score'][2]:.3f}], solve rate "
+          f"{100 * s5['solve_rate'][0]:.1f}% [{100 * s5['solve_rate'][1]:.1f}, {100 * s5['solve_rate'][2]:.1f}]")
 def results(folder):
     return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
 multi, maze = results(root / "suite" / "maze_5"), results(root / "maze_model_5")
@@ -52,7 +65,8 @@ n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text()
 for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
     boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
     print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
-for task in ("occlusion", "shuttle"):
-    print(f"[{task}]", (root / f"behaviour_{task}" / "summary.txt").read_text().strip())
+for task in ("occlusion", "shuttle", "shuttle_near"):
+    if (root / f"behaviour_{task}").is_dir():
+        print(f"[{task}]", (root / f"behaviour_{task}" / "summary.txt").read_text().strip())
 PY
 log "done"
