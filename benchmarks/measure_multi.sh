@@ -10,7 +10,7 @@ log() { echo "[$(date +%T)] $*"; }
 
 log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3; shuttle_near 11, rotate_large 11)"
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
-known=$(python -c "import sys, steplens; from steplens.suite import model_tasks; print(*model_tasks(steplens.load(sys.argv[1])))" "$model")
+known=$(python -c "import json, sys; print(*json.load(open(sys.argv[1]))['sizes'])" "$out/suite/summary.json")  # the model's tasks
 log "difficulty per task: the sizes around the default"
 for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2 shuttle_near:7,15 rotate_large:9,13; do
   task=${spec%%:*}
