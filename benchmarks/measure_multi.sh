@@ -3,6 +3,7 @@
 # steps, seeds from 10000), the suite aggregate at the default sizes, the maze paired against the `maze` model on the
 # same instances, and working memory / perception on occlusion and shuttle.
 #   bash benchmarks/measure_multi.sh [MODEL] [N] [OUT]
+# The maze pairing also runs on 4N instances (PAIRED_N to change it): 50 cannot tell a 3-point gap from none.
 # Every evaluate folder resumes; the suite reuses nothing (its own folders under OUT/suite).
 set -euo pipefail
 model="${1:-multi}"; n="${2:-50}"; out="${3:-runs/multi}"; mkdir -p "$out"
@@ -12,7 +13,7 @@ log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tict
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
 known=$(python -c "import json, sys; print(*json.load(open(sys.argv[1]))['sizes'])" "$out/suite/summary.json")  # the model's tasks
 log "difficulty per task: the sizes around the default"
-for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2 shuttle_near:7,15 rotate_large:9,13; do
+for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2,4 shuttle_near:7,15 rotate_large:9,13; do
   task=${spec%%:*}
   case " $known " in *" $task "*) ;; *) continue ;; esac  # a task the model was not trained on
   sizes=${spec##*:}
@@ -23,6 +24,10 @@ for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2 shut
 done
 log "maze 5x5 with the single-task maze model, same instances (paired)"
 steplens evaluate --model maze --task maze --size 5 --n "$n" --seed 10000 --steps 20 --out "$out/maze_model_5" | tail -1
+pn="${PAIRED_N:-$((4 * n))}"
+log "maze 5x5 paired again on $pn instances (the first $n are the ones above)"
+steplens evaluate --model "$model" --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/paired/multi_5" | tail -1
+steplens evaluate --model maze --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/paired/maze_5" | tail -1
 log "working memory and perception before action where the conditioning does not hold the answer"
 steplens probe behaviour --model "$model" --task occlusion --size 12 --n "$n" --batch 25 --out "$out/behaviour_occlusion" | tail -6
 steplens probe behaviour --model "$model" --task shuttle --size 9 --n "$n" --batch 25 --out "$out/behaviour_shuttle" | tail -6
@@ -55,16 +60,33 @@ if set(five) > set(FIVE):
           f"{100 * s5['solve_rate'][0]:.1f}% [{100 * s5['solve_rate'][1]:.1f}, {100 * s5['solve_rate'][2]:.1f}]")
 def results(folder):
     return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
-multi, maze = results(root / "suite" / "maze_5"), results(root / "maze_model_5")
-seeds = sorted(set(multi) & set(maze))
-d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
-print(f"maze 5x5, multi minus maze model (paired, n={len(seeds)}): {100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
+for a, b in ((root / "suite" / "maze_5", root / "maze_model_5"), (root / "paired" / "multi_5", root / "paired" / "maze_5")):
+    multi, maze = results(a), results(b)
+    seeds = sorted(set(multi) & set(maze))
+    d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
+    def rate(r):
+        k = int(sum(r[s] for s in seeds))
+        lo, hi = wilson(k, len(seeds))
+        return f"{100 * k / len(seeds):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    print(f"maze 5x5 (n={len(seeds)}): multi {rate(multi)}, maze model {rate(maze)}; multi minus maze model (paired): "
+          f"{100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
 from steplens.tasks import get_task
 ttt = get_task("tictactoe")
 n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text())["n"])
 for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
     boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
     print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
+near = root / "suite" / "shuttle_near_11" / "results.jsonl"
+if near.exists():  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
+    from collections import Counter
+    kinds = Counter()
+    for r in rows_by_method(near)["single"]:
+        if "error" in r:
+            continue
+        v, t = [tuple(x) for x in r["details"]["visited"]], tuple(r["details"]["nearest"])
+        kinds["only the nearest" if v == [t] else "the nearest and another" if t in v else "another only" if v else "none"] += 1
+    print(f"shuttle_near 11, targets turned green (n={sum(kinds.values())}):",
+          ", ".join(f"{k} {kinds[k]}" for k in ("only the nearest", "another only", "the nearest and another", "none")))
 for task in ("occlusion", "shuttle", "shuttle_near"):
     if (root / f"behaviour_{task}").is_dir():
         print(f"[{task}]", (root / f"behaviour_{task}" / "summary.txt").read_text().strip())
