@@ -22,12 +22,10 @@ for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2,4 sh
       --out "$out/size/${task}_$size" | tail -1
   done
 done
-log "maze 5x5 with the single-task maze model, same instances (paired)"
-steplens evaluate --model maze --task maze --size 5 --n "$n" --seed 10000 --steps 20 --out "$out/maze_model_5" | tail -1
 pn="${PAIRED_N:-$((4 * n))}"
-log "maze 5x5 paired again on $pn instances (the first $n are the ones above)"
+log "maze 5x5 with the single-task maze model on $pn instances, paired with the suite's first $n and with $pn of $model"
+steplens evaluate --model maze --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/maze_model_5" | tail -1
 steplens evaluate --model "$model" --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/paired/multi_5" | tail -1
-steplens evaluate --model maze --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/paired/maze_5" | tail -1
 log "working memory and perception before action where the conditioning does not hold the answer"
 steplens probe behaviour --model "$model" --task occlusion --size 12 --n "$n" --batch 25 --out "$out/behaviour_occlusion" | tail -6
 steplens probe behaviour --model "$model" --task shuttle --size 9 --n "$n" --batch 25 --out "$out/behaviour_shuttle" | tail -6
@@ -60,15 +58,15 @@ if set(five) > set(FIVE):
           f"{100 * s5['solve_rate'][0]:.1f}% [{100 * s5['solve_rate'][1]:.1f}, {100 * s5['solve_rate'][2]:.1f}]")
 def results(folder):
     return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
-for a, b in ((root / "suite" / "maze_5", root / "maze_model_5"), (root / "paired" / "multi_5", root / "paired" / "maze_5")):
-    multi, maze = results(a), results(b)
+def rate(r, seeds):
+    k = int(sum(r[s] for s in seeds))
+    lo, hi = wilson(k, len(seeds))
+    return f"{100 * k / len(seeds):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+maze = results(root / "maze_model_5")
+for multi in (results(root / "suite" / "maze_5"), results(root / "paired" / "multi_5")):  # pairs on the seeds both have
     seeds = sorted(set(multi) & set(maze))
     d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
-    def rate(r):
-        k = int(sum(r[s] for s in seeds))
-        lo, hi = wilson(k, len(seeds))
-        return f"{100 * k / len(seeds):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
-    print(f"maze 5x5 (n={len(seeds)}): multi {rate(multi)}, maze model {rate(maze)}; multi minus maze model (paired): "
+    print(f"maze 5x5 (n={len(seeds)}): multi {rate(multi, seeds)}, maze model {rate(maze, seeds)}; multi minus maze model (paired): "
           f"{100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
 from steplens.tasks import get_task
 ttt = get_task("tictactoe")
