@@ -1,4 +1,4 @@
-"""The tictactoe, rotate, rotate_large, occlusion, shuttle and shuttle_near tasks: determinism, metadata, sizes and exact scorers."""
+"""The tictactoe, tictactoe_fork, rotate, rotate_large, occlusion, shuttle and shuttle_near tasks: determinism, metadata, sizes and exact scorers."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, Occlusion
 from steplens.tasks.rotate import LARGE_SHAPES, SHAPES, RotateInstance, RotateLargeTask, RotateTask, turn
 from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
 from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
-from steplens.tasks.tictactoe import TicTacToeTask, board_indices, correct_move, has_line, place, winning_squares
+from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, correct_move, correct_move_with_forks,
+                                      fork_squares, has_line, place, winning_squares)
 
-NEW = ("tictactoe", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
+NEW = ("tictactoe", "tictactoe_fork", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
 SEEDS = range(12)
 
 
@@ -114,8 +115,16 @@ def test_tictactoe_rules_by_hand():
     assert has_line("XXXOO....", "X") and not has_line("XXOOO....", "X")
 
 
-def test_tictactoe_positions_have_one_correct_move_among_several():
-    task = TicTacToeTask()
+def test_tictactoe_fork_rules_by_hand():
+    assert fork_squares("...XOO..X") == [6]  # X at 6 wins at 0 and at 7
+    assert correct_move_with_forks("...XOO..X") == (6, "fork")
+    assert correct_move_with_forks("XX.OO....") == (2, "win") and correct_move_with_forks("X..OO..X.") == (5, "block")
+    assert correct_move_with_forks("X...O...X") is None  # no win, no threat, forks at 2 and at 6
+    assert correct_move("...XOO..X") is None  # the base task has no rule for it
+
+
+@pytest.mark.parametrize("task", [TicTacToeTask(), TicTacToeForkTask()], ids=lambda t: t.name)
+def test_tictactoe_positions_have_one_correct_move_among_several(task):
     for s in range(40):
         inst = task.generate(s)
         b = inst.board
@@ -124,11 +133,31 @@ def test_tictactoe_positions_have_one_correct_move_among_several():
         assert len(empties) >= 3 and inst.move in empties
         x_wins = [k for k in empties if has_line(place(b, k, "X"), "X")]
         o_wins = [k for k in empties if has_line(place(b, k, "O"), "O")]
-        assert x_wins == [inst.move] if inst.kind == "win" else (x_wins == [] and o_wins == [inst.move])
+        # a fork: after the X, X has two different squares that complete a line
+        forks = [k for k in empties if sum(has_line(place(place(b, k, "X"), j, "X"), "X") for j in empties if j != k) >= 2]
+        expect = {"win": (x_wins == [inst.move]), "block": (x_wins == [] and o_wins == [inst.move]),
+                  "fork": (x_wins == [] and o_wins == [] and forks == [inst.move])}
+        assert expect[inst.kind], (b, inst.move, inst.kind)
         # of all the placements of one X, exactly the correct one scores success
         for k in empties:
             final = PALETTE_ARRAY[board_indices(place(b, k, "X"), inst.square)].astype(np.float32)
             assert task.score_blocks(inst, final, final[None]).success == (k == inst.move)
+
+
+def test_tictactoe_fork_is_tictactoe_one_rule_deeper():
+    base, fork = get_task("tictactoe"), get_task("tictactoe_fork")
+    counts = {k: sum(fork.generate(s).kind == k for s in range(90)) for k in ("win", "block", "fork")}
+    assert min(counts.values()) >= 20, counts
+    inst = next(fork.generate(s) for s in range(20) if fork.generate(s).kind == "fork")
+    assert base.render(inst).tobytes() == fork.render(inst).tobytes()  # same drawing and scorer
+    assert "two ways to win" in fork.prompt(inst) and "two ways" not in base.prompt(inst)
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_tictactoe_fork_audit_passes(size):
+    report = audit_task("tictactoe_fork", n=12, seed=50, size=size)
+    assert report.passed, format_report(report)
+    assert report.case("violation:wrong_square").success_rate == 0.0
 
 
 def test_tictactoe_kinds_mixed_and_scores_partial():

@@ -29,6 +29,7 @@ CATEGORIES: dict[str, str] = {
     "rotate": "spatial transformation",
     "rotate_large": "spatial transformation",
     "tictactoe": "logic",
+    "tictactoe_fork": "logic",
 }
 N_BOOT = 2000
 

@@ -8,7 +8,7 @@ from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateLargeTask, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
 from .shuttle_near import ShuttleNearInstance, ShuttleNearTask
-from .tictactoe import TicTacToeInstance, TicTacToeTask
+from .tictactoe import TicTacToeForkTask, TicTacToeInstance, TicTacToeTask
 
 TASKS: dict[str, Task] = {}
 
@@ -20,6 +20,7 @@ def register(task: Task) -> Task:
 
 register(MazeTask())
 register(TicTacToeTask())
+register(TicTacToeForkTask())
 register(RotateTask())
 register(RotateLargeTask())
 register(OcclusionTask())
@@ -53,6 +54,7 @@ __all__ = [
     "ShuttleTask",
     "Task",
     "TaskInputError",
+    "TicTacToeForkTask",
     "TicTacToeInstance",
     "TicTacToeTask",
     "blocks_to_frames",

@@ -13,6 +13,10 @@ board: exactly one new X, on the correct square, drawn as the X pattern, and no 
 extra piece, no piece removed or recoloured, no grid line broken, no off-palette block). Failure
 examples: an X on another empty square, two new Xs, an O on the correct square, the unchanged
 board. Partial score: IoU of the blocks that changed from frame 0 with the blocks that should.
+
+`tictactoe_fork` is the harder variant, one rule deeper: a third of its positions have neither a win
+for X nor a threat from O, and exactly one square where an X makes a fork (two different winning
+squares next turn); the rest are "win" and "block" positions as above. Same drawing and scorer.
 """
 
 from __future__ import annotations
@@ -68,6 +72,20 @@ def correct_move(board: str) -> tuple[int, str] | None:
     return (threats[0], "block") if len(threats) == 1 else None
 
 
+def fork_squares(board: str) -> list[int]:
+    """Empty squares where an X would leave X two (or more) different winning squares."""
+    return [k for k, m in enumerate(board) if m == "." and len(winning_squares(place(board, k, "X"), "X")) >= 2]
+
+
+def correct_move_with_forks(board: str) -> tuple[int, str] | None:
+    """Win, else block, else fork: the unique correct move one rule deeper, or None if not unique."""
+    wins, threats = winning_squares(board, "X"), winning_squares(board, "O")
+    if wins or threats:
+        return correct_move(board)
+    forks = fork_squares(board)
+    return (forks[0], "fork") if len(forks) == 1 else None
+
+
 def piece_masks(s: int) -> dict[str, np.ndarray]:
     """(s, s) bool patterns of an X (both diagonals) and an O (the ring)."""
     eye = np.eye(s, dtype=bool)
@@ -108,11 +126,16 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     description = "X to move: place the one X that wins, or else the one that blocks O."
     colors = TTT_COLORS
     scene_colors = (LINE, X, O)
+    kinds: tuple[str, ...] = KINDS
+
+    @staticmethod
+    def solve(board: str) -> tuple[int, str] | None:
+        return correct_move(board)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> TicTacToeInstance:
         s = self.check_generate_args(size, n_frames, kw, size_what="blocks per square")
         rng = np.random.default_rng([seed, s])
-        kind = KINDS[int(rng.integers(len(KINDS)))]
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
         for _ in range(_MAX_TRIES):
             n_each = int(rng.integers(2, 4))  # 2 or 3 of each: 3..5 empty squares to choose from
             order = rng.permutation(9)
@@ -124,10 +147,10 @@ class TicTacToeTask(Task[TicTacToeInstance]):
             board = "".join(marks)
             if has_line(board, "X") or has_line(board, "O"):
                 continue
-            found = correct_move(board)
+            found = self.solve(board)
             if found is not None and found[1] == kind:
                 return TicTacToeInstance(s, int(seed), board, found[0], kind, n_frames, cell_px)
-        raise RuntimeError(f"tictactoe: no {kind!r} position found for seed {seed}")  # pragma: no cover
+        raise RuntimeError(f"{self.name}: no {kind!r} position found for seed {seed}")  # pragma: no cover
 
     def final_board(self, inst: TicTacToeInstance) -> str:
         return place(inst.board, inst.move, "X")
@@ -192,3 +215,28 @@ class TicTacToeTask(Task[TicTacToeInstance]):
             "unclassified": int((cls < 0).sum()),
         }
         return Score(bool(np.array_equal(cls, want)), iou, details)
+
+
+class TicTacToeForkTask(TicTacToeTask):
+    """Tic-tac-toe one rule deeper: win, else block, else the one X that makes a fork.
+
+    A third of the positions have no win for X and no threat from O, and exactly one empty square
+    where an X leaves X two different winning squares (a fork, which O cannot block both of); the
+    rest are the base task's "win" and "block" positions, so the whole priority order has to be
+    applied. Same board, drawing and scorer as `tictactoe`.
+    """
+
+    name = "tictactoe_fork"
+    kinds = ("win", "block", "fork")
+    description = "X to move: the winning X, else the blocking X, else the one X that makes two winning threats (a fork)."
+
+    @staticmethod
+    def solve(board: str) -> tuple[int, str] | None:
+        return correct_move_with_forks(board)
+
+    def prompt(self, inst: TicTacToeInstance) -> str:
+        return (
+            "A tic-tac-toe board: blue crosses are X, red rings are O, and it is X's turn. "
+            "Draw one blue X on the empty square that wins the game for X; if X cannot win, on the square that stops O from winning; "
+            "if there is neither, on the square that gives X two ways to win at once. Change nothing else."
+        )
