@@ -9,11 +9,11 @@ set -euo pipefail
 model="${1:-multi}"; n="${2:-50}"; out="${3:-runs/multi}"; mkdir -p "$out"
 log() { echo "[$(date +%T)] $*"; }
 
-log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3; shuttle_near 11, rotate_large 11)"
+log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tictactoe 3; shuttle_near 11, rotate_large 11, tictactoe_fork 3)"
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
 known=$(python -c "import json, sys; print(*json.load(open(sys.argv[1]))['sizes'])" "$out/suite/summary.json")  # the model's tasks
 log "difficulty per task: the sizes around the default"
-for spec in maze:4,6,7 occlusion:10,14 shuttle:7,11 rotate:7,11 tictactoe:2,4 shuttle_near:7,15 rotate_large:9,13; do
+for spec in maze:4,6,7 occlusion:10,14,16 shuttle:7,11,13,15 rotate:7,11 tictactoe:2,4 shuttle_near:7,15 rotate_large:9,13 tictactoe_fork:2,4; do
   task=${spec%%:*}
   case " $known " in *" $task "*) ;; *) continue ;; esac  # a task the model was not trained on
   sizes=${spec##*:}
@@ -50,12 +50,14 @@ print(f"suite (default sizes): score {suite['score'][0]:.3f} [{suite['score'][1]
       f"{100 * suite['solve_rate'][0]:.1f}% [{100 * suite['solve_rate'][1]:.1f}, {100 * suite['solve_rate'][2]:.1f}]")
 from steplens.suite import rows_by_method, suite_summary
 FIVE = ("maze", "occlusion", "shuttle", "rotate", "tictactoe")  # the tasks of stages 1-4: their suite, comparable across stages
-five = {p.parent.name.rsplit("_", 1)[0]: p for p in root.glob("suite/*_*/results.jsonl")}
-if set(five) > set(FIVE):
-    rows = {t: {m: [r for r in rs if "error" not in r] for m, rs in rows_by_method(five[t]).items()} for t in FIVE}
-    s5 = suite_summary(rows)["methods"]["single"]
-    print(f"suite of the five first tasks only: score {s5['score'][0]:.3f} [{s5['score'][1]:.3f}, {s5['score'][2]:.3f}], solve rate "
-          f"{100 * s5['solve_rate'][0]:.1f}% [{100 * s5['solve_rate'][1]:.1f}, {100 * s5['solve_rate'][2]:.1f}]")
+SEVEN = (*FIVE, "shuttle_near", "rotate_large")  # stages 5-6
+have = {p.parent.name.rsplit("_", 1)[0]: p for p in root.glob("suite/*_*/results.jsonl")}
+for name, subset in (("five", FIVE), ("seven", SEVEN)):
+    if set(have) > set(subset):
+        rows = {t: {m: [r for r in rs if "error" not in r] for m, rs in rows_by_method(have[t]).items()} for t in subset}
+        sk = suite_summary(rows)["methods"]["single"]
+        print(f"suite of the {name} first tasks only: score {sk['score'][0]:.3f} [{sk['score'][1]:.3f}, {sk['score'][2]:.3f}], solve rate "
+              f"{100 * sk['solve_rate'][0]:.1f}% [{100 * sk['solve_rate'][1]:.1f}, {100 * sk['solve_rate'][2]:.1f}]")
 def results(folder):
     return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
 def rate(r, seeds):
@@ -74,6 +76,14 @@ n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text()
 for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
     boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
     print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
+for folder in sorted([*root.glob("suite/tictactoe_fork_*"), *root.glob("size/tictactoe_fork_*")]):  # which rule level fails
+    task, size = get_task("tictactoe_fork"), int(folder.name.rsplit("_", 1)[1])
+    by_kind: dict[str, list[float]] = {}
+    for r in rows_by_method(folder / "results.jsonl")["single"]:
+        if "error" not in r:
+            by_kind.setdefault(task.generate(r["seed"], size).kind, []).append(float(r["success"]))
+    print(f"tictactoe_fork {size} by kind:", ", ".join(f"{k} {rate(dict(enumerate(v)), range(len(v)))} (n={len(v)})"
+                                                      for k, v in sorted(by_kind.items())))
 near = root / "suite" / "shuttle_near_11" / "results.jsonl"
 if near.exists():  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
     from collections import Counter
