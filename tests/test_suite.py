@@ -56,10 +56,11 @@ def test_evaluate_suite_cli(tmp_path):
                                  "--sizes", "maze=4;occlusion=10", "--out", str(out)])
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
-    assert s["sizes"] == {"maze": 4, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11}
+    assert s["sizes"] == {"maze": 4, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11,
+                          "tictactoe_fork": 3}
     assert set(s["tasks"]) == set(s["sizes"]) and all(e["n"] == 2 for e in s["tasks"].values())
     per_task = [json.loads((out / f"{t}_{z}" / "summary.json").read_text())["solve_rate"] for t, z in s["sizes"].items()]
-    assert s["methods"]["single"]["solve_rate"][0] == pytest.approx(sum(per_task) / 7)  # each task's own run folder
+    assert s["methods"]["single"]["solve_rate"][0] == pytest.approx(sum(per_task) / 8)  # each task's own run folder
     assert "suite score" in r.output and (out / "maze_4" / "precision.json").is_file()
     bad = CliRunner().invoke(app, ["evaluate", "--model", "maze", "--task", "maze", "--sizes", "maze=4", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--task suite only" in bad.output
@@ -70,10 +71,11 @@ def test_evaluate_suite_cli(tmp_path):
 def test_ensemble_and_search_suites_compare_methods_to_single(tmp_path, command):
     out = tmp_path / "suite"
     r = CliRunner().invoke(app, [*command, "--model", "multi", "--task", "suite", "--n", "2", "--steps", "3", "--sizes",
-                                 "maze=4;occlusion=10;shuttle=7;rotate=7;tictactoe=2;shuttle_near=7;rotate_large=9", "--out", str(out)])
+                                 "maze=4;occlusion=10;shuttle=7;rotate=7;tictactoe=2;shuttle_near=7;rotate_large=9;tictactoe_fork=2",
+                                 "--out", str(out)])
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
-    assert set(s["tasks"]) == {"maze", "occlusion", "shuttle", "rotate", "tictactoe", "shuttle_near", "rotate_large"}
+    assert set(s["tasks"]) == {"maze", "occlusion", "shuttle", "rotate", "tictactoe", "shuttle_near", "rotate_large", "tictactoe_fork"}
     assert "single" in s["methods"] and len(s["methods"]) >= 2
     assert all("diff_vs_single" in e for m, e in s["methods"].items() if m != "single")
     # the search's verifier needs maze rules: it is left out where a task has none, so no suite method uses it
