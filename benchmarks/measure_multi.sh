@@ -60,15 +60,16 @@ for name, subset in (("five", FIVE), ("seven", SEVEN)):
               f"{100 * sk['solve_rate'][0]:.1f}% [{100 * sk['solve_rate'][1]:.1f}, {100 * sk['solve_rate'][2]:.1f}]")
 def results(folder):
     return {r["seed"]: float(r["success"]) for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()) if "error" not in r}
-def rate(r, seeds):
-    k = int(sum(r[s] for s in seeds))
-    lo, hi = wilson(k, len(seeds))
-    return f"{100 * k / len(seeds):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+def rate(successes):
+    k, n = int(sum(successes)), len(successes)
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 maze = results(root / "maze_model_5")
 for multi in (results(root / "suite" / "maze_5"), results(root / "paired" / "multi_5")):  # pairs on the seeds both have
     seeds = sorted(set(multi) & set(maze))
-    d = bootstrap_diff([maze[s] for s in seeds], [multi[s] for s in seeds])
-    print(f"maze 5x5 (n={len(seeds)}): multi {rate(multi, seeds)}, maze model {rate(maze, seeds)}; multi minus maze model (paired): "
+    a, b = [maze[s] for s in seeds], [multi[s] for s in seeds]
+    d = bootstrap_diff(a, b)
+    print(f"maze 5x5 (n={len(seeds)}): multi {rate(b)}, maze model {rate(a)}; multi minus maze model (paired): "
           f"{100 * d[0]:+.1f} points [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
 from steplens.tasks import get_task
 ttt = get_task("tictactoe")
@@ -76,14 +77,14 @@ n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text()
 for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
     boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
     print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
+fork = get_task("tictactoe_fork")
 for folder in sorted([*root.glob("suite/tictactoe_fork_*"), *root.glob("size/tictactoe_fork_*")]):  # which rule level fails
-    task, size = get_task("tictactoe_fork"), int(folder.name.rsplit("_", 1)[1])
+    size = int(folder.name.rsplit("_", 1)[1])
     by_kind: dict[str, list[float]] = {}
     for r in rows_by_method(folder / "results.jsonl")["single"]:
         if "error" not in r:
-            by_kind.setdefault(task.generate(r["seed"], size).kind, []).append(float(r["success"]))
-    print(f"tictactoe_fork {size} by kind:", ", ".join(f"{k} {rate(dict(enumerate(v)), range(len(v)))} (n={len(v)})"
-                                                      for k, v in sorted(by_kind.items())))
+            by_kind.setdefault(fork.generate(r["seed"], size).kind, []).append(float(r["success"]))
+    print(f"tictactoe_fork {size} by kind:", ", ".join(f"{k} {rate(v)} (n={len(v)})" for k, v in sorted(by_kind.items())))
 near = root / "suite" / "shuttle_near_11" / "results.jsonl"
 if near.exists():  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
     from collections import Counter

@@ -14,8 +14,8 @@ from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, Occlusion
 from steplens.tasks.rotate import LARGE_SHAPES, SHAPES, RotateInstance, RotateLargeTask, RotateTask, turn
 from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
 from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
-from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, correct_move, correct_move_with_forks,
-                                      fork_squares, has_line, place, winning_squares)
+from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, correct_move, fork_squares, has_line, place,
+                                      winning_squares)
 
 NEW = ("tictactoe", "tictactoe_fork", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
 SEEDS = range(12)
@@ -117,9 +117,9 @@ def test_tictactoe_rules_by_hand():
 
 def test_tictactoe_fork_rules_by_hand():
     assert fork_squares("...XOO..X") == [6]  # X at 6 wins at 0 and at 7
-    assert correct_move_with_forks("...XOO..X") == (6, "fork")
-    assert correct_move_with_forks("XX.OO....") == (2, "win") and correct_move_with_forks("X..OO..X.") == (5, "block")
-    assert correct_move_with_forks("X...O...X") is None  # no win, no threat, forks at 2 and at 6
+    assert correct_move("...XOO..X", forks=True) == (6, "fork")
+    assert correct_move("XX.OO....", forks=True) == (2, "win") and correct_move("X..OO..X.", forks=True) == (5, "block")
+    assert correct_move("X...O...X", forks=True) is None  # no win, no threat, forks at 2 and at 6
     assert correct_move("...XOO..X") is None  # the base task has no rule for it
 
 
@@ -148,7 +148,7 @@ def test_tictactoe_fork_is_tictactoe_one_rule_deeper():
     base, fork = get_task("tictactoe"), get_task("tictactoe_fork")
     counts = {k: sum(fork.generate(s).kind == k for s in range(90)) for k in ("win", "block", "fork")}
     assert min(counts.values()) >= 20, counts
-    inst = next(fork.generate(s) for s in range(20) if fork.generate(s).kind == "fork")
+    inst = next(i for i in map(fork.generate, range(20)) if i.kind == "fork")
     assert base.render(inst).tobytes() == fork.render(inst).tobytes()  # same drawing and scorer
     assert "two ways to win" in fork.prompt(inst) and "two ways" not in base.prompt(inst)
 

@@ -63,27 +63,24 @@ def has_line(board: str, player: str) -> bool:
     return any(all(board[i] == player for i in line) for line in LINES)
 
 
-def correct_move(board: str) -> tuple[int, str] | None:
-    """The unique correct move for X and its kind, or None if there is no unique one."""
+def correct_move(board: str, *, forks: bool = False) -> tuple[int, str] | None:
+    """The unique correct move for X and its kind, or None if there is no unique one.
+
+    Win, else block; with `forks`, one rule deeper (tictactoe_fork): else the square that makes a fork.
+    """
     wins = winning_squares(board, "X")
     if wins:
         return (wins[0], "win") if len(wins) == 1 else None
     threats = winning_squares(board, "O")
-    return (threats[0], "block") if len(threats) == 1 else None
+    if threats or not forks:
+        return (threats[0], "block") if len(threats) == 1 else None
+    made = fork_squares(board)
+    return (made[0], "fork") if len(made) == 1 else None
 
 
 def fork_squares(board: str) -> list[int]:
     """Empty squares where an X would leave X two (or more) different winning squares."""
     return [k for k, m in enumerate(board) if m == "." and len(winning_squares(place(board, k, "X"), "X")) >= 2]
-
-
-def correct_move_with_forks(board: str) -> tuple[int, str] | None:
-    """Win, else block, else fork: the unique correct move one rule deeper, or None if not unique."""
-    wins, threats = winning_squares(board, "X"), winning_squares(board, "O")
-    if wins or threats:
-        return correct_move(board)
-    forks = fork_squares(board)
-    return (forks[0], "fork") if len(forks) == 1 else None
 
 
 def piece_masks(s: int) -> dict[str, np.ndarray]:
@@ -126,11 +123,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     description = "X to move: place the one X that wins, or else the one that blocks O."
     colors = TTT_COLORS
     scene_colors = (LINE, X, O)
-    kinds: tuple[str, ...] = KINDS
-
-    @staticmethod
-    def solve(board: str) -> tuple[int, str] | None:
-        return correct_move(board)
+    kinds: tuple[str, ...] = KINDS  # with "fork": the fork rule applies (correct_move's `forks`)
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> TicTacToeInstance:
         s = self.check_generate_args(size, n_frames, kw, size_what="blocks per square")
@@ -147,7 +140,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
             board = "".join(marks)
             if has_line(board, "X") or has_line(board, "O"):
                 continue
-            found = self.solve(board)
+            found = correct_move(board, forks="fork" in self.kinds)
             if found is not None and found[1] == kind:
                 return TicTacToeInstance(s, int(seed), board, found[0], kind, n_frames, cell_px)
         raise RuntimeError(f"{self.name}: no {kind!r} position found for seed {seed}")  # pragma: no cover
@@ -229,10 +222,6 @@ class TicTacToeForkTask(TicTacToeTask):
     name = "tictactoe_fork"
     kinds = ("win", "block", "fork")
     description = "X to move: the winning X, else the blocking X, else the one X that makes two winning threats (a fork)."
-
-    @staticmethod
-    def solve(board: str) -> tuple[int, str] | None:
-        return correct_move_with_forks(board)
 
     def prompt(self, inst: TicTacToeInstance) -> str:
         return (
