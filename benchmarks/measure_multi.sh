@@ -13,7 +13,7 @@ log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tict
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
 known=$(python -c "import json, sys; print(*json.load(open(sys.argv[1]))['sizes'])" "$out/suite/summary.json")  # the model's tasks
 log "difficulty per task: the sizes around the default"
-for spec in maze:4,6,7 occlusion:10,14,16 shuttle:7,11,13,15 rotate:7,11 tictactoe:2,4 shuttle_near:7,15 rotate_large:9,13 tictactoe_fork:2,4; do
+for spec in maze:4,6,7 occlusion:10,14,16 shuttle:7,11,15,19 rotate:7,11 tictactoe:2,4 shuttle_near:7,15,17,19,21 rotate_large:9,13 tictactoe_fork:2,4; do
   task=${spec%%:*}
   case " $known " in *" $task "*) ;; *) continue ;; esac  # a task the model was not trained on
   sizes=${spec##*:}

@@ -1,6 +1,6 @@
 """Shuttle (memory of the start): the blue agent walks to the red target, marks it, and walks back.
 
-An n x n room (n is the size): black border walls, white floor, a blue agent and a red target on
+An n x n room (n is the size, 7 to 21): black border walls, white floor, a blue agent and a red target on
 the floor at least 3 steps apart. The start is marked only by the agent standing on it in frame 0:
 once the agent leaves, the start block is plain floor like every other, so the way back must be
 remembered. The agent goes vertically then horizontally to the target (reached at frame
@@ -119,7 +119,7 @@ class ShuttleTask(Task[ShuttleInstance]):
     name = "shuttle"
     instance_type = ShuttleInstance
     default_size = 9
-    sizes = tuple(range(7, 16))
+    sizes = tuple(range(7, 22))
     description = "Walk the blue agent to the red target and back to where it started."
     colors = SHUTTLE_COLORS
     scene_colors = (WALL,)
