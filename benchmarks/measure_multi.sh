@@ -13,7 +13,7 @@ log "suite at the default sizes (maze 5, occlusion 12, shuttle 9, rotate 9, tict
 steplens evaluate --model "$model" --task suite --n "$n" --seed 10000 --steps 20 --out "$out/suite" | tail -12
 known=$(python -c "import json, sys; print(*json.load(open(sys.argv[1]))['sizes'])" "$out/suite/summary.json")  # the model's tasks
 log "difficulty per task: the sizes around the default"
-for spec in maze:4,6,7 occlusion:10,14,16 shuttle:7,11,15,19 rotate:7,11 tictactoe:2,4 shuttle_near:7,15,17,19,21 rotate_large:9,13 tictactoe_fork:2,4; do
+for spec in maze:4,6,7 occlusion:10,14,16 shuttle:7,11,15,19 rotate:7,11 tictactoe:2,4,5 shuttle_near:7,15,17,19,21 rotate_large:9,13 tictactoe_fork:2,4,5; do
   task=${spec%%:*}
   case " $known " in *" $task "*) ;; *) continue ;; esac  # a task the model was not trained on
   sizes=${spec##*:}
@@ -85,16 +85,15 @@ for folder in sorted([*root.glob("suite/tictactoe_fork_*"), *root.glob("size/tic
         if "error" not in r:
             by_kind.setdefault(fork.generate(r["seed"], size).kind, []).append(float(r["success"]))
     print(f"tictactoe_fork {size} by kind:", ", ".join(f"{k} {rate(v)} (n={len(v)})" for k, v in sorted(by_kind.items())))
-near = root / "suite" / "shuttle_near_11" / "results.jsonl"
-if near.exists():  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
-    from collections import Counter
-    kinds = Counter()
-    for r in rows_by_method(near)["single"]:
+from collections import Counter
+for folder in sorted([*root.glob("suite/shuttle_near_*"), *root.glob("size/shuttle_near_*")], key=lambda f: int(f.name.rsplit("_", 1)[1])):
+    kinds = Counter()  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
+    for r in rows_by_method(folder / "results.jsonl")["single"]:
         if "error" in r:
             continue
         v, t = [tuple(x) for x in r["details"]["visited"]], tuple(r["details"]["nearest"])
         kinds["only the nearest" if v == [t] else "the nearest and another" if t in v else "another only" if v else "none"] += 1
-    print(f"shuttle_near 11, targets turned green (n={sum(kinds.values())}):",
+    print(f"shuttle_near {folder.name.rsplit('_', 1)[1]}, targets turned green (n={sum(kinds.values())}):",
           ", ".join(f"{k} {kinds[k]}" for k in ("only the nearest", "another only", "the nearest and another", "none")))
 for task in ("occlusion", "shuttle", "shuttle_near"):
     if (root / f"behaviour_{task}").is_dir():

@@ -155,7 +155,7 @@ def test_tictactoe_fork_is_tictactoe_one_rule_deeper():
     assert "two ways to win" in fork.prompt(inst) and "two ways" not in base.prompt(inst)
 
 
-@pytest.mark.parametrize("size", [2, 4])
+@pytest.mark.parametrize("size", [2, 4, 5])
 def test_tictactoe_fork_audit_passes(size):
     report = audit_task("tictactoe_fork", n=12, seed=50, size=size)
     assert report.passed, format_report(report)

@@ -1,6 +1,6 @@
 """Tic-tac-toe: X (blue) to move; draw the one correct X.
 
-The 3x3 board is drawn on (3s+2) x (3s+2) blocks for a square side of `s` blocks (the size): white
+The 3x3 board is drawn on (3s+2) x (3s+2) blocks for a square side of `s` blocks (the size, 2 to 5): white
 squares, black grid lines between them. An X is a blue diagonal cross in its square, an O a red
 ring. Positions come from random play with as many Xs as Os (X to move, nobody has won) and are kept
 only if the correct move is unique: either X has exactly one winning square ("win"), or X cannot
@@ -119,7 +119,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     name = "tictactoe"
     instance_type = TicTacToeInstance
     default_size = 3
-    sizes = (2, 3, 4)
+    sizes = (2, 3, 4, 5)
     description = "X to move: place the one X that wins, or else the one that blocks O."
     colors = TTT_COLORS
     scene_colors = (LINE, X, O)
