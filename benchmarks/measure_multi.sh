@@ -77,23 +77,23 @@ n = int(json.loads((root / "suite" / "tictactoe_3" / "summary.json").read_text()
 for size in (2, 3):  # what an X on a random empty square would score: the chance level of tictactoe's solve rate
     boards = [ttt.generate(s, size, n_frames=4, cell_px=1).board for s in range(10000, 10000 + n)]
     print(f"tictactoe {size}: chance (mean of 1 / empty squares over the {n} positions) {100 * sum(1 / b.count('.') for b in boards) / n:.0f}%")
+def runs_by_size(task):
+    """(size, single-seed rows without errors) of every run folder of `task` (suite's and the sizes'), smallest first."""
+    folders = {int(f.name.rsplit("_", 1)[1]): f for f in [*root.glob(f"suite/{task}_*"), *root.glob(f"size/{task}_*")]}
+    return [(z, [r for r in rows_by_method(folders[z] / "results.jsonl")["single"] if "error" not in r]) for z in sorted(folders)]
 fork = get_task("tictactoe_fork")
-for folder in sorted([*root.glob("suite/tictactoe_fork_*"), *root.glob("size/tictactoe_fork_*")]):  # which rule level fails
-    size = int(folder.name.rsplit("_", 1)[1])
+for size, rows in runs_by_size("tictactoe_fork"):  # which rule level fails
     by_kind: dict[str, list[float]] = {}
-    for r in rows_by_method(folder / "results.jsonl")["single"]:
-        if "error" not in r:
-            by_kind.setdefault(fork.generate(r["seed"], size).kind, []).append(float(r["success"]))
+    for r in rows:
+        by_kind.setdefault(fork.generate(r["seed"], size).kind, []).append(float(r["success"]))
     print(f"tictactoe_fork {size} by kind:", ", ".join(f"{k} {rate(v)} (n={len(v)})" for k, v in sorted(by_kind.items())))
 from collections import Counter
-for folder in sorted([*root.glob("suite/shuttle_near_*"), *root.glob("size/shuttle_near_*")], key=lambda f: int(f.name.rsplit("_", 1)[1])):
+for size, rows in runs_by_size("shuttle_near"):
     kinds = Counter()  # how shuttle_near fails: which targets a run turned green (its scorer's `visited` detail)
-    for r in rows_by_method(folder / "results.jsonl")["single"]:
-        if "error" in r:
-            continue
+    for r in rows:
         v, t = [tuple(x) for x in r["details"]["visited"]], tuple(r["details"]["nearest"])
         kinds["only the nearest" if v == [t] else "the nearest and another" if t in v else "another only" if v else "none"] += 1
-    print(f"shuttle_near {folder.name.rsplit('_', 1)[1]}, targets turned green (n={sum(kinds.values())}):",
+    print(f"shuttle_near {size}, targets turned green (n={sum(kinds.values())}):",
           ", ".join(f"{k} {kinds[k]}" for k in ("only the nearest", "another only", "the nearest and another", "none")))
 for task in ("occlusion", "shuttle", "shuttle_near"):
     if (root / f"behaviour_{task}").is_dir():
