@@ -20,9 +20,9 @@ from steplens.cli import app  # noqa: E402
 from steplens.config import ConfigError  # noqa: E402
 from steplens.io import read_video, write_png, write_video  # noqa: E402
 from steplens.precision import choose  # noqa: E402
-from steplens.scoring_kit import EvalKitScorer, KitError, SteplensScorer, make_scorers  # noqa: E402
+from steplens.vbvr.kit import EvalKitScorer, KitError, SteplensScorer, make_scorers  # noqa: E402
 from steplens.tasks.vbvr import SampleError, generate_set, is_bench_root, iter_bench, read_sample  # noqa: E402
-from steplens.vbvr_run import BenchConfig, score_bench, video_plan  # noqa: E402
+from steplens.vbvr.run import BenchConfig, score_bench, video_plan  # noqa: E402
 
 KEY_DOOR, MAZE_OOD = "G-45_key_door_matching_data-generator", "O-39_maze_data-generator"
 TINY = ["--steps", "2", "--frames", "5", "--height", "32", "--width", "32"]
@@ -108,7 +108,7 @@ def test_video_plan_from_presets():
     from test_wan import build
 
     from steplens.models.wan import WanDenoiser
-    from steplens.vbvr_run import detect_preset
+    from steplens.vbvr.run import detect_preset
 
     den = WanDenoiser.from_pipeline(build("i2v_moe"))
     assert detect_preset(den) == "wan2.2-i2v-a14b"
@@ -131,8 +131,8 @@ def test_single_method_is_plain_sampling(gt, model):
     from steplens.models.wan import load_wan
     from steplens.runner import SamplingConfig
     from steplens.sampling import sample, seeded_noise
-    from steplens.evaluate_vbvr import load_prompt_embeds
-    from steplens.vbvr_run import bench_input, method_generator
+    from steplens.vbvr.wan import load_prompt_embeds
+    from steplens.vbvr.run import bench_input, method_generator
 
     den = load_wan(model, text_encoder=False)
     cfg = BenchConfig(str(gt), frames=5, height=32, width=32, seed=7, prompt_embeds=str(model / "emb.pt"))
@@ -427,7 +427,7 @@ def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
 def test_bench_methods_leave_out_ground_truth_baselines():
     from steplens.ensemble import EnsembleConfig
     from steplens.runner import SamplingConfig
-    from steplens.vbvr_run import bench_methods
+    from steplens.vbvr.run import bench_methods
 
     sampling = SamplingConfig("euler", 50, 5.0)
     ens = EnsembleConfig(k=3, window=(0, 2))

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import ConfigError
-from .stats import bootstrap_mean
-from .tasks.vbvr import BenchRef
+from ..config import ConfigError
+from ..stats import bootstrap_mean
+from ..tasks.vbvr import BenchRef
 
 ENTRY_POINTS = {"run_evaluation": "run_evaluation.py", "evaluate": "evaluate.py"}
 CONVENTIONS = {
@@ -102,9 +102,9 @@ class SteplensScorer:
                 "covers": "steplens-<task> samples (with meta.json)", "missing": MISSING_POLICY}
 
     def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
-        from .io import read_video
-        from .tasks import TaskInputError
-        from .tasks.vbvr import bench_instance
+        from ..io import read_video
+        from ..tasks import TaskInputError
+        from ..tasks.vbvr import bench_instance
 
         out = []
         for ref in refs:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
-from .evaluate_vbvr import PromptLookup, fit_image, load_prompt_embeds
-from .tasks.vbvr import SPLITS, BenchRef
+from ..config import ConfigError
+from .wan import PromptLookup, fit_image, load_prompt_embeds
+from ..tasks.vbvr import SPLITS, BenchRef
 
 RESERVED = ("samples", "scores", "manifest.json", "summary.json", "summary.txt")  # bookkeeping names beside the method roots
 
@@ -114,8 +114,8 @@ SampleGenerator = Callable[[Any, BenchInput], tuple[np.ndarray, dict[str, Any]]]
 
 def bench_input(den: Any, ref: BenchRef, cfg: BenchConfig, prompts: PromptLookup | None = None) -> BenchInput:
     """Read a sample's first frame and prompt and condition the model on them."""
-    from .io import read_png
-    from .tasks.vbvr import FIRST_FRAME, read_prompt
+    from ..io import read_png
+    from ..tasks.vbvr import FIRST_FRAME, read_prompt
 
     first = read_png(ref.path / FIRST_FRAME)
     prompt = read_prompt(ref.path)
@@ -132,8 +132,8 @@ def method_generator(method: Any, sampling: Any) -> SampleGenerator:
     """
     import torch
 
-    from .ensemble import choose, ensemble_latents, nfe_per_instance
-    from .sampling import seeded_noise
+    from ..ensemble import choose, ensemble_latents, nfe_per_instance
+    from ..sampling import seeded_noise
 
     ens = method.ens
     if ens.k > 1 and ens.select in ("oracle", "vote"):
@@ -176,10 +176,10 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
     `manifest`: more config to record (and to refuse a resume with different settings). Returns the refs.
     A sample that fails is recorded with its error and retried on the next run; the others go on.
     """
-    from .config import to_dict
-    from .io import write_video
-    from .runs import RunFolder
-    from .tasks.vbvr import iter_bench
+    from ..config import to_dict
+    from ..io import write_video
+    from ..runs import RunFolder
+    from ..tasks.vbvr import iter_bench
 
     if getattr(den, "image_mode", "concat") == "none":
         raise ValueError("a text-to-video model cannot condition on VBVR-Bench first frames; use an image-to-video model")
@@ -241,7 +241,7 @@ def frames_digest(video: np.ndarray) -> str:
 
 
 def _message(e: Exception, ref: BenchRef) -> str:
-    from .tasks import TaskInputError
+    from ..tasks import TaskInputError
 
     return str(e) if isinstance(e, TaskInputError) else f"{ref.path}: {type(e).__name__}: {e}"
 
@@ -257,9 +257,9 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     """
     import json
 
-    from .config import atomic_write_text, write_json
-    from .scoring_kit import summarize
-    from .stats import bootstrap_diff
+    from ..config import atomic_write_text, write_json
+    from .kit import summarize
+    from ..stats import bootstrap_diff
 
     out, gt_root = Path(out), Path(gt_root)
     old = json.loads((out / "summary.json").read_text()).get("methods", {}) if (out / "summary.json").is_file() else {}
@@ -345,7 +345,7 @@ def evaluate_bench(den: Any, cfg: BenchConfig, out: str | Path, methods: Sequenc
     """Generate with every method (run_bench), then score every output root (score_bench).
 
     A method is an `ensemble.Method` or has `generator(sampling) -> SampleGenerator` (e.g. search.bench.BenchScreen)."""
-    from .config import to_dict
+    from ..config import to_dict
 
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -360,7 +360,7 @@ def evaluate_bench(den: Any, cfg: BenchConfig, out: str | Path, methods: Sequenc
 def bench_methods(ens: Any, sampling: Any, *, baselines: bool) -> list[Any]:
     """single + ensemble, or with `baselines` also every baseline that runs without ground truth (best_of_k_oracle and
     majority_vote are left out: they need ground truth or the reference model's palette)."""
-    from .ensemble import Method, baselines as make_baselines
+    from ..ensemble import Method, baselines as make_baselines
 
     method_generator(Method("ensemble", ens), sampling)  # refuses a selection that needs ground truth
     if not baselines:
