@@ -319,7 +319,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     assert json.loads((out / "precision.json").read_text())["precision"] == ran and f"precision {ran} (asked auto" in res.stderr
     mtime = (out / "single" / refs[0].video_rel).stat().st_mtime_ns
     again = runner.invoke(app, args[:-4])  # resumable, and scoring again with another scorer regenerates nothing
-    assert again.exit_code == 0 and "5 done, 0 to run" in again.output
+    assert again.exit_code == 0 and "5 samples x 3 methods: 15 done, 0 to run" in again.output  # single, static, end-jump
     assert (out / "single" / refs[0].video_rel).stat().st_mtime_ns == mtime
     kept = json.loads((out / "summary.json").read_text())["methods"]["single"]
     assert set(kept) == {"steplens", "vbvr-evalkit.run_evaluation"}  # the kit's summary of the same videos is kept
@@ -329,7 +329,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
                               "--tasks", f"steplens-maze,{MAZE_OOD}"])
     assert res.exit_code == 0, res.output
     summary = json.loads((ens_out / "summary.json").read_text())
-    assert set(summary["methods"]) == {"single", "ensemble"} and summary["n_samples"] == 3
+    assert set(summary["methods"]) == {"single", "ensemble", "static", "end-jump"} and summary["n_samples"] == 3
     ens_s = summary["methods"]["ensemble"]["steplens"]
     assert ens_s["overall"]["n"] == 2 and 0.0 <= ens_s["overall"]["ci95"][0] <= ens_s["overall"]["ci95"][1] <= 1.0
     assert "diff_vs_single" in ens_s
@@ -357,7 +357,7 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     screens = [f"early_screen_{c}{s}_k3_s1_m2_{f}" for c in ("", "cold_") for s in ("agreement", "stability") for f in ("early", "agreement")]
-    expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens}
+    expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens, "static", "end-jump"}
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == expected and summary["n_samples"] == 5
     for m in expected:
@@ -367,7 +367,8 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
         assert s["overall"]["n"] == 2 and s["scorer"]["convention"] and (m == "single" or "diff_vs_single" in s)
     # 3 seeds for 1 step, 2 of them for the other 2: 3 + 2 x 2; best of 2 runs 2 x 3; the paper's ensemble (k=8, merged
     # x_t from step 0): 8 at step 0, then one merged trajectory: 8 + 1 + 1
-    assert summary["nfe"] == {"single": 3, "single_cold": 3, "ensemble": 10, "best_of_2_agreement": 6, **{m: 7 for m in screens}}
+    assert summary["nfe"] == {"single": 3, "single_cold": 3, "ensemble": 10, "best_of_2_agreement": 6, **{m: 7 for m in screens},
+                              "static": 0, "end-jump": 0}
     for m in screens:
         for p in (out / "samples").glob(f"{m}__*.json"):
             r = json.loads(p.read_text())
@@ -425,7 +426,10 @@ def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
                                    "--prompt-embeds", str(model / "emb.pt"), *TINY])
     assert res.exit_code == 1, res.stderr
     line = res.stderr.strip().splitlines()[-1]  # after whatever the model loader warns
-    assert line.startswith("error: 1 of 2 samples could not be generated; first: single In-Domain_50/") and "first_frame.png" in line
+    # the broken sample fails for the model and both trivial methods: 3 of the 6 (2 samples x single, static, end-jump)
+    assert line.startswith("error: 3 of 6 samples could not be generated; first: single In-Domain_50/") and "first_frame.png" in line
+    rec = json.loads((out / "samples" / f"single__In-Domain_50__{KEY_DOOR}__00001.json").read_text())
+    assert rec["error_kind"] == "input"
     assert (out / "single" / "In-Domain_50" / KEY_DOOR / "00000.mp4").is_file()
     assert not (out / "single" / "In-Domain_50" / KEY_DOOR / "00001.mp4").exists()
 
@@ -452,3 +456,19 @@ def test_settles_at_is_the_first_step_from_which_no_step_differs_from_the_final(
     assert settles_at([0, 2, 3], [below, same, None]) == 2
     assert settles_at([0, 2, 3], [same, below, None]) == 3  # a later step that still differs resets it
     assert settles_at([0, 2, 3], [same, same, None]) == 0
+
+
+def test_a_failing_device_stops_the_official_layout_run(gt, model, tmp_path):
+    """A CUDA fault mid-run is a DeviceError that stops the run (as in evaluate), not a per-sample scoring error."""
+    from steplens.models.errors import DeviceError
+    from steplens.models.wan import load_wan
+    from steplens.vbvr.run import run_bench
+
+    def boom(den, inp):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    den = load_wan(model, text_encoder=False)
+    cfg = BenchConfig(str(gt), tasks=(MAZE_OOD,), frames=5, height=32, width=32, prompt_embeds=str(model / "emb.pt"))
+    with pytest.raises(DeviceError, match="illegal memory access"):
+        run_bench(den, cfg, tmp_path / "out", {"single": boom}, echo=lambda _: None)
+    assert not list((tmp_path / "out" / "samples").glob("*.json"))  # no "bad sample" record for a device fault

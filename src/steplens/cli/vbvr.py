@@ -113,12 +113,12 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
     den = load_bench_model(model, device, choice, wan)
     summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,
                              manifest={"model": model, **wan, "precision": choice.precision.value, **(extra or {})})
-    errors = summary["generation_errors"]
-    if len(errors) < summary["n_samples"] * len(methods):  # a result: record what ran (see record_precision)
+    errors, n = summary["generation_errors"], summary["n_samples"] * len(summary["methods"])  # methods: with the trivial ones
+    if len(errors) < n:  # a result: record what ran (see record_precision)
         record_precision(out, choice)
     typer.echo("\n".join(summary_lines(summary)))
     if errors:
-        raise sample_failures(len(errors), summary["n_samples"] * len(methods), errors[0], "generated")
+        raise sample_failures(len(errors), n, errors[0], "generated")
 
 
 def load_bench_model(model: str, device: str, choice: PrecisionChoice, options: dict[str, Any]) -> Any:
