@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -324,6 +324,21 @@ def make_scorers(names: str, *, evalkit: str | None = None, entry: str = "run_ev
     return out
 
 
+def score_root(gt_root: Path, out_root: Path, refs: Sequence[BenchRef], scorers: Sequence[Scorer],
+               work: Callable[[str], Path]) -> dict[str, tuple[list[BenchScore], dict[str, Any]]]:
+    """Every scorer on one output root: scorer key -> (its rows, its summary with the kit's own means as `kit_reported`).
+
+    `work(key)`: the folder that scorer keeps its raw outputs in."""
+    out = {}
+    for sc in scorers:
+        rows = sc.score(gt_root, out_root, refs, work(sc.key))
+        s = summarize(rows, sc.describe())
+        if getattr(sc, "kit_reported", None):
+            s["kit_reported"] = dict(sc.kit_reported)
+        out[sc.key] = (rows, s)
+    return out
+
+
 # -- summaries ---------------------------------------------------------------------------------------
 def tally(rows: Sequence[BenchScore]) -> dict[str, Any]:
     """Counts and the mean score with its bootstrap CI over the covered samples (missing and errors as 0)."""
@@ -355,4 +370,4 @@ def summarize(rows: Sequence[BenchScore], scorer: dict[str, Any]) -> dict[str, A
 
 
 __all__ = ["CONVENTIONS", "ENTRY_POINTS", "KIT_WEIGHTS", "SCORERS", "BenchScore", "EvalKitScorer", "KitError", "Scorer",
-           "SteplensScorer", "make_scorers", "summarize", "tally"]
+           "SteplensScorer", "absolute", "interpreter", "make_scorers", "score_root", "summarize", "tally"]

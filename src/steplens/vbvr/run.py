@@ -262,7 +262,7 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     import json
 
     from ..config import atomic_write_text, write_json
-    from .kit import summarize
+    from .kit import score_root
     from ..stats import bootstrap_diff
 
     out, gt_root = Path(out), Path(gt_root)
@@ -273,14 +273,11 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
         stamp = videos_fingerprint(out / m, refs)
         # other scorers' summaries of these very videos are kept (e.g. both kit conventions); stale ones dropped
         per[m] = {k: v for k, v in old.get(m, {}).items() if v.get("videos_fingerprint") == stamp}
-        for sc in scorers:
-            rows = sc.score(gt_root, (out / m).resolve(), refs, (out / "scores" / f"{m}.{sc.key}").resolve())
-            scored[(m, sc.key)] = rows
-            atomic_write_text(out / "scores" / f"{m}.{sc.key}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
-            s = summarize(rows, sc.describe())
-            if getattr(sc, "kit_reported", None):
-                s["kit_reported"] = dict(sc.kit_reported)
-            per[m][sc.key] = {**s, "videos_fingerprint": stamp}
+        got = score_root(gt_root, out / m, refs, scorers, lambda key, m=m: out / "scores" / f"{m}.{key}")
+        for key, (rows, s) in got.items():
+            scored[(m, key)] = rows
+            atomic_write_text(out / "scores" / f"{m}.{key}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
+            per[m][key] = {**s, "videos_fingerprint": stamp}
     if baseline in per:
         for m in methods:
             for sc in scorers:
