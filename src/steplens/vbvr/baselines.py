@@ -9,6 +9,8 @@ straight to the true end state scores about 0.92 overall with no process shown).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,11 @@ from .wan import fit_image
 TRIVIAL = ("static", "end-jump")
 
 
+def _check(name: str) -> None:
+    if name not in TRIVIAL:
+        raise ConfigError(f"unknown trivial method {name!r}; choose from {', '.join(TRIVIAL)}")
+
+
 def final_frame(path: Any) -> np.ndarray:
     """A ground-truth sample's final frame: final_frame.png, else the last frame of ground_truth.mp4."""
     from ..io import read_png, read_video
@@ -27,22 +34,39 @@ def final_frame(path: Any) -> np.ndarray:
     return read_png(path / FINAL_FRAME) if (path / FINAL_FRAME).is_file() else read_video(path / VIDEO)[-1]
 
 
-def trivial_generator(name: str) -> Any:
-    """A vbvr.run.SampleGenerator for a trivial method: the model only sets the size (frames, height, width)."""
+def trivial_video(name: str, sample: Any, frames: int, height: int, width: int) -> np.ndarray:
+    """The trivial method `name`'s video (T, H, W, 3) uint8 for the ground-truth sample folder `sample`."""
     from ..io import read_png
     from ..tasks.vbvr import FIRST_FRAME
 
-    if name not in TRIVIAL:
-        raise ConfigError(f"unknown trivial method {name!r}; choose from {', '.join(TRIVIAL)}")
+    _check(name)
+    first = fit_image(read_png(sample / FIRST_FRAME), height, width)
+    video = np.repeat(first[None], frames, axis=0)  # (T, H, W, 3)
+    if name == "end-jump":
+        video[1:] = fit_image(final_frame(sample), height, width)
+    return video
+
+
+def trivial_generator(name: str) -> Any:
+    """A vbvr.run.SampleGenerator for a trivial method: the model only sets the size (frames, height, width)."""
+    _check(name)  # refused now, not per sample
 
     def generate(den: Any, inp: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        first = fit_image(read_png(inp.ref.path / FIRST_FRAME), inp.height, inp.width)
-        video = np.repeat(first[None], inp.frames, axis=0)  # (T, H, W, 3)
-        if name == "end-jump":
-            video[1:] = fit_image(final_frame(inp.ref.path), inp.height, inp.width)
-        return video, {"trivial": name, "nfe": 0}
+        return trivial_video(name, inp.ref.path, inp.frames, inp.height, inp.width), {"trivial": name, "nfe": 0}
 
     return generate
 
 
-__all__ = ["TRIVIAL", "final_frame", "trivial_generator"]
+def write_trivial(refs: Sequence[Any], out: Path, names: Sequence[str] = TRIVIAL) -> None:
+    """Every trivial method's video for every sample at its ground truth's own frame count and size, with no model:
+    `out/<name>/<split>/<task>/<index>.mp4` (an output root per method, what the kit and `steplens score` read)."""
+    from ..io import read_video, write_video
+    from ..tasks.vbvr import VIDEO
+
+    for ref in refs:
+        t, h, w = read_video(ref.path / VIDEO).shape[:3]
+        for name in names:
+            write_video(out / name / ref.video_rel, trivial_video(name, ref.path, t, h, w))
+
+
+__all__ = ["TRIVIAL", "final_frame", "trivial_generator", "trivial_video", "write_trivial"]
