@@ -66,7 +66,8 @@ def kit_by_hand(entry: str, gt: Path, videos: Path, work: Path) -> tuple[dict[tu
     else:
         args = ["--videos_path", str(videos), "--gt_path", str(gt), "--output_path", str(work), "--name", "hand", "--device", "cpu",
                 "--tasks", KEY_DOOR, MAZE]
-    r = subprocess.run([sys.executable, f"{entry}.py", *args], cwd=KIT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, f"{entry}.py", *args], cwd=KIT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert r.returncode == 0, r.stderr
     printed = float(re.findall(PRINTED[entry], r.stdout)[-1])
     if entry == "run_evaluation":
@@ -107,6 +108,7 @@ def test_relative_paths_score_as_absolute_ones(sets, entry, tmp_path, monkeypatc
 
     evaluate.py's scores depend on the ground truth (first and final frame), so the relative run fails if the kit misses it."""
     refs = iter_bench(sets / "GT")
+    kit_files = sorted(Path(KIT).rglob("*"))
     absolute = [r.score for r in EvalKitScorer(KIT, entry).score(sets / "GT", sets / "V", refs, tmp_path / "abs")]
     monkeypatch.chdir(sets)
     monkeypatch.setenv("STEPLENS_EVALKIT_PYTHON", os.path.relpath(sys.executable))
@@ -117,6 +119,7 @@ def test_relative_paths_score_as_absolute_ones(sets, entry, tmp_path, monkeypatc
     rows = EvalKitScorer(KIT, entry).score(Path("GT"), Path("V"), refs, Path("work") / entry)
     assert [r.score for r in rows] == absolute
     assert [r.status for r in rows] == ["scored", "scored", "not_covered", "scored", "scored"]
+    assert sorted(Path(KIT).rglob("*")) == kit_files  # nothing written into the kit's folder (a relative work folder once was)
     if entry == "evaluate":  # the first frame is scored against the truth: not the kit's no-ground-truth 0.5
         assert all(r.details["dimensions"]["first_frame_consistency"] != 0.5 for r in rows if r.status == "scored")
 

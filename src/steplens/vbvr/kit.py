@@ -178,7 +178,8 @@ class EvalKitScorer:
     def _run(self, args: list[str], log: Path) -> None:
         cmd = [self.python, str(self.script), *args]
         try:
-            r = subprocess.run(cmd, cwd=self.kit, capture_output=True, text=True, timeout=self.timeout_s)
+            r = subprocess.run(cmd, cwd=self.kit, capture_output=True, text=True, timeout=self.timeout_s,
+                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # leave the user's checkout as it is
         except (OSError, subprocess.TimeoutExpired) as e:
             raise KitError(f"{self.script}: could not run ({e})") from None
         log.parent.mkdir(parents=True, exist_ok=True)
