@@ -295,6 +295,28 @@ def test_kit_failures_are_one_clear_error(gt, kit, tmp_path):
         make_scorers("vbench")
 
 
+def test_score_command_on_any_models_videos(gt, kit, tmp_path):
+    """steplens score GT --videos V --scorer ...: one line per sample with each scorer's score, then both means and kit_reported."""
+    videos = tmp_path / "V"
+    fake_outputs(gt, videos, skip="")
+    res = CliRunner().invoke(app, ["score", str(gt), "--videos", str(videos), "--scorer", "steplens,vbvr-evalkit", "--evalkit", str(kit),
+                                   "--evalkit-entry", "evaluate", "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["split"], r["task"], r["index"]) for r in lines[:-1]] == [(r.split, r.task, r.index) for r in iter_bench(gt)]
+    key_door = lines[0]
+    assert key_door["scores"] == {"steplens": None, "vbvr-evalkit.evaluate": pytest.approx(0.475 + 0.25 * 0.25)}
+    assert lines[2]["status"] == {"steplens": "scored", "vbvr-evalkit.evaluate": "not_covered"}  # steplens' maze
+    summary = lines[-1]["summary"]
+    assert set(summary["scorers"]) == {"steplens", "vbvr-evalkit.evaluate"} and summary["scorers"]["steplens"]["n"] == 2
+    assert summary["kit_reported"]["vbvr-evalkit.evaluate"]["overall"]["num_samples"] == 3
+    (videos / f"Out-of-Domain_50/{MAZE_OOD}/00000.mp4").unlink()  # a missing video: scored 0, named, exit 1
+    res = CliRunner().invoke(app, ["score", str(gt), "--videos", str(videos), "--scorer", "vbvr-evalkit", "--evalkit", str(kit)])
+    assert res.exit_code == 1 and "error: 1 of 3 samples could not be scored" in res.stderr and "kit overall" in res.stdout
+    flat = CliRunner().invoke(app, ["score", str(tmp_path), "--videos", str(videos), "--scorer", "steplens"])
+    assert flat.exit_code == 2 and "apply to an official VBVR-Bench root" in flat.stderr
+
+
 # -- the whole pipeline on the tiny Wan model ----------------------------------------------------------
 def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path):
     runner = CliRunner()
