@@ -61,7 +61,8 @@ def _score_official(data_dir: Path, videos: Path | None, scorer: str, evalkit: s
     from ..vbvr.kit import make_scorers, score_root
 
     if not is_bench_root(data_dir):
-        raise fail(f"--scorer and --evalkit apply to an official VBVR-Bench root (DATA/In-Domain_50/<task>/<00000>/); {data_dir} is not one")
+        raise fail(f"--scorer and --evalkit apply to an official VBVR-Bench root (DATA/In-Domain_50/<task>/<00000>/); "
+                   f"{data_dir} is not one")
     if videos is None:
         raise fail("an official VBVR-Bench root is scored on --videos V (V/<split>/<task>/<00000>.mp4)")
     if not videos.is_dir():
