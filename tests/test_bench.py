@@ -281,6 +281,24 @@ def test_kit_adapter_evaluate_weighted(gt, kit, tmp_path):
     assert s["per_category"]["Abstraction"]["n"] == 2
 
 
+def test_a_kit_run_without_ground_truth_is_an_error_never_a_score(gt, kit, tmp_path):
+    """evaluate.py's no-ground-truth defaults (first frame 0.5, final frame 0, no GT frame count) on every sample: a
+    KitError; on some samples: those samples are errors scoring 0."""
+    script = (kit / "evaluate.py").read_text()
+    no_gt = script.replace('"first_frame_consistency": 1.0, "final_frame_accuracy": 0.5',
+                           '"first_frame_consistency": 0.5, "final_frame_accuracy": 0.0')
+    found = '"details": {"gt_frame_count": 5}'
+    (kit / "evaluate.py").write_text(no_gt.replace(found, '"details": {}'))
+    out = tmp_path / "OUT"
+    fake_outputs(gt, out, skip="")
+    with pytest.raises(KitError, match="scored every sample without ground truth"):
+        EvalKitScorer(kit, "evaluate").score(gt, out, iter_bench(gt), tmp_path / "w")
+    (kit / "evaluate.py").write_text(no_gt.replace(found, '"details": {} if task.startswith("O-39") else {"gt_frame_count": 5}'))
+    rows = [r for r in EvalKitScorer(kit, "evaluate").score(gt, out, iter_bench(gt), tmp_path / "w2") if r.status != "not_covered"]
+    assert [(r.task, r.status, r.score) for r in rows if r.status == "error"] == [(MAZE_OOD, "error", 0.0)]
+    assert "without ground truth" in rows[-1].message and [r.status for r in rows[:2]] == ["scored", "scored"]
+
+
 def test_kit_failures_are_one_clear_error(gt, kit, tmp_path):
     (kit / "run_evaluation.py").write_text("import sys\nsys.exit('ImportError: no module named cv2')\n")
     out = tmp_path / "OUT"
