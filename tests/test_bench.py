@@ -20,9 +20,9 @@ from steplens.cli import app  # noqa: E402
 from steplens.config import ConfigError  # noqa: E402
 from steplens.io import read_video, write_png, write_video  # noqa: E402
 from steplens.precision import choose  # noqa: E402
-from steplens.scoring_kit import EvalKitScorer, KitError, SteplensScorer, make_scorers  # noqa: E402
+from steplens.vbvr.kit import EvalKitScorer, KitError, SteplensScorer, make_scorers  # noqa: E402
 from steplens.tasks.vbvr import SampleError, generate_set, is_bench_root, iter_bench, read_sample  # noqa: E402
-from steplens.vbvr_run import BenchConfig, score_bench, video_plan  # noqa: E402
+from steplens.vbvr.run import BenchConfig, score_bench, video_plan  # noqa: E402
 
 KEY_DOOR, MAZE_OOD = "G-45_key_door_matching_data-generator", "O-39_maze_data-generator"
 TINY = ["--steps", "2", "--frames", "5", "--height", "32", "--width", "32"]
@@ -108,7 +108,7 @@ def test_video_plan_from_presets():
     from test_wan import build
 
     from steplens.models.wan import WanDenoiser
-    from steplens.vbvr_run import detect_preset
+    from steplens.vbvr.run import detect_preset
 
     den = WanDenoiser.from_pipeline(build("i2v_moe"))
     assert detect_preset(den) == "wan2.2-i2v-a14b"
@@ -131,8 +131,8 @@ def test_single_method_is_plain_sampling(gt, model):
     from steplens.models.wan import load_wan
     from steplens.runner import SamplingConfig
     from steplens.sampling import sample, seeded_noise
-    from steplens.evaluate_vbvr import load_prompt_embeds
-    from steplens.vbvr_run import bench_input, method_generator
+    from steplens.vbvr.wan import load_prompt_embeds
+    from steplens.vbvr.run import bench_input, method_generator
 
     den = load_wan(model, text_encoder=False)
     cfg = BenchConfig(str(gt), frames=5, height=32, width=32, seed=7, prompt_embeds=str(model / "emb.pt"))
@@ -203,19 +203,24 @@ if any(t not in EVALUATORS for t in a.tasks or []):
 dims = {"first_frame_consistency": 1.0, "final_frame_accuracy": 0.5, "temporal_smoothness": 1.0, "visual_quality": 0.0}
 w = {"first_frame_consistency": 0.15, "final_frame_accuracy": 0.35, "temporal_smoothness": 0.15, "visual_quality": 0.10, "task_specific": 0.25}
 detailed, cats = [], {}
-for task in a.tasks:
-    tp = os.path.join(a.videos_path, a.split, task)
-    for f in sorted(os.listdir(tp)):
-        d = dict(dims, task_specific=task_score(task, int(f[:-4])))
-        s = sum(w[k] * d[k] for k in w)
-        detailed.append({"score": s, "dimensions": d, "details": {}, "video_path": os.path.join(tp, f), "task_name": task,
-                         "split": "Out_of_Domain" if task.startswith("O-39") else "In_Domain", "video_idx": f[:-4]})
-        cats.setdefault(EVALUATORS[task], {"scores": [], "tasks": []})
-        cats[EVALUATORS[task]]["scores"].append(s)
-        if task not in cats[EVALUATORS[task]]["tasks"]:
-            cats[EVALUATORS[task]]["tasks"].append(task)
-scores = [r["score"] for r in detailed]
-res = {"overall": {"mean_score": sum(scores) / len(scores), "num_videos": len(scores)}, "detailed": detailed, "by_category": cats}
+for split in (["In-Domain_50", "Out-of-Domain_50"] if a.split == "all" else [a.split]):
+    for task in a.tasks:
+        tp = os.path.join(a.videos_path, split, task)
+        if not os.path.isdir(tp):
+            continue
+        for f in sorted(os.listdir(tp)):
+            d = dict(dims, task_specific=task_score(task, int(f[:-4])))
+            s = sum(w[k] * d[k] for k in w)
+            detailed.append({"score": s, "dimensions": d, "details": {"gt_frame_count": 5}, "video_path": os.path.join(tp, f),
+                             "task_name": task, "split": "Out_of_Domain" if task.startswith("O-39") else "In_Domain", "video_idx": f[:-4]})
+            cats.setdefault(EVALUATORS[task], {"scores": [], "tasks": []})
+            cats[EVALUATORS[task]]["scores"].append(s)
+            if task not in cats[EVALUATORS[task]]["tasks"]:
+                cats[EVALUATORS[task]]["tasks"].append(task)
+def mean(rows):
+    return {"mean_score": sum(r["score"] for r in rows) / len(rows) if rows else 0.0, "num_videos": len(rows)}
+res = {"overall": mean(detailed), "detailed": detailed, "by_category": cats,
+       **{k: mean([r for r in detailed if r["split"] == k]) for k in ("In_Domain", "Out_of_Domain")}}
 os.makedirs(a.output_path, exist_ok=True)
 json.dump(res, open(os.path.join(a.output_path, a.name + "_eval_results.json"), "w"))
 '''
@@ -271,8 +276,27 @@ def test_kit_adapter_evaluate_weighted(gt, kit, tmp_path):
     assert s["per_task"][KEY_DOOR]["score"] == pytest.approx((0.475 + 0.25 * 0.25 + 0.0) / 2)
     assert s["scorer"]["entry_point"] == "evaluate.py" and s["scorer"]["convention"].startswith("weighted")
     assert s["scorer"]["weights"]["final_frame_accuracy"] == 0.35
-    assert set(s["kit_reported"]) == {"In-Domain_50", "Out-of-Domain_50"}  # one kit call per split
+    assert set(s["kit_reported"]) == {"In_Domain", "Out_of_Domain", "overall"}  # one kit call over both splits
+    assert s["kit_reported"]["overall"]["num_samples"] == 2  # the kit's own mean leaves the missing video out
     assert s["per_category"]["Abstraction"]["n"] == 2
+
+
+def test_a_kit_run_without_ground_truth_is_an_error_never_a_score(gt, kit, tmp_path):
+    """evaluate.py's no-ground-truth defaults (first frame 0.5, final frame 0, no GT frame count) on every sample: a
+    KitError; on some samples: those samples are errors scoring 0."""
+    script = (kit / "evaluate.py").read_text()
+    no_gt = script.replace('"first_frame_consistency": 1.0, "final_frame_accuracy": 0.5',
+                           '"first_frame_consistency": 0.5, "final_frame_accuracy": 0.0')
+    found = '"details": {"gt_frame_count": 5}'
+    (kit / "evaluate.py").write_text(no_gt.replace(found, '"details": {}'))
+    out = tmp_path / "OUT"
+    fake_outputs(gt, out, skip="")
+    with pytest.raises(KitError, match="scored every sample without ground truth"):
+        EvalKitScorer(kit, "evaluate").score(gt, out, iter_bench(gt), tmp_path / "w")
+    (kit / "evaluate.py").write_text(no_gt.replace(found, '"details": {} if task.startswith("O-39") else {"gt_frame_count": 5}'))
+    rows = [r for r in EvalKitScorer(kit, "evaluate").score(gt, out, iter_bench(gt), tmp_path / "w2") if r.status != "not_covered"]
+    assert [(r.task, r.status, r.score) for r in rows if r.status == "error"] == [(MAZE_OOD, "error", 0.0)]
+    assert "without ground truth" in rows[-1].message and [r.status for r in rows[:2]] == ["scored", "scored"]
 
 
 def test_kit_failures_are_one_clear_error(gt, kit, tmp_path):
@@ -287,6 +311,28 @@ def test_kit_failures_are_one_clear_error(gt, kit, tmp_path):
         make_scorers("vbvr-evalkit", evalkit=str(tmp_path), entry="evaluate")
     with pytest.raises(ConfigError, match="unknown scorer 'vbench'"):
         make_scorers("vbench")
+
+
+def test_score_command_on_any_models_videos(gt, kit, tmp_path):
+    """steplens score GT --videos V --scorer ...: one line per sample with each scorer's score, then both means and kit_reported."""
+    videos = tmp_path / "V"
+    fake_outputs(gt, videos, skip="")
+    res = CliRunner().invoke(app, ["score", str(gt), "--videos", str(videos), "--scorer", "steplens,vbvr-evalkit", "--evalkit", str(kit),
+                                   "--evalkit-entry", "evaluate", "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["split"], r["task"], r["index"]) for r in lines[:-1]] == [(r.split, r.task, r.index) for r in iter_bench(gt)]
+    key_door = lines[0]
+    assert key_door["scores"] == {"steplens": None, "vbvr-evalkit.evaluate": pytest.approx(0.475 + 0.25 * 0.25)}
+    assert lines[2]["status"] == {"steplens": "scored", "vbvr-evalkit.evaluate": "not_covered"}  # steplens' maze
+    summary = lines[-1]["summary"]
+    assert set(summary["scorers"]) == {"steplens", "vbvr-evalkit.evaluate"} and summary["scorers"]["steplens"]["n"] == 2
+    assert summary["kit_reported"]["vbvr-evalkit.evaluate"]["overall"]["num_samples"] == 3
+    (videos / f"Out-of-Domain_50/{MAZE_OOD}/00000.mp4").unlink()  # a missing video: scored 0, named, exit 1
+    res = CliRunner().invoke(app, ["score", str(gt), "--videos", str(videos), "--scorer", "vbvr-evalkit", "--evalkit", str(kit)])
+    assert res.exit_code == 1 and "error: 1 of 3 samples could not be scored" in res.stderr and "kit overall" in res.stdout
+    flat = CliRunner().invoke(app, ["score", str(tmp_path), "--videos", str(videos), "--scorer", "steplens"])
+    assert flat.exit_code == 2 and "apply to an official VBVR-Bench root" in flat.stderr
 
 
 # -- the whole pipeline on the tiny Wan model ----------------------------------------------------------
@@ -313,7 +359,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
     assert json.loads((out / "precision.json").read_text())["precision"] == ran and f"precision {ran} (asked auto" in res.stderr
     mtime = (out / "single" / refs[0].video_rel).stat().st_mtime_ns
     again = runner.invoke(app, args[:-4])  # resumable, and scoring again with another scorer regenerates nothing
-    assert again.exit_code == 0 and "5 done, 0 to run" in again.output
+    assert again.exit_code == 0 and "5 samples x 3 methods: 15 done, 0 to run" in again.output  # single, static, end-jump
     assert (out / "single" / refs[0].video_rel).stat().st_mtime_ns == mtime
     kept = json.loads((out / "summary.json").read_text())["methods"]["single"]
     assert set(kept) == {"steplens", "vbvr-evalkit.run_evaluation"}  # the kit's summary of the same videos is kept
@@ -323,7 +369,7 @@ def test_evaluate_vbvr_and_ensemble_on_official_layout(gt, model, kit, tmp_path)
                               "--tasks", f"steplens-maze,{MAZE_OOD}"])
     assert res.exit_code == 0, res.output
     summary = json.loads((ens_out / "summary.json").read_text())
-    assert set(summary["methods"]) == {"single", "ensemble"} and summary["n_samples"] == 3
+    assert set(summary["methods"]) == {"single", "ensemble", "static", "end-jump"} and summary["n_samples"] == 3
     ens_s = summary["methods"]["ensemble"]["steplens"]
     assert ens_s["overall"]["n"] == 2 and 0.0 <= ens_s["overall"]["ci95"][0] <= ens_s["overall"]["ci95"][1] <= 1.0
     assert "diff_vs_single" in ens_s
@@ -351,7 +397,7 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     screens = [f"early_screen_{c}{s}_k3_s1_m2_{f}" for c in ("", "cold_") for s in ("agreement", "stability") for f in ("early", "agreement")]
-    expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens}
+    expected = {"single", "single_cold", "ensemble", "best_of_2_agreement", *screens, "static", "end-jump"}
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == expected and summary["n_samples"] == 5
     for m in expected:
@@ -361,7 +407,8 @@ def test_search_run_on_official_layout(gt, model, tmp_path):
         assert s["overall"]["n"] == 2 and s["scorer"]["convention"] and (m == "single" or "diff_vs_single" in s)
     # 3 seeds for 1 step, 2 of them for the other 2: 3 + 2 x 2; best of 2 runs 2 x 3; the paper's ensemble (k=8, merged
     # x_t from step 0): 8 at step 0, then one merged trajectory: 8 + 1 + 1
-    assert summary["nfe"] == {"single": 3, "single_cold": 3, "ensemble": 10, "best_of_2_agreement": 6, **{m: 7 for m in screens}}
+    assert summary["nfe"] == {"single": 3, "single_cold": 3, "ensemble": 10, "best_of_2_agreement": 6, **{m: 7 for m in screens},
+                              "static": 0, "end-jump": 0}
     for m in screens:
         for p in (out / "samples").glob(f"{m}__*.json"):
             r = json.loads(p.read_text())
@@ -419,7 +466,10 @@ def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
                                    "--prompt-embeds", str(model / "emb.pt"), *TINY])
     assert res.exit_code == 1, res.stderr
     line = res.stderr.strip().splitlines()[-1]  # after whatever the model loader warns
-    assert line.startswith("error: 1 of 2 samples could not be generated; first: single In-Domain_50/") and "first_frame.png" in line
+    # the broken sample fails for the model and both trivial methods: 3 of the 6 (2 samples x single, static, end-jump)
+    assert line.startswith("error: 3 of 6 samples could not be generated; first: single In-Domain_50/") and "first_frame.png" in line
+    rec = json.loads((out / "samples" / f"single__In-Domain_50__{KEY_DOOR}__00001.json").read_text())
+    assert rec["error_kind"] == "input"
     assert (out / "single" / "In-Domain_50" / KEY_DOOR / "00000.mp4").is_file()
     assert not (out / "single" / "In-Domain_50" / KEY_DOOR / "00001.mp4").exists()
 
@@ -427,7 +477,7 @@ def test_a_sample_that_cannot_be_generated_exits_1(gt, model, tmp_path):
 def test_bench_methods_leave_out_ground_truth_baselines():
     from steplens.ensemble import EnsembleConfig
     from steplens.runner import SamplingConfig
-    from steplens.vbvr_run import bench_methods
+    from steplens.vbvr.run import bench_methods
 
     sampling = SamplingConfig("euler", 50, 5.0)
     ens = EnsembleConfig(k=3, window=(0, 2))
@@ -446,3 +496,19 @@ def test_settles_at_is_the_first_step_from_which_no_step_differs_from_the_final(
     assert settles_at([0, 2, 3], [below, same, None]) == 2
     assert settles_at([0, 2, 3], [same, below, None]) == 3  # a later step that still differs resets it
     assert settles_at([0, 2, 3], [same, same, None]) == 0
+
+
+def test_a_failing_device_stops_the_official_layout_run(gt, model, tmp_path):
+    """A CUDA fault mid-run is a DeviceError that stops the run (as in evaluate), not a per-sample scoring error."""
+    from steplens.models.errors import DeviceError
+    from steplens.models.wan import load_wan
+    from steplens.vbvr.run import run_bench
+
+    def boom(den, inp):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    den = load_wan(model, text_encoder=False)
+    cfg = BenchConfig(str(gt), tasks=(MAZE_OOD,), frames=5, height=32, width=32, prompt_embeds=str(model / "emb.pt"))
+    with pytest.raises(DeviceError, match="illegal memory access"):
+        run_bench(den, cfg, tmp_path / "out", {"single": boom}, echo=lambda _: None)
+    assert not list((tmp_path / "out" / "samples").glob("*.json"))  # no "bad sample" record for a device fault

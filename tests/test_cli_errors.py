@@ -132,7 +132,7 @@ CASES = [
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--video-preset", "sora"], "unknown preset 'sora'"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbench"], "unknown scorer 'vbench'"),
     (["evaluate-vbvr", "--model", "wan:MISSING", "--data", "GT", "--out", "OUT", "--scorer", "vbvr-evalkit", "--evalkit", "MISSING"],
-     "no run_evaluation.py"),
+     "missing: no such folder (--evalkit"),
     (["demo", "--out", "OUT", "--model", "no-such-model"], "no model 'no-such-model'"),
     (["nosuch"], "No such command 'nosuch'"),
     (["evaluate", "--out"], "--out"),

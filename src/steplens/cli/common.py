@@ -234,7 +234,7 @@ def load_model(model: str, device: str, choice: PrecisionChoice, prompt_embeds: 
         raise typer.BadParameter("--ray loads the model in each worker from --model; --prompt-embeds is not shipped to workers")
     den = load(model, device=device, **kw, **({"text_encoder": False} if prompt_embeds else {})).to_precision(choice.precision)
     if prompt_embeds:
-        from ..evaluate_vbvr import load_prompt_embeds
+        from ..vbvr.wan import load_prompt_embeds
 
         den.prompt_lookup = load_prompt_embeds(prompt_embeds)  # each instance's own prompt
     return den

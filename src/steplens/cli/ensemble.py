@@ -76,7 +76,7 @@ def run_cmd(
     ens.check(sampling.steps)
     choice = choose_precision(precision, device)
     if data is not None:
-        from ..vbvr_run import BenchConfig, bench_methods
+        from ..vbvr.run import BenchConfig, bench_methods
         from .vbvr import run_bench_cmd
 
         cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed,

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision, fail,
-                     load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
+from .common import (DEVICE, EVALKIT, EVALKIT_ENTRY, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option,
+                     choose_precision, fail, load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
 
 commands = typer.Typer()
 
@@ -20,11 +20,23 @@ def score(
     videos: Path | None = typer.Option(None, "--videos", help="Folder of model videos <sample>.mp4 or <sample>/ frames (default: each sample's ground truth)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per sample, then a summary line."),
     out: Path | None = typer.Option(None, "--out", help="Also write the JSON lines to this .jsonl file."),
+    scorer: str | None = typer.Option(None, "--scorer", help="Official layout (GT/<split>/<task>/<00000>/ and --videos "
+                                      "V/<split>/<task>/<00000>.mp4): steplens, vbvr-evalkit, or both comma-separated."),
+    evalkit: str | None = EVALKIT,
+    evalkit_entry: str = EVALKIT_ENTRY,
 ) -> None:
-    """Score every sample's video with its task's rule-based scorer; exit 1 if some samples could not be scored, 2 if none could."""
+    """Score every sample's video with its task's rule-based scorer; exit 1 if some samples could not be scored, 2 if none could.
+
+    An official VBVR-Bench root with --videos (any model's videos, made elsewhere) is scored by --scorer (default
+    steplens), e.g. the official kit: `--scorer steplens,vbvr-evalkit --evalkit KIT`."""
     from ..config import atomic_write_text
     from ..scoring import score_folder
+    from ..tasks.vbvr import is_bench_root, iter_bench
 
+    official = is_bench_root(data_dir) and any(r.steplens_task is None for r in iter_bench(data_dir))
+    if official or scorer is not None or evalkit is not None:
+        _score_official(data_dir, videos, scorer or "steplens", evalkit, evalkit_entry, as_json, out)
+        return
     summary = score_folder(data_dir, videos)
     lines = [json.dumps(r.to_dict()) for r in summary.results] + [json.dumps({"summary": summary.to_dict()})]
     if out is not None:
@@ -36,6 +48,55 @@ def score(
         _print_summary(summary)
     if summary.n_errors:
         raise sample_failures(summary.n_errors, summary.n, summary.errors[0])
+
+
+def _score_official(data_dir: Path, videos: Path | None, scorer: str, evalkit: str | None, entry: str, as_json: bool,
+                    out: Path | None) -> None:
+    """`score` on an official-layout root: every scorer on V/<split>/<task>/<index>.mp4; one line per sample, then a summary."""
+    import shutil
+    import tempfile
+
+    from ..config import atomic_write_text
+    from ..tasks.vbvr import is_bench_root, iter_bench
+    from ..vbvr.kit import make_scorers, score_root
+
+    if not is_bench_root(data_dir):
+        raise fail(f"--scorer and --evalkit apply to an official VBVR-Bench root (DATA/In-Domain_50/<task>/<00000>/); "
+                   f"{data_dir} is not one")
+    if videos is None:
+        raise fail("an official VBVR-Bench root is scored on --videos V (V/<split>/<task>/<00000>.mp4)")
+    if not videos.is_dir():
+        raise fail(f"{videos}: videos folder not found")
+    scorers = make_scorers(scorer, evalkit=evalkit, entry=entry)
+    refs = iter_bench(data_dir)
+    work = Path(tempfile.mkdtemp(prefix="steplens-score-")) if out is None else out.parent / f"{out.name}.kit"
+    got = score_root(data_dir, videos, refs, scorers, lambda key: work / key)
+    if out is None:
+        shutil.rmtree(work, ignore_errors=True)  # kept only on failure (a KitError names its log there)
+    lines = [json.dumps({"split": ref.split, "task": ref.task, "index": ref.index,
+                         "scores": {k: rows[i].score for k, (rows, _) in got.items()},
+                         "status": {k: rows[i].status for k, (rows, _) in got.items()}}) for i, ref in enumerate(refs)]
+    means = {k: {"score": s["overall"]["score"], "ci95": s["overall"]["ci95"], "n": s["overall"]["n"],
+                 "n_missing": s["overall"]["n_missing"], "n_errors": s["overall"]["n_errors"], "not_covered": s["not_covered"]["n"],
+                 "convention": s["scorer"]["convention"]} for k, (_, s) in got.items()}
+    kit = {k: s["kit_reported"] for k, (_, s) in got.items() if "kit_reported" in s}
+    lines.append(json.dumps({"summary": {"n_samples": len(refs), "scorers": means, "kit_reported": kit}}))
+    if out is not None:
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    if as_json:
+        typer.echo("\n".join(lines))
+    else:
+        for k, m in means.items():
+            score = "-" if m["score"] is None else f"{m['score']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+            overall = kit.get(k, {}).get("overall")
+            ktxt = f"  kit overall {overall['mean_score']:.4f} (n={overall['num_samples']})" if overall else ""
+            typer.echo(f"{k:<27} {score}  n={m['n']} missing={m['n_missing']} errors={m['n_errors']} not_covered={m['not_covered']}"
+                       f"{ktxt}  ({m['convention']})")
+    per_sample = [[rows[i] for rows, _ in got.values()] for i in range(len(refs))]
+    failed = [next(r.message for r in rs if r.status in ("missing", "error")) for rs in per_sample
+              if any(r.status in ("missing", "error") for r in rs)]
+    if failed:  # a sample fails when a scorer that covers it has no video or could not score it
+        raise sample_failures(len(failed), sum(any(r.status != "not_covered" for r in rs) for rs in per_sample), failed[0] or "")
 
 
 def _print_summary(summary: Any) -> None:

@@ -79,8 +79,8 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
     """probe cos --data: each chosen step's x0_hat scored like a final video (steplens.probes.bench_steps)."""
     from ..models.errors import resolve_device
     from ..probes.bench_steps import run_bench_steps, steps_lines
-    from ..scoring_kit import make_scorers
-    from ..vbvr_run import BenchConfig
+    from ..vbvr.kit import make_scorers
+    from ..vbvr.run import BenchConfig
     from .vbvr import load_bench_model
 
     sampling = sampling_config(model, steps, shift, sampler)

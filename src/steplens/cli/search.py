@@ -103,7 +103,7 @@ def _run_on_bench(data: str, out: str, budget: float, model: str, seed: int, k: 
                   evalkit: str | None, evalkit_entry: str) -> None:
     """search run --data: every method of search.bench at one budget on an official root (see `evaluate-vbvr`)."""
     from ..search.bench import bench_search_methods
-    from ..vbvr_run import BenchConfig
+    from ..vbvr.run import BenchConfig
     from .vbvr import run_bench_cmd
 
     sampling = sampling_config(model, steps, shift, sampler)

@@ -1,5 +1,5 @@
-"""`steplens evaluate-vbvr`: a Wan model on VBVR-format samples, end to end (thin layer over steplens.evaluate_vbvr
-and, on an official VBVR-Bench root, steplens.vbvr_run)."""
+"""`steplens evaluate-vbvr`: a Wan model on VBVR-format samples, end to end (thin layer over steplens.vbvr.wan
+and, on an official VBVR-Bench root, steplens.vbvr.run)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def evaluate_vbvr_cmd(
 
     An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/) writes OUT/<method>/<split>/<task>/<i:05d>.mp4.
     """
-    from ..evaluate_vbvr import VbvrRunConfig, evaluate_vbvr
+    from ..vbvr.wan import VbvrRunConfig, evaluate_vbvr
     from ..models.registry import with_options
     from ..models.wan import load_wan
     from ..tasks.vbvr import is_bench_root
@@ -70,7 +70,7 @@ def evaluate_vbvr_cmd(
     if is_bench_root(data):
         from ..ensemble import Method
         from ..runner import SamplingConfig
-        from ..vbvr_run import BenchConfig
+        from ..vbvr.run import BenchConfig
 
         cfg = BenchConfig(str(data), tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed,
                           prompt_embeds)
@@ -105,20 +105,20 @@ def run_bench_cmd(model: str, wan: dict[str, Any], device: str, choice: Precisio
     Exit 1 if some samples could not be generated, 2 if none could.
     """
     from ..models.errors import resolve_device
-    from ..scoring_kit import make_scorers
-    from ..vbvr_run import evaluate_bench, summary_lines
+    from ..vbvr.kit import make_scorers
+    from ..vbvr.run import evaluate_bench, summary_lines
 
     device = str(resolve_device(device))
     scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])  # the kit takes cuda, not cuda:1
     den = load_bench_model(model, device, choice, wan)
     summary = evaluate_bench(den, cfg, out, methods, sampling, scorers, kind=kind, echo=typer.echo,
                              manifest={"model": model, **wan, "precision": choice.precision.value, **(extra or {})})
-    errors = summary["generation_errors"]
-    if len(errors) < summary["n_samples"] * len(methods):  # a result: record what ran (see record_precision)
+    errors, n = summary["generation_errors"], summary["n_samples"] * len(summary["methods"])  # methods: with the trivial ones
+    if len(errors) < n:  # a result: record what ran (see record_precision)
         record_precision(out, choice)
     typer.echo("\n".join(summary_lines(summary)))
     if errors:
-        raise sample_failures(len(errors), summary["n_samples"] * len(methods), errors[0], "generated")
+        raise sample_failures(len(errors), n, errors[0], "generated")
 
 
 def load_bench_model(model: str, device: str, choice: PrecisionChoice, options: dict[str, Any]) -> Any:

@@ -4,7 +4,7 @@ On an official task there is no per-step rule of steplens' own, only a scorer of
 official kit, or steplens' scorer where it covers the task). So each sample is generated once (seed
 `BenchConfig.seed`, no intervention), the clean estimate x0_hat of each chosen step is decoded to a
 video and written as if it were a method's output: `OUT/step_SS/<split>/<task>/<i:05d>.mp4`. Every
-step root is then scored by the same scorers as a final video (`vbvr_run.score_bench`), with the
+step root is then scored by the same scorers as a final video (`vbvr.run.score_bench`), with the
 paired difference of each step to the last step (whose x0_hat is the sampler's final output).
 
 The reading: the step from which the score no longer differs from the final one (`settles_at`, the
@@ -41,7 +41,7 @@ def root_name(step: int) -> str:
 
 
 def step_generators(steps: Sequence[int], sampling: Any) -> dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]]:
-    """One vbvr_run.SampleGenerator per step; they share one trajectory per sample (sampled on the first call for it)."""
+    """One vbvr.run.SampleGenerator per step; they share one trajectory per sample (sampled on the first call for it)."""
     import torch
 
     from ..sampling import get_sampler, run, seeded_noise
@@ -125,7 +125,7 @@ def run_bench_steps(den: Any, cfg: Any, out: str | Path, sampling: Any, scorers:
     Writes OUT/steps.json (the curves), OUT/steps.txt and OUT/steps.png beside score_bench's files; returns the curves.
     """
     from ..config import to_dict
-    from ..vbvr_run import run_bench, score_bench
+    from ..vbvr.run import run_bench, score_bench
 
     steps = chosen_steps(sampling.steps, every)
     gens = step_generators(steps, sampling)

@@ -58,7 +58,7 @@ class BenchScreen:
         return screen_nfe(self.k, self.s, self.m, sampling)
 
     def generator(self, sampling: SamplingConfig) -> Any:
-        """A vbvr_run.SampleGenerator: seeds seed..seed+k-1, screened, finished, one video kept."""
+        """A vbvr.run.SampleGenerator: seeds seed..seed+k-1, screened, finished, one video kept."""
         import torch
 
         from ..ensemble import agreement_distances

@@ -12,23 +12,28 @@ sample. Two implementations:
   produced a number is recorded with it. steplens' own tasks are never handed to the kit.
 Missing videos: the kit only sees the videos that exist, so its own means leave missing ones out.
 Here every ground-truth sample a scorer covers counts: a missing video scores 0 and is listed; the
-kit's own mean is kept beside ours (`kit_reported`) for comparison.
+kit's own means (`kit_reported`: In_Domain, Out_of_Domain and its headline `overall`) are kept beside ours.
+No ground truth: the kit runs in its own folder and, finding no ground truth, scores with defaults
+without a word (`evaluate.py`: first frame 0.5, final frame 0; `run_evaluation.py` leaves no trace). So
+every path it gets is absolute, the ground truth of each sample is checked before it runs, and a sample
+that `evaluate.py` still scored without ground truth is an error (every sample: a KitError), never a score.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import ConfigError
-from .stats import bootstrap_mean
-from .tasks.vbvr import BenchRef
+from ..config import ConfigError
+from ..stats import bootstrap_mean
+from ..tasks.vbvr import BenchRef
 
 ENTRY_POINTS = {"run_evaluation": "run_evaluation.py", "evaluate": "evaluate.py"}
 CONVENTIONS = {
@@ -40,6 +45,9 @@ KIT_WEIGHTS = {"first_frame_consistency": 0.15, "final_frame_accuracy": 0.35, "t
 MISSING_POLICY = "a missing video scores 0 and is listed under `missing` (the kit's own means leave it out: see kit_reported)"
 STATUSES = ("scored", "missing", "error", "not_covered")
 SCORERS = ("steplens", "vbvr-evalkit")
+GT_FILES = ("first_frame.png", "final_frame.png", "ground_truth.mp4")  # what the kit reads of a ground-truth sample
+NO_GT_DIMENSIONS = {"first_frame_consistency": 0.5, "final_frame_accuracy": 0.0}  # evaluate.py's defaults without ground truth
+KIT_SPLITS = ("In_Domain", "Out_of_Domain", "overall")  # the kit's own means; `overall` is its headline figure
 
 
 class KitError(RuntimeError):
@@ -102,9 +110,9 @@ class SteplensScorer:
                 "covers": "steplens-<task> samples (with meta.json)", "missing": MISSING_POLICY}
 
     def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
-        from .io import read_video
-        from .tasks import TaskInputError
-        from .tasks.vbvr import bench_instance
+        from ..io import read_video
+        from ..tasks import TaskInputError
+        from ..tasks.vbvr import bench_instance
 
         out = []
         for ref in refs:
@@ -152,9 +160,11 @@ class EvalKitScorer:
         self.entry, self.device, self.timeout_s = entry, device, timeout_s
         self.key = f"{self.name}.{entry}"  # one summary per convention
         self.script = self.kit / ENTRY_POINTS[entry]
+        if not self.kit.is_dir():
+            raise ConfigError(f"{kit}: no such folder (--evalkit: a VBVR-EvalKit checkout)")
         if not self.script.is_file():
             raise ConfigError(f"{self.kit}: no {ENTRY_POINTS[entry]} (is --evalkit a VBVR-EvalKit checkout?)")
-        self.python = python or os.environ.get("STEPLENS_EVALKIT_PYTHON") or sys.executable
+        self.python = interpreter(python or os.environ.get("STEPLENS_EVALKIT_PYTHON") or sys.executable)
         self.kit_reported: dict[str, Any] = {}  # the kit's own means of the last `score` call (missing videos left out)
 
     def describe(self) -> dict[str, Any]:
@@ -168,7 +178,8 @@ class EvalKitScorer:
     def _run(self, args: list[str], log: Path) -> None:
         cmd = [self.python, str(self.script), *args]
         try:
-            r = subprocess.run(cmd, cwd=self.kit, capture_output=True, text=True, timeout=self.timeout_s)
+            r = subprocess.run(cmd, cwd=self.kit, capture_output=True, text=True, timeout=self.timeout_s,
+                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # leave the user's checkout as it is
         except (OSError, subprocess.TimeoutExpired) as e:
             raise KitError(f"{self.script}: could not run ({e})") from None
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -178,22 +189,23 @@ class EvalKitScorer:
             raise KitError(f"{ENTRY_POINTS[self.entry]} exited {r.returncode}: {tail} (full log: {log})")
 
     def score(self, gt_root: Path, out_root: Path, refs: Sequence[BenchRef], work: Path) -> list[BenchScore]:
+        # the kit runs in its own folder: a relative path would be read against it (and miss the ground truth)
+        gt_root, out_root, work = absolute(gt_root), absolute(out_root), absolute(work)
         official = [r for r in refs if r.steplens_task is None]
         rows: dict[tuple[str, str, str], dict[str, Any]] = {}
         categories: dict[str, str] = {}
         self.kit_reported = {}
         present = [r for r in official if (out_root / r.video_rel).is_file()]
         if present:
+            no_gt = [r.rel for r in present if not any((gt_root / r.rel / f).is_file() for f in GT_FILES)]
+            if no_gt:
+                raise KitError(f"{gt_root}: no ground truth ({', '.join(GT_FILES)}) for {len(no_gt)} of {len(present)} samples, first "
+                               f"{no_gt[0]}; the kit would score them with its no-ground-truth defaults")
             work.mkdir(parents=True, exist_ok=True)
             if self.entry == "run_evaluation":
                 rows, categories = self._run_evaluation(gt_root, out_root, work)
             else:
-                splits = sorted({r.split for r in present})
-                for split in splits:
-                    tasks = sorted({r.task for r in present if r.split == split})
-                    got, cats = self._evaluate(gt_root, out_root, work, split, tasks)
-                    rows.update(got)
-                    categories.update(cats)
+                rows, categories = self._evaluate(gt_root, out_root, work, sorted({r.task for r in present}))
         out = []
         for ref in refs:
             if ref.steplens_task is not None:
@@ -210,7 +222,10 @@ class EvalKitScorer:
                 continue
             score = float(row.get("score") or 0.0)
             details = {"dimensions": row.get("dimensions") or {}}
-            if row.get("error"):
+            if row.get("no_gt"):
+                out.append(_base(ref, "error", 0.0, category=row.get("category") or cat, details=details,
+                                 message=f"kit: scored {ref.video_rel} without ground truth (its defaults {NO_GT_DIMENSIONS})"))
+            elif row.get("error"):
                 out.append(_base(ref, "error", score, category=row.get("category") or cat, details=details,
                                  message=f"kit: {row['error']}"))
             else:
@@ -231,30 +246,57 @@ class EvalKitScorer:
                     cats[s["task_name"]] = s["category"]
             summary = data["summary"]
             self.kit_reported = {k: {"mean_score": summary[k].get("mean_score"), "num_samples": summary[k].get("num_samples")}
-                                 for k in ("In_Domain", "Out_of_Domain", "overall") if k in summary}
+                                 for k in KIT_SPLITS if k in summary}
         except (KeyError, TypeError) as e:
             raise KitError(f"{work}: unexpected run_evaluation.py results ({type(e).__name__}: {e})") from None
         return rows, cats
 
-    def _evaluate(self, gt_root: Path, out_root: Path, work: Path, split: str, tasks: list[str]) -> tuple[dict, dict]:
-        """evaluate.py --videos_path OUT --gt_path GT --output_path W --name N --split S --tasks ...: W/N_eval_results.json."""
-        name = f"steplens_{split}"
+    def _evaluate(self, gt_root: Path, out_root: Path, work: Path, tasks: list[str]) -> tuple[dict, dict]:
+        """evaluate.py --videos_path OUT --gt_path GT --output_path W --name N --split all --tasks ...: W/N_eval_results.json.
+
+        One call over both splits, so that the kit's `overall` is its own headline figure; `--tasks` names the official
+        tasks only (evaluate.py stops on a task it has no evaluator for, e.g. a steplens-<task> folder)."""
+        name = "steplens"
         self._run(["--videos_path", str(out_root), "--gt_path", str(gt_root), "--output_path", str(work), "--name", name,
-                   "--split", split, "--device", self.device, "--tasks", *tasks], work / f"evaluate_{split}.log")
+                   "--split", "all", "--device", self.device, "--tasks", *tasks], work / "evaluate.log")
         data = _load_json(work / f"{name}_eval_results.json")
         rows, cats = {}, {}
         try:
             for s in data["detailed"]:
-                idx = str(s.get("video_idx") or Path(s["video_path"]).stem)
-                rows[(split, s["task_name"], idx)] = s
+                video = Path(s["video_path"])
+                idx = str(s.get("video_idx") or video.stem)
+                dims = s.get("dimensions") or {}
+                no_gt = ("gt_frame_count" not in (s.get("details") or {}) and not s.get("error")
+                         and all(dims.get(k) == v for k, v in NO_GT_DIMENSIONS.items()))
+                rows[(video.parent.parent.name, s["task_name"], idx)] = {**s, "no_gt": no_gt}
             for cat, c in (data.get("by_category") or {}).items():
                 for t in c.get("tasks", []):
                     cats[t] = cat
-            overall = data.get("overall", {})
-            self.kit_reported[split] = {"mean_score": overall.get("mean_score"), "num_videos": overall.get("num_videos")}
+            self.kit_reported = {k: {"mean_score": data[k].get("mean_score"), "num_samples": data[k].get("num_videos")}
+                                 for k in KIT_SPLITS if k in data}
         except (KeyError, TypeError, AttributeError) as e:
             raise KitError(f"{work}: unexpected evaluate.py results ({type(e).__name__}: {e})") from None
+        if rows and all(r["no_gt"] for r in rows.values()):
+            raise KitError(f"evaluate.py scored every sample without ground truth (gt {gt_root}; full log: {work / 'evaluate.log'})")
         return rows, cats
+
+
+def absolute(path: str | Path) -> Path:
+    """`path` made absolute against this process's folder (symlinks kept), as the kit, run in its own folder, needs."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def interpreter(python: str) -> str:
+    """The kit's interpreter as an absolute path: a path against this folder (a venv's symlink kept), a bare name on PATH."""
+    if os.sep in python or (os.altsep and os.altsep in python):
+        path = absolute(python)
+        if not path.is_file():
+            raise ConfigError(f"{python}: no such interpreter for the kit (STEPLENS_EVALKIT_PYTHON?)")
+        return str(path)
+    found = shutil.which(python)
+    if found is None:
+        raise ConfigError(f"{python}: no such interpreter on PATH for the kit (STEPLENS_EVALKIT_PYTHON?)")
+    return str(absolute(found))
 
 
 def _load_json(path: Path) -> Any:
@@ -280,6 +322,21 @@ def make_scorers(names: str, *, evalkit: str | None = None, entry: str = "run_ev
             raise ConfigError(f"unknown scorer {name!r}; choose from {list(SCORERS)}")
     if evalkit and not any(s.name == "vbvr-evalkit" for s in out):
         raise ConfigError("--evalkit is given but --scorer does not name vbvr-evalkit")
+    return out
+
+
+def score_root(gt_root: Path, out_root: Path, refs: Sequence[BenchRef], scorers: Sequence[Scorer],
+               work: Callable[[str], Path]) -> dict[str, tuple[list[BenchScore], dict[str, Any]]]:
+    """Every scorer on one output root: scorer key -> (its rows, its summary with the kit's own means as `kit_reported`).
+
+    `work(key)`: the folder that scorer keeps its raw outputs in."""
+    out = {}
+    for sc in scorers:
+        rows = sc.score(gt_root, out_root, refs, work(sc.key))
+        s = summarize(rows, sc.describe())
+        if getattr(sc, "kit_reported", None):
+            s["kit_reported"] = dict(sc.kit_reported)
+        out[sc.key] = (rows, s)
     return out
 
 
@@ -314,4 +371,4 @@ def summarize(rows: Sequence[BenchScore], scorer: dict[str, Any]) -> dict[str, A
 
 
 __all__ = ["CONVENTIONS", "ENTRY_POINTS", "KIT_WEIGHTS", "SCORERS", "BenchScore", "EvalKitScorer", "KitError", "Scorer",
-           "SteplensScorer", "make_scorers", "summarize", "tally"]
+           "SteplensScorer", "absolute", "interpreter", "make_scorers", "score_root", "summarize", "tally"]

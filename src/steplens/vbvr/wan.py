@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
-from .precision import Precision
+from ..config import ConfigError
+from ..precision import Precision
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ def run_sample(den: Any, ref: Any, cfg: VbvrRunConfig, prompts: PromptLookup | N
     """Generate one sample's video and score it: (frames (T, H, W, 3) uint8, SampleResult, seconds)."""
     import torch
 
-    from .io import read_png, read_video
-    from .sampling import sample, seeded_noise
-    from .scoring import SampleResult
-    from .tasks.vbvr import FIRST_FRAME, VIDEO, read_sample
+    from ..io import read_png, read_video
+    from ..sampling import sample, seeded_noise
+    from ..scoring import SampleResult
+    from ..tasks.vbvr import FIRST_FRAME, VIDEO, read_sample
 
     t0 = time.time()
     s = read_sample(ref)
@@ -143,12 +143,12 @@ def result_key(rel: str) -> str:
 
 def evaluate_vbvr(den: Any, cfg: VbvrRunConfig, out: str | Path, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run and score every sample under cfg.data into run folder `out` (resumable); returns the summary."""
-    from .config import to_dict, write_json
-    from .io import write_video
-    from .models.errors import error_kind, raise_if_device
-    from .runs import RunFolder
-    from .scoring import SampleResult, summarize
-    from .tasks.vbvr import SampleError, iter_samples
+    from ..config import to_dict, write_json
+    from ..io import write_video
+    from ..models.errors import error_kind, raise_if_device
+    from ..runs import RunFolder
+    from ..scoring import SampleResult, summarize
+    from ..tasks.vbvr import SampleError, iter_samples
 
     if den.image_mode == "none":
         raise ValueError(f"{cfg.model} is a text-to-video model; VBVR samples need image-to-video")

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
-from .evaluate_vbvr import PromptLookup, fit_image, load_prompt_embeds
-from .tasks.vbvr import SPLITS, BenchRef
+from ..config import ConfigError
+from .baselines import TRIVIAL, trivial_generator
+from .wan import PromptLookup, fit_image, load_prompt_embeds
+from ..tasks.vbvr import SPLITS, BenchRef
 
 RESERVED = ("samples", "scores", "manifest.json", "summary.json", "summary.txt")  # bookkeeping names beside the method roots
 
@@ -114,8 +115,8 @@ SampleGenerator = Callable[[Any, BenchInput], tuple[np.ndarray, dict[str, Any]]]
 
 def bench_input(den: Any, ref: BenchRef, cfg: BenchConfig, prompts: PromptLookup | None = None) -> BenchInput:
     """Read a sample's first frame and prompt and condition the model on them."""
-    from .io import read_png
-    from .tasks.vbvr import FIRST_FRAME, read_prompt
+    from ..io import read_png
+    from ..tasks.vbvr import FIRST_FRAME, read_prompt
 
     first = read_png(ref.path / FIRST_FRAME)
     prompt = read_prompt(ref.path)
@@ -132,8 +133,8 @@ def method_generator(method: Any, sampling: Any) -> SampleGenerator:
     """
     import torch
 
-    from .ensemble import choose, ensemble_latents, nfe_per_instance
-    from .sampling import seeded_noise
+    from ..ensemble import choose, ensemble_latents, nfe_per_instance
+    from ..sampling import seeded_noise
 
     ens = method.ens
     if ens.k > 1 and ens.select in ("oracle", "vote"):
@@ -176,10 +177,11 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
     `manifest`: more config to record (and to refuse a resume with different settings). Returns the refs.
     A sample that fails is recorded with its error and retried on the next run; the others go on.
     """
-    from .config import to_dict
-    from .io import write_video
-    from .runs import RunFolder
-    from .tasks.vbvr import iter_bench
+    from ..config import to_dict
+    from ..io import write_video
+    from ..models.errors import error_kind, raise_if_device
+    from ..runs import RunFolder
+    from ..tasks.vbvr import iter_bench
 
     if getattr(den, "image_mode", "concat") == "none":
         raise ValueError("a text-to-video model cannot condition on VBVR-Bench first frames; use an image-to-video model")
@@ -204,10 +206,11 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
         fields = {"split": ref.split, "task": ref.task, "index": ref.index}
         try:
             inp = bench_input(den, ref, cfg, prompts)
-        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run
+        except Exception as e:  # noqa: BLE001 - one broken sample must not stop the run; a failing device does
+            raise_if_device(e, den)
             msg = _message(e, ref)
             for n in names:
-                run.write(sample_key(n, ref), {"method": n, **fields, "error": msg})
+                run.write(sample_key(n, ref), {"method": n, **fields, "error": msg, "error_kind": error_kind(e)})
             echo(f"error: {msg}")
             continue
         for n in names:
@@ -217,8 +220,9 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
                 vpath = out / n / ref.video_rel
                 write_video(vpath, video)
             except Exception as e:  # noqa: BLE001
+                raise_if_device(e, den)
                 msg = _message(e, ref)
-                run.write(sample_key(n, ref), {"method": n, **fields, "error": msg})
+                run.write(sample_key(n, ref), {"method": n, **fields, "error": msg, "error_kind": error_kind(e)})
                 echo(f"error: {n}: {msg}")
                 continue
             secs = time.time() - t0
@@ -241,7 +245,7 @@ def frames_digest(video: np.ndarray) -> str:
 
 
 def _message(e: Exception, ref: BenchRef) -> str:
-    from .tasks import TaskInputError
+    from ..tasks import TaskInputError
 
     return str(e) if isinstance(e, TaskInputError) else f"{ref.path}: {type(e).__name__}: {e}"
 
@@ -257,9 +261,9 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     """
     import json
 
-    from .config import atomic_write_text, write_json
-    from .scoring_kit import summarize
-    from .stats import bootstrap_diff
+    from ..config import atomic_write_text, write_json
+    from .kit import score_root
+    from ..stats import bootstrap_diff
 
     out, gt_root = Path(out), Path(gt_root)
     old = json.loads((out / "summary.json").read_text()).get("methods", {}) if (out / "summary.json").is_file() else {}
@@ -269,14 +273,11 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
         stamp = videos_fingerprint(out / m, refs)
         # other scorers' summaries of these very videos are kept (e.g. both kit conventions); stale ones dropped
         per[m] = {k: v for k, v in old.get(m, {}).items() if v.get("videos_fingerprint") == stamp}
-        for sc in scorers:
-            rows = sc.score(gt_root, (out / m).resolve(), refs, (out / "scores" / f"{m}.{sc.key}").resolve())
-            scored[(m, sc.key)] = rows
-            atomic_write_text(out / "scores" / f"{m}.{sc.key}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
-            s = summarize(rows, sc.describe())
-            if getattr(sc, "kit_reported", None):
-                s["kit_reported"] = dict(sc.kit_reported)
-            per[m][sc.key] = {**s, "videos_fingerprint": stamp}
+        got = score_root(gt_root, out / m, refs, scorers, lambda key, m=m: out / "scores" / f"{m}.{key}")
+        for key, (rows, s) in got.items():
+            scored[(m, key)] = rows
+            atomic_write_text(out / "scores" / f"{m}.{key}.jsonl", "".join(_jsonl(r.to_dict()) for r in rows))
+            per[m][key] = {**s, "videos_fingerprint": stamp}
     if baseline in per:
         for m in methods:
             for sc in scorers:
@@ -294,7 +295,8 @@ def score_bench(out: str | Path, gt_root: str | Path, refs: Sequence[BenchRef], 
     for x in records:
         if "nfe" in x:
             nfe[x["method"]] = max(nfe.get(x["method"], 0), x["nfe"])
-    summary = {"kind": "vbvr-bench", "data": str(gt_root), "n_samples": len(refs), "methods": per, "nfe": nfe, "generation_errors": errors}
+    summary = {"kind": "vbvr-bench", "data": str(gt_root), "n_samples": len(refs), "methods": per, "nfe": nfe, "generation_errors": errors,
+               "trivial": [m for m in methods if m in TRIVIAL]}
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.txt", "\n".join(summary_lines(summary)) + "\n")
     return summary
@@ -330,28 +332,38 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             diff = next((v for k, v in s.items() if k.startswith("diff_vs_")), None)
             dtxt = f"  diff {diff['score'][0]:+.3f} [{diff['score'][1]:+.3f}, {diff['score'][2]:+.3f}]" if diff else ""
             nfe = summary.get("nfe", {}).get(m)
+            kit = (s.get("kit_reported") or {}).get("overall")
+            ktxt = f"  kit overall {kit['mean_score']:.4f} (n={kit['num_samples']})" if kit and kit.get("mean_score") is not None else ""
             lines.append(f"{m:<24} {name:<27} {o['score']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]  n={o['n']} "
                          + (f"nfe={nfe} " if nfe is not None else "") +
-                         f"missing={o['n_missing']} errors={o['n_errors']} not_covered={s['not_covered']['n']}{dtxt}  "
+                         f"missing={o['n_missing']} errors={o['n_errors']} not_covered={s['not_covered']['n']}{dtxt}{ktxt}  "
                          f"({s['scorer']['convention']})")
+    if summary.get("trivial"):
+        lines.append(f"{', '.join(summary['trivial'])}: trivial videos, no model (static: the first frame held; end-jump: the first "
+                     "frame, then the true final frame): a model's score is evidence only beside them")
     if summary["generation_errors"]:
         lines.append(f"{len(summary['generation_errors'])} generation errors, first: {summary['generation_errors'][0]}")
     return lines
 
 
 def evaluate_bench(den: Any, cfg: BenchConfig, out: str | Path, methods: Sequence[Any], sampling: Any, scorers: Sequence[Any], *,
-                   kind: str = "vbvr-bench", manifest: dict[str, Any] | None = None,
+                   kind: str = "vbvr-bench", manifest: dict[str, Any] | None = None, trivial: bool = True,
                    echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate with every method (run_bench), then score every output root (score_bench).
 
-    A method is an `ensemble.Method` or has `generator(sampling) -> SampleGenerator` (e.g. search.bench.BenchScreen)."""
-    from .config import to_dict
+    A method is an `ensemble.Method` or has `generator(sampling) -> SampleGenerator` (e.g. search.bench.BenchScreen).
+    `trivial`: also the videos that need no model (vbvr.baselines: static, end-jump), scored beside every method."""
+    from ..config import to_dict
 
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names}")
-    # an ensemble.Method, or any method that makes its own generator (search.bench.BenchScreen)
+    if set(names) & set(TRIVIAL):
+        raise ConfigError(f"{', '.join(sorted(set(names) & set(TRIVIAL)))}: the name of a trivial method that runs beside every model")
+    # an ensemble.Method, or any method that makes its own generator (search.bench.BenchScreen); then the trivial videos
     gens = {m.name: m.generator(sampling) if hasattr(m, "generator") else method_generator(m, sampling) for m in methods}
+    gens.update({t: trivial_generator(t) for t in TRIVIAL} if trivial else {})
+    names = list(gens)
     extra = {"sampling": to_dict(sampling), "method_configs": [to_dict(m) for m in methods], **(manifest or {})}
     refs = run_bench(den, cfg, out, gens, kind=kind, manifest=extra, echo=echo)
     return score_bench(out, cfg.data, refs, names, scorers)
@@ -360,7 +372,7 @@ def evaluate_bench(den: Any, cfg: BenchConfig, out: str | Path, methods: Sequenc
 def bench_methods(ens: Any, sampling: Any, *, baselines: bool) -> list[Any]:
     """single + ensemble, or with `baselines` also every baseline that runs without ground truth (best_of_k_oracle and
     majority_vote are left out: they need ground truth or the reference model's palette)."""
-    from .ensemble import Method, baselines as make_baselines
+    from ..ensemble import Method, baselines as make_baselines
 
     method_generator(Method("ensemble", ens), sampling)  # refuses a selection that needs ground truth
     if not baselines:
