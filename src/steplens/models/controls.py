@@ -151,6 +151,13 @@ class ControlDenoiser(DenoiserBase):
     def device(self) -> torch.device:
         return self._device
 
+    def to_precision(self, precision: Any) -> ControlDenoiser:
+        """No network to cast: any precision is accepted (and recorded); the oracle computes in the sampler's dtype."""
+        from ..precision import Precision
+
+        self.precision = Precision.of(precision)
+        return self
+
     def __call__(self, x: Tensor, sigma: Tensor, cond: Cond) -> Prediction:
         if self.x0_fn is None:  # null:noise
             return Prediction(torch.zeros_like(x))
