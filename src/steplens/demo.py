@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import ConfigError, atomic_write_text, read_jsonl, write_json
 from .interventions import MODES
 from .runner import SamplingConfig
@@ -206,6 +208,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
                                                       traced=traced))
             res["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(root / "behaviour"), progress=progress,
                                                                         traced=traced))
+            res["cos"]["cards"] = stage("cards", lambda: null_cards(den, cfg, cos_cfg, traced))
             del traced
         elif name == "perturb":
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
@@ -226,6 +229,22 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
         else:
             raise ValueError(f"unknown demo stage {name!r}")
     return res, timings
+
+
+def null_cards(den: Any, cfg: DemoConfig, cos_cfg: Any, traced: Any) -> dict[str, Any]:
+    """The cards' measures on the model's trace and on the null's (`null:shrink`, same instances and noise seeds)."""
+    from .models.registry import load
+    from .probes.candidates import NULL_MODEL, card_measures
+    from .probes.cos import trace_x0
+    from .tasks import get_task
+
+    if cfg.model == NULL_MODEL:
+        null_steps = traced.steps
+    else:
+        null = trace_x0(load(NULL_MODEL), cos_cfg, progress=False)
+        by_seed = {i.seed: s for i, s in zip(null.insts, null.steps)}
+        null_steps = np.stack([by_seed[i.seed] for i in traced.insts])
+    return card_measures(get_task(cos_cfg.task), traced.insts, traced.steps, null_steps)
 
 
 def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -18,7 +18,8 @@ prediction for flow matching), so every probe and `steplens demo --model SPEC` r
 
 What the wrong candidate is, per task (`alternative`): maze, a complete route from the start to a
 dead end that branches off the true route for >= 2 blocks (a perfect maze has no second route to
-the goal), drawn growing frame by frame like the true one; every other task, the final frame of one
+the goal), one that does not pass the goal when the maze has it, else one running on past the goal
+(about 1 in 4 of 6x6 mazes, 2 in 5 of 4x4), drawn growing frame by frame like the true one; every other task, the final frame of one
 named rule violation (`ALTERNATIVE_VIOLATION`: another square for tictactoe, the counter-clockwise
 turn for rotate, one block past (else short) for occlusion, off by one for shuttle, the wrong target for
 shuttle_near). A task without one gets the true answer as its only candidate.
@@ -60,29 +61,23 @@ ALTERNATIVE_VIOLATION = {"tictactoe": ("wrong_square",), "tictactoe_fork": ("wro
 
 # -- the complete wrong answer ---------------------------------------------------------------------
 def maze_dead_end_route(task: Task, inst: Any) -> np.ndarray | None:
-    """Maze block video drawing a route from the start to the dead end farthest off the true route (>= 2 blocks off it)."""
-    from ..tasks.maze import PATH, bfs_path, floor_mask
+    """Maze block video drawing a route from the start to the dead end farthest off the true route (>= 2 blocks off it).
+
+    A route that does not pass the goal is preferred; else one that runs on past the goal to a dead end (an overshoot).
+    """
+    from ..tasks.maze import PATH, bfs_path, dead_ends, floor_mask
 
     floor = floor_mask(inst)
     truth = task.blocks(inst)
     on_path = set(bfs_path(floor, inst.start, inst.goal))
-    h, w = floor.shape
-    best: list[tuple[int, int]] = []
-    for r, c in zip(*np.nonzero(floor)):
-        p = (int(r), int(c))
-        if p in on_path:
-            continue
-        deg = sum(1 for q in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if 0 <= q[0] < h and 0 <= q[1] < w and floor[q])
-        if deg != 1:
-            continue
-        route = bfs_path(floor, inst.start, p)
-        off = sum(q not in on_path for q in route)
-        if off >= 2 and (off > sum(q not in on_path for q in best) or not best):
-            best = route
-    if not best:
+    routes = [bfs_path(floor, inst.start, d) for d in dead_ends(floor, (inst.start, inst.goal))]
+    scored = [(inst.goal not in r, sum(q not in on_path for q in r), r) for r in routes]
+    scored = [x for x in scored if x[1] >= 2]
+    if not scored:
         return None
+    best = max(scored, key=lambda x: x[:2])[2]
     video = np.repeat(truth[:1], len(truth), axis=0).copy()
-    inner = best[1:]  # the start stays green; the dead end is drawn blue like the rest of the route
+    inner = [q for q in best[1:] if q != inst.goal]  # start and goal keep their colours; the dead end is drawn blue
     for t in range(len(video)):
         k = int(np.ceil(len(inner) * t / (len(video) - 1)))
         for q in inner[:k]:

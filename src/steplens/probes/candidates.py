@@ -4,17 +4,17 @@ Pure functions over decoded clean estimates per step (the Chain-of-Steps trace, 
 
 - A maze frame's **complete candidates** (`maze_candidates`): lit = floor blocks of path colour >= 0.5
   (`metrics.LIT`). A candidate is a route the frame lights end to end: the route from the start to the goal
-  (every block of the maze's route lit), or the route from the start to a dead end of the maze whose part
-  off the true route has >= 2 blocks, every block lit. An off-path blob that no lit route joins to the start
+  (every block of the maze's route lit), or the route from the start to a dead end of the maze whose part off
+  the true route has >= 2 blocks (a corridor and a cell), every block lit; a route that runs on past the goal to a
+  dead end counts too (an overshoot). An off-path blob that no lit route joins to the start
   is not a candidate. Two or more candidates: the frame holds complete alternatives.
 - A frame is a **complete but different answer** (`complete_but_different`) when the task's scorer fails it
-  and it is still a whole answer: maze, the blocks classified as path (with the start) form one simple chain
-  from the start to a floor block other than the goal, through no wall; any other task, its classified final
+  and it is still a whole answer: maze, the blocks classified as path (with the start, and the goal when the
+  path runs on through it) form one simple chain from the start to a floor block other than the goal, through no wall; any other task, its classified final
   frame equals the final frame of one of the task's named rule violations (`task.violations`).
-- Per sample over the early steps (the first quarter, as the Chain-of-Steps window):
-  `complete_alternatives` (some early step holds >= 2 candidates); `corrected` (some early step is a complete
-  but different answer and the final answer is right); `pruned` (some early step holds >= 2 candidates and the
-  final frame exactly one).
+- Per sample: `complete_alternatives` (a step of the first quarter, the Chain-of-Steps window, holds >= 2
+  candidates); `corrected` (a step of the first half is a complete but different answer and the final answer
+  is right); `pruned` (a step of the first quarter holds >= 2 candidates and the final frame exactly one).
 
 `card_measures(task, insts, steps, null_steps)` gives each rate on the model and on the null (the same
 instances through `null:shrink`), and the model minus the null, paired over instances (bootstrap CI): the
@@ -31,24 +31,12 @@ import numpy as np
 
 from ..stats import bootstrap_diff, wilson
 from ..tasks.base import Task, classify_blocks
-from ..tasks.maze import MAZE_COLORS, PATH, START, MazeInstance, bfs_path, floor_mask, is_simple_path, path_strength
+from ..tasks.maze import MAZE_COLORS, PATH, START, MazeInstance, bfs_path, dead_ends, floor_mask, is_simple_path, path_strength
 from .metrics import LIT
 
 NULL_MODEL = "null:shrink"
 MEASURES = ("complete_alternatives", "corrected", "pruned")
 SCENE_GIVEN = "not measurable on this task: the scene is given"
-
-
-def dead_ends(floor: np.ndarray, exclude: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-    """Floor blocks with exactly one floor neighbour (the ends of a perfect maze's corridors), `exclude` left out."""
-    h, w = floor.shape
-    out = []
-    for r, c in zip(*np.nonzero(floor)):
-        p = (int(r), int(c))
-        nbrs = sum(1 for q in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if 0 <= q[0] < h and 0 <= q[1] < w and floor[q])
-        if nbrs == 1 and p not in exclude:
-            out.append(p)
-    return out
 
 
 def maze_candidates(inst: MazeInstance, frame: np.ndarray) -> int:
@@ -78,6 +66,9 @@ def complete_but_different(task: Task, inst: Any, frame: np.ndarray) -> bool:
         if not route.any() or (route & ~floor_mask(inst)).any():
             return False
         route[inst.start] = True
+        (gr, gc), (h, w) = inst.goal, route.shape
+        if sum(route[q] for q in ((gr - 1, gc), (gr + 1, gc), (gr, gc - 1), (gr, gc + 1)) if 0 <= q[0] < h and 0 <= q[1] < w) >= 2:
+            route[inst.goal] = True  # the route runs on through the goal (an overshoot)
         return any(is_simple_path(route, inst.start, e) for e in zip(*map(lambda a: a.tolist(), np.nonzero(route))) if e != inst.start)
     own = getattr(task, "violations", None)
     if not callable(own):
@@ -87,7 +78,10 @@ def complete_but_different(task: Task, inst: Any, frame: np.ndarray) -> bool:
 
 
 def sample_measures(task: Task, inst: Any, steps: np.ndarray, early: int) -> dict[str, bool]:
-    """One sample's three booleans from its decoded x0_hat per step (S, T, Hb, Wb, 3), early = the first `early` steps."""
+    """One sample's three booleans from its decoded x0_hat per step (S, T, Hb, Wb, 3).
+
+    Candidates are counted in the first `early` steps; a complete but different answer is looked for in the first half.
+    """
     last = steps[:, -1]
     final_ok = task.score_blocks(inst, last[-1].astype(np.float32), steps[-1]).success
     if task.name == "maze":
@@ -96,7 +90,7 @@ def sample_measures(task: Task, inst: Any, steps: np.ndarray, early: int) -> dic
         pruned = alternatives and counts[-1] == 1
     else:
         alternatives = pruned = False  # candidates are counted on mazes only
-    corrected = final_ok and any(complete_but_different(task, inst, f) for f in last[:early])
+    corrected = final_ok and any(complete_but_different(task, inst, f) for f in last[: max(early, len(last) // 2)])
     return {"complete_alternatives": bool(alternatives), "corrected": bool(corrected), "pruned": bool(pruned)}
 
 
