@@ -213,6 +213,10 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
         elif name == "perturb":
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
                                                                   mode=cfg.perturb_modes, progress=progress))
+            p = null_stage(cfg, den, res["perturb"], lambda nd: run_perturb(nd, probe(cfg.n_perturb), str(root / "nulls" / "perturb"),
+                                                                            every=cfg.every, mode=cfg.perturb_modes, progress=False))
+            res["perturb"]["null"] = {"model": p["model"], "by_mode": {m: {k: v for k, v in d.items() if k.startswith("step_minus_frame_drop")}
+                                                                       for m, d in p["summary"].get("by_mode", {}).items()}}
         elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
             res["cka"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
         elif name == "cka":
@@ -226,9 +230,21 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
             methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
             res["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
                                                                 root / "ensemble", progress=progress))
+            p = null_stage(cfg, den, res["ensemble"], lambda nd: compare(nd, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
+                                                                         root / "nulls" / "ensemble", progress=False))
+            res["ensemble"]["null"] = {"model": p["model"],
+                                       "diff_vs_single": p["summary"]["methods"]["ensemble"]["diff_vs_single"]["solve_rate"]}
         else:
             raise ValueError(f"unknown demo stage {name!r}")
     return res, timings
+
+
+def null_stage(cfg: DemoConfig, den: Any, own: dict[str, Any], run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A stage's summary on the null (`null:shrink`, under DIR/nulls/): the model's own when the model is the null."""
+    from .models.registry import load
+    from .probes.candidates import NULL_MODEL
+
+    return {"model": NULL_MODEL, "summary": own if cfg.model == NULL_MODEL else run(load(NULL_MODEL))}
 
 
 def null_cards(den: Any, cfg: DemoConfig, cos_cfg: Any, traced: Any) -> dict[str, Any]:

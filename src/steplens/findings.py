@@ -226,7 +226,8 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("worst frame before the answer frame (renoise)", "perturb/by_mode/renoise/worst_frame_before_answer/index", "frame"),
                 ("same difference with unit noise (replace, the paper's wording)", "perturb/by_mode/replace/step_minus_frame_drop",
                  "points"),
-                ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step")),
+                ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step"),
+                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points")),
         note="The verdict uses the level-matched injection (renoise). Replacing the latent with unit noise, the paper's "
              "wording, costs more the later the step, because fewer steps remain to denoise it: its worst step is the last."),
     FindingSpec(
@@ -308,7 +309,8 @@ SPECS: tuple[FindingSpec, ...] = (
         unit="points", min_effect=0.02, figure="ensemble/compare.png",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
-                ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"))),
+                ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),
+                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points"))),
     FindingSpec(
         id="cold_start", title="Cold-start control", stage="ensemble", source="steplens",
         claim="One seed started from noise scaled by 1/sqrt(K) improves on a plain seed: the part of the ensemble's gain "

@@ -10,7 +10,8 @@ Pure functions over decoded clean estimates per step (the Chain-of-Steps trace, 
   is not a candidate. Two or more candidates: the frame holds complete alternatives.
 - A frame is a **complete but different answer** (`complete_but_different`) when the task's scorer fails it
   and it is still a whole answer: maze, the blocks classified as path (with the start, and the goal when the
-  path runs on through it) form one simple chain from the start to a floor block other than the goal, through no wall; any other task, its classified final
+  path runs on through it) form one simple chain from the start to a dead end of the maze, through no wall (a
+  prefix of the true route is not complete, nor is a route that stops in a corridor); any other task, its classified final
   frame equals the final frame of one of the task's named rule violations (`task.violations`).
 - Per sample: `complete_alternatives` (a step of the first quarter, the Chain-of-Steps window, holds >= 2
   candidates); `corrected` (a step of the first half is a complete but different answer and the final answer
@@ -63,13 +64,14 @@ def complete_but_different(task: Task, inst: Any, frame: np.ndarray) -> bool:
         if cls[inst.start] != MAZE_COLORS.index(START):
             return False
         route = cls == MAZE_COLORS.index(PATH)
-        if not route.any() or (route & ~floor_mask(inst)).any():
+        floor = floor_mask(inst)
+        if not route.any() or (route & ~floor).any():
             return False
         route[inst.start] = True
         (gr, gc), (h, w) = inst.goal, route.shape
         if sum(route[q] for q in ((gr - 1, gc), (gr + 1, gc), (gr, gc - 1), (gr, gc + 1)) if 0 <= q[0] < h and 0 <= q[1] < w) >= 2:
             route[inst.goal] = True  # the route runs on through the goal (an overshoot)
-        return any(is_simple_path(route, inst.start, e) for e in zip(*map(lambda a: a.tolist(), np.nonzero(route))) if e != inst.start)
+        return any(route[e] and is_simple_path(route, inst.start, e) for e in dead_ends(floor, (inst.start, inst.goal)))
     own = getattr(task, "violations", None)
     if not callable(own):
         return False
