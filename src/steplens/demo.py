@@ -175,6 +175,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
     from .probes.behaviour import run_behaviour
     from .probes.common import ProbeConfig, ProbeRun
     from .probes.cos import run_cos, trace_x0
+    from .probes.depth import run_thirds
     from .probes.layers import run_layers
     from .probes.perturb import run_cka, run_perturb
 
@@ -224,8 +225,10 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
                                                       progress=progress))
         elif name == "layers" and not den.hook_blocks():  # an oracle control (steplens.models.controls): no layers to probe
             res["layers"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
+            res["layers"]["thirds"] = {"applicable": res["layers"]["applicable"]}
         elif name == "layers":
             res["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(root / "layers"), progress=progress))
+            res["layers"]["thirds"] = stage("layer thirds", lambda: run_thirds(den, probe(cfg.n_layers), progress=progress))
         elif name == "ensemble":
             methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
             res["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
