@@ -69,3 +69,16 @@ def test_bad_control_specs():
     for spec in ("null:nope", "control:candidates?prune=2", "control:candidates?bogus=1", "null:shrink?keep=1"):
         with pytest.raises(ModelLoadError):
             load(spec)
+
+
+def test_probes_run_on_controls_and_block_probes_say_why_not(tmp_path):
+    from typer.testing import CliRunner
+
+    from steplens.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["probe", "cos", "--model", "control:candidates", "--size", "4", "--n", "2", "--steps", "6", "--out", str(tmp_path / "cos")])
+    assert ok.exit_code == 0, ok.output
+    for probe in ("layers", "cka"):
+        r = runner.invoke(app, ["probe", probe, "--model", "null:shrink", "--size", "4", "--n", "2", "--steps", "6", "--out", str(tmp_path / probe)])
+        assert r.exit_code == 2 and "error:" in r.output and "transformer blocks" in r.output and "Traceback" not in r.output

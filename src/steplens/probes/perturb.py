@@ -582,6 +582,8 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
             strength: float = 1.0, progress: bool = True, ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
     """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA (needs block layers)."""
     depth = len(den.hook_blocks())
+    if not depth:
+        raise ValueError(f"probe cka compares block activations; model {getattr(den, 'name', '?')!r} has no transformer blocks")
     layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
     if not layers:
         raise ValueError("probe cka compares block activations beside x0_hat: give at least one layer")
