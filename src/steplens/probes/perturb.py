@@ -45,6 +45,8 @@ MODE_NOTES = {
     "replace": "the paper's wording: the latent is replaced by unit Gaussian noise, whatever sigma the next step expects",
     "renoise": "level-matched control: x = (1 - sigma) * x0_hat + sigma * eps_new at the sampler's sigma, the clean estimate kept",
     "add": "x += strength * sigma * eps_new at the sampler's sigma",
+    "destroy": "SNR-matched damage: x = (1 - sigma) ((1 - d) x0_hat + d eps_new) + sigma eps, d = strength, the same fraction of "
+               "signal lost per damaged frame at a step or at a frame",
 }
 CKA_MATRICES = {
     "x0_hat": "per sample, rows: latent tokens (frame, h, w) of the frames after the given first frame; columns: the latent "
