@@ -67,7 +67,11 @@ def demo_summary() -> dict:
     """Stage summaries as the probes write them (a few keys each), with values whose verdicts are known."""
     return {
         "cos": {"n": 40, "solve_rate": 0.8, "solve_rate_ci95": [0.65, 0.9], "off_solution_mass_early_minus_late": 0.02,
-                "off_solution_mass_early_minus_late_ci95": [0.01, 0.03], "commit_step": {"median": 0.0, "q90": 9.0}},
+                "off_solution_mass_early_minus_late_ci95": [0.01, 0.03], "commit_step": {"median": 0.0, "q90": 9.0},
+                "cards": {"n": 40, "complete_alternatives": {"diff": 0.3, "ci95": [0.15, 0.45]},
+                          "corrected": {"diff": 0.2, "ci95": [0.08, 0.33]}, "pruned": {"diff": 0.01, "ci95": [-0.03, 0.05]},
+                          "model": {"complete_alternatives": {"rate": 0.3}}, "null": {"complete_alternatives": {"rate": 0.0}},
+                          "perception": {"applicable": "not measurable on this task: the scene is given"}}},
         "behaviour": {"n": 40, "correction": {"rate": 0.2, "ci95": [0.1, 0.35]}, "pruning": {"rate": 0.1, "ci95": [0.04, 0.23]},
                       "perception": {"action_minus_scene": -1.4, "action_minus_scene_ci95": [-1.9, -1.0]},
                       "memory": {"verdict": "copying: the markers are in the conditioning", "markers_kept_all_steps": 1.0},
@@ -84,7 +88,8 @@ def demo_summary() -> dict:
                        "fresh_seed": {"mean": 0.6, "lo": 0.5, "hi": 0.7}},
             "blocks.3.resid_post": {"observed": "step 19", "first_minus_last_injection": {"diff": 0.02, "ci95": [0.01, 0.03]}}}}}},
         "layers": {"n": 4, "depth": 2, "most_important_layers": [1, 0], "patch_flip_layer": None,
-                   "skip_drop": {"0": {"drop": 0.25, "ci95": [0.0, 0.5]}, "1": {"drop": 0.75, "ci95": [0.5, 1.0]}}},
+                   "skip_drop": {"0": {"drop": 0.25, "ci95": [0.0, 0.5]}, "1": {"drop": 0.75, "ci95": [0.5, 1.0]}},
+                   "thirds": {"n": 0, "applicable": "not measurable on this model: 2 blocks, fewer than one per third"}},
         "ensemble": {"n": 16, "methods": {"single": {"n": 16, "solve_rate": 0.75, "solve_rate_ci95": [0.5, 0.9], "nfe": 20},
                                           "ensemble": {"n": 16, "solve_rate": 0.8125, "solve_rate_ci95": [0.57, 0.93], "nfe": 22,
                                                        "diff_vs_single": {"solve_rate": [0.0625, -0.0625, 0.1875]}}}},

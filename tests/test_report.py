@@ -144,14 +144,15 @@ def test_demo_report_opens_with_the_findings(tmp_path):
     cards = re.findall(r'<article class="fcard (v-[a-z-]+)" data-verdict="([^"]+)" id="finding-([a-z_]+)"', page)
     got = {i: v for _, v, i in cards}
     assert got == {"chain_of_steps": "reproduced", "noise_step_vs_frame": "reproduced", "information_flow": "inconclusive at n=8",
-                   "layer_specialisation": "reproduced", "patching_flip": "not measured in this run",
-                   "working_memory": "not measurable on this model", "self_correction": "reproduced",
-                   "perception_before_action": "reversed", "ensemble": "inconclusive at n=16",
+                   "layer_specialisation": "not measurable on this model", "patching_flip": "not measured in this run",
+                   "working_memory": "not measurable on this model", "self_correction": "reproduced", "pruning": "not reproduced",
+                   "perception_before_action": "not measurable on this model", "ensemble": "inconclusive at n=16",
                    "cold_start": "not measured in this run", "early_commitment": "not measured in this run"}
     assert page.count("<img class=thumb src=\"data:image/png;base64,") == len(cards)  # every card draws its figure
     # a probe that ran but cannot show the effect on this task says why, rather than "not measured"
     assert "copying: the markers are in the conditioning" in page
-    assert "+2.0 points" not in page and "0.02 [0.01, 0.03], n=40" in page  # a difference of path colour, not of rates
+    assert "the scene is given" in page and "fewer than one per third" in page  # perception before action: the scene is in the conditioning frame
+    assert "+30.0 points [15.0, 45.0], n=40" in page  # Chain-of-Steps: model minus its null, in points
     assert "+91.7 points [75.0, 100.0], n=12" in page  # a difference of rates, in points
     assert page.count('class="card viewer"') == 1  # the cos stage's viewer moved to the top, not repeated
     assert "How a verdict is decided" in page and "steplens probe perturb --n 4 --out RUN" in page

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import ConfigError, atomic_write_text, read_jsonl, write_json
 from .interventions import MODES
 from .runner import SamplingConfig
@@ -173,6 +175,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
     from .probes.behaviour import run_behaviour
     from .probes.common import ProbeConfig, ProbeRun
     from .probes.cos import run_cos, trace_x0
+    from .probes.depth import run_thirds
     from .probes.layers import run_layers
     from .probes.perturb import run_cka, run_perturb
 
@@ -206,22 +209,61 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
                                                       traced=traced))
             res["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(root / "behaviour"), progress=progress,
                                                                         traced=traced))
+            res["cos"]["cards"] = stage("cards", lambda: null_cards(den, cfg, cos_cfg, traced))
             del traced
         elif name == "perturb":
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
                                                                   mode=cfg.perturb_modes, progress=progress))
+            p = null_stage(cfg, den, res["perturb"], lambda nd: run_perturb(nd, probe(cfg.n_perturb), str(root / "nulls" / "perturb"),
+                                                                            every=cfg.every, mode=cfg.perturb_modes, progress=False))
+            res["perturb"]["null"] = {"model": p["model"], "by_mode": {m: {k: v for k, v in d.items() if k.startswith("step_minus_frame_drop")}
+                                                                       for m, d in p["summary"].get("by_mode", {}).items()}}
+        elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
+            res["cka"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
         elif name == "cka":
             res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                       progress=progress))
+        elif name == "layers" and not den.hook_blocks():  # an oracle control (steplens.models.controls): no layers to probe
+            res["layers"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
+            res["layers"]["thirds"] = {"applicable": res["layers"]["applicable"]}
         elif name == "layers":
             res["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(root / "layers"), progress=progress))
+            res["layers"]["thirds"] = stage("layer thirds", lambda: run_thirds(den, probe(cfg.n_layers), progress=progress))
         elif name == "ensemble":
             methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
             res["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
                                                                 root / "ensemble", progress=progress))
+            p = null_stage(cfg, den, res["ensemble"], lambda nd: compare(nd, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
+                                                                         root / "nulls" / "ensemble", progress=False))
+            res["ensemble"]["null"] = {"model": p["model"],
+                                       "diff_vs_single": p["summary"]["methods"]["ensemble"]["diff_vs_single"]["solve_rate"]}
         else:
             raise ValueError(f"unknown demo stage {name!r}")
     return res, timings
+
+
+def null_stage(cfg: DemoConfig, den: Any, own: dict[str, Any], run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A stage's summary on the null (`null:shrink`, under DIR/nulls/): the model's own when the model is the null."""
+    from .models.registry import load
+    from .probes.candidates import NULL_MODEL
+
+    return {"model": NULL_MODEL, "summary": own if cfg.model == NULL_MODEL else run(load(NULL_MODEL))}
+
+
+def null_cards(den: Any, cfg: DemoConfig, cos_cfg: Any, traced: Any) -> dict[str, Any]:
+    """The cards' measures on the model's trace and on the null's (`null:shrink`, same instances and noise seeds)."""
+    from .models.registry import load
+    from .probes.candidates import NULL_MODEL, card_measures
+    from .probes.cos import trace_x0
+    from .tasks import get_task
+
+    if cfg.model == NULL_MODEL:
+        null_steps = traced.steps
+    else:
+        null = trace_x0(load(NULL_MODEL), cos_cfg, progress=False)
+        by_seed = {i.seed: s for i, s in zip(null.insts, null.steps)}
+        null_steps = np.stack([by_seed[i.seed] for i in traced.insts])
+    return card_measures(get_task(cos_cfg.task), traced.insts, traced.steps, null_steps)
 
 
 def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:

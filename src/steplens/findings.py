@@ -201,11 +201,18 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="chain_of_steps", title="Chain-of-Steps", stage="cos",
         claim="Early denoising steps draw several candidate solutions at once; later steps prune them to one.",
-        value="cos/off_solution_mass_early_minus_late", ci95="cos/off_solution_mass_early_minus_late_ci95", n="cos/n",
-        measure="path colour on floor off the solution, first quarter of the steps minus last quarter (paired bootstrap)",
-        min_effect=0.005, figure="cos/cos_curves.png",
-        extras=(("samples lighting a dead-end branch early", "cos/multiple_candidates_early", "%"),
-                ("median commit step", "cos/commit_step/median", "step"), ("solve rate", "cos/solve_rate", "%"))),
+        value="cos/cards/complete_alternatives/diff", ci95="cos/cards/complete_alternatives/ci95", n="cos/cards/n",
+        measure="samples whose x0_hat, in the first quarter of the steps, lights >= 2 complete candidate routes (start to "
+                "goal, or start to a dead end >= 2 blocks off the true route), model minus null (null:shrink on the same "
+                "instances; paired bootstrap)",
+        unit="points", min_effect=0.06, figure="cos/cos_curves.png",
+        extras=(("model: >= 2 complete candidates early", "cos/cards/model/complete_alternatives/rate", "%"),
+                ("null (null:shrink): >= 2 complete candidates early", "cos/cards/null/complete_alternatives/rate", "%"),
+                ("off-path colour, early minus late (converges on any denoiser: not the verdict)",
+                 "cos/off_solution_mass_early_minus_late", ""),
+                ("median commit step", "cos/commit_step/median", "step"), ("solve rate", "cos/solve_rate", "%")),
+        note="A candidate is a complete lit route, not any off-path blob (steplens.probes.candidates). The null converges "
+             "from a blank frame to the answer and never holds a candidate; control:candidates holds two by construction."),
     FindingSpec(
         id="noise_step_vs_frame", title="Noise at a step vs at a frame", stage="perturb",
         claim="Fresh noise at one denoising step costs far more than noise on one frame at every step.",
@@ -219,7 +226,8 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("worst frame before the answer frame (renoise)", "perturb/by_mode/renoise/worst_frame_before_answer/index", "frame"),
                 ("same difference with unit noise (replace, the paper's wording)", "perturb/by_mode/replace/step_minus_frame_drop",
                  "points"),
-                ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step")),
+                ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step"),
+                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points")),
         note="The verdict uses the level-matched injection (renoise). Replacing the latent with unit noise, the paper's "
              "wording, costs more the later the step, because fewer steps remain to denoise it: its worst step is the last."),
     FindingSpec(
@@ -235,11 +243,24 @@ SPECS: tuple[FindingSpec, ...] = (
              "steps to recover, which would confound the comparison."),
     FindingSpec(
         id="layer_specialisation", title="Layer specialisation", stage="layers",
-        claim="Layers do different jobs within a step: some blocks are indispensable to the answer.",
-        value="derived/skip_drop_top/drop", ci95="derived/skip_drop_top/ci95", n="layers/n",
-        measure="solve-rate drop when the most important block is skipped at every step (paired bootstrap)",
+        claim="Early layers encode dense perceptual structure, middle layers execute reasoning, late layers consolidate.",
+        value="layers/thirds/middle_minus_late/diff", ci95="layers/thirds/middle_minus_late/ci95", n="layers/thirds/n",
+        applicable="layers/thirds/applicable",
+        measure="solve-rate drop when the middle third of the blocks is skipped at every step minus when the late third "
+                "is (paired bootstrap); each third's drop and the scene it keeps beside it (steplens.probes.depth)",
         unit="points", min_effect=0.05, figure="layers/layers_summary.png",
-        extras=(("most important blocks", "layers/most_important_layers", "blocks"),)),
+        extras=(("early third: answer drop", "layers/thirds/by_third/early/answer_drop", "points"),
+                ("early third: answer drop 95% CI", "layers/thirds/by_third/early/answer_drop_ci95", "points"),
+                ("early third skipped: scene kept", "layers/thirds/by_third/early/scene_kept", "%"),
+                ("middle third: answer drop", "layers/thirds/by_third/middle/answer_drop", "points"),
+                ("middle third: answer drop 95% CI", "layers/thirds/by_third/middle/answer_drop_ci95", "points"),
+                ("middle third skipped: scene kept", "layers/thirds/by_third/middle/scene_kept", "%"),
+                ("late third: answer drop", "layers/thirds/by_third/late/answer_drop", "points"),
+                ("late third: answer drop 95% CI", "layers/thirds/by_third/late/answer_drop_ci95", "points"),
+                ("late third skipped: scene kept", "layers/thirds/by_third/late/scene_kept", "%"),
+                ("one block skipped: the largest drop (true of any network: not the verdict)", "derived/skip_drop_top/drop", "points"),
+                ("most important blocks", "layers/most_important_layers", "blocks")),
+        note="A division of labour by depth, not 'some block matters': skipping a network's input block breaks any answer."),
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
         claim="Patching one layer's tokens from another scene flips the outcome to that scene's from a middle layer on.",
@@ -262,18 +283,31 @@ SPECS: tuple[FindingSpec, ...] = (
         note="The maze model sees the first frame, markers included, concatenated to every frame: keeping the markers "
              "is copying, not memory."),
     FindingSpec(
-        id="self_correction", title="Self-correction", stage="behaviour",
+        id="self_correction", title="Self-correction", stage="cos",
         claim="A wrong intermediate answer is revised into the right one at later steps.",
-        value="behaviour/correction/rate", ci95="behaviour/correction/ci95", n="behaviour/n",
-        measure="samples that held one committed wrong answer and end right (Wilson CI); pruning of superimposed "
-                "candidates is counted apart", unit="%", min_effect=0.02,
-        figure="behaviour/behaviour_per_step.png",
-        extras=(("pruning (candidates superimposed, one kept)", "behaviour/pruning/rate", "%"),
+        value="cos/cards/corrected/diff", ci95="cos/cards/corrected/ci95", n="cos/cards/n",
+        measure="samples whose x0_hat, in the first quarter of the steps, is a complete but different answer (the scorer "
+                "fails it; a whole route to another block) and whose final answer is right, model minus null "
+                "(null:shrink; paired bootstrap)", unit="points", min_effect=0.06,
+        figure="cos/cos_curves.png",
+        extras=(("model: corrected from a complete wrong answer", "cos/cards/model/corrected/rate", "%"),
+                ("null (null:shrink)", "cos/cards/null/corrected/rate", "%"),
+                ("any early wrong then right (convergence does it too: not the verdict)", "behaviour/correction/rate", "%"),
                 ("samples that lose a right answer", "behaviour/lost_rate", "%"))),
+    FindingSpec(
+        id="pruning", title="Pruning", stage="cos",
+        claim="Candidates drawn together early are pruned to one answer at later steps.",
+        value="cos/cards/pruned/diff", ci95="cos/cards/pruned/ci95", n="cos/cards/n",
+        measure="samples whose x0_hat holds >= 2 complete candidate routes in the first quarter of the steps and exactly "
+                "one at the end, model minus null (null:shrink; paired bootstrap)", unit="points", min_effect=0.06,
+        figure="cos/cos_curves.png",
+        extras=(("model: pruned", "cos/cards/model/pruned/rate", "%"), ("null (null:shrink)", "cos/cards/null/pruned/rate", "%"),
+                ("pruning as the behaviour probe counts it", "behaviour/pruning/rate", "%"))),
     FindingSpec(
         id="perception_before_action", title="Perception before action", stage="behaviour",
         claim="Early steps settle what the objects are; later steps settle what they do.",
         value="behaviour/perception/action_minus_scene", ci95="behaviour/perception/action_minus_scene_ci95", n="behaviour/n",
+        applicable="cos/cards/perception/applicable",
         measure="step at which the action blocks (from the ground truth) settle minus step at which the scene blocks "
                 "(from the task) settle (paired bootstrap)",
         unit="steps", min_effect=0.5, figure="behaviour/perception_vs_action.png",
@@ -288,7 +322,8 @@ SPECS: tuple[FindingSpec, ...] = (
         unit="points", min_effect=0.02, figure="ensemble/compare.png",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
-                ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"))),
+                ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),
+                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points"))),
     FindingSpec(
         id="cold_start", title="Cold-start control", stage="ensemble", source="steplens",
         claim="One seed started from noise scaled by 1/sqrt(K) improves on a plain seed: the part of the ensemble's gain "

@@ -8,7 +8,10 @@ image-to-video first frame on it, so frame 0 cannot be corrupted there).
   ("replace", the paper's wording: unit noise whatever sigma the next step expects), get
   `strength * sigma_next * noise` added ("add"), or are re-noised at the sampler's level from the
   step's clean estimate ("renoise", the level-matched control: `(1 - sigma_next) x0_hat + sigma_next noise`,
-  so only the noise part of the latent is new).
+  so only the noise part of the latent is new), or lose a fraction d = `strength` of their signal ("destroy",
+  SNR-matched damage: with x_next = (1 - s) x0_hat + s eps, x' = (1 - s) ((1 - d) x0_hat + d noise) + s eps, so every
+  damaged frame leaves the injection at SNR (1 - s)^2 (1 - d)^2 / (s^2 + (1 - s)^2 d^2) whether the damage is at a
+  step or at a frame: the same fraction of signal destroyed per damaged frame and injection).
 - `NoiseAtFrame(frames)`: after every step (or the chosen ones), the chosen latent frames (dim 2 of
   (B, C, F, H, W)) likewise, so the model sees the corrupted frames in every later step's input. The
   final output (after the last step, sigma_next = 0) is never overwritten: the model's own last
@@ -37,7 +40,7 @@ from .context import current_call
 from .hooks import HookFn, Selector, hooks
 from .sampling import StepEvent
 
-MODES = ("replace", "add", "renoise")
+MODES = ("replace", "add", "renoise", "destroy")
 
 
 def _as_tuple(v: int | Iterable[int] | None) -> tuple[int, ...] | None:
@@ -71,6 +74,8 @@ def _inject(x: Tensor, noise: Tensor, sigma_next: float, mode: str, strength: fl
         return noise
     if mode == "renoise":  # the clean estimate kept, fresh noise at the level the next step expects
         return (1.0 - sigma_next) * x0_hat + sigma_next * noise
+    if mode == "destroy":  # a fraction `strength` of the signal replaced by noise, the sampler's own noise kept
+        return x + (1.0 - sigma_next) * strength * (noise - x0_hat)
     return x + strength * sigma_next * noise
 
 
@@ -79,6 +84,8 @@ def _validate(obj: Any) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {obj.mode!r}")
     if not math.isfinite(obj.strength):
         raise ValueError(f"strength must be finite, got {obj.strength}")
+    if obj.mode == "destroy" and not 0.0 <= obj.strength <= 1.0:
+        raise ValueError(f"mode destroy takes the fraction of signal destroyed as strength, in [0, 1]; got {obj.strength}")
     if (obj.seed is None) == (obj.seeds is None):
         raise ValueError("noise injections need exactly one of seed= (one int) or seeds= (one per sample)")
     object.__setattr__(obj, "steps", _as_tuple(obj.steps))
@@ -92,8 +99,9 @@ class NoiseAtStep:
 
     Args:
         steps: step indices i whose outgoing latent x_next is replaced; steps i+1.. continue from it.
-        mode: "replace" (fresh noise), "add" (x_next + strength * sigma_next * noise) or "renoise"
-            ((1 - sigma_next) * x0_hat + sigma_next * noise: the step's clean estimate at the next step's level).
+        mode: "replace" (fresh noise), "add" (x_next + strength * sigma_next * noise), "renoise"
+            ((1 - sigma_next) * x0_hat + sigma_next * noise: the step's clean estimate at the next step's level) or
+            "destroy" (x_next + (1 - sigma_next) * strength * (noise - x0_hat): a fraction `strength` of the signal lost).
         seed / seeds: one int for the batch, or one seed per sample (exactly one of them).
     """
 

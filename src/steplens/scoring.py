@@ -1,5 +1,8 @@
 """Score a folder of VBVR-format samples: each sample's video (a model's, or its own ground truth) by its task's scorer.
 
+Each result carries the final-state verdict (the task's scorer, which reads the last frame) and, beside it, the
+process score (`steplens.tasks.process`: every frame a legal successor of the one before).
+
 One broken sample (corrupt PNG or mp4, missing meta.json or prompt.txt, unknown task, wrong frame
 size, no video) becomes a result with an `error` naming the file and the problem; the rest are still
 scored. Means are taken over the samples that were scored; `n_errors` counts the others.
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .tasks.base import TaskInputError
+from .tasks.process import process_score
 from .tasks.vbvr import FINAL_FRAME, FIRST_FRAME, VIDEO, Sample, SampleError, SampleRef, iter_samples, read_sample
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -28,13 +32,16 @@ class SampleResult:
     score: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    process: dict[str, Any] | None = None  # the process score (steplens.tasks.process): success, score, details
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleResult:
-        return cls(d["sample"], d["task"], d.get("success"), d.get("score"), d.get("details", {}), d.get("error"))
+        return cls(d["sample"], d["task"], d.get("success"), d.get("score"), d.get("details", {}), d.get("error"), d.get("process"))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sample": self.sample, "task": self.task, "success": self.success, "score": self.score, "details": self.details}
+        if self.process is not None:
+            d["process"] = self.process
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -48,14 +55,16 @@ class Tally:
     n_errors: int
     success: float | None
     score: float | None
+    process_success: float | None = None  # over the scored samples that have a process score
 
     @classmethod
     def of(cls, results: Sequence[SampleResult]) -> Tally:
         ok = [r for r in results if r.error is None]
-        return cls(len(results), len(results) - len(ok), _mean([float(bool(r.success)) for r in ok]), _mean([float(r.score or 0.0) for r in ok]))
+        return cls(len(results), len(results) - len(ok), _mean([float(bool(r.success)) for r in ok]), _mean([float(r.score or 0.0) for r in ok]),
+                   _mean([float(bool(r.process["success"])) for r in ok if r.process is not None]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "n_errors": self.n_errors, "success": self.success, "score": self.score}
+        return {"n": self.n, "n_errors": self.n_errors, "success": self.success, "score": self.score, "process_success": self.process_success}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -115,7 +124,8 @@ def score_sample(ref: SampleRef, videos_dir: Path | None = None) -> SampleResult
             verdict = task.score(inst, frames)
         except TaskInputError as e:
             raise SampleError(f"{video_path}: {e}") from e
-        return SampleResult(ref.rel, task_name, verdict.success, verdict.score, verdict.details)
+        process = process_score(task, inst, frames).to_dict()
+        return SampleResult(ref.rel, task_name, verdict.success, verdict.score, verdict.details, process=process)
     except Exception as e:  # noqa: BLE001 - one broken sample must not stop a benchmark run
         msg = str(e) if isinstance(e, TaskInputError) else f"{ref.path}: {type(e).__name__}: {e}"
         return SampleResult(ref.rel, task_name, error=msg)

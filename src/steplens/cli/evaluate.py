@@ -107,11 +107,11 @@ def _print_summary(summary: Any) -> None:
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    table = Table("task", "n", "errors", "success", "score")
+    table = Table("task", "n", "errors", "success", "score", "process")  # process: every frame a legal successor
     for name, t in summary.per_task.items():
-        table.add_row(name, str(t.n), str(t.n_errors), fmt(t.success), fmt(t.score))
+        table.add_row(name, str(t.n), str(t.n_errors), fmt(t.success), fmt(t.score), fmt(t.process_success))
     o = summary.overall
-    table.add_row("[bold]all", str(o.n), str(o.n_errors), fmt(o.success), fmt(o.score))
+    table.add_row("[bold]all", str(o.n), str(o.n_errors), fmt(o.success), fmt(o.score), fmt(o.process_success))
     console = Console()
     console.print(table)
     for err in summary.errors:

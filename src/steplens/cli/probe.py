@@ -20,8 +20,9 @@ SEED = seed_option(20_000)
 EVERY = typer.Option(3, "--every", min=1, help="Inject at every k-th step.")
 MODE = typer.Option("replace,renoise", "--mode",
                     help="One or more of replace (the paper's wording: unit noise), renoise (level-matched control: "
-                         "(1 - sigma) x0_hat + sigma noise), add (x += strength * sigma * noise); comma-separated, each reported.")
-STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add).")
+                         "(1 - sigma) x0_hat + sigma noise), add (x += strength * sigma * noise), destroy (SNR-matched: a fraction "
+                         "strength of the signal replaced by noise); comma-separated, each reported.")
+STRENGTH = typer.Option(1.0, "--strength", help="Scale of added noise (--mode add); fraction of signal destroyed (--mode destroy).")
 PX = typer.Option(None, "--px", min=1, help="wan: models: pixels per task block (presets: 16 quick, 96 paper; padded to what the model accepts).")
 FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 4k+1 (presets: 9 quick, 49 paper).")
 

@@ -192,6 +192,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
                n_token_steps: int = 10, progress: bool = True, ray_address: str | None = None,
                num_workers: int | None = None) -> dict[str, Any]:
     depth = len(den.hook_blocks())
+    if not depth:
+        raise ValueError(f"probe layers needs transformer blocks; model {getattr(den, 'name', '?')!r} has none")
     n_steps = cfg.sampling.steps
     step = n_steps // 4 if step is None else step
     window = window or (0, n_steps)

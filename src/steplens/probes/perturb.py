@@ -45,6 +45,8 @@ MODE_NOTES = {
     "replace": "the paper's wording: the latent is replaced by unit Gaussian noise, whatever sigma the next step expects",
     "renoise": "level-matched control: x = (1 - sigma) * x0_hat + sigma * eps_new at the sampler's sigma, the clean estimate kept",
     "add": "x += strength * sigma * eps_new at the sampler's sigma",
+    "destroy": "SNR-matched damage: x = (1 - sigma) ((1 - d) x0_hat + d eps_new) + sigma eps, d = strength, the same fraction of "
+               "signal lost per damaged frame at a step or at a frame",
 }
 CKA_MATRICES = {
     "x0_hat": "per sample, rows: latent tokens (frame, h, w) of the frames after the given first frame; columns: the latent "
@@ -582,6 +584,8 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
             strength: float = 1.0, progress: bool = True, ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
     """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA (needs block layers)."""
     depth = len(den.hook_blocks())
+    if not depth:
+        raise ValueError(f"probe cka compares block activations; model {getattr(den, 'name', '?')!r} has no transformer blocks")
     layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
     if not layers:
         raise ValueError("probe cka compares block activations beside x0_hat: give at least one layer")

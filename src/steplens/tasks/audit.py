@@ -9,6 +9,9 @@ expectation:
   video, and each named rule violation from `task.violations(inst)` (or, for tasks that do not
   define it, a builder here keyed by task name: maze's path through a wall, path with a dead-end
   branch and path with a gap);
+- the process (`steplens.tasks.process`): the ground truth must pass it; "end-jump" (the first frame held,
+  then the true final frame) must fail it, though it passes the final-state scorer (which reads the last
+  frame only: recorded as the `end_jump` case, expected to succeed);
 - checks of the generator: the same seed regenerates identical bytes, and the instance survives a
   JSON round trip of its metadata.
 
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .base import COLOR_INDEX, PALETTE_ARRAY, Task, blocks_to_frames
+from .process import end_jump, process_score
 
 Frames = np.ndarray  # (T, H, W, 3) uint8
 
@@ -225,6 +229,13 @@ def audit_task(task: Task | str, n: int = 50, seed: int = 0, size: int | None = 
             sc = task.score(inst, corrupt(truth))
             # the untouched ground truth must also score exactly 1.0
             record(name, True, s, sc.success, sc.score, sc.success and (name != "ground_truth" or sc.score == 1.0))
+        # the final-state scorer is blind to the process (end-jump passes it); the process score must not be
+        jump = end_jump(truth)
+        sc = task.score(inst, jump)
+        record("end_jump", True, s, sc.success, sc.score)
+        for name, video, want in (("ground_truth", truth, True), ("end_jump", jump, False)):
+            sc = process_score(task, inst, video)
+            record(f"process:{name}", want, s, sc.success, sc.score)
         for name, video in _must_fail(truth, np.random.default_rng([s, 7])).items():
             sc = task.score(inst, video)
             record(name, False, s, sc.success, sc.score)

@@ -98,6 +98,13 @@ def solution_mask(inst: MazeInstance) -> np.ndarray:
     return mask
 
 
+def dead_ends(floor: np.ndarray, exclude: tuple[tuple[int, int], ...] = ()) -> list[tuple[int, int]]:
+    """Floor blocks with exactly one floor neighbour (the ends of a perfect maze's corridors), `exclude` left out."""
+    m = np.pad(floor, 1).astype(np.int8)
+    nbrs = m[:-2, 1:-1] + m[2:, 1:-1] + m[1:-1, :-2] + m[1:-1, 2:]
+    return [(int(r), int(c)) for r, c in zip(*np.nonzero(floor & (nbrs == 1))) if (int(r), int(c)) not in exclude]
+
+
 def is_simple_path(mask: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> bool:
     """True iff the 4-neighbour graph induced by `mask` is one chain with ends `start` and `goal`."""
     if not (mask[start] and mask[goal]) or start == goal:
