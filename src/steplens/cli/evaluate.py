@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from ..config import to_json
 from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision, fail,
                      load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
 
@@ -26,7 +26,7 @@ def score(
     from ..scoring import score_folder
 
     summary = score_folder(data_dir, videos)
-    lines = [json.dumps(r.to_dict()) for r in summary.results] + [json.dumps({"summary": summary.to_dict()})]
+    lines = [to_json(r.to_dict()) for r in summary.results] + [to_json({"summary": summary.to_dict()})]
     if out is not None:
         atomic_write_text(out, "\n".join(lines) + "\n")
     if as_json:
@@ -62,7 +62,7 @@ def evaluate(
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
-    size: int = SIZE,
+    size: int | None = SIZE,
     n: int = n_option(100),
     seed: int = seed_option(10_000),
     steps: int | None = STEPS,
@@ -93,7 +93,7 @@ def evaluate(
     if summary["n"]:  # a result (some samples scored): record what ran; none is one error line and no folder
         record_precision(out, choice)
     keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
-    typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+    typer.echo(to_json({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples
         raise sample_failures(summary["n_errors"], summary["n"] + summary["n_errors"], summary["errors"][0]["error"])
 
