@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def _setup(model: str, sampler: str, steps: int | None, shift: float | None, pro
     choice = choose_precision(precision, device)
     sampling = sampling_config(model, steps, shift, sampler)
     return load_model(model, device, choice, prompt_embeds, ray), sampling, choice
+
+
+def _check_k(k: int, budget: float, what: str) -> None:
+    """best-of-B spends a budget of B single runs on B of the --k seeds sampled per instance: K below B is not equal compute."""
+    if math.isfinite(budget) and k < budget:
+        raise fail(f"--k ({k}) is below {what} ({budget:g}): best-of-B at a budget of B runs needs B seeds per instance")
 
 
 @search_app.command("run")
@@ -70,6 +77,7 @@ def run_cmd(
         raise fail("--sizes applies to --task suite only (one task: --size)")
     size = task_size(task, size)
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
+    _check_k(k, budget, "--budget")
     run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
                ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
@@ -136,8 +144,13 @@ def sweep_cmd(
             raise fail(f"{opt} must be positive integers, got {text!r}")
     size = task_size(task, size)
     den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
+    _check_k(k, max(lists["--budgets"]), "the largest of --budgets")
     if screen_step >= sampling.steps:
         raise fail(f"--screen-step must be below --steps ({sampling.steps}), got {screen_step}")
+    if min(lists["--ss"]) >= sampling.steps:  # the grid keeps the (K, s) that fit: none of these would
+        raise fail(f"--ss: every screening step is at or past --steps ({sampling.steps}), got {ss!r}")
+    if min(lists["--ks"]) > k:
+        raise fail(f"--ks: every K is above --k ({k}), the seeds sampled per instance, got {ks!r}")
     run_sweep(den, task, size, n, seed, sampling, out, budgets=lists["--budgets"], ks=lists["--ks"], ss=lists["--ss"], k=k,
               screen_step=screen_step, ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
