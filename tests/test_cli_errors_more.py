@@ -154,3 +154,57 @@ def test_serve_on_a_port_in_use_is_one_line(more, tmp_path):
     assert r.exit_code == 2, r.output
     line, = r.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Traceback" not in r.output
+
+
+# -- --data runs on official folders: a sample with a missing or corrupt file ----------------------
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, one_thread) -> dict[str, str]:
+    """The tiny Wan model and official roots: good, one sample without its first frame, one with a corrupt one, and
+    one whose only sample has no first frame."""
+    pytest.importorskip("diffusers")
+    import numpy as np
+    import torch
+    from test_bench import KEY_DOOR, official_sample
+    from test_wan import build
+
+    root = tmp_path_factory.mktemp("bench")
+    model = root / "m"
+    build("i2v_moe").save_pretrained(model)
+    g = torch.Generator().manual_seed(0)
+    torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
+               model / "emb.pt")
+    rng = np.random.default_rng(0)
+    good = root / "good" / "In-Domain_50" / KEY_DOOR
+    for i in range(2):
+        official_sample(good / f"{i:05d}", rng, f"Move the key to door {i}.")
+    for name in ("no_first", "bad_first", "only_bad"):
+        shutil.copytree(root / "good", root / name)
+    (root / "no_first" / "In-Domain_50" / KEY_DOOR / "00001" / "first_frame.png").unlink()
+    (root / "bad_first" / "In-Domain_50" / KEY_DOOR / "00001" / "first_frame.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    shutil.rmtree(root / "only_bad" / "In-Domain_50" / KEY_DOOR / "00000")
+    (root / "only_bad" / "In-Domain_50" / KEY_DOOR / "00001" / "first_frame.png").unlink()
+    return {"model": f"wan:{model}", "emb": str(model / "emb.pt"), **{n: str(root / n) for n in ("good", "no_first", "bad_first", "only_bad")}}
+
+
+DATA_CMDS = {"ensemble run": ["ensemble", "run", "--k", "2", "--no-baselines"],
+             "search run": ["search", "run", "--budget", "2", "--k", "2", "--screen-step", "1"],
+             "probe cos": ["probe", "cos", "--every", "1"]}
+DATA_CASES = [(cmd, root, code, names) for cmd in DATA_CMDS for root, code, names in
+              (("no_first", 1, "first_frame.png: image file not found"), ("bad_first", 1, "first_frame.png: cannot decode image"),
+               ("only_bad", 2, "first_frame.png: image file not found"))]
+
+
+@pytest.mark.parametrize(("cmd", "root", "code", "names"), DATA_CASES, ids=[f"{c} {r}" for c, r, _, _ in DATA_CASES])
+def test_data_runs_on_a_sample_with_a_missing_or_corrupt_file(bench, tmp_path, cmd, root, code, names):
+    """Some samples generated: exit 1 and the others' videos; none: exit 2 and no run folder. One error line either way."""
+    out = tmp_path / "out"
+    r = runner.invoke(app, [*DATA_CMDS[cmd], "--model", bench["model"], "--data", bench[root], "--prompt-embeds", bench["emb"],
+                            "--steps", "2", "--frames", "5", "--height", "32", "--width", "32", "--out", str(out)])
+    assert r.exit_code == code, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]  # the model loader may add progress lines
+    assert len(errors) == 1 and errors[0] == r.stderr.strip().splitlines()[-1] and names in errors[0], r.stderr
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit | None)
+    if code == 2:
+        assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    else:
+        assert list(out.rglob("00000.mp4")) and not list(out.rglob("00001.mp4"))

@@ -74,19 +74,20 @@ def _out_paths(args: Sequence[str]) -> list[Path]:
     return out
 
 
-_DERIVED = {"manifest.json", "summary.json", "summary.txt", "results.jsonl", "figures.json"}  # rebuilt by every call
+_DERIVED = {"manifest.json", "summary.json", "summary.txt", "results.jsonl", "figures.json",  # rebuilt by every call
+            "steps.json", "steps.txt", "steps.png"}  # (probe cos --data's curve)
 
 
 def _remove_if_no_results(path: Path) -> None:
     """Remove a folder this call created when it holds nothing a re-run would keep.
 
-    That is: its manifest, summaries derived from its samples, and sample records that are errors
+    That is: its manifest, summaries and scores derived from its samples, and sample records that are errors
     (a re-run retries those). A folder with one finished sample, checkpoint or trace is left alone.
     """
     if not path.is_dir():
         return
     for f in (p for p in path.rglob("*") if p.is_file()):
-        if f.parent == path and f.name in _DERIVED:
+        if (f.parent == path and f.name in _DERIVED) or f.parent == path / "scores":  # --data runs rescore every call
             continue
         if f.parent == path / "samples" and f.suffix == ".json" and "error" in json.loads(f.read_text()):
             continue

@@ -12,7 +12,7 @@ from ..config import to_json
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER,
                      SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, data_run_seed,
                      fail, load_model, model_sampling, n_option, parse_ints, parse_names, parse_window, record_precision,
-                     sampling_config, seed_option)
+                     sample_failures, sampling_config, seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
@@ -91,8 +91,12 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
     den = load_bench_model(model, device, choice, {"text_encoder": prompt_embeds is None})
     result = run_bench_steps(den, cfg, out, sampling, scorers, every=every,
                              manifest={"model": model, "precision": choice.precision.value, "every": every}, echo=typer.echo)
-    record_precision(out, choice)
+    errors = result["generation_errors"]
+    if len(errors) < result["n_samples"] * result["n_roots"]:  # a result: record what ran (see record_precision)
+        record_precision(out, choice)
     typer.echo("\n".join(steps_lines(result)))
+    if errors:
+        raise sample_failures(len(errors), result["n_samples"] * result["n_roots"], errors[0], "generated")
 
 
 @probe_app.command("perturb")
