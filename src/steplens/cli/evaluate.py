@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ..config import to_json
 from .common import (DEVICE, MODEL, OUT, PRECISION, RAY, SAMPLER, SHIFT, SIZE, STEPS, TASK, WORKERS, batch_option, choose_precision, fail,
                      load_model, n_option, record_precision, sample_failures, sampling_config, seed_option)
 
@@ -22,7 +22,7 @@ def score(
     out: Path | None = typer.Option(None, "--out", help="Also write the JSON lines to this .jsonl file."),
 ) -> None:
     """Score every sample's video with its task's rule-based scorer; exit 1 if some samples could not be scored, 2 if none could."""
-    from ..config import atomic_write_text
+    from ..config import atomic_write_text, to_json
     from ..scoring import score_folder
 
     summary = score_folder(data_dir, videos)
@@ -80,6 +80,7 @@ def evaluate(
     `--task suite`: every task of the model (its default size, or --sizes), one run folder each, and a benchmark-style
     aggregate (mean of per-task scores with a stratified bootstrap CI, per category) in OUT/summary.json.
     Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
+    from ..config import to_json
     from ..evaluate import EvalConfig, evaluate as run_eval
     choice = choose_precision(precision, device)
     if task == "suite":
