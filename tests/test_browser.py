@@ -24,11 +24,11 @@ IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 def browser():
     missing = []
     if not os.path.exists(CHROMIUM):
-        missing.append(f"chromium ({CHROMIUM})")
+        missing.append(f"chromium ({CHROMIUM}; Debian: sudo apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        missing.append("the playwright package")
+        missing.append("the playwright package (pip install -e '.[dev]')")
     if missing:
         reason = f"browser tests need {' and '.join(missing)}"
         if IN_CI:

@@ -210,7 +210,7 @@ def start_and_kill(tmp_path: Path, script: str, args: list[str], chunks: int, *,
 
 def cli_args(model: str, out: Path, *extra: str) -> list[str]:
     return ["evaluate", "--model", model, "--task", "maze", "--size", "3", "--n", str(N), "--batch", str(BATCH),
-            "--steps", str(STEPS), "--out", str(out), *extra]
+            "--steps", str(STEPS), "--precision", "fp32", "--out", str(out), *extra]  # fp32: the reference's, on any CPU
 
 
 def steplens(*args: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import types
@@ -104,7 +105,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write `obj` (dataclasses allowed) as indented JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = to_dict(obj)
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+    atomic_write_text(path, to_json(obj, indent=2) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -125,6 +126,23 @@ def json_default(o: Any) -> Any:
     return str(o)  # paths, dtypes, devices
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float (in dicts, lists and tuples, at any depth) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, **kw: Any) -> str:
+    """Strict JSON of `obj` (`json.dumps` keywords allowed): what `json_default` turns it into, with null for NaN and
+    infinities, so every parser reads what steplens writes or prints (JSON has no NaN)."""
+    return json.dumps(finite(obj), allow_nan=False, default=lambda o: finite(json_default(o)), **kw)
+
+
 def jsonable(obj: Any) -> Any:
-    """`obj` as plain JSON values (dicts, lists, str, numbers, bool, None), as `json_default` turns it."""
-    return json.loads(json.dumps(obj, default=json_default))
+    """`obj` as plain JSON values (dicts, lists, str, numbers, bool, None), as `to_json` turns it."""
+    return json.loads(to_json(obj))

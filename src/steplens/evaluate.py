@@ -25,7 +25,7 @@ from .tasks import get_task
 class EvalConfig:
     model: str = "maze"
     task: str = "maze"
-    size: int = 5
+    size: int | None = None  # None: the task's default size
     n: int = 100
     seed: int = 10_000
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -34,7 +34,7 @@ class EvalConfig:
     precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
-        get_task(self.task)
+        object.__setattr__(self, "size", get_task(self.task).check_size(self.size))
         Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import InputError, atomic_write_text, json_default, write_json
+from .config import InputError, atomic_write_text, jsonable, to_json, write_json
 
 
 class RunConfigMismatch(InputError, RuntimeError):
@@ -25,7 +25,7 @@ class RunFolder:
     def __init__(self, root: str | Path, kind: str, config: dict[str, Any]):
         self.root = Path(root)
         self.kind = kind
-        self.config = json.loads(json.dumps(config, default=json_default))  # normalise tuples etc.
+        self.config = jsonable(config)  # normalise tuples etc.
         manifest = self.root / "manifest.json"
         if manifest.exists():
             old = json.loads(manifest.read_text())
@@ -52,14 +52,14 @@ class RunFolder:
         return p.exists() and "error" not in json.loads(p.read_text())
 
     def write(self, sample_id: str, result: dict[str, Any]) -> None:
-        atomic_write_text(self.path(sample_id), json.dumps({"id": sample_id, **result}, default=json_default) + "\n")
+        atomic_write_text(self.path(sample_id), to_json({"id": sample_id, **result}) + "\n")
 
     def write_many(self, results: Mapping[str, dict[str, Any]]) -> None:
         """Write several results as one unit: after a crash either all of them exist or none."""
         if not results:
             return
         journal = self.root / "samples" / f".commit-{next(iter(results))}.jsonl"
-        atomic_write_text(journal, "".join(json.dumps({"id": i, **r}, default=json_default) + "\n" for i, r in results.items()))
+        atomic_write_text(journal, "".join(to_json({"id": i, **r}) + "\n" for i, r in results.items()))
         self._replay(journal)
 
     def _replay(self, journal: Path) -> None:
@@ -77,5 +77,5 @@ class RunFolder:
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
         p = self.root / name
-        atomic_write_text(p, "".join(json.dumps(r, default=json_default) + "\n" for r in rows))
+        atomic_write_text(p, "".join(to_json(r) + "\n" for r in rows))
         return p

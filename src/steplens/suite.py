@@ -133,7 +133,7 @@ def suite_sizes(tasks: Sequence[str], spec: str = "") -> dict[str, int]:
         val = val or ""
         if name not in sizes or not val.strip().isdigit():
             raise ConfigError(f"--sizes: expected 'task=size;...' over the suite's tasks {list(tasks)}, got {part!r}")
-        sizes[name] = int(val)
+        sizes[name] = get_task(name).check_size(int(val))
     return sizes
 
 

@@ -161,7 +161,12 @@ def new_state(cfg: TrainConfig, device: str = "cpu") -> TrainState:
 def _init_weights(cfg: TrainConfig, device: str) -> dict[str, dict[str, torch.Tensor]]:
     """Model and EMA weights to start from: a checkpoint.pt, or an exported model (both from its EMA)."""
     if cfg.init.endswith(".pt"):
-        return read_checkpoint(cfg.init, device)
+        ck = read_checkpoint(cfg.init, device)
+        theirs = ck["config"].get("preset"), tuple(ck["config"].get("tasks", ()))
+        if theirs != (cfg.preset, cfg.tasks):  # another architecture (or task embedding): its weights do not fit this model
+            raise ConfigError(f"--init {cfg.init}: a checkpoint of preset {theirs[0]!r} on tasks {list(theirs[1])}, not this run's "
+                              f"preset {cfg.preset!r} on {list(cfg.tasks)} (an exported model of other tasks can be given instead)")
+        return ck
     from .models.registry import load
 
     den = load(cfg.init, device=device)  # checks the export's sha256 and config

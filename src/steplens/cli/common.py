@@ -74,19 +74,20 @@ def _out_paths(args: Sequence[str]) -> list[Path]:
     return out
 
 
-_DERIVED = {"manifest.json", "summary.json", "summary.txt", "results.jsonl", "figures.json"}  # rebuilt by every call
+_DERIVED = {"manifest.json", "summary.json", "summary.txt", "results.jsonl", "figures.json",  # rebuilt by every call
+            "steps.json", "steps.txt", "steps.png"}  # (probe cos --data's curve)
 
 
 def _remove_if_no_results(path: Path) -> None:
     """Remove a folder this call created when it holds nothing a re-run would keep.
 
-    That is: its manifest, summaries derived from its samples, and sample records that are errors
+    That is: its manifest, summaries and scores derived from its samples, and sample records that are errors
     (a re-run retries those). A folder with one finished sample, checkpoint or trace is left alone.
     """
     if not path.is_dir():
         return
     for f in (p for p in path.rglob("*") if p.is_file()):
-        if f.parent == path and f.name in _DERIVED:
+        if (f.parent == path and f.name in _DERIVED) or f.parent == path / "scores":  # --data runs rescore every call
             continue
         if f.parent == path / "samples" and f.suffix == ".json" and "error" in json.loads(f.read_text()):
             continue
@@ -164,11 +165,27 @@ def parse_names(text: str) -> list[str]:
 
 
 # -- options that repeat: one definition each -----------------------------------------------------
+def _default_sizes() -> str:
+    """'maze 5, occlusion 12, ...': each task's default size, for --size's help."""
+    from ..tasks import TASKS
+
+    return ", ".join(f"{name} {t.default_size}" for name, t in sorted(TASKS.items()))
+
+
+def task_size(task: str, size: int | None) -> int | None:
+    """--size for --task: the task's default when not given; a size outside the task's range is refused here, before
+    any sample runs (`--task suite` takes each task's default or --sizes: None)."""
+    from ..tasks import get_task
+
+    return None if task == "suite" else get_task(task).check_size(size)
+
+
 MODEL = typer.Option("maze", "--model", help="Shipped model name (maze, multi), path to an exported model, or a diffusers folder: "
                      "wan:DIR, hunyuan15:DIR, ltx2:DIR; or a control: null:shrink, null:blur, null:noise, control:candidates.")
 TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`); evaluate, ensemble run and search run also take "
                                         "`suite` (every task of the model).")
-SIZE = typer.Option(5, "--size", help="Task size.")
+SIZE = typer.Option(None, "--size", show_default=False, help=f"Task size (default: the task's own: {_default_sizes()}; "
+                                                            "the ranges in `steplens tasks list`).")
 STEPS = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's: 20; wan: 50, the paper's).")
 SHIFT = typer.Option(None, "--shift", help="Time shift of the schedule (default: the model's: 1; wan: 5, the paper's).")
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if there is one), cpu, cuda, cuda:1 ...; Ray workers use the same.")

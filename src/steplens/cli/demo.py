@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
+from ..config import to_json
 from .common import DEVICE, MODEL, PRECISION, choose_precision, record_precision
 
 commands = typer.Typer()
@@ -24,6 +23,6 @@ def demo(out: str = typer.Option("demo", "--out", help="Output folder: report.ht
     summary = run_demo(out, DemoConfig.make(model=model, quick=quick, precision=choice.precision.value), report=not no_report,
                        device=device, jobs=jobs)
     record_precision(out, choice)
-    typer.echo(json.dumps({"total_s": summary["total_s"], "timings_s": summary["timings_s"]}))
+    typer.echo(to_json({"total_s": summary["total_s"], "timings_s": summary["timings_s"]}))
     typer.echo("\n".join([*([summary["banner"]] if "banner" in summary else []), "Findings:", *findings_lines(summary["findings"])]))
     typer.echo(f"open {out}/report.html")

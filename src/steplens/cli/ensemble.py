@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from ..config import to_json
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
                      PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
                      choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, parse_window,
-                     record_precision, sampling_config, seed_option)
+                     record_precision, sampling_config, seed_option, task_size)
 
 ensemble_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                            help="Merge K seeds' latents during early steps; compare with compute-matched baselines "
@@ -24,7 +24,7 @@ def run_cmd(
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
-    size: int = SIZE,
+    size: int | None = SIZE,
     k: int = typer.Option(3, "--k", min=1, help="Seeds (trajectories) per instance."),
     window: str = typer.Option("0:2", "--window", help="Merge during steps START:END (end exclusive)."),
     rule: str = typer.Option("mean_xt", "--rule", help="mean_xt | mean_v | mean_x0_renoise."),
@@ -104,10 +104,11 @@ def run_cmd(
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
+    size = task_size(task, size)
     summary = compare(load_model(model, device, choice, prompt_embeds, ray), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
                       ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
-    typer.echo(json.dumps(summary, indent=1))
+    typer.echo(to_json(summary, indent=1))
 
 
 @ensemble_app.command("sweep")
@@ -115,7 +116,7 @@ def sweep_cmd(
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
-    size: int = SIZE,
+    size: int | None = SIZE,
     n: int = n_option(100),
     seed: int = seed_option(30_000),
     ks: str = typer.Option("2,3,4,8", "--ks", help="Comma-separated K values."),
@@ -137,6 +138,7 @@ def sweep_cmd(
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from ..ensemble import sweep, sweep_methods
 
+    size = task_size(task, size)
     choice = choose_precision(precision, device)
     sampling = sampling_config(model, steps, shift, sampler)
     k_list = parse_ints(ks, "--ks")

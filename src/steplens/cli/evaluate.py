@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ def score(
 
     An official VBVR-Bench root with --videos (any model's videos, made elsewhere) is scored by --scorer (default
     steplens), e.g. the official kit: `--scorer steplens,vbvr-evalkit --evalkit KIT`."""
-    from ..config import atomic_write_text
+    from ..config import atomic_write_text, to_json
     from ..scoring import score_folder
     from ..tasks.vbvr import is_bench_root, iter_bench
 
@@ -38,7 +37,7 @@ def score(
         _score_official(data_dir, videos, scorer or "steplens", evalkit, evalkit_entry, as_json, out)
         return
     summary = score_folder(data_dir, videos)
-    lines = [json.dumps(r.to_dict()) for r in summary.results] + [json.dumps({"summary": summary.to_dict()})]
+    lines = [to_json(r.to_dict()) for r in summary.results] + [to_json({"summary": summary.to_dict()})]
     if out is not None:
         atomic_write_text(out, "\n".join(lines) + "\n")
     if as_json:
@@ -56,7 +55,7 @@ def _score_official(data_dir: Path, videos: Path | None, scorer: str, evalkit: s
     import shutil
     import tempfile
 
-    from ..config import atomic_write_text
+    from ..config import atomic_write_text, to_json
     from ..tasks.vbvr import is_bench_root, iter_bench
     from ..vbvr.kit import make_scorers, score_root
 
@@ -73,14 +72,14 @@ def _score_official(data_dir: Path, videos: Path | None, scorer: str, evalkit: s
     got = score_root(data_dir, videos, refs, scorers, lambda key: work / key)
     if out is None:
         shutil.rmtree(work, ignore_errors=True)  # kept only on failure (a KitError names its log there)
-    lines = [json.dumps({"split": ref.split, "task": ref.task, "index": ref.index,
+    lines = [to_json({"split": ref.split, "task": ref.task, "index": ref.index,
                          "scores": {k: rows[i].score for k, (rows, _) in got.items()},
                          "status": {k: rows[i].status for k, (rows, _) in got.items()}}) for i, ref in enumerate(refs)]
     means = {k: {"score": s["overall"]["score"], "ci95": s["overall"]["ci95"], "n": s["overall"]["n"],
                  "n_missing": s["overall"]["n_missing"], "n_errors": s["overall"]["n_errors"], "not_covered": s["not_covered"]["n"],
                  "convention": s["scorer"]["convention"]} for k, (_, s) in got.items()}
     kit = {k: s["kit_reported"] for k, (_, s) in got.items() if "kit_reported" in s}
-    lines.append(json.dumps({"summary": {"n_samples": len(refs), "scorers": means, "kit_reported": kit}}))
+    lines.append(to_json({"summary": {"n_samples": len(refs), "scorers": means, "kit_reported": kit}}))
     if out is not None:
         atomic_write_text(out, "\n".join(lines) + "\n")
     if as_json:
@@ -123,7 +122,7 @@ def evaluate(
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
-    size: int = SIZE,
+    size: int | None = SIZE,
     n: int = n_option(100),
     seed: int = seed_option(10_000),
     steps: int | None = STEPS,
@@ -141,6 +140,7 @@ def evaluate(
     `--task suite`: every task of the model (its default size, or --sizes), one run folder each, and a benchmark-style
     aggregate (mean of per-task scores with a stratified bootstrap CI, per category) in OUT/summary.json.
     Exit 1 when some samples could not be scored (a re-run retries them), 2 when none could."""
+    from ..config import to_json
     from ..evaluate import EvalConfig, evaluate as run_eval
     choice = choose_precision(precision, device)
     if task == "suite":
@@ -154,7 +154,7 @@ def evaluate(
     if summary["n"]:  # a result (some samples scored): record what ran; none is one error line and no folder
         record_precision(out, choice)
     keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
-    typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+    typer.echo(to_json({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples
         raise sample_failures(summary["n_errors"], summary["n"] + summary["n_errors"], summary["errors"][0]["error"])
 

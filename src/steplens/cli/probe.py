@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from ..config import to_json
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER,
                      SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, data_run_seed,
                      fail, load_model, model_sampling, n_option, parse_ints, parse_names, parse_window, record_precision,
-                     sampling_config, seed_option)
+                     sample_failures, sampling_config, seed_option)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analyses on any model: cos, perturb, cka, layers, behaviour.")
 
@@ -27,7 +27,7 @@ PX = typer.Option(None, "--px", min=1, help="wan: models: pixels per task block 
 FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 4k+1 (presets: 9 quick, 49 paper).")
 
 
-def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int, n: int, seed: int,
+def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int | None, n: int, seed: int,
          steps: int | None, shift: float | None, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
          ray: str | None = None, workers: int | None = None, device: str = "auto", px: int | None = None,
          frames: int | None = None, precision: str = "auto") -> None:
@@ -45,11 +45,11 @@ def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, s
     summary = body(den, cfg, ray_address=ray, num_workers=workers)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
-    typer.echo(f"wrote {out} ({len(json.dumps(summary))} bytes of summary)")
+    typer.echo(f"wrote {out} ({len(to_json(summary))} bytes of summary)")
 
 
 @probe_app.command("cos")
-def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(16), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
         ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, sampler: str = SAMPLER,
@@ -92,12 +92,16 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
     den = load_bench_model(model, device, choice, {"text_encoder": prompt_embeds is None})
     result = run_bench_steps(den, cfg, out, sampling, scorers, every=every,
                              manifest={"model": model, "precision": choice.precision.value, "every": every}, echo=typer.echo)
-    record_precision(out, choice)
+    errors = result["generation_errors"]
+    if len(errors) < result["n_samples"] * result["n_roots"]:  # a result: record what ran (see record_precision)
+        record_precision(out, choice)
     typer.echo("\n".join(steps_lines(result)))
+    if errors:
+        raise sample_failures(len(errors), result["n_samples"] * result["n_roots"], errors[0], "generated")
 
 
 @probe_app.command("perturb")
-def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(12), seed: int = SEED,
+def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(12), seed: int = SEED,
             steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(12), prompt_embeds: str | None = PROMPT_EMBEDS,
             ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION, px: int | None = PX,
             frames: int | None = FRAMES, every: int = EVERY, mode: str = MODE, strength: float = STRENGTH,
@@ -117,7 +121,7 @@ def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SI
 
 
 @probe_app.command("cka")
-def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(8), seed: int = SEED,
+def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(8), seed: int = SEED,
         steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
         ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, every: int = EVERY,
@@ -136,7 +140,7 @@ def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, 
 
 
 @probe_app.command("layers")
-def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(6), seed: int = SEED,
+def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(6), seed: int = SEED,
            steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(6),
            step: int = typer.Option(-1, "--step", help="Step for the maps (default: steps/4)."),
            window: str = typer.Option("", "--window", help="Steps START:END over which blocks are skipped (default: all)."),
@@ -166,7 +170,7 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
 
 
 @probe_app.command("behaviour")
-def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(16), seed: int = SEED,
               steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
               ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
               frames: int | None = FRAMES, precision: str = PRECISION) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import typer
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
                      PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
                      choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, record_precision,
-                     sampling_config, seed_option)
+                     sampling_config, seed_option, task_size)
 
 search_app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
                          help="Screen seeds by their early plan and compare with best-of-k, ensembles and cold starts at equal NFE "
@@ -31,12 +32,18 @@ def _setup(model: str, sampler: str, steps: int | None, shift: float | None, pro
     return load_model(model, device, choice, prompt_embeds, ray), sampling, choice
 
 
+def _check_k(k: int, budget: float, what: str) -> None:
+    """best-of-B spends a budget of B single runs on B of the --k seeds sampled per instance: K below B is not equal compute."""
+    if math.isfinite(budget) and k < budget:
+        raise fail(f"--k ({k}) is below {what} ({budget:g}): best-of-B at a budget of B runs needs B seeds per instance")
+
+
 @search_app.command("run")
 def run_cmd(
     ctx: typer.Context,
     out: str = OUT,
     budget: float = typer.Option(4.0, "--budget", help="Compute per instance, in single-seed runs (B x steps NFE for Euler)."),
-    model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
+    model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
     steps: int | None = STEPS, shift: float | None = SHIFT, sampler: str = SAMPLER, precision: str = PRECISION,
     prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
     data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root (GT/<split>/<task>/<i:05d>/): run a wan: model on it, "
@@ -68,7 +75,9 @@ def run_cmd(
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
+    size = task_size(task, size)
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
+    _check_k(k, budget, "--budget")
     run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
                ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)
@@ -121,7 +130,7 @@ def sweep_cmd(
     budgets: str = typer.Option("1,2,4,8", "--budgets", help="Budgets in single-seed runs."),
     ks: str = typer.Option("4,8,12", "--ks", help="Seeds screened."),
     ss: str = typer.Option("1,2,3,4,6,8", "--ss", help="Screening steps."),
-    model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
+    model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
     steps: int | None = STEPS, shift: float | None = SHIFT, sampler: str = SAMPLER, precision: str = PRECISION,
     prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
 ) -> None:
@@ -133,9 +142,15 @@ def sweep_cmd(
         lists[opt] = parse_ints(text, opt)
         if not lists[opt] or min(lists[opt]) < 1:
             raise fail(f"{opt} must be positive integers, got {text!r}")
+    size = task_size(task, size)
     den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
+    _check_k(k, max(lists["--budgets"]), "the largest of --budgets")
     if screen_step >= sampling.steps:
         raise fail(f"--screen-step must be below --steps ({sampling.steps}), got {screen_step}")
+    if min(lists["--ss"]) >= sampling.steps:  # the grid keeps the (K, s) that fit: none of these would
+        raise fail(f"--ss: every screening step is at or past --steps ({sampling.steps}), got {ss!r}")
+    if min(lists["--ks"]) > k:
+        raise fail(f"--ks: every K is above --k ({k}), the seeds sampled per instance, got {ks!r}")
     run_sweep(den, task, size, n, seed, sampling, out, budgets=lists["--budgets"], ks=lists["--ks"], ss=lists["--ss"], k=k,
               screen_step=screen_step, ray_address=ray, num_workers=workers, model=model, device=device)
     record_precision(out, choice)

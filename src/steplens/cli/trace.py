@@ -16,7 +16,7 @@ def trace_run(
     out: str = OUT,
     model: str = MODEL,
     task: str = TASK,
-    size: int = SIZE,
+    size: int | None = SIZE,
     n: int = n_option(8),
     seed: int = seed_option(20_000),
     steps: int | None = STEPS,
@@ -51,7 +51,7 @@ def trace_run(
     if ens is not None:  # the K noises of `steplens ensemble` for the same instances
         noise = [noise_seed(s, j) for s in cfg.seeds() for j in range(k)]
     tr = record(den, batch, noise, cfg.sampling, plan, fields=tuple(parse_names(fields)),
-                config={"model": model, "task": task, "size": size, "n": n, "seed": seed, "steps": steps, "capture": capture,
+                config={"model": model, "task": task, "size": cfg.size, "n": n, "seed": seed, "steps": steps, "capture": capture,
                         "seeds": cfg.seeds(), "precision": choice.to_dict()}, ensemble=ens)
     tr.save(out)
     record_precision(out, choice)

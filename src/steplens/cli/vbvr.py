@@ -3,12 +3,12 @@ and, on an official VBVR-Bench root, steplens.vbvr.run)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ..config import to_json
 from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, PRECISION, PROMPT_EMBEDS, SCORER,
                      SHIFT, SPLITS, STEPS, VIDEO_PRESET, WIDTH, choose_precision, fail, model_sampling, parse_names, record_precision,
                      sample_failures)
@@ -90,7 +90,7 @@ def evaluate_vbvr_cmd(
     summary = evaluate_vbvr(den, cfg, out, echo=typer.echo)
     if summary["n_errors"] < summary["n"]:  # a result: record what ran (see record_precision)
         record_precision(out, choice)
-    typer.echo(json.dumps({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
+    typer.echo(to_json({k: summary[k] for k in ("n", "n_errors", "success", "score")}))
     if summary["n_errors"]:
         raise sample_failures(summary["n_errors"], summary["n"], summary["errors"][0], "run and scored")
 

@@ -136,7 +136,7 @@ def run_bench_steps(den: Any, cfg: Any, out: str | Path, sampling: Any, scorers:
     sigmas = [float(v) for v in sampling.sigmas(den)]
     curves = step_curves(summary, steps, sigmas, _score_rows(Path(out), names, scorers))
     result = {"kind": "probe-cos-vbvr-bench", "data": cfg.data, "n_samples": len(refs), "steps": steps, "seed": cfg.seed,
-              "caveat": CAVEAT, "scorers": curves}
+              "caveat": CAVEAT, "scorers": curves, "n_roots": len(names), "generation_errors": summary["generation_errors"]}
     write_json(Path(out) / "steps.json", result)
     text = "\n".join(steps_lines(result)) + "\n"
     atomic_write_text(Path(out) / "steps.txt", text)

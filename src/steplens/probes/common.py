@@ -32,7 +32,7 @@ class ProbeConfig:
 
     model: str = "maze"
     task: str = "maze"
-    size: int = 5
+    size: int | None = None  # None: the task's default size
     n: int = 16
     seed: int = 20_000
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -41,7 +41,7 @@ class ProbeConfig:
     device: str = "auto"  # where Ray workers load the model ("auto": cuda if they have one)
 
     def __post_init__(self) -> None:
-        get_task(self.task)
+        object.__setattr__(self, "size", get_task(self.task).check_size(self.size))
         Precision.of(self.precision)
         if self.n < 1 or self.batch < 1:
             raise ConfigError("n and batch must be >= 1")

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, to_json
 from .folders import VIDEO_TYPES, Figure, ReportError, Run, Sample, image_size, is_num, is_run, load_run, sub_runs
 
 Src = Callable[[Path], str]  # a file of the run -> the URL that loads it
@@ -201,7 +201,7 @@ def figure_html(fig: Figure, src: Src) -> str:
 
 def _json_script(obj: Any) -> str:
     """JSON that is safe inside a <script> element."""
-    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return to_json(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def viewer_html(samples: tuple[Sample, ...] | list[Sample], src: Src, note: str = "", title: str = "Chain-of-Steps") -> str:

@@ -20,6 +20,7 @@ that NEEDS GROUND TRUTH).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,8 +93,8 @@ class SearchMethod:
 
 def check_budget(budget: float, screen_step: int, sampling: SamplingConfig) -> None:
     """A budget of at least one single run, and a screening step inside the schedule."""
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 single run, got {budget}")
+    if not (math.isfinite(budget) and budget >= 1):
+        raise ConfigError(f"budget must be >= 1 single run (finite), got {budget}")
     if not 1 <= screen_step < sampling.steps:
         raise ConfigError(f"screen step must be in 1..{sampling.steps - 1}, got {screen_step}")
 

@@ -169,16 +169,22 @@ class Task(abc.ABC, Generic[I]):
         """Score block colours of the final frame (Hb, Wb, 3) float; `video` is all frames' blocks."""
 
     # -- shared behaviour ---------------------------------------------------------------------
+    def check_size(self, size: int | None, size_what: str = "") -> int:
+        """`size`, or the default size when None; a size outside `sizes` is a ValueError naming the range."""
+        n = self.default_size if size is None else size
+        if isinstance(n, bool) or not isinstance(n, int) or n not in self.sizes:
+            lo, hi = min(self.sizes), max(self.sizes)
+            allowed = f"{lo}..{hi}" if list(self.sizes) == list(range(lo, hi + 1)) else f"one of {self.sizes}"
+            what = f" ({size_what})" if size_what else ""
+            raise ValueError(f"{self.name} size{what} must be in {allowed}, got {size!r}")
+        return n
+
     def check_generate_args(self, size: int | None, n_frames: int, extra: dict[str, Any], *, size_what: str,
                             min_frames: int = 2, frames_why: str = "") -> int:
         """Validate `generate`'s common arguments; returns the size (the default when None)."""
         if extra:
             raise TypeError(f"{self.name}: unknown arguments {sorted(extra)}")
-        n = self.default_size if size is None else size
-        if not isinstance(n, int) or n not in self.sizes:
-            lo, hi = min(self.sizes), max(self.sizes)
-            allowed = f"{lo}..{hi}" if list(self.sizes) == list(range(lo, hi + 1)) else f"one of {self.sizes}"
-            raise ValueError(f"{self.name} size ({size_what}) must be in {allowed}, got {size!r}")
+        n = self.check_size(size, size_what)
         if n_frames < min_frames:
             why = f" ({frames_why})" if frames_why else ""
             raise ValueError(f"{self.name} needs n_frames >= {min_frames}{why}, got {n_frames}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import to_json
 from . import get_task
 from .base import Task, TaskInputError
 
@@ -77,7 +78,7 @@ def write_sample(path: str | Path, task: Task, inst: Any, *, overwrite: bool = F
         write_video(tmp / VIDEO, video)
         # plain writes inside the temporary folder: the folder's rename is what makes the sample atomic
         (tmp / PROMPT).write_text(task.prompt(inst) + "\n", encoding="utf-8")
-        (tmp / META).write_text(json.dumps(task.to_meta(inst), indent=2) + "\n", encoding="utf-8")
+        (tmp / META).write_text(to_json(task.to_meta(inst), indent=2) + "\n", encoding="utf-8")
         if path.exists():  # overwrite: a non-empty folder cannot be replaced in one rename, so move it aside first
             old = temp_sibling(path, folder=True)
             os.replace(path, old / path.name)

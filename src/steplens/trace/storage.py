@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..config import InputError, json_default
+from ..config import InputError, to_json
 from .reducers import REDUCER_DOCS
 
 FORMAT = "steplens-trace-v1"
@@ -132,7 +132,7 @@ class Trace:
                     "events": _layout(events), "captures": _layout(flat),
                     "docs": {"events": EVENT_DOCS, "captures": "s{step}/blocks.{layer}.{site}/{branch}/{reducer}",
                              "reducers": REDUCER_DOCS}}
-        text = json.dumps(manifest, indent=1, default=json_default) + "\n"
+        text = to_json(manifest, indent=1) + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp.", dir=path.parent))
         old = None

@@ -315,9 +315,9 @@ def videos_fingerprint(root: Path, refs: Sequence[BenchRef]) -> str:
 
 
 def _jsonl(d: dict[str, Any]) -> str:
-    import json
+    from ..config import to_json
 
-    return json.dumps(d, default=str) + "\n"
+    return to_json(d) + "\n"
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
