@@ -152,7 +152,7 @@ def test_demo_report_opens_with_the_findings(tmp_path):
     # a probe that ran but cannot show the effect on this task says why, rather than "not measured"
     assert "copying: the markers are in the conditioning" in page
     assert "+2.0 points" not in page and "0.02 [0.01, 0.03], n=40" in page  # a difference of path colour, not of rates
-    assert "+91.7 points [75.0, 100.0], n=12" in page  # a difference of rates, in points
+    assert "+91.7 points [75.0, 100.0], n=24" in page  # a difference of rates, in points
     assert page.count('class="card viewer"') == 1  # the cos stage's viewer moved to the top, not repeated
     assert "How a verdict is decided" in page and "steplens probe perturb --n 4 --out RUN" in page
 

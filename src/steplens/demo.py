@@ -258,7 +258,8 @@ def findings_lines(findings: list[dict[str, Any]]) -> list[str]:
     """One line per finding: title, verdict, value [CI], n."""
     from .findings import format_value
 
-    return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "") for f in findings]
+    return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "")
+            + (f"; needs n >= {f['needed_n']}" if f.get("needed_n") else "") for f in findings]
 
 
 def _write(out: Path, cfg: DemoConfig, summary: dict[str, Any]) -> None:

@@ -5,20 +5,11 @@ A `FindingSpec` says where a claim's measurement lives in the demo's summary.jso
 predicts, and the smallest effect that would matter. Pointing a card at another measurement is a
 one-line change to its spec in `SPECS`.
 
-The verdict rule (`verdict`), applied to the measured value and its 95% CI, in this order:
-1. the stage did not run, the spec names no measurement yet, or the key is absent -> NOT_MEASURED;
-2. the probe says the claim does not apply (its `applicable` path holds a reason other than
-   "measured"), or the value is null or not a finite number, or it has no CI -> NOT_MEASURABLE;
-3. the CI, minus the null value and oriented so that the paper's direction is positive, lies above
-   0 -> "reproduced"; below 0 -> "reversed";
-4. the CI lies within +-(smallest effect of interest) -> "not reproduced" (any effect is too small
-   to matter);
-5. otherwise -> "inconclusive at n=N" (more samples would decide it).
+The verdict rule is `RULE` (below), shown as is in the report; `verdict` applies it to one measurement and
+`evaluate` to every card, after Holm's adjustment across the cards that bear a verdict.
 
-A rate, or a difference of rates, whose bootstrap CI has zero width (every sample, or every pair,
-agreed) is first widened to +-3/n around the value, clipped to the possible range: the 95% bound on
-a rate never observed in n samples (the rule of three). Otherwise 8 agreeing pairs would read as
-proof of no effect.
+A rate, or a difference of rates, whose CI has zero width (a legacy percentile bootstrap where every
+sample, or every pair, agreed) is first widened to +-3/n around the value (the rule of three).
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
+NOT_REPRODUCED = "not reproduced (negligible)"
 REVERSED = "reversed"
 INCONCLUSIVE = "inconclusive"  # shown as "inconclusive at n=N"
 NOT_MEASURABLE = "not measurable on this model"
@@ -37,6 +28,21 @@ NOT_MEASURED = "not measured in this run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, REVERSED, INCONCLUSIVE, NOT_MEASURABLE, NOT_MEASURED)
 
 _MISSING = object()
+MIN_N = 24  # below this many instances no card bears a verdict
+ALPHA = 0.05  # family-wise, across the cards that bear a verdict (Holm)
+
+RULE = (
+    "Each card names its smallest effect of interest (SEI) and why. Its measurement comes with a 95% CI from an exact "
+    "or small-sample method: Newcombe's paired interval for a difference of paired rates (exact McNemar test), Wilson "
+    "for a rate (exact binomial test), Student t for a mean or a paired mean difference. Across the cards that bear a "
+    f"verdict (measured, n >= {MIN_N}) the p-values are Holm-adjusted, and each card's CI is recomputed at its Holm "
+    "step-down level, 1 - 0.05/(m - r + 1) for the r-th smallest of m p-values; the verdict uses that adjusted CI, "
+    "oriented so the paper's direction is positive and taken relative to the no-effect value. In this order: "
+    f"n < {MIN_N}: inconclusive at n=N; the CI inside +-SEI: not reproduced (negligible), whatever its sign; the CI "
+    "above 0 and the value at least the SEI: reproduced; the CI below 0 and the value at most -SEI: reversed; "
+    "otherwise inconclusive at n=N. An inconclusive card gives the n its measured spread needs (half-widths shrink as "
+    "1/sqrt(n)) for a CI half-width of SEI - |value| when the value is below the SEI, else of |value|. A claim the "
+    "run has no measurement for says so. The rule and every card's spec are in steplens/findings.py.")
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class FindingSpec:
     extras: tuple[tuple[str, str, str], ...] = ()  # (label, path, unit): context shown on the card, never used by the verdict
     note: str = ""
     source: str = "paper"  # "paper" or "steplens" (what steplens adds)
+    stats: str | None = None  # path to the stage's estimate record (steplens.stats): CIs at any level and a p-value
+    min_effect_why: str = ""  # why that is the smallest effect that would matter
+    min_effect_of: str | None = None  # a floor measured in the same run: the SEI is then min_effect x that floor
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):
@@ -77,18 +86,22 @@ class FindingSpec:
             raise ValueError(f"{self.id}: a measured value needs its ci95 and n paths")
 
 
-def verdict(value: Any, ci95: Any, n: Any, *, sign: int = 1, min_effect: float = 0.0, null: float = 0.0) -> str:
-    """The documented rule (module docstring, steps 2-5) on one measurement; pure."""
+def verdict(value: Any, ci95: Any, n: Any, *, sign: int = 1, min_effect: float = 0.0, null: float = 0.0,
+            min_n: int = MIN_N) -> str:
+    """`RULE` on one measurement and the CI it is judged by (already family-adjusted); pure."""
     if not _finite(value) or not (isinstance(ci95, Sequence) and len(ci95) == 2 and all(_finite(x) for x in ci95)):
         return NOT_MEASURABLE
+    if not isinstance(n, int) or n < min_n:
+        return f"{INCONCLUSIVE} at n={n if isinstance(n, int) else '?'}"
     lo, hi = sorted(((ci95[0] - null) * sign, (ci95[1] - null) * sign))
-    if lo > 0:
+    point = (value - null) * sign
+    if min_effect > 0 and -min_effect <= lo and hi <= min_effect:
+        return NOT_REPRODUCED  # significant or not, any effect is too small to matter
+    if lo > 0 and point >= min_effect:
         return REPRODUCED
-    if hi < 0:
+    if hi < 0 and point <= -min_effect:
         return REVERSED
-    if -min_effect <= lo and hi <= min_effect:
-        return NOT_REPRODUCED
-    return f"{INCONCLUSIVE} at n={n if isinstance(n, int) else '?'}"
+    return f"{INCONCLUSIVE} at n={n}"
 
 
 def widen(value: Any, ci95: Any, n: Any, unit: str) -> Any:
@@ -125,36 +138,86 @@ def resolve(tree: Any, path: str | None) -> Any:
 
 
 def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = None) -> list[dict[str, Any]]:
-    """One record per spec: id, title, claim, value, ci95, n, verdict, figure, command (+ measure, unit, extras, note)."""
-    out = []
+    """One record per spec: id, title, claim, value, ci95 (raw), ci_adjusted, p, p_holm, n, verdict, needed_n, figure,
+    command (+ measure, unit, min_effect and why, extras, note)."""
+    from .stats import holm, holm_levels, interval, p_value
+
+    rows = []
     for s in SPECS if specs is None else specs:
         value, ci, n = (resolve(summary, p) for p in (s.value, s.ci95, s.n))
         reason = resolve(summary, s.applicable)
+        rec = resolve(summary, s.stats)
+        rec = rec if isinstance(rec, Mapping) and "method" in rec else None
+        sei, sei_note = _min_effect(summary, s)
         if s.stage in summary and isinstance(reason, str) and reason != "measured":
-            v, why = NOT_MEASURABLE, reason  # the stage ran and says why this model/task cannot show it (no value then)
+            status, why = NOT_MEASURABLE, reason  # the stage ran and says why this model/task cannot show it (no value then)
         elif s.stage not in summary or s.value is None or value is _MISSING:
-            v, why = NOT_MEASURED, s.note
+            status, why = NOT_MEASURED, s.note
         else:
+            status, why = None, s.note
             wide = widen(value, ci, n, s.unit)
             if wide is not ci:
                 why = (f"All {n} samples agreed, so the bootstrap CI has zero width; the verdict uses +-3/n (rule of three). "
                        + s.note).strip()
                 ci = wide
-            else:
-                why = s.note
-            v = verdict(value, ci, n, sign=s.sign, min_effect=s.min_effect, null=s.null)
+        measured = status is None and _finite(value)
+        p = p_value(rec, s.null) if measured and rec is not None else float("nan")
+        rows.append((s, value, ci, n, rec, sei, sei_note, status, why, p))
+    family = [i for i, r in enumerate(rows) if _finite(r[9]) and isinstance(r[3], int) and r[3] >= MIN_N]
+    p_holm = dict(zip(family, holm([rows[i][9] for i in family])))
+    levels = dict(zip(family, holm_levels([rows[i][9] for i in family], ALPHA)))
+    out = []
+    for i, (s, value, ci, n, rec, sei, sei_note, status, why, p) in enumerate(rows):
+        level = levels.get(i, 0.95)
+        adj = list(interval(rec, level)) if rec is not None and i in levels else ci
+        need = None
+        if status is None:
+            v = verdict(value, adj, n, sign=s.sign, min_effect=sei, null=s.null)
+            if v.startswith(INCONCLUSIVE):
+                need = _needed(adj, n, (value - s.null) * s.sign, sei)
+        else:
+            v = status
         commands = summary.get("commands", {})
         out.append({
             "id": s.id, "title": s.title, "claim": s.claim, "source": s.source,
-            "value": _num(value), "ci95": [_num(x) for x in ci] if isinstance(ci, list) and len(ci) == 2 else None,
-            "n": n if isinstance(n, int) else None, "verdict": v,
+            "value": _num(value), "ci95": _ci_json(ci),
+            "ci_adjusted": _ci_json(adj) if i in levels else None, "ci_level": level if i in levels else None,
+            "p": _num(p), "p_holm": _num(p_holm.get(i)), "family_size": len(family) if i in levels else None,
+            "n": n if isinstance(n, int) else None, "verdict": v, "needed_n": need,
             "figure": s.figure, "command": s.command or (commands.get(s.stage) if isinstance(commands, Mapping) else None),
-            "measure": s.measure, "unit": s.unit, "null": s.null, "sign": s.sign, "min_effect": s.min_effect,
+            "measure": s.measure, "unit": s.unit, "null": s.null, "sign": s.sign, "min_effect": _num(sei),
+            "min_effect_why": (s.min_effect_why + sei_note).strip(),
             "extras": [{"label": label, "value": _num(resolve(summary, p)), "unit": unit} for label, p, unit in s.extras
                        if resolve(summary, p) is not _MISSING],
             "note": why,
         })
     return out
+
+
+def _min_effect(summary: Mapping[str, Any], s: FindingSpec) -> tuple[float, str]:
+    """The card's smallest effect of interest: its constant, or its share of a floor measured in the same run."""
+    if s.min_effect_of is None:
+        return s.min_effect, ""
+    floor = resolve(summary, s.min_effect_of)
+    if not _finite(floor):
+        return 0.0, " (the floor was not measured in this run: no effect counts as negligible)"
+    return s.min_effect * abs(floor), f" ({s.min_effect:g} x {abs(floor):.3g} measured in this run)"
+
+
+def _needed(ci: Any, n: Any, effect: float, sei: float) -> int | None:
+    """Instances for a decisive CI at this spread: a half-width of SEI - |effect| (negligible) when the effect is below
+    the SEI, else of |effect| (excludes 0); half-widths shrink as 1/sqrt(n). None when no n would decide it."""
+    from .stats import needed_n
+
+    if not (isinstance(n, int) and isinstance(ci, Sequence) and len(ci) == 2 and all(_finite(x) for x in ci)):
+        return None
+    target = sei - abs(effect) if abs(effect) < sei else abs(effect)
+    need = needed_n(n, abs(ci[1] - ci[0]) / 2, target, floor=MIN_N)
+    return need if need is not None and need <= 10**6 else None
+
+
+def _ci_json(ci: Any) -> list[Any] | None:
+    return [_num(x) for x in ci] if isinstance(ci, list | tuple) and len(ci) == 2 else None
 
 
 def format_number(x: Any, unit: str = "") -> str:
@@ -202,8 +265,10 @@ SPECS: tuple[FindingSpec, ...] = (
         id="chain_of_steps", title="Chain-of-Steps", stage="cos",
         claim="Early denoising steps draw several candidate solutions at once; later steps prune them to one.",
         value="cos/off_solution_mass_early_minus_late", ci95="cos/off_solution_mass_early_minus_late_ci95", n="cos/n",
-        measure="path colour on floor off the solution, first quarter of the steps minus last quarter (paired bootstrap)",
-        min_effect=0.005, figure="cos/cos_curves.png",
+        measure="path colour on floor off the solution, first quarter of the steps minus last quarter (paired t)",
+        min_effect=0.005, figure="cos/cos_curves.png", stats="cos/off_solution_mass_early_minus_late_stats",
+        min_effect_why="half a percent of the floor's colour: a fainter early trace of other paths is not visible in the "
+                       "decoded frames, so there would be nothing to prune",
         extras=(("samples lighting a dead-end branch early", "cos/multiple_candidates_early", "%"),
                 ("median commit step", "cos/commit_step/median", "step"), ("solve rate", "cos/solve_rate", "%"))),
     FindingSpec(
@@ -212,8 +277,10 @@ SPECS: tuple[FindingSpec, ...] = (
         value="perturb/by_mode/renoise/step_minus_frame_drop", ci95="perturb/by_mode/renoise/step_minus_frame_drop_ci95",
         n="perturb/n",
         measure="solve rate after the worst frame injection minus after the worst step injection, fresh noise at the "
-                "sampler's level with the clean estimate kept (renoise; paired bootstrap)",
-        unit="points", min_effect=0.05, figure="perturb/perturb.png",
+                "sampler's level with the clean estimate kept (renoise; Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.05, figure="perturb/perturb.png", stats="perturb/by_mode/renoise/step_minus_frame_drop_stats",
+        min_effect_why="5 points of solve rate: a smaller gap would not change where a perturbation (or a guidance "
+                       "signal) should be aimed",
         extras=(("clean solve rate", "perturb/clean_solve_rate", "%"),
                 ("worst injection step (renoise)", "perturb/by_mode/renoise/worst_step/index", "step"),
                 ("worst frame before the answer frame (renoise)", "perturb/by_mode/renoise/worst_frame_before_answer/index", "frame"),
@@ -228,8 +295,11 @@ SPECS: tuple[FindingSpec, ...] = (
         value="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/diff",
         ci95="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/ci95", n="cka/n",
         measure="1 - CKA between the clean and the perturbed run's output (x0_hat channels per token), earliest minus "
-                "latest injection (fresh noise at the step's level, renoise; paired bootstrap)",
-        min_effect=0.01, figure="cka/cka_flow.png",
+                "latest injection (fresh noise at the step's level, renoise; paired t)",
+        min_effect=0.5, min_effect_of="cka/cka/modes/renoise/x0_hat/fresh_seed/mean", figure="cka/cka_flow.png",
+        stats="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/stats",
+        min_effect_why="half the 1 - CKA between two unrelated seeds' outputs in the same run: a lasting change smaller "
+                       "than half of what a fresh seed changes is within the spread between runs",
         extras=(("fresh seed at the output (floor: unrelated runs)", "cka/cka/modes/renoise/x0_hat/fresh_seed/mean", ""),),
         note="Noise at the step's level keeps the clean estimate: replacing a late latent with unit noise leaves too few "
              "steps to recover, which would confound the comparison."),
@@ -237,8 +307,9 @@ SPECS: tuple[FindingSpec, ...] = (
         id="layer_specialisation", title="Layer specialisation", stage="layers",
         claim="Layers do different jobs within a step: some blocks are indispensable to the answer.",
         value="derived/skip_drop_top/drop", ci95="derived/skip_drop_top/ci95", n="layers/n",
-        measure="solve-rate drop when the most important block is skipped at every step (paired bootstrap)",
-        unit="points", min_effect=0.05, figure="layers/layers_summary.png",
+        measure="solve-rate drop when the most important block is skipped at every step (Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.05, figure="layers/layers_summary.png", stats="derived/skip_drop_top/stats",
+        min_effect_why="5 points of solve rate: a block whose removal costs less is not indispensable",
         extras=(("most important blocks", "layers/most_important_layers", "blocks"),)),
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
@@ -246,7 +317,8 @@ SPECS: tuple[FindingSpec, ...] = (
         value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="layers/n",
         measure="largest per-layer rate of answers that follow the donor puzzle when block L's output (resid_post, all "
                 "tokens) is taken from the donor run (Wilson CI)",
-        unit="%", min_effect=0.1, figure="layers/layers_summary.png",
+        unit="%", min_effect=0.1, figure="layers/layers_summary.png", stats="derived/patch_flip_max/stats",
+        min_effect_why="one answer in ten following the donor: rarer flips do not make a layer where the answer is decided",
         extras=(("layer of that rate", "derived/patch_flip_max/layer", "block"),
                 ("flip layer (a kept layer before a flipping one)", "layers/patch_flip_layer", "block"),),
         note="A model whose puzzle enters only at the input carries it in the whole stream: patching any block's output "
@@ -257,6 +329,8 @@ SPECS: tuple[FindingSpec, ...] = (
         value="behaviour/memory/memory/rate", ci95="behaviour/memory/memory/ci95", n="behaviour/n",
         applicable="behaviour/memory/verdict",
         measure="objects back where they belong after being away from the view (Wilson CI)", unit="%",
+        min_effect=0.1, stats="behaviour/memory/memory/stats",
+        min_effect_why="one object in ten restored: rarer returns are what a model that forgets redraws by chance",
         figure="behaviour/behaviour_per_step.png",
         extras=(("start and goal markers kept at every step", "behaviour/memory/markers_kept_all_steps", "%"),),
         note="The maze model sees the first frame, markers included, concatenated to every frame: keeping the markers "
@@ -266,7 +340,8 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="A wrong intermediate answer is revised into the right one at later steps.",
         value="behaviour/correction/rate", ci95="behaviour/correction/ci95", n="behaviour/n",
         measure="samples that held one committed wrong answer and end right (Wilson CI); pruning of superimposed "
-                "candidates is counted apart", unit="%", min_effect=0.02,
+                "candidates is counted apart", unit="%", min_effect=0.02, stats="behaviour/correction/stats",
+        min_effect_why="two samples in a hundred: rarer revisions would not move the solve rate",
         figure="behaviour/behaviour_per_step.png",
         extras=(("pruning (candidates superimposed, one kept)", "behaviour/pruning/rate", "%"),
                 ("samples that lose a right answer", "behaviour/lost_rate", "%"))),
@@ -275,8 +350,10 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Early steps settle what the objects are; later steps settle what they do.",
         value="behaviour/perception/action_minus_scene", ci95="behaviour/perception/action_minus_scene_ci95", n="behaviour/n",
         measure="step at which the action blocks (from the ground truth) settle minus step at which the scene blocks "
-                "(from the task) settle (paired bootstrap)",
+                "(from the task) settle (paired t)",
         unit="steps", min_effect=0.5, figure="behaviour/perception_vs_action.png",
+        stats="behaviour/perception/action_minus_scene_stats",
+        min_effect_why="half a denoising step: settle steps are whole steps, a smaller mean gap is below the resolution",
         extras=(("scene settles, mean", "behaviour/perception/scene_settle_step_mean", "step"),
                 ("action settles, mean", "behaviour/perception/action_settle_step_mean", "step"))),
     FindingSpec(
@@ -284,8 +361,9 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Averaging three seeds' latents over the first steps solves more puzzles than one seed at about the same compute.",
         value="ensemble/methods/ensemble/diff_vs_single/solve_rate/0", ci95="ensemble/methods/ensemble/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/ensemble/n",
-        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, paired bootstrap",
-        unit="points", min_effect=0.02, figure="ensemble/compare.png",
+        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar",
+        unit="points", min_effect=0.02, figure="ensemble/compare.png", stats="ensemble/methods/ensemble/diff_vs_single/solve_rate_stats",
+        min_effect_why="2 points of solve rate at about the same compute: less would not pay for running K seeds in step",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
                 ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"))),
@@ -295,8 +373,10 @@ SPECS: tuple[FindingSpec, ...] = (
               "a colder start explains.",
         value="ensemble/methods/single_cold/diff_vs_single/solve_rate/0", ci95="ensemble/methods/single_cold/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/single_cold/n",
-        measure="solve rate of one cold-started seed minus one seed, same NFE, paired bootstrap",
+        measure="solve rate of one cold-started seed minus one seed, same NFE, Newcombe paired CI, exact McNemar",
         unit="points", min_effect=0.02, figure="ensemble/compare.png",
+        stats="ensemble/methods/single_cold/diff_vs_single/solve_rate_stats",
+        min_effect_why="the ensemble's 2 points: a colder start explains the ensemble's gain only if it reaches that gain's scale",
         extras=(("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),)),
     FindingSpec(
         id="early_commitment", title="Early plan", stage="cos", source="steplens",
@@ -305,6 +385,7 @@ SPECS: tuple[FindingSpec, ...] = (
         value="derived/early_commit/rate", ci95="derived/early_commit/ci95", n="derived/early_commit/n",
         measure="samples whose decoded answer never changes after the first quarter of the steps (Wilson CI; "
                 "no effect: half)",
-        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png",
+        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png", stats="derived/early_commit/stats",
+        min_effect_why="5 points above one half: an early read-out right barely more often than not cannot steer a search",
         note="Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
 )
