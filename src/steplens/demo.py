@@ -226,7 +226,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
 
 def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     """Numbers the findings need that no stage reports as such, computed from the stages' outputs."""
-    from .stats import bootstrap_diff, wilson
+    from .stats import paired_diff, rate_record, wilson
 
     d: dict[str, Any] = {}
     cos = summary.get("cos", {})
@@ -234,7 +234,7 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     if hist and n_steps:
         quarter = max(1, n_steps // 4)  # the same first quarter as the early-minus-late window
         k, n = int(sum(hist[:quarter])), int(sum(hist))
-        d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1}
+        d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1, "stats": rate_record(k, n)}
     layers = summary.get("layers", {})
     if layers.get("most_important_layers"):
         top = layers["most_important_layers"][0]
@@ -249,8 +249,8 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
         by = {m: {r["seed"]: float(r["success"]) for r in rows if r["method"] == m} for m in ("ensemble", "single_cold")}
         seeds = sorted(set(by["ensemble"]) & set(by["single_cold"]))
         if seeds:
-            diff, lo, hi = bootstrap_diff([by["single_cold"][s] for s in seeds], [by["ensemble"][s] for s in seeds])
-            d["ensemble_minus_cold"] = {"diff": diff, "ci95": [lo, hi], "n": len(seeds)}
+            diff, lo, hi, rec = paired_diff([by["single_cold"][s] for s in seeds], [by["ensemble"][s] for s in seeds], rates=True)
+            d["ensemble_minus_cold"] = {"diff": diff, "ci95": [lo, hi], "n": len(seeds), "stats": rec}
     return d
 
 

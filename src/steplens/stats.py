@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
@@ -131,6 +132,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@lru_cache(maxsize=4096)
 def t_ppf(q: float, df: float) -> float:
     """The q-quantile of Student's t (0 < q < 1)."""
     if q == 0.5:
@@ -276,17 +278,12 @@ def needed_n(n: int, half_width: float, target: float, *, floor: int = 24) -> in
 
 def paired_rate_diff(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Paired difference of 0/1 rates mean(b) - mean(a) with Newcombe's interval (the drop-in for `bootstrap_diff` on rates)."""
-    rec = paired_rates_record(a, b)
-    return (record_value(rec), *interval(rec, level))
+    return paired_diff(a, b, rates=True, level=level)[:3]
 
 
 def t_diff(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Paired difference mean(b - a) with a Student t interval."""
-    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a_.shape != b_.shape or a_.size == 0:
-        raise ValueError(f"paired samples must be non-empty and of equal length, got {a_.shape} and {b_.shape}")
-    rec = t_record(b_ - a_)
-    return (rec["mean"], *interval(rec, level))
+    return paired_diff(a, b, rates=False, level=level)[:3]
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -316,3 +313,16 @@ def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
     for rank, i in enumerate(order):
         out[i] = 1 - alpha / (m - rank)
     return out
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float], *, rates: bool, level: float = 0.95) -> tuple[float, float, float, dict[str, Any]]:
+    """mean(b - a), its CI and its estimate record: Newcombe and exact McNemar for 0/1 outcomes (rates=True), else
+    Student t on the paired differences. The one call behind every paired card."""
+    if rates:
+        rec = paired_rates_record(a, b)
+    else:
+        a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a_.shape != b_.shape or a_.size == 0:
+            raise ValueError(f"paired samples must be non-empty and of equal length, got {a_.shape} and {b_.shape}")
+        rec = t_record(b_ - a_)
+    return (record_value(rec), *interval(rec, level), rec)

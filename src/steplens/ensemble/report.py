@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
-from ..stats import bootstrap_diff, fmt_ci, proportion_ci, wilson
+from ..stats import fmt_ci, paired_diff as _paired, proportion_ci, wilson
 from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
 from .methods import Method, sweep_methods
@@ -19,19 +19,21 @@ from .shards import evaluate_methods
 
 
 def paired_diff(ref: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
-    """Paired bootstrap differences (rows minus ref) of solve rate and mean score over the instances both hold."""
+    """Paired differences (rows minus ref) over the instances both hold: solve rate with Newcombe's interval (and its
+    estimate record, exact McNemar), mean score with a Student t interval."""
     by_seed = {r["seed"]: r for r in ref}
     paired = [(by_seed[r["seed"]], r) for r in rows if r["seed"] in by_seed]
     if not paired:
         return None
     a, b = zip(*paired)
-    return {"solve_rate": list(bootstrap_diff([float(x["success"]) for x in a], [float(x["success"]) for x in b])),
-            "mean_score": list(bootstrap_diff([x["score"] for x in a], [x["score"] for x in b]))}
+    rate = _paired([float(x["success"]) for x in a], [float(x["success"]) for x in b], rates=True)
+    return {"solve_rate": list(rate[:3]), "solve_rate_stats": rate[3],
+            "mean_score": list(_paired([x["score"] for x in a], [x["score"] for x in b], rates=False)[:3])}
 
 
 def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequence[Method], sampling: SamplingConfig,
                       baseline: str | None = None, controls: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
-    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired bootstrap difference to `baseline`
+    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired difference (`paired_diff`) to `baseline`
     (and, per method name in `controls`, to each of the control methods listed for it: `diff_vs_<control>`)."""
     base = baseline or ("single" if "single" in results else methods[0].name)
     ref = {r["seed"]: r for r in results[base]}
@@ -81,7 +83,7 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
-    bootstrap CI of the difference to "single" (or the first method).
+    paired CI (Newcombe for the solve rate) of the difference to "single" (or the first method).
     """
     from ..probes.common import ProbeRun, plt
 

@@ -30,7 +30,7 @@ from ..hooks import hooks, tokens_to_grid
 from ..interventions import patch_activations, record_activations, skip_blocks
 from ..runner import Batch, generate
 from ..config import write_json
-from ..stats import bootstrap_diff, wilson
+from ..stats import paired_diff, rate_record, wilson
 from .cka import cka_matrix
 from .common import ProbeConfig, ProbeRun, chunks, plt, require_finite, run_sharded, save_npz, split_errors
 from .tokenmaps import capture_last_frame, stack_capture, token_labels
@@ -216,7 +216,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     ok, errors = split_errors(recs)
     n = len(ok)
     base_all = np.array([r["base"] for r in ok])
-    drops = {l: bootstrap_diff([r["skip"][l] for r in ok], base_all) for l in range(depth)} if skip else {}  # base - skipped
+    # base - skipped, over 0/1 outcomes: Newcombe's paired interval, exact McNemar
+    drops = {l: paired_diff([r["skip"][l] for r in ok], base_all, rates=True) for l in range(depth)} if skip else {}
     counts = {k: np.array([sum(r["outcome"][l] == k for r in ok) for l in range(depth)]) for k in OUTCOMES}
     rates = {k: v / n for k, v in counts.items()}
     flips = flip_layer(rates)
@@ -228,7 +229,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     patching = {"variant": patch, "window": list(patch_window),
                 "sites": "blocks.L.resid_post (the block's output, all tokens)" if patch == "resid"
                 else "blocks.L.attn_out and blocks.L.mlp_out (what the block writes, all tokens)",
-                "per_layer": {str(l): {k: {"rate": float(rates[k][l]), "ci95": list(wilson(int(counts[k][l]), n))} for k in OUTCOMES}
+                "per_layer": {str(l): {k: {"rate": float(rates[k][l]), "ci95": list(wilson(int(counts[k][l]), n)),
+                                                      "stats": rate_record(int(counts[k][l]), n)} for k in OUTCOMES}
                               | {"score_own": float(np.mean([r["score_own"][l] for r in ok])),
                                  "score_donor": float(np.mean([r["score_donor"][l] for r in ok]))} for l in range(depth)},
                 **flips}
@@ -239,7 +241,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
             f"clean solve rate {base_all.mean():.2f}"]
     if skip:
         ranked = sorted(drops, key=lambda l: -drops[l][0])
-        summary |= {"skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]]} for l, d in drops.items()}, "most_important_layers": ranked[:3]}
+        summary |= {"skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]], "stats": d[3]} for l, d in drops.items()},
+                    "most_important_layers": ranked[:3]}
         text += ["solve-rate drop when a block is skipped (steps %d-%d): " % window + ", ".join(f"L{l} {drops[l][0]:+.2f}" for l in range(depth)),
                  f"most important layers: {ranked[:3]}"]
     text += [f"patching {patch} from another puzzle (steps {patch_window[0]}-{patch_window[1]}), flip/keep/break per layer: "

@@ -37,7 +37,7 @@ from ..interventions import MODES, NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
-from ..stats import bootstrap_diff, mean_ci, proportion_ci
+from ..stats import paired_diff, proportion_ci, t_interval
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
@@ -367,8 +367,9 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
     if worst_step and worst_inner:
         # paired over samples: how much more the worst step injection costs than the worst frame injection
         # (for a tie, the first tied index: every tied index has the same mean)
-        d = bootstrap_diff(res["step"][worst_step["tied"][0]], res["frame"][worst_inner["tied"][0]])
-        s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"] = d[0], [d[1], d[2]]
+        # (0/1 outcomes: Newcombe's paired interval, exact McNemar; the worst step and frame are chosen in-sample)
+        d = paired_diff(res["step"][worst_step["tied"][0]], res["frame"][worst_inner["tied"][0]], rates=True)
+        s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"], s["step_minus_frame_drop_stats"] = d[0], [d[1], d[2]], d[3]
     if window:
         a, z = window
         rec = res["recovery"]  # (samples, frames, steps + 1)
@@ -382,7 +383,7 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
                 {"step": t if t < n_steps else "final", "sigma": sigmas[t], **_mean_ci(rec[:, fi, t])}
                 for t in after]} for fi, f in enumerate(res["window"])],
             "distance": "|x0_hat_perturbed - x0_hat_clean| / |x0_hat_clean| on the frame's latent (Frobenius), per sample, mean with "
-                        "a normal 95% CI; 'final' compares the sampled outputs",
+                        "a Student t 95% CI; 'final' compares the sampled outputs",
         }
     return s
 
@@ -423,7 +424,7 @@ def _mode_text(m: str, s: dict[str, Any]) -> list[str]:
     if "step_minus_frame_drop" in s:
         lo, hi = s["step_minus_frame_drop_ci95"]
         t.append(f"  worst step costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
-                 f"({_worst_text(s['worst_frame_before_answer'], 'frame')}; paired bootstrap 95% CI [{lo:.2f}, {hi:.2f}])")
+                 f"({_worst_text(s['worst_frame_before_answer'], 'frame')}; Newcombe paired 95% CI [{lo:.2f}, {hi:.2f}])")
     if w := s.get("frame_window"):
         a, z = w["window"]
         t.append(f"  frame corrupted after steps {a}-{z - 1} only, then released: solve rate per frame "
@@ -498,8 +499,8 @@ def _plot_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], by_mode
 
 
 def _mean_ci(values: np.ndarray) -> dict[str, float | None]:
-    """Mean and normal 95% CI of an unbounded quantity (a distance, 1 - CKA), None where undefined (one sample)."""
-    return {k: float(x) if np.isfinite(x) else None for k, x in zip(("mean", "lo", "hi"), mean_ci(values))}
+    """Mean and Student t 95% CI of an unbounded quantity (a distance, 1 - CKA), None where undefined (one sample)."""
+    return {k: float(x) if np.isfinite(x) else None for k, x in zip(("mean", "lo", "hi"), t_interval(values))}
 
 
 def _nullable(a: np.ndarray) -> list:
@@ -513,11 +514,11 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any], sigmas: list[float], inject
     names = {k: _state_name(k) for k in keys}
     what = {names[k]: CKA_MATRICES["blocks" if k.startswith("layer_") else k] for k in keys}
     cols = [*range(n_steps), "final"]
-    doc = {"what": "1 - linear CKA between the clean and the perturbed run, mean over samples (lo/hi: normal 95% CI); rows: injection "
+    doc = {"what": "1 - linear CKA between the clean and the perturbed run, mean over samples (lo/hi: Student t 95% CI); rows: injection "
                    "steps, columns: observed steps then the final output; null at and before the injection step (identical runs)",
            "matrices": what, "injection_steps": inject_steps, "injection_sigmas": [sigmas[s + 1] for s in inject_steps],
            "observed_steps": cols, "observed_sigmas": sigmas, "modes": {}}
-    ci = lambda m: np.apply_along_axis(lambda v: np.array(mean_ci(v)), 0, m)  # noqa: E731 - (samples, ...) -> (3, ...)
+    ci = lambda m: np.apply_along_axis(lambda v: np.array(t_interval(v) if np.isfinite(v).all() else (np.nan,) * 3), 0, m)  # noqa: E731 - (samples, ...) -> (3, ...)
     doc["fresh_seed"] = {names[k]: dict(zip(("mean", "lo", "hi"), map(_nullable, ci(v)))) for k, v in res["seed_flows"].items()}
     npz: dict[str, np.ndarray] = {"injection_steps": np.array(inject_steps), "sigmas": np.array(sigmas)}
     headline: dict[str, Any] = {"matrices": what, "injection_steps": inject_steps, "injection_sigmas": doc["injection_sigmas"], "modes": {}}
@@ -536,8 +537,8 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any], sigmas: list[float], inject
                  "fresh_seed": _mean_ci(seed_end)}
             ok = [i for i in range(len(inject_steps)) if np.isfinite(v[:, i, col]).all()]
             if len(ok) >= 2:  # positive: early injections reach the end more than late ones
-                d, lo, hi = bootstrap_diff(v[:, ok[-1], col], v[:, ok[0], col])
-                h["first_minus_last_injection"] = {"diff": d, "ci95": [lo, hi]}
+                d, lo, hi, rec = paired_diff(v[:, ok[-1], col], v[:, ok[0], col], rates=False)  # Student t
+                h["first_minus_last_injection"] = {"diff": d, "ci95": [lo, hi], "stats": rec}
             headline["modes"][m][names[k]] = h
             text.append(f"  [{m}] {names[k]} at {'the output' if col == n_steps else f'step {col}'}, per injection step: "
                         + ", ".join(f"{s}: {e['mean']:.2f}" for s, e in zip(inject_steps, end) if e["mean"] is not None)

@@ -98,7 +98,7 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("instances", "n"),
         Label("{}: solve rate", "methods/*/solve_rate", "%", ci="methods/*/solve_rate_ci95"),
         Label("{}: network evaluations per instance", "methods/*/nfe"),
-        Label("{} minus one seed (paired bootstrap)", "methods/*/diff_vs_single/solve_rate/0", "points",
+        Label("{} minus one seed (Newcombe paired CI)", "methods/*/diff_vs_single/solve_rate/0", "points",
               ci="methods/*/diff_vs_single/solve_rate/1:3"),
     ),
 }

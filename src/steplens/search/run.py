@@ -34,7 +34,7 @@ from ..models.protocol import Cond
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
 from ..sampling import StepEvent, get_sampler, run, seeded_noise
-from ..stats import bootstrap_diff, fmt_ci, wilson
+from ..stats import fmt_ci, paired_rate_diff, wilson
 from ..tasks import get_task
 from .methods import (COLD, PAPER_ENSEMBLE, InstanceRecord, SearchMethod, baseline_methods, check_budget, method_nfe, screen_methods,
                       select)
@@ -207,7 +207,7 @@ def _is_baseline(m: SearchMethod) -> bool:
 
 
 def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[SearchMethod], sampling: SamplingConfig) -> dict[str, dict[str, Any]]:
-    """Per method: NFE, solve rate with Wilson CI, paired bootstrap differences vs single and vs the best baseline at its NFE.
+    """Per method: NFE, solve rate with Wilson CI, paired differences (Newcombe's interval) vs single and vs the best baseline at its NFE.
 
     The best baseline of a method: among the methods that are not early screens and need no ground truth, spend no more
     NFE and use task rules only if it does, the one with the highest solve rate (chosen on the same data: conservative).
@@ -223,13 +223,13 @@ def summarize(results: dict[str, list[dict[str, Any]]], methods: Sequence[Search
                                "nfe": nfes[m.name], "n": len(rs), "solved": k, "solve_rate": rates[m.name], "ci95": list(wilson(k, len(rs))),
                                "uses_ground_truth": m.uses_ground_truth, "uses_task_rules": m.uses_task_rules}
         if "single" in results and m.name != "single" and rs:
-            row["diff_vs_single"] = list(bootstrap_diff(wins("single"), wins(m.name)))
+            row["diff_vs_single"] = list(paired_rate_diff(wins("single"), wins(m.name)))
         base = [b for b in methods if _is_baseline(b) and b.name != m.name and nfes[b.name] <= nfes[m.name]
                 and (m.uses_task_rules or not b.uses_task_rules)]
         if base and rs:
             best = max(base, key=lambda b: (rates[b.name], -nfes[b.name]))
             row["best_baseline"] = best.name
-            row["diff_vs_best_baseline"] = list(bootstrap_diff(wins(best.name), wins(m.name)))
+            row["diff_vs_best_baseline"] = list(paired_rate_diff(wins(best.name), wins(m.name)))
         out[m.name] = row
     return out
 
