@@ -43,17 +43,31 @@ def test_default_sizes_are_where_the_model_reasons():
     assert q.quick and q.size < c.size and q.n_cos < c.n_cos
     assert DemoConfig.make(n_cos=100).n_cos == 100  # sample sizes are fields: raise them when sampling gets faster
     with pytest.raises(ConfigError, match="n >= 2"):
-        DemoConfig(n_perturb=1)
+        DemoConfig(n_perturb=1, quick=True)
     with pytest.raises(ConfigError, match="batch of one"):
-        DemoConfig(n_layers=17)
+        DemoConfig(n_layers=33)
     with pytest.raises(ConfigError, match="cka_mode"):
         DemoConfig(cka_mode="scale")
     with pytest.raises(ConfigError, match="perturb_modes"):
         DemoConfig(perturb_modes="replace,scale")
 
 
+def test_demo_config_rejects_verdict_bearing_n_below_24():
+    from steplens.findings import MIN_N
+
+    c = DemoConfig.make()
+    assert min(c.stage_ns().values()) >= MIN_N == 24
+    assert min(c.n_perturb, c.n_cka, c.n_layers, c.n_ensemble) >= 48  # noise, information flow, layers, ensemble
+    for field in c.stage_ns():
+        with pytest.raises(ConfigError, match=f"{field}=23: below 24 instances"):
+            DemoConfig(**{field: 23})
+        DemoConfig(**{field: 24})  # 24 is enough
+    assert DemoConfig.make(quick=True).n_perturb < MIN_N  # the quick demo checks that stages run; its banner says so
+    assert c.cka_shared and DemoConfig.make(quick=True).cka_shared and not DemoConfig(n_cka=24).cka_shared
+
+
 def test_stage_commands_match_the_config():
-    cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16))
+    cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16, quick=True))
     assert cmds["cos"] == "steplens probe cos --model maze --size 6 --n 40 --seed 40000 --steps 20 --batch 16 --views 4 --out RUN"
     assert "--n 8 " in cmds["perturb"] and "--every 5" in cmds["perturb"] and "--mode replace,renoise" in cmds["perturb"]
     assert "--mode add" in cmds["cka"]

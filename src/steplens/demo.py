@@ -8,11 +8,11 @@ opens with those findings.
 
 The default size is where the shipped model reasons: 6x6 mazes, solved ~80% of the time by one seed
 (5x5 is solved 95% of the time: nothing left to prune or correct). Each stage's sample size is a
-field of DemoConfig, chosen so that the whole demo fits in 3 minutes on 2 CPU cores
-(benchmarks/bench_demo.py: 159 s on an idle 2-core machine, two processes of one thread each).
-Chain-of-Steps gets a CI that excludes 0; noise at a step vs at a frame does under the paper's
-wording (unit noise) but its verdict uses the level-matched control, under which the gap vanishes
-on this model (inconclusive at the demo's n). Raise the sizes when sampling gets faster.
+field of DemoConfig: at least findings.MIN_N (24) wherever a card bears a verdict, 48 for the noise,
+information-flow, layer and ensemble cards; a card its n does not decide prints the n it needs.
+Stages share compute: the Chain-of-Steps trace feeds the behaviour stage and the early-commitment
+card, perturbations at a step branch from the clean run's cached latents, and CKA is read off the
+perturb stage's runs (same instances and injections). benchmarks/bench_demo.py times each stage.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, atomic_write_text, read_jsonl, write_json
+from .findings import MIN_N
 from .interventions import MODES
 from .runner import SamplingConfig
 
@@ -41,21 +42,27 @@ class DemoConfig:
     size: int = 6  # ~80% single-seed solve rate on the shipped model: it must reason (README)
     steps: int = 20
     seed: int = 40_000  # first held-out instance; every stage uses the same instances from here
+    # sample sizes: no card bears a verdict below findings.MIN_N (24) instances; the noise, information-flow, layer and
+    # ensemble cards run at 48. A card its n does not decide prints the n its measured spread needs.
     n_cos: int = 56  # traced once, shared by Chain-of-Steps and behaviours; early-minus-late excludes 0 from ~40 (heavy-tailed)
     views: int = 4  # samples drawn as strips, GIFs and in the step viewer
-    n_perturb: int = 8  # the step-vs-frame gap is ~75 points: a few samples decide it
-    n_cka: int = 4
+    n_perturb: int = 48
+    n_cka: int = 48  # = n_perturb with cka_mode among perturb_modes: read off the perturb stage's runs (no model runs of its own)
     every: int = 5  # perturb and cka inject at every k-th step
     perturb_modes: str = "replace,renoise"  # the paper's wording and the level-matched control beside it
     cka_mode: str = "renoise"  # fresh noise at the step's level, the clean estimate kept: unlike a late unit-noise replacement
-    n_layers: int = 4  # each sample costs 2 + 2 x depth runs
-    n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
+    n_layers: int = 48  # each sample costs 2 + 2 x depth runs
+    n_ensemble: int = 48  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
     precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
 
     def __post_init__(self) -> None:
         if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
             raise ConfigError("the demo needs n >= 2 in every stage and steps >= 4")
+        few = {k: v for k, v in self.stage_ns().items() if v < MIN_N}
+        if few and not self.quick:
+            raise ConfigError(f"{', '.join(f'{k}={v}' for k, v in few.items())}: below {MIN_N} instances no card bears a verdict "
+                              "(findings.MIN_N); raise them, or run the quick demo to check that every stage runs")
         if self.n_layers % _batch(self.n_layers) == 1:
             raise ConfigError(f"n_layers={self.n_layers} leaves a batch of one; the layer probe patches from another sample of the batch")
         if not 1 <= self.every < self.steps:
@@ -64,11 +71,21 @@ class DemoConfig:
             if not modes or any(m.strip() not in MODES for m in modes.split(",")):
                 raise ConfigError(f"{name} must be one or more of {', '.join(MODES)} (comma-separated), got {modes!r}")
 
+    def stage_ns(self) -> dict[str, int]:
+        """Each verdict-bearing stage's n (behaviours share the Chain-of-Steps trace)."""
+        return {"n_cos": self.n_cos, "n_perturb": self.n_perturb, "n_cka": self.n_cka, "n_layers": self.n_layers,
+                "n_ensemble": self.n_ensemble}
+
+    @property
+    def cka_shared(self) -> bool:
+        """CKA is read off the perturb stage's runs: same instances and injection steps, its mode among perturb's."""
+        return self.n_cka == self.n_perturb and all(m.strip() in self.perturb_modes.split(",") for m in self.cka_mode.split(","))
+
     @staticmethod
     def make(model: str = "maze", quick: bool = False, **kw: Any) -> DemoConfig:
         """The default sizes, or the sub-minute `--quick` ones (every stage runs; verdicts mean nothing)."""
         if quick:
-            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=2, every=2, n_layers=2, n_ensemble=6)
+            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=3, every=2, n_layers=2, n_ensemble=6)
             return DemoConfig(model=model, quick=True, **(small | kw))
         return DemoConfig(model=model, **kw)
 
@@ -174,7 +191,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
     from .probes.common import ProbeConfig, ProbeRun
     from .probes.cos import run_cos, trace_x0
     from .probes.layers import run_layers
-    from .probes.perturb import run_cka, run_perturb
+    from .probes.perturb import cka_from_perturb, default_cka_layers, run_cka, run_perturb
 
     if threads:
         import torch
@@ -208,8 +225,13 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
                                                                         traced=traced))
             del traced
         elif name == "perturb":
+            shared = cfg.cka_shared and "cka" in names
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
-                                                                  mode=cfg.perturb_modes, progress=progress))
+                                                                  mode=cfg.perturb_modes, progress=progress,
+                                                                  cka_layers=default_cka_layers(den) if shared else ()))
+        elif name == "cka" and cfg.cka_shared and "perturb" in res:
+            res["cka"] = stage("cka", lambda: cka_from_perturb(res["perturb"], root / "perturb", root / "cka", probe(cfg.n_cka),
+                                                               every=cfg.every, mode=cfg.cka_mode, layers=default_cka_layers(den)))
         elif name == "cka":
             res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                       progress=progress))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -583,7 +584,7 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
             strength: float = 1.0, progress: bool = True, ray_address: str | None = None, num_workers: int | None = None) -> dict[str, Any]:
     """Information flow: noise-at-step injections with the clean and perturbed states compared by CKA (needs block layers)."""
     depth = len(den.hook_blocks())
-    layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
+    layers = list(layers) if layers is not None else default_cka_layers(den)
     if not layers:
         raise ValueError("probe cka compares block activations beside x0_hat: give at least one layer")
     if any(not 0 <= l < depth for l in layers):
@@ -591,3 +592,35 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
     return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers,
                        ray_address=ray_address, num_workers=num_workers)
 
+
+
+def default_cka_layers(den: Any) -> list[int]:
+    """The blocks `probe cka` compares beside x0_hat: the middle one and the last one."""
+    depth = len(den.hook_blocks())
+    return sorted({depth // 2, depth - 1})
+
+
+def cka_from_perturb(perturb: dict[str, Any], src: str | Path, out: str | Path, cfg: ProbeConfig, *, every: int,
+                     mode: str | Sequence[str], layers: Sequence[int]) -> dict[str, Any]:
+    """The run folder `run_cka` would write, read off a perturb run that recorded CKA flows on the same instances
+    (`run_perturb(..., cka_layers=layers)`): its clean runs and step injections are the same ones, so no model runs."""
+    import json
+    import shutil
+
+    modes = parse_modes(mode)
+    if "cka" not in perturb or any(m not in perturb["cka"]["modes"] for m in modes):
+        raise ValueError(f"the perturb run at {src} recorded no CKA flows for {modes}")
+    src = Path(src)
+    run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
+                                           "strength": 1.0, "frames": [], "frame_window": None, "cka_layers": list(layers),
+                                           "shared_from": src.name})
+    for name in ("cka_flow.json", "cka_flow.npz", "cka_flow.png"):
+        shutil.copyfile(src / name, run_.root / name)
+    run_.figures = [f for f in json.loads((src / "figures.json").read_text()) if f["path"].startswith("cka_flow")]
+    cka = {**perturb["cka"], "modes": {m: perturb["cka"]["modes"][m] for m in modes}}
+    summary = {"n": perturb["n"], "n_errors": perturb["n_errors"], "errors": perturb["errors"], "modes": modes,
+               "step_sigmas": perturb["step_sigmas"], "cka": cka,
+               "shared_with": f"read off the perturb stage's runs ({src.name}): the same clean runs and step injections"}
+    lines = (src / "summary.txt").read_text().splitlines()
+    text = [ln for ln in lines if ln.startswith("information flow")] + [ln for ln in lines if any(ln.startswith(f"  [{m}] ") for m in modes)]
+    return run_.finish(summary, "\n".join([*text, summary["shared_with"]]))
