@@ -55,13 +55,14 @@ class DemoConfig:
     n_ensemble: int = 48  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
     precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
+    min_n: int = MIN_N  # the config check's floor; bench_demo lowers it to time the pre-issue-35 sizes (verdicts still need MIN_N)
 
     def __post_init__(self) -> None:
         if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
             raise ConfigError("the demo needs n >= 2 in every stage and steps >= 4")
-        few = {k: v for k, v in self.stage_ns().items() if v < MIN_N}
+        few = {k: v for k, v in self.stage_ns().items() if v < self.min_n}
         if few and not self.quick:
-            raise ConfigError(f"{', '.join(f'{k}={v}' for k, v in few.items())}: below {MIN_N} instances no card bears a verdict "
+            raise ConfigError(f"{', '.join(f'{k}={v}' for k, v in few.items())}: below {self.min_n} instances no card bears a verdict "
                               "(findings.MIN_N); raise them, or run the quick demo to check that every stage runs")
         if self.n_layers % _batch(self.n_layers) == 1:
             raise ConfigError(f"n_layers={self.n_layers} leaves a batch of one; the layer probe patches from another sample of the batch")
