@@ -167,7 +167,7 @@ def test_demo_report_shows_labels_not_keys(tmp_path):
         assert key not in shown, key
         assert key in page.replace("<wbr>", ""), key  # ... but one click away, in "all values"
     assert "1 - CKA at the end after the earliest minus the latest injection, renoise, block 3 output" in shown
-    assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (paired bootstrap)" in shown
+    assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (Newcombe paired CI)" in shown
     # the perturb stage's mean_ci interval [0.753, 1.08] of a rate is shown as a Wilson interval inside [0, 100]%
     row = re.search(r"renoise: solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
     lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())

@@ -129,3 +129,21 @@ def test_estimate_records_give_intervals_at_any_level():
     assert p_value(r, 0.5) == pytest.approx(binom_test(7, 10, 0.5)) == pytest.approx(0.34375)  # 2 x P(X >= 7 | 10, 1/2)
     assert p_value(rate_record(1, 10), 0.0) == 0.0 and p_value(rate_record(0, 10), 0.0) == 1.0
     assert needed_n(8, 0.2, 0.1) == 32 and needed_n(100, 0.01, 0.1) == 24 and needed_n(8, float("nan"), 0.1) is None
+
+
+def test_selection_out_of_sample():
+    from steplens.probes.layers import _held_out_flip, _held_out_skip
+    from steplens.stats import calibration_split
+
+    cal, held, split = calibration_split(48)
+    assert split and len(cal) == len(held) == 24 and not set(cal) & set(held)
+    assert not calibration_split(3)[2] and list(calibration_split(3)[1]) == [0, 1, 2]  # too few to split: in-sample, says so
+    # block 1 looks indispensable on the calibration half only (chance); block 0 is the one that matters everywhere
+    n = 48
+    base = np.ones(n)
+    recs = [{"skip": [0.0 if i % 4 else 1.0, 0.0 if i % 2 == 0 else 1.0], "outcome": ["keep", "flip" if i % 2 == 0 else "keep"]}
+            for i in range(n)]
+    s = _held_out_skip(recs, base, 2)
+    assert s["layer"] == 1 and s["n"] == 24 and s["drop"] == 0.0 and s["ci95"][0] < 0 < s["ci95"][1]  # chosen in, gone out
+    f = _held_out_flip(recs, 2)
+    assert f["layer"] == 1 and f["rate"] == 0.0 and f["stats"] == {"method": "rate", "k": 0, "n": 24} and "held-out" in f["selection"]

@@ -259,13 +259,18 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
         k, n = int(sum(hist[:quarter])), int(sum(hist))
         d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1, "stats": rate_record(k, n)}
     layers = summary.get("layers", {})
-    if layers.get("most_important_layers"):
+    # the most important block and the flip layer: chosen on a calibration half, reported on the held-out half
+    if "skip_drop_held_out" in layers:
+        d["skip_drop_top"] = layers["skip_drop_held_out"]
+    elif layers.get("most_important_layers"):  # a layers run from before the held-out split: chosen in-sample
         top = layers["most_important_layers"][0]
-        d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)]}
-    per_layer = layers.get("patching", {}).get("per_layer", {})
-    if per_layer:
+        d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)], "n": layers.get("n"), "selection": "chosen in-sample"}
+    patching = layers.get("patching", {})
+    if "flip_held_out" in patching:
+        d["patch_flip_max"] = patching["flip_held_out"]
+    elif per_layer := patching.get("per_layer", {}):
         top = max(per_layer, key=lambda l: per_layer[l]["flip"]["rate"])
-        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"]}
+        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"], "n": layers.get("n"), "selection": "chosen in-sample"}
     results = out / "ensemble" / "results.jsonl"
     if results.is_file():
         rows = read_jsonl(results)

@@ -275,9 +275,10 @@ SPECS: tuple[FindingSpec, ...] = (
         id="noise_step_vs_frame", title="Noise at a step vs at a frame", stage="perturb",
         claim="Fresh noise at one denoising step costs far more than noise on one frame at every step.",
         value="perturb/by_mode/renoise/step_minus_frame_drop", ci95="perturb/by_mode/renoise/step_minus_frame_drop_ci95",
-        n="perturb/n",
+        n="perturb/by_mode/renoise/step_minus_frame_drop_n",
         measure="solve rate after the worst frame injection minus after the worst step injection, fresh noise at the "
-                "sampler's level with the clean estimate kept (renoise; Newcombe paired CI, exact McNemar)",
+                "sampler's level with the clean estimate kept (renoise; the worst step and frame chosen on a calibration "
+                "half, the difference on the held-out half; Newcombe paired CI, exact McNemar)",
         unit="points", min_effect=0.05, figure="perturb/perturb.png", stats="perturb/by_mode/renoise/step_minus_frame_drop_stats",
         min_effect_why="5 points of solve rate: a smaller gap would not change where a perturbation (or a guidance "
                        "signal) should be aimed",
@@ -306,17 +307,19 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="layer_specialisation", title="Layer specialisation", stage="layers",
         claim="Layers do different jobs within a step: some blocks are indispensable to the answer.",
-        value="derived/skip_drop_top/drop", ci95="derived/skip_drop_top/ci95", n="layers/n",
-        measure="solve-rate drop when the most important block is skipped at every step (Newcombe paired CI, exact McNemar)",
+        value="derived/skip_drop_top/drop", ci95="derived/skip_drop_top/ci95", n="derived/skip_drop_top/n",
+        measure="solve-rate drop when the most important block is skipped at every step, the block chosen on a calibration "
+                "half and its drop measured on the held-out half (Newcombe paired CI, exact McNemar)",
         unit="points", min_effect=0.05, figure="layers/layers_summary.png", stats="derived/skip_drop_top/stats",
         min_effect_why="5 points of solve rate: a block whose removal costs less is not indispensable",
         extras=(("most important blocks", "layers/most_important_layers", "blocks"),)),
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
         claim="Patching one layer's tokens from another scene flips the outcome to that scene's from a middle layer on.",
-        value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="layers/n",
+        value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="derived/patch_flip_max/n",
         measure="largest per-layer rate of answers that follow the donor puzzle when block L's output (resid_post, all "
-                "tokens) is taken from the donor run (Wilson CI)",
+                "tokens) is taken from the donor run, the layer chosen on a calibration half and its rate measured on the "
+                "held-out half (Wilson CI)",
         unit="%", min_effect=0.1, figure="layers/layers_summary.png", stats="derived/patch_flip_max/stats",
         min_effect_why="one answer in ten following the donor: rarer flips do not make a layer where the answer is decided",
         extras=(("layer of that rate", "derived/patch_flip_max/layer", "block"),

@@ -326,3 +326,12 @@ def paired_diff(a: Sequence[float], b: Sequence[float], *, rates: bool, level: f
             raise ValueError(f"paired samples must be non-empty and of equal length, got {a_.shape} and {b_.shape}")
         rec = t_record(b_ - a_)
     return (record_value(rec), *interval(rec, level), rec)
+
+
+def calibration_split(n: int, *, min_n: int = 4) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(calibration, held-out, split): alternate samples (even, odd positions), so that a choice among several settings
+    made on one half is reported on instances it never saw; below `min_n` both are every sample and split is False."""
+    idx = np.arange(n)
+    if n < min_n:
+        return idx, idx, False
+    return idx[0::2], idx[1::2], True

@@ -38,7 +38,7 @@ from ..interventions import MODES, NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
-from ..stats import paired_diff, proportion_ci, t_interval
+from ..stats import calibration_split, paired_diff, proportion_ci, t_interval
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
@@ -366,11 +366,19 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
         "worst_drop_frame_before_answer": clean - worst_inner["mean"] if worst_inner else None,
     }
     if worst_step and worst_inner:
-        # paired over samples: how much more the worst step injection costs than the worst frame injection
-        # (for a tie, the first tied index: every tied index has the same mean)
-        # (0/1 outcomes: Newcombe's paired interval, exact McNemar; the worst step and frame are chosen in-sample)
-        d = paired_diff(res["step"][worst_step["tied"][0]], res["frame"][worst_inner["tied"][0]], rates=True)
+        # paired over samples: how much more the worst step injection costs than the worst frame injection, with the
+        # worst step and frame chosen on a calibration half and the difference measured on the held-out half
+        # (0/1 outcomes: Newcombe's paired interval, exact McNemar)
+        cal, held, split = calibration_split(len(res["step"][worst_step["tied"][0]]))
+        pick = lambda scores, keys: min(keys, key=lambda k: float(np.mean(np.asarray(scores[k])[cal])))  # noqa: E731 - first lowest
+        step = pick(res["step"], list(res["step"]))
+        frame = pick(res["frame"], [f for f in res["frame"] if f != answer])
+        d = paired_diff(np.asarray(res["step"][step])[held], np.asarray(res["frame"][frame])[held], rates=True)
         s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"], s["step_minus_frame_drop_stats"] = d[0], [d[1], d[2]], d[3]
+        s["step_minus_frame_drop_n"] = len(held)
+        s["selection"] = {"step": step, "frame": frame, "calibration_n": len(cal), "held_out_n": len(held),
+                          "how": ("worst step and frame chosen on the calibration half (even samples), the difference measured on "
+                                  "the held-out half (odd samples)") if split else "worst step and frame chosen in-sample (n < 4)"}
     if window:
         a, z = window
         rec = res["recovery"]  # (samples, frames, steps + 1)
@@ -424,8 +432,9 @@ def _mode_text(m: str, s: dict[str, Any]) -> list[str]:
                  + f" (frame {s['answer_frame']} is the answer frame the scorer reads: noise there overwrites what is scored)")
     if "step_minus_frame_drop" in s:
         lo, hi = s["step_minus_frame_drop_ci95"]
-        t.append(f"  worst step costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
-                 f"({_worst_text(s['worst_frame_before_answer'], 'frame')}; Newcombe paired 95% CI [{lo:.2f}, {hi:.2f}])")
+        sel = s["selection"]
+        t.append(f"  worst step ({sel['step']}) costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
+                 f"({sel['frame']}; Newcombe paired 95% CI [{lo:.2f}, {hi:.2f}], n={s['step_minus_frame_drop_n']}): {sel['how']}")
     if w := s.get("frame_window"):
         a, z = w["window"]
         t.append(f"  frame corrupted after steps {a}-{z - 1} only, then released: solve rate per frame "
