@@ -215,11 +215,12 @@ def paired_rates_record(a: Sequence[float], b: Sequence[float]) -> dict[str, Any
 
 
 def t_record(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, standard deviation (ddof 1) and n of values (a paired difference: pass b - a)."""
+    """Mean, standard deviation (ddof 1) and n of the finite values (a paired difference: pass b - a); None where
+    undefined, so that the record stays strict JSON."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
-    return {"method": "t", "mean": float(v.mean()) if v.size else float("nan"),
-            "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
+    return {"method": "t", "mean": float(v.mean()) if v.size else None, "sd": float(v.std(ddof=1)) if v.size > 1 else None,
+            "n": int(v.size)}
 
 
 def rate_record(successes: int, n: int) -> dict[str, Any]:
@@ -236,7 +237,7 @@ def record_value(rec: Mapping[str, Any]) -> float:
         return (b_only - a_only) / max(1, sum(rec["table"]))
     if rec["method"] == "rate":
         return rec["k"] / rec["n"] if rec["n"] else float("nan")
-    return float(rec["mean"])
+    return float("nan") if rec["mean"] is None else float(rec["mean"])
 
 
 def interval(rec: Mapping[str, Any], level: float = 0.95) -> tuple[float, float]:
@@ -247,7 +248,7 @@ def interval(rec: Mapping[str, Any], level: float = 0.95) -> tuple[float, float]
     if rec["method"] == "rate":
         return wilson_level(rec["k"], rec["n"], level)
     n, m, sd = rec["n"], rec["mean"], rec["sd"]
-    if n < 2 or not math.isfinite(sd):
+    if n < 2 or sd is None or not math.isfinite(sd):
         return (float("nan"), float("nan"))
     half = t_ppf(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n)
     return (m - half, m + half)
@@ -261,7 +262,7 @@ def p_value(rec: Mapping[str, Any], null: float = 0.0) -> float:
     if rec["method"] == "rate":
         return binom_test(rec["k"], rec["n"], null)
     n, m, sd = rec["n"], rec["mean"], rec["sd"]
-    if n < 2 or not math.isfinite(sd):
+    if n < 2 or sd is None or not math.isfinite(sd):
         return float("nan")
     if sd == 0:
         return 1.0 if m == null else 0.0
@@ -289,7 +290,7 @@ def t_diff(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean with a Student t interval (small-n safe, unlike `mean_ci`'s normal quantile)."""
     rec = t_record(values)
-    return (rec["mean"], *interval(rec, level))
+    return (record_value(rec), *interval(rec, level))
 
 
 # --- a family of tests ----------------------------------------------------------------------------------------------
