@@ -113,7 +113,9 @@ def _batch(n: int) -> int:
     return min(n, 16)
 
 
-GROUPS = (("cos", "layers", "ensemble"), ("perturb", "cka"))  # side by side with jobs=2: about 157 s and 146 s of one thread
+# side by side with jobs=2, balanced by per-stage seconds (bench_demo --before, scaled by n): layers + ensemble about
+# 2300 s of one thread on a loaded 2-core machine, Chain-of-Steps + perturb (CKA read off it) about 2260 s
+GROUPS = (("layers", "ensemble"), ("cos", "perturb", "cka"))
 ORDER = ("cos", "behaviour", "perturb", "cka", "layers", "ensemble")  # the stages' order in summary.json
 
 
