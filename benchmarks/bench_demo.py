@@ -1,10 +1,16 @@
 """Wall time and peak memory of `steplens demo` (every stage) on the shipped reference model, 2 CPU cores.
 
-    python benchmarks/bench_demo.py --out runs/bench_demo [--quick] [--reference]
+    python benchmarks/bench_demo.py --out runs/bench_demo [--quick] [--reference] [--repeat 3] [--before]
 
 Target (issue 19): the full demo in <= 180 s and <= 2 GB peak resident memory on 2 CPU cores;
 `--quick` in <= 60 s. Prints JSON: total and per-stage seconds, peak resident memory, the findings'
 verdicts, and whether the targets hold.
+
+`--repeat R` runs the demo R times and reports the median wall time and the median of each stage's
+seconds. `--before` also runs, in the same process and interleaved with the current config, the demo at
+the sizes before issue 35 (`BEFORE`: perturb 8, CKA 4 on its own runs, layers 4, ensemble 8), so each
+stage's before/after seconds come from the same machine under the same load. With two processes the
+stages of `demo.GROUPS` overlap: the wall time is the longer group's, not the sum.
 
 `--reference` also times a fixed sampling workload (16 5x5 mazes, 20 Euler steps, one batch) before
 and after the demo. On a shared machine the wall time says little by itself; the ratio demo /
@@ -20,7 +26,10 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import time
+from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -29,6 +38,7 @@ from steplens.demo import DemoConfig, run_demo
 from steplens.precision import detect
 
 REFERENCE_IDLE_S = 16 * 53.7 / 100  # bench_sampling on an idle machine (README), per maze, times 16
+BEFORE = dict(n_perturb=8, n_cka=4, n_layers=4, n_ensemble=8, min_n=2)  # the demo's sizes before issue 35
 
 
 def reference_s() -> float:
@@ -44,30 +54,59 @@ def reference_s() -> float:
     return time.perf_counter() - t
 
 
+def _median(xs: list[float]) -> float:
+    return round(float(statistics.median(xs)), 1)
+
+
+def time_demo(out: str, cfg: DemoConfig, jobs: int | None) -> tuple[float, dict[str, Any]]:
+    """One fresh demo run: (wall seconds, summary)."""
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: no stage may be resumed from disk
+    t = time.perf_counter()
+    summary = run_demo(out, cfg, progress=False, jobs=jobs)
+    return time.perf_counter() - t, summary
+
+
+def medians(runs: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """Median wall time and per-stage seconds over runs, with each run's figures beside them."""
+    stages = {k for _, s in runs for k in s["timings_s"]}
+    return {"wall_s": _median([w for w, _ in runs]), "wall_s_runs": [round(w, 1) for w, _ in runs],
+            "stages_s": {k: _median([s["timings_s"][k] for _, s in runs if k in s["timings_s"]]) for k in sorted(stages)},
+            "n": {k: v for k, v in runs[-1][1]["config"].items() if k.startswith("n_")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_demo")
     ap.add_argument("--model", default="maze")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--jobs", type=int, default=None, help="Demo processes (default: run_demo's: 2 on a 2+ core CPU).")
+    ap.add_argument("--repeat", type=int, default=1, help="Demo runs; wall and stage times are medians over them.")
+    ap.add_argument("--before", action="store_true", help="Also time the pre-issue-35 sizes (BEFORE), interleaved, same process.")
     ap.add_argument("--reference", action="store_true", help="Also time a fixed workload before and after (load-normalised estimate).")
     a = ap.parse_args()
     keep_freed_memory()  # as the CLI does
-    shutil.rmtree(a.out, ignore_errors=True)  # a fresh run: no stage may be resumed from disk
+    cfg = DemoConfig.make(model=a.model, quick=a.quick)
     ref = [reference_s()] if a.reference else []
-    t = time.perf_counter()
-    summary = run_demo(a.out, DemoConfig.make(model=a.model, quick=a.quick), progress=False, jobs=a.jobs)
-    wall = time.perf_counter() - t
+    runs, before = [], []
+    for _ in range(a.repeat):
+        if a.before:
+            before.append(time_demo(a.out + "_before", replace(cfg, **BEFORE), a.jobs))
+        runs.append(time_demo(a.out, cfg, a.jobs))
     if a.reference:
         ref.append(reference_s())
+    wall = statistics.median([w for w, _ in runs])
+    summary = runs[-1][1]
     target = 60.0 if a.quick else 180.0
     # with jobs=2 the second process runs beside this one: the sum of both peaks bounds the demo's peak
     peak_mb = round(sum(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024)
     res = {"allocator": allocator_state(), "capability": detect().to_dict(), "model": a.model, "quick": a.quick,
-           "jobs": summary["jobs"], "threads": torch.get_num_threads(),
-           "config": summary["config"], "wall_s": round(wall, 1), "stages_s": summary["timings_s"], "peak_rss_mb": peak_mb,
+           "jobs": summary["jobs"], "threads": torch.get_num_threads(), "config": summary["config"], "repeat": a.repeat,
+           **medians(runs), "peak_rss_mb": peak_mb,
            "verdicts": {f["id"]: f["verdict"] for f in summary["findings"]},
+           "needed_n": {f["id"]: f["needed_n"] for f in summary["findings"] if f.get("needed_n")},
            "target_s": target, "target_rss_mb": 2048, "within_target": wall <= target and peak_mb <= 2048}
+    if before:
+        res["before"] = medians(before) | {"verdicts": {f["id"]: f["verdict"] for f in before[-1][1]["findings"]}}
     if ref:
         ratio = wall / (sum(ref) / len(ref))
         res |= {"reference_s": [round(r, 1) for r in ref], "demo_over_reference": round(ratio, 2),

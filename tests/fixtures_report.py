@@ -76,24 +76,24 @@ def demo_summary() -> dict:
                       "perception": {"action_minus_scene": -1.4, "action_minus_scene_ci95": [-1.9, -1.0]},
                       "memory": {"verdict": "copying: the markers are in the conditioning", "markers_kept_all_steps": 1.0},
                       "markers_kept_all_steps": 1.0, "final_solve_rate": 0.8},
-        "perturb": {"n": 12, "modes": ["replace", "renoise"], "clean_solve_rate": 0.917, "by_mode": {
+        "perturb": {"n": 24, "modes": ["replace", "renoise"], "clean_solve_rate": 0.917, "by_mode": {
             "replace": {"worst_step": {"index": 15, "mean": 0.0, "lo": 0.0, "hi": 0.0},
                         "worst_frame_before_answer": {"index": 2, "mean": 0.917, "lo": 0.753, "hi": 1.0},
-                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0]},
+                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0], "step_minus_frame_drop_n": 24},
             "renoise": {"worst_step": {"index": 10, "mean": 0.0, "lo": 0.0, "hi": 0.0},
                         "worst_frame_before_answer": {"index": 2, "mean": 0.917, "lo": 0.753, "hi": 1.08},
-                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0]}}},
+                        "step_minus_frame_drop": 0.917, "step_minus_frame_drop_ci95": [0.75, 1.0], "step_minus_frame_drop_n": 24}}},
         "cka": {"n": 8, "modes": ["renoise"], "cka": {"injection_steps": [0, 5, 10, 15], "modes": {"renoise": {
             "x0_hat": {"observed": "final output", "first_minus_last_injection": {"diff": 0.01, "ci95": [-0.02, 0.04]},
                        "fresh_seed": {"mean": 0.6, "lo": 0.5, "hi": 0.7}},
             "blocks.3.resid_post": {"observed": "step 19", "first_minus_last_injection": {"diff": 0.02, "ci95": [0.01, 0.03]}}}}}},
-        "layers": {"n": 4, "depth": 2, "most_important_layers": [1, 0], "patch_flip_layer": None,
+        "layers": {"n": 24, "depth": 2, "most_important_layers": [1, 0], "patch_flip_layer": None,
                    "skip_drop": {"0": {"drop": 0.25, "ci95": [0.0, 0.5]}, "1": {"drop": 0.75, "ci95": [0.5, 1.0]}},
                    "thirds": {"n": 0, "applicable": "not measurable on this model: 2 blocks, fewer than one per third"}},
         "ensemble": {"n": 16, "methods": {"single": {"n": 16, "solve_rate": 0.75, "solve_rate_ci95": [0.5, 0.9], "nfe": 20},
                                           "ensemble": {"n": 16, "solve_rate": 0.8125, "solve_rate_ci95": [0.57, 0.93], "nfe": 22,
                                                        "diff_vs_single": {"solve_rate": [0.0625, -0.0625, 0.1875]}}}},
-        "derived": {"skip_drop_top": {"layer": 1, "drop": 0.75, "ci95": [0.5, 1.0]}},
+        "derived": {"skip_drop_top": {"layer": 1, "drop": 0.75, "ci95": [0.5, 1.0], "n": 24}},
         "commands": {k: f"steplens probe {k} --n 4 --out RUN" for k in STAGES},
     }
 

@@ -27,7 +27,7 @@ def test_quick_demo(quick_demo):
             assert f["ci95"] is not None and f["n"] >= 2, f
     by = {f["id"]: f for f in s["findings"]}
     c = s["config"]
-    assert by["chain_of_steps"]["n"] == s["cos"]["n"] == c["n_cos"] and by["noise_step_vs_frame"]["n"] == c["n_perturb"]
+    assert by["chain_of_steps"]["n"] == s["cos"]["n"] == c["n_cos"] and by["noise_step_vs_frame"]["n"] == (c["n_perturb"] if c["n_perturb"] < 4 else c["n_perturb"] // 2)
     assert by["working_memory"]["verdict"] == "not measurable on this model"  # the behaviour stage says why (copying)
     assert 0.0 <= s["cos"]["solve_rate"] <= 1.0
     assert s["jobs"] in (1, 2) and set(s["timings_s"]) == {"sample", "cos", "behaviour", "perturb", "cka", "layers", "ensemble", "report"}
@@ -43,17 +43,31 @@ def test_default_sizes_are_where_the_model_reasons():
     assert q.quick and q.size < c.size and q.n_cos < c.n_cos
     assert DemoConfig.make(n_cos=100).n_cos == 100  # sample sizes are fields: raise them when sampling gets faster
     with pytest.raises(ConfigError, match="n >= 2"):
-        DemoConfig(n_perturb=1)
+        DemoConfig(n_perturb=1, quick=True)
     with pytest.raises(ConfigError, match="batch of one"):
-        DemoConfig(n_layers=17)
+        DemoConfig(n_layers=33)
     with pytest.raises(ConfigError, match="cka_mode"):
         DemoConfig(cka_mode="scale")
     with pytest.raises(ConfigError, match="perturb_modes"):
         DemoConfig(perturb_modes="replace,scale")
 
 
+def test_demo_config_rejects_verdict_bearing_n_below_24():
+    from steplens.findings import MIN_N
+
+    c = DemoConfig.make()
+    assert min(c.stage_ns().values()) >= MIN_N == 24
+    assert min(c.n_perturb, c.n_cka, c.n_layers, c.n_ensemble) >= 48  # noise, information flow, layers, ensemble
+    for field in c.stage_ns():
+        with pytest.raises(ConfigError, match=f"{field}=23: below 24 instances"):
+            DemoConfig(**{field: 23})
+        DemoConfig(**{field: 24})  # 24 is enough
+    assert DemoConfig.make(quick=True).n_perturb < MIN_N  # the quick demo checks that stages run; its banner says so
+    assert c.cka_shared and DemoConfig.make(quick=True).cka_shared and not DemoConfig(n_cka=24).cka_shared
+
+
 def test_stage_commands_match_the_config():
-    cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16))
+    cmds = stage_commands(DemoConfig(n_cos=40, n_perturb=8, every=5, cka_mode="add", n_ensemble=16, quick=True))
     assert cmds["cos"] == "steplens probe cos --model maze --size 6 --n 40 --seed 40000 --steps 20 --batch 16 --views 4 --out RUN"
     assert "--n 8 " in cmds["perturb"] and "--every 5" in cmds["perturb"] and "--mode replace,renoise" in cmds["perturb"]
     assert "--mode add" in cmds["cka"]
@@ -71,7 +85,10 @@ def test_derived_numbers(tmp_path):
     assert d["early_commit"]["rate"] == 0.7 and d["early_commit"]["n"] == 10 and d["early_commit"]["by_step"] == 1
     lo, hi = d["early_commit"]["ci95"]
     assert 0 < lo < 0.7 < hi < 1  # Wilson: inside [0, 1]
-    assert d["skip_drop_top"] == {"layer": 2, "drop": 0.5, "ci95": [0.2, 0.8]}
+    assert d["skip_drop_top"] == {"layer": 2, "drop": 0.5, "ci95": [0.2, 0.8], "n": None, "selection": "chosen in-sample"}
+    held = {"layer": 1, "drop": 0.1, "ci95": [0.0, 0.2], "n": 12, "selection": "held-out"}
+    assert derived({"layers": {**summary["layers"], "skip_drop_held_out": held}}, tmp_path)["skip_drop_top"] == held
+    assert d["ensemble_minus_cold"]["stats"] == {"method": "paired_rates", "table": [6, 0, 2, 2]}  # exact McNemar on 2 vs 0
     assert d["ensemble_minus_cold"]["diff"] == pytest.approx(0.2) and d["ensemble_minus_cold"]["n"] == 10
     assert derived({}, tmp_path / "none") == {}
 

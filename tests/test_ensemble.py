@@ -337,3 +337,23 @@ def test_cold_single_scales_the_initial_noise(den):
         Method("bad", noise_scale=0.0)
     names = [mm.name for mm in sweep_methods(ks=(2, 4), windows=((0, 1),), rules=("mean_xt",), norm_correct=(False,))]
     assert names[:3] == ["single", "k2_single_cold", "k4_single_cold"]
+
+
+def test_sweep_recommendation_is_reported_on_held_out_instances():
+    from steplens.ensemble.report import held_out, recommend, split_results
+
+    seeds = list(range(8))
+    # "lucky" wins every calibration (even) instance and nothing held out; "steady" wins 3 of 4 on both halves
+    results = {"single": [{"seed": s, "success": False} for s in seeds],
+               "lucky": [{"seed": s, "success": s % 2 == 0} for s in seeds],
+               "steady": [{"seed": s, "success": s not in (0, 1)} for s in seeds]}
+    cal, held, split = split_results(results, seeds)
+    assert split and [r["seed"] for r in cal["lucky"]] == [0, 2, 4, 6] and [r["seed"] for r in held["lucky"]] == [1, 3, 5, 7]
+    def per(rs):
+        return {k: {"solve_rate": sum(r["success"] for r in v) / len(v), "nfe": 20, "needs_ground_truth": False, "ens": None,
+                    "n": len(v), "diff_vs_single": {"solve_rate": [sum(r["success"] for r in v) / len(v), 0.01, 1.0]}}
+                for k, v in rs.items()}
+    rec = held_out(recommend(per(cal)), per(held), split)
+    assert rec["name"] == "lucky" and rec["calibration"]["solve_rate"] == 1.0  # chosen where it looked best ...
+    assert rec["solve_rate"] == 0.0 and "held-out" in rec["selection"]  # ... and reported where it was not chosen
+    assert "in-sample" in held_out(recommend(per(results)), per(results), False)["selection"]

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
 from steplens.findings import (NOT_MEASURABLE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, REVERSED, SPECS, FindingSpec,
@@ -14,6 +16,12 @@ from steplens.findings import (NOT_MEASURABLE, NOT_MEASURED, NOT_REPRODUCED, REP
     (-0.02, [-0.03, -0.01], {"sign": -1}, REPRODUCED),          # the paper predicts a negative value
     (0.02, [0.01, 0.03], {"sign": -1}, REVERSED),
     (0.001, [-0.004, 0.004], {"min_effect": 0.005}, NOT_REPRODUCED),  # any effect is too small to matter
+    (0.00765, [0.00556, 0.00903], {"min_effect": 0.01}, NOT_REPRODUCED),  # significant but negligible (issue 35's CKA)
+    (-0.004, [-0.0045, -0.002], {"min_effect": 0.005}, NOT_REPRODUCED),  # negligible whatever its sign
+    (0.03, [0.004, 0.06], {"min_effect": 0.05}, "inconclusive at n=40"),  # excludes 0, but the value is below the SEI
+    (-0.03, [-0.06, -0.004], {"min_effect": 0.05}, "inconclusive at n=40"),
+    (0.08, [0.02, 0.14], {"min_effect": 0.05}, REPRODUCED),      # excludes 0 and reaches the SEI
+    (-0.08, [-0.14, -0.02], {"min_effect": 0.05}, REVERSED),
     (0.001, [-0.004, 0.006], {"min_effect": 0.005}, "inconclusive at n=40"),
     (0.001, [-0.004, 0.004], {}, "inconclusive at n=40"),       # no smallest effect: never 'not reproduced'
     (0.8, [0.7, 0.9], {"null": 0.5}, REPRODUCED),                # a rate against one half
@@ -30,8 +38,16 @@ def test_verdict_rule(value, ci, kw, expected):
     assert verdict(value, ci, 40, **kw) == expected
 
 
+def test_no_verdict_below_24_instances():
+    for n in (4, 8, 23):  # 4/4 mazes decide nothing, however far the CI lies from 0
+        assert verdict(1.0, [0.4, 1.0], n, min_effect=0.05) == f"inconclusive at n={n}"
+        assert verdict(0.0, [-0.001, 0.001], n, min_effect=0.05) == f"inconclusive at n={n}"
+    assert verdict(1.0, [0.4, 1.0], 24, min_effect=0.05) == REPRODUCED
+    assert verdict(1.0, [0.4, 1.0], None) == "inconclusive at n=?"
+
+
 def test_verdict_orders_a_reversed_interval():
-    assert verdict(0.02, [0.03, 0.01], 5) == REPRODUCED  # [hi, lo] is read as an interval all the same
+    assert verdict(0.02, [0.03, 0.01], 30) == REPRODUCED  # [hi, lo] is read as an interval all the same
 
 
 def test_resolve_paths():
@@ -54,11 +70,11 @@ def test_evaluate_statuses():
              spec(id="absent_key", value="s/nope"), spec(id="unimplemented", value=None, ci95=None, n=None),
              spec(id="null_value", value="s/null"), spec(id="not_applicable", applicable="s/why"),
              spec(id="applicable", applicable="s/ok"), spec(id="cmd", command="steplens x")]
-    summary = {"s": {"v": 0.3, "ci": [0.1, 0.5], "n": 12, "null": None, "why": "copying, not memory", "ok": "measured"},
-               "commands": {"s": "steplens probe s --n 12"}}
+    summary = {"s": {"v": 0.3, "ci": [0.1, 0.5], "n": 30, "null": None, "why": "copying, not memory", "ok": "measured"},
+               "commands": {"s": "steplens probe s --n 30"}}
     got = {r["id"]: r for r in evaluate(summary, specs)}
     assert got["yes"]["verdict"] == REPRODUCED and got["yes"]["value"] == 0.3 and got["yes"]["ci95"] == [0.1, 0.5]
-    assert got["yes"]["n"] == 12 and got["yes"]["command"] == "steplens probe s --n 12" and got["yes"]["figure"] == "s/f.png"
+    assert got["yes"]["n"] == 30 and got["yes"]["command"] == "steplens probe s --n 30" and got["yes"]["figure"] == "s/f.png"
     for k in ("absent_stage", "absent_key", "unimplemented"):
         assert got[k]["verdict"] == NOT_MEASURED and got[k]["value"] is None, k
     assert got["null_value"]["verdict"] == NOT_MEASURABLE
@@ -130,3 +146,53 @@ def test_wilson_holds_its_point_estimate():
         for k in range(n + 1):
             lo, hi = wilson(k, n)
             assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)  # was (6, 6) -> hi 0.99999999 < 1: a negative error bar
+
+
+def test_every_card_states_its_smallest_effect_of_interest_and_why():
+    for s in SPECS:
+        assert s.min_effect > 0 and len(s.min_effect_why) > 20, s.id
+        assert s.stats, s.id  # an estimate record: the family-adjusted CI is recomputed from it
+    cka = next(s for s in SPECS if s.id == "information_flow")
+    assert cka.min_effect_of and "fresh_seed" in cka.min_effect_of  # relative to the floor measured in the same run
+
+
+def test_holm_across_the_cards_and_the_adjusted_ci_decides():
+    from steplens.stats import interval, paired_rates_record, rate_record, t_record
+
+    rng = np.random.default_rng(0)
+    strong = t_record(rng.normal(0.05, 0.02, 48))  # p ~ 1e-20: first in the step-down, level 1 - 0.05 / 3
+    weak = paired_rates_record([0] * 48, [1] * 10 + [0] * 38)  # 10 of 48 discordant pairs, all for b
+    rate = rate_record(30, 48)
+    summary = {"s": {"a": strong["mean"], "a_ci": list(interval(strong)), "a_stats": strong,
+                     "b": 10 / 48, "b_ci": list(interval(weak)), "b_stats": weak,
+                     "c": 30 / 48, "c_ci": list(interval(rate)), "c_stats": rate, "n": 48, "few": 8}}
+    specs = [spec(id="a", value="s/a", ci95="s/a_ci", stats="s/a_stats", min_effect=0.01),
+             spec(id="b", value="s/b", ci95="s/b_ci", stats="s/b_stats", unit="points", min_effect=0.05),
+             spec(id="c", value="s/c", ci95="s/c_ci", stats="s/c_stats", unit="%", null=0.5, min_effect=0.05),
+             spec(id="few", value="s/b", ci95="s/b_ci", n="s/few", stats="s/b_stats", unit="points", min_effect=0.05)]
+    got = {r["id"]: r for r in evaluate(summary, specs)}
+    assert got["few"]["family_size"] is None and got["few"]["ci_adjusted"] is None  # n < 24 bears no verdict
+    assert got["few"]["verdict"] == "inconclusive at n=8" and got["few"]["needed_n"] >= 24
+    assert {got[k]["family_size"] for k in "abc"} == {3}
+    for k in "abc":
+        raw, adj = got[k]["ci95"], got[k]["ci_adjusted"]
+        assert adj[0] <= raw[0] and adj[1] >= raw[1] and got[k]["p_holm"] >= got[k]["p"]  # wider, never narrower
+    assert got["a"]["ci_level"] == pytest.approx(1 - 0.05 / 3) and got["a"]["verdict"] == REPRODUCED
+    assert got["c"]["ci_level"] == pytest.approx(0.95)  # the largest p: the last step of the step-down
+    assert got["c"]["verdict"].startswith("inconclusive at n=48") and got["c"]["needed_n"] > 48
+    assert got["c"]["ci_adjusted"] == pytest.approx(got["c"]["ci95"], abs=1e-4)  # at 95% the record gives the raw CI back
+    # b: the raw CI excludes 0 and reaches the SEI; the verdict is read off the adjusted one all the same
+    assert got["b"]["ci_level"] == pytest.approx(1 - 0.05 / 2) and got["b"]["verdict"] == REPRODUCED
+
+
+def test_cka_smallest_effect_is_relative_to_the_fresh_seed_floor():
+    from steplens.stats import interval, t_record
+
+    rec = t_record(np.linspace(0.0056, 0.0092, 30))  # issue 35's numbers: 1 - CKA ~0.0077 with a floor of 0.0174
+    summary = {"s": {"v": rec["mean"], "ci": list(interval(rec)), "st": rec, "n": 30, "floor": 0.0174}}
+    sp = spec(value="s/v", ci95="s/ci", stats="s/st", min_effect=0.5, min_effect_of="s/floor", min_effect_why="half the floor")
+    (r,) = evaluate(summary, [sp])
+    assert r["min_effect"] == pytest.approx(0.0087) and "0.0174" in r["min_effect_why"]
+    assert r["verdict"] == NOT_REPRODUCED  # significant, but inside half of what an unrelated seed changes
+    (r,) = evaluate({"s": {**summary["s"], "floor": None}}, [sp])
+    assert r["min_effect"] == 0.0 and r["verdict"] == REPRODUCED and "not measured" in r["min_effect_why"]

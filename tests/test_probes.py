@@ -71,7 +71,10 @@ def test_perturb_and_cka(model_path, tmp_path):
         assert [t["steps"] for t in r["step_by_third"]] == [[0], [2], [4]]
         lo, hi = r["step_minus_frame_drop_ci95"]
         assert lo <= r["step_minus_frame_drop"] <= hi
-        assert abs(r["step_minus_frame_drop"] - (r["worst_drop_step"] - r["worst_drop_frame_before_answer"])) < 1e-9
+        sel = r["selection"]  # the worst step and frame are chosen on one half, the difference measured on the other
+        assert sel["calibration_n"] == sel["held_out_n"] == r["step_minus_frame_drop_n"] == 2 and "held-out" in sel["how"]
+        assert sel["step"] in [p["index"] for p in r["noise_at_step"]] and sel["frame"] in [1, 2]
+        assert r["step_minus_frame_drop_stats"]["method"] == "paired_rates" and sum(r["step_minus_frame_drop_stats"]["table"]) == 2
         w = r["frame_window"]
         assert w["window"] == [1, 3] and w["released_from_step"] == 3 and [p["index"] for p in w["scores"]] == [1, 2, 3]
         assert [p["step"] for p in w["recovery"][0]["distance_after_release"]] == [3, 4, 5, "final"]
@@ -284,3 +287,25 @@ def test_the_change_from_frame_0_separates_answers_that_whole_latents_hide():
     change = _cka_rows(_change(a), _change(b))
     assert max(whole) < 0.2 and min(change) > 0.8
     assert max(_cka_rows(_change(a), _change(a.clone()))) < 1e-6
+
+
+def test_cka_read_off_a_perturb_run_equals_its_own_run(model_path, tmp_path):
+    """The demo's CKA stage reads the perturb stage's clean runs and step injections: the same numbers as `probe cka`."""
+    from steplens.models.registry import load
+    from steplens.probes.perturb import cka_from_perturb, default_cka_layers, run_cka, run_perturb
+
+    den = load(model_path)
+    layers = default_cka_layers(den)
+    p = run_perturb(den, cfg(model_path), str(tmp_path / "p"), every=2, mode="replace,renoise", cka_layers=layers, progress=False)
+    shared = cka_from_perturb(p, tmp_path / "p", tmp_path / "shared", cfg(model_path), every=2, mode="renoise", layers=layers)
+    own = run_cka(den, cfg(model_path), str(tmp_path / "own"), every=2, mode="renoise", progress=False)
+    _check_run(tmp_path / "shared", "cka_flow.npz", "cka_flow.png", "cka_flow.json")
+    assert shared["modes"] == own["modes"] == ["renoise"] and shared["n"] == own["n"]
+    a, b = shared["cka"]["modes"]["renoise"], own["cka"]["modes"]["renoise"]
+    assert set(a) == set(b)
+    for key in a:
+        fa, fb = a[key].get("first_minus_last_injection"), b[key].get("first_minus_last_injection")
+        assert (fa is None) == (fb is None)
+        if fa:
+            assert fa["diff"] == pytest.approx(fb["diff"], abs=1e-6) and fa["ci95"] == pytest.approx(fb["ci95"], abs=1e-6)
+        assert a[key]["fresh_seed"]["mean"] == pytest.approx(b[key]["fresh_seed"]["mean"], abs=1e-6)

@@ -145,7 +145,7 @@ def test_demo_report_opens_with_the_findings(tmp_path):
     got = {i: v for _, v, i in cards}
     assert got == {"chain_of_steps": "reproduced", "noise_step_vs_frame": "reproduced", "information_flow": "inconclusive at n=8",
                    "layer_specialisation": "not measurable on this model", "patching_flip": "not measured in this run",
-                   "working_memory": "not measurable on this model", "self_correction": "reproduced", "pruning": "not reproduced",
+                   "working_memory": "not measurable on this model", "self_correction": "reproduced", "pruning": "not reproduced (negligible)",
                    "perception_before_action": "not measurable on this model", "ensemble": "inconclusive at n=16",
                    "cold_start": "not measured in this run", "early_commitment": "not measured in this run"}
     assert page.count("<img class=thumb src=\"data:image/png;base64,") == len(cards)  # every card draws its figure
@@ -153,7 +153,7 @@ def test_demo_report_opens_with_the_findings(tmp_path):
     assert "copying: the markers are in the conditioning" in page
     assert "the scene is given" in page and "fewer than one per third" in page  # perception before action: the scene is in the conditioning frame
     assert "+30.0 points [15.0, 45.0], n=40" in page  # Chain-of-Steps: model minus its null, in points
-    assert "+91.7 points [75.0, 100.0], n=12" in page  # a difference of rates, in points
+    assert "+91.7 points [75.0, 100.0], n=24" in page  # a difference of rates, in points
     assert page.count('class="card viewer"') == 1  # the cos stage's viewer moved to the top, not repeated
     assert "How a verdict is decided" in page and "steplens probe perturb --n 4 --out RUN" in page
 
@@ -168,7 +168,7 @@ def test_demo_report_shows_labels_not_keys(tmp_path):
         assert key not in shown, key
         assert key in page.replace("<wbr>", ""), key  # ... but one click away, in "all values"
     assert "1 - CKA at the end after the earliest minus the latest injection, renoise, block 3 output" in shown
-    assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (paired bootstrap)" in shown
+    assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (Newcombe paired CI)" in shown
     # the perturb stage's mean_ci interval [0.753, 1.08] of a rate is shown as a Wilson interval inside [0, 100]%
     row = re.search(r"renoise: solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
     lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())

@@ -164,6 +164,14 @@ def test_early_screen_finds_the_decided_seed():
     assert per["screen_decided"]["best_baseline"] == "single"  # the oracle is never a baseline
     for row in per.values():
         assert 0.0 <= row["ci95"][0] <= row["solve_rate"] <= row["ci95"][1] <= 1.0
+    # the differences vs single are one family: Holm-adjusted p and CIs at the step-down levels, never narrower
+    fam = [r for r in per.values() if "diff_vs_single" in r]
+    assert fam and all(r["diff_vs_single_holm"]["family"] == len(fam) for r in fam)
+    for r in fam:
+        h, raw = r["diff_vs_single_holm"], r["diff_vs_single"]
+        assert h["p_holm"] >= h["p"] and h["ci"][0] <= raw[1] + 1e-12 and h["ci"][1] >= raw[2] - 1e-12
+    if len(recs) >= 4:  # the best baseline is chosen on the calibration half and compared on the held-out half
+        assert "held-out half" in per["screen_decided"]["best_baseline_selection"]
 
 
 def test_deployed_screen_counts_nfe_and_matches_shared_evaluation():

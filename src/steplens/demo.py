@@ -8,11 +8,11 @@ opens with those findings.
 
 The default size is where the shipped model reasons: 6x6 mazes, solved ~80% of the time by one seed
 (5x5 is solved 95% of the time: nothing left to prune or correct). Each stage's sample size is a
-field of DemoConfig, chosen so that the whole demo fits in 3 minutes on 2 CPU cores
-(benchmarks/bench_demo.py: 159 s on an idle 2-core machine, two processes of one thread each).
-Chain-of-Steps gets a CI that excludes 0; noise at a step vs at a frame does under the paper's
-wording (unit noise) but its verdict uses the level-matched control, under which the gap vanishes
-on this model (inconclusive at the demo's n). Raise the sizes when sampling gets faster.
+field of DemoConfig: at least findings.MIN_N (24) wherever a card bears a verdict, 48 for the noise,
+information-flow, layer and ensemble cards; a card its n does not decide prints the n it needs.
+Stages share compute: the Chain-of-Steps trace feeds the behaviour stage and the early-commitment
+card, perturbations at a step branch from the clean run's cached latents, and CKA is read off the
+perturb stage's runs (same instances and injections). benchmarks/bench_demo.py times each stage.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, atomic_write_text, read_jsonl, write_json
+from .findings import MIN_N
 from .interventions import MODES
 from .runner import SamplingConfig
 
@@ -43,21 +44,28 @@ class DemoConfig:
     size: int = 6  # ~80% single-seed solve rate on the shipped model: it must reason (README)
     steps: int = 20
     seed: int = 40_000  # first held-out instance; every stage uses the same instances from here
+    # sample sizes: no card bears a verdict below findings.MIN_N (24) instances; the noise, information-flow, layer and
+    # ensemble cards run at 48. A card its n does not decide prints the n its measured spread needs.
     n_cos: int = 56  # traced once, shared by Chain-of-Steps and behaviours; early-minus-late excludes 0 from ~40 (heavy-tailed)
     views: int = 4  # samples drawn as strips, GIFs and in the step viewer
-    n_perturb: int = 8  # the step-vs-frame gap is ~75 points: a few samples decide it
-    n_cka: int = 4
+    n_perturb: int = 48
+    n_cka: int = 48  # = n_perturb with cka_mode among perturb_modes: read off the perturb stage's runs (no model runs of its own)
     every: int = 5  # perturb and cka inject at every k-th step
     perturb_modes: str = "replace,renoise"  # the paper's wording and the level-matched control beside it
     cka_mode: str = "renoise"  # fresh noise at the step's level, the clean estimate kept: unlike a late unit-noise replacement
-    n_layers: int = 4  # each sample costs 2 + 2 x depth runs
-    n_ensemble: int = 8  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
+    n_layers: int = 48  # each sample costs 2 + 2 x depth runs
+    n_ensemble: int = 48  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
     precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
+    min_n: int = MIN_N  # the config check's floor; bench_demo lowers it to time the pre-issue-35 sizes (verdicts still need MIN_N)
 
     def __post_init__(self) -> None:
         if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
             raise ConfigError("the demo needs n >= 2 in every stage and steps >= 4")
+        few = {k: v for k, v in self.stage_ns().items() if v < self.min_n}
+        if few and not self.quick:
+            raise ConfigError(f"{', '.join(f'{k}={v}' for k, v in few.items())}: below {self.min_n} instances no card bears a verdict "
+                              "(findings.MIN_N); raise them, or run the quick demo to check that every stage runs")
         if self.n_layers % _batch(self.n_layers) == 1:
             raise ConfigError(f"n_layers={self.n_layers} leaves a batch of one; the layer probe patches from another sample of the batch")
         if not 1 <= self.every < self.steps:
@@ -66,11 +74,21 @@ class DemoConfig:
             if not modes or any(m.strip() not in MODES for m in modes.split(",")):
                 raise ConfigError(f"{name} must be one or more of {', '.join(MODES)} (comma-separated), got {modes!r}")
 
+    def stage_ns(self) -> dict[str, int]:
+        """Each verdict-bearing stage's n (behaviours share the Chain-of-Steps trace)."""
+        return {"n_cos": self.n_cos, "n_perturb": self.n_perturb, "n_cka": self.n_cka, "n_layers": self.n_layers,
+                "n_ensemble": self.n_ensemble}
+
+    @property
+    def cka_shared(self) -> bool:
+        """CKA is read off the perturb stage's runs: same instances and injection steps, its mode among perturb's."""
+        return self.n_cka == self.n_perturb and all(m.strip() in self.perturb_modes.split(",") for m in self.cka_mode.split(","))
+
     @staticmethod
     def make(model: str = "maze", quick: bool = False, **kw: Any) -> DemoConfig:
         """The default sizes, or the sub-minute `--quick` ones (every stage runs; verdicts mean nothing)."""
         if quick:
-            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=2, every=2, n_layers=2, n_ensemble=6)
+            small = dict(size=4, steps=8, n_cos=4, views=2, n_perturb=3, n_cka=3, every=2, n_layers=2, n_ensemble=6)
             return DemoConfig(model=model, quick=True, **(small | kw))
         return DemoConfig(model=model, **kw)
 
@@ -97,7 +115,9 @@ def _batch(n: int) -> int:
     return min(n, 16)
 
 
-GROUPS = (("cos", "layers", "ensemble"), ("perturb", "cka"))  # side by side with jobs=2: about 157 s and 146 s of one thread
+# side by side with jobs=2, balanced by per-stage seconds (bench_demo --before, scaled by n): layers + ensemble about
+# 2300 s of one thread on a loaded 2-core machine, Chain-of-Steps + perturb (CKA read off it) about 2260 s
+GROUPS = (("layers", "ensemble"), ("cos", "perturb", "cka"))
 ORDER = ("cos", "behaviour", "perturb", "cka", "layers", "ensemble")  # the stages' order in summary.json
 
 
@@ -177,7 +197,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
     from .probes.cos import run_cos, trace_x0
     from .probes.depth import run_thirds
     from .probes.layers import run_layers
-    from .probes.perturb import run_cka, run_perturb
+    from .probes.perturb import cka_from_perturb, default_cka_layers, run_cka, run_perturb
 
     if threads:
         import torch
@@ -212,14 +232,19 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
             res["cos"]["cards"] = stage("cards", lambda: null_cards(den, cfg, cos_cfg, traced))
             del traced
         elif name == "perturb":
+            shared = cfg.cka_shared and "cka" in names and bool(den.hook_blocks())
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
-                                                                  mode=cfg.perturb_modes, progress=progress))
+                                                                  mode=cfg.perturb_modes, progress=progress,
+                                                                  cka_layers=default_cka_layers(den) if shared else ()))
             p = null_stage(cfg, den, res["perturb"], lambda nd: run_perturb(nd, probe(cfg.n_perturb), str(root / "nulls" / "perturb"),
                                                                             every=cfg.every, mode=cfg.perturb_modes, progress=False))
             res["perturb"]["null"] = {"model": p["model"], "by_mode": {m: {k: v for k, v in d.items() if k.startswith("step_minus_frame_drop")}
                                                                        for m, d in p["summary"].get("by_mode", {}).items()}}
         elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
             res["cka"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
+        elif name == "cka" and cfg.cka_shared and "perturb" in res:
+            res["cka"] = stage("cka", lambda: cka_from_perturb(res["perturb"], root / "perturb", root / "cka", probe(cfg.n_cka),
+                                                               every=cfg.every, mode=cfg.cka_mode, layers=default_cka_layers(den)))
         elif name == "cka":
             res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                       progress=progress))
@@ -268,7 +293,7 @@ def null_cards(den: Any, cfg: DemoConfig, cos_cfg: Any, traced: Any) -> dict[str
 
 def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     """Numbers the findings need that no stage reports as such, computed from the stages' outputs."""
-    from .stats import bootstrap_diff, wilson
+    from .stats import paired_diff, rate_record, wilson
 
     d: dict[str, Any] = {}
     cos = summary.get("cos", {})
@@ -276,23 +301,28 @@ def derived(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     if hist and n_steps:
         quarter = max(1, n_steps // 4)  # the same first quarter as the early-minus-late window
         k, n = int(sum(hist[:quarter])), int(sum(hist))
-        d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1}
+        d["early_commit"] = {"rate": k / n, "ci95": list(wilson(k, n)), "n": n, "by_step": quarter - 1, "stats": rate_record(k, n)}
     layers = summary.get("layers", {})
-    if layers.get("most_important_layers"):
+    # the most important block and the flip layer: chosen on a calibration half, reported on the held-out half
+    if "skip_drop_held_out" in layers:
+        d["skip_drop_top"] = layers["skip_drop_held_out"]
+    elif layers.get("most_important_layers"):  # a layers run from before the held-out split: chosen in-sample
         top = layers["most_important_layers"][0]
-        d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)]}
-    per_layer = layers.get("patching", {}).get("per_layer", {})
-    if per_layer:
+        d["skip_drop_top"] = {"layer": top, **layers["skip_drop"][str(top)], "n": layers.get("n"), "selection": "chosen in-sample"}
+    patching = layers.get("patching", {})
+    if "flip_held_out" in patching:
+        d["patch_flip_max"] = patching["flip_held_out"]
+    elif per_layer := patching.get("per_layer", {}):
         top = max(per_layer, key=lambda l: per_layer[l]["flip"]["rate"])
-        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"]}
+        d["patch_flip_max"] = {"layer": int(top), **per_layer[top]["flip"], "n": layers.get("n"), "selection": "chosen in-sample"}
     results = out / "ensemble" / "results.jsonl"
     if results.is_file():
         rows = read_jsonl(results)
         by = {m: {r["seed"]: float(r["success"]) for r in rows if r["method"] == m} for m in ("ensemble", "single_cold")}
         seeds = sorted(set(by["ensemble"]) & set(by["single_cold"]))
         if seeds:
-            diff, lo, hi = bootstrap_diff([by["single_cold"][s] for s in seeds], [by["ensemble"][s] for s in seeds])
-            d["ensemble_minus_cold"] = {"diff": diff, "ci95": [lo, hi], "n": len(seeds)}
+            diff, lo, hi, rec = paired_diff([by["single_cold"][s] for s in seeds], [by["ensemble"][s] for s in seeds], rates=True)
+            d["ensemble_minus_cold"] = {"diff": diff, "ci95": [lo, hi], "n": len(seeds), "stats": rec}
     return d
 
 
@@ -300,7 +330,8 @@ def findings_lines(findings: list[dict[str, Any]]) -> list[str]:
     """One line per finding: title, verdict, value [CI], n."""
     from .findings import format_value
 
-    return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "") for f in findings]
+    return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "")
+            + (f"; needs n >= {f['needed_n']}" if f.get("needed_n") else "") for f in findings]
 
 
 def _write(out: Path, cfg: DemoConfig, summary: dict[str, Any]) -> None:

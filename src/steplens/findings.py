@@ -5,20 +5,11 @@ A `FindingSpec` says where a claim's measurement lives in the demo's summary.jso
 predicts, and the smallest effect that would matter. Pointing a card at another measurement is a
 one-line change to its spec in `SPECS`.
 
-The verdict rule (`verdict`), applied to the measured value and its 95% CI, in this order:
-1. the stage did not run, the spec names no measurement yet, or the key is absent -> NOT_MEASURED;
-2. the probe says the claim does not apply (its `applicable` path holds a reason other than
-   "measured"), or the value is null or not a finite number, or it has no CI -> NOT_MEASURABLE;
-3. the CI, minus the null value and oriented so that the paper's direction is positive, lies above
-   0 -> "reproduced"; below 0 -> "reversed";
-4. the CI lies within +-(smallest effect of interest) -> "not reproduced" (any effect is too small
-   to matter);
-5. otherwise -> "inconclusive at n=N" (more samples would decide it).
+The verdict rule is `RULE` (below), shown as is in the report; `verdict` applies it to one measurement and
+`evaluate` to every card, after Holm's adjustment across the cards that bear a verdict.
 
-A rate, or a difference of rates, whose bootstrap CI has zero width (every sample, or every pair,
-agreed) is first widened to +-3/n around the value, clipped to the possible range: the 95% bound on
-a rate never observed in n samples (the rule of three). Otherwise 8 agreeing pairs would read as
-proof of no effect.
+A rate, or a difference of rates, whose CI has zero width (a legacy percentile bootstrap where every
+sample, or every pair, agreed) is first widened to +-3/n around the value (the rule of three).
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
+NOT_REPRODUCED = "not reproduced (negligible)"
 REVERSED = "reversed"
 INCONCLUSIVE = "inconclusive"  # shown as "inconclusive at n=N"
 NOT_MEASURABLE = "not measurable on this model"
@@ -37,6 +28,21 @@ NOT_MEASURED = "not measured in this run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, REVERSED, INCONCLUSIVE, NOT_MEASURABLE, NOT_MEASURED)
 
 _MISSING = object()
+MIN_N = 24  # below this many instances no card bears a verdict
+ALPHA = 0.05  # family-wise, across the cards that bear a verdict (Holm)
+
+RULE = (
+    "Each card names its smallest effect of interest (SEI) and why. Its measurement comes with a 95% CI from an exact "
+    "or small-sample method: Newcombe's paired interval for a difference of paired rates (exact McNemar test), Wilson "
+    "for a rate (exact binomial test), Student t for a mean or a paired mean difference. Across the cards that bear a "
+    f"verdict (measured, n >= {MIN_N}) the p-values are Holm-adjusted, and each card's CI is recomputed at its Holm "
+    "step-down level, 1 - 0.05/(m - r + 1) for the r-th smallest of m p-values; the verdict uses that adjusted CI, "
+    "oriented so the paper's direction is positive and taken relative to the no-effect value. In this order: "
+    f"n < {MIN_N}: inconclusive at n=N; the CI inside +-SEI: not reproduced (negligible), whatever its sign; the CI "
+    "above 0 and the value at least the SEI: reproduced; the CI below 0 and the value at most -SEI: reversed; "
+    "otherwise inconclusive at n=N. An inconclusive card gives the n its measured spread needs (half-widths shrink as "
+    "1/sqrt(n)) for a CI half-width of SEI - |value| when the value is below the SEI, else of |value|. A claim the "
+    "run has no measurement for says so. The rule and every card's spec are in steplens/findings.py.")
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class FindingSpec:
     extras: tuple[tuple[str, str, str], ...] = ()  # (label, path, unit): context shown on the card, never used by the verdict
     note: str = ""
     source: str = "paper"  # "paper" or "steplens" (what steplens adds)
+    stats: str | None = None  # path to the stage's estimate record (steplens.stats): CIs at any level and a p-value
+    min_effect_why: str = ""  # why that is the smallest effect that would matter
+    min_effect_of: str | None = None  # a floor measured in the same run: the SEI is then min_effect x that floor
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):
@@ -77,18 +86,22 @@ class FindingSpec:
             raise ValueError(f"{self.id}: a measured value needs its ci95 and n paths")
 
 
-def verdict(value: Any, ci95: Any, n: Any, *, sign: int = 1, min_effect: float = 0.0, null: float = 0.0) -> str:
-    """The documented rule (module docstring, steps 2-5) on one measurement; pure."""
+def verdict(value: Any, ci95: Any, n: Any, *, sign: int = 1, min_effect: float = 0.0, null: float = 0.0,
+            min_n: int = MIN_N) -> str:
+    """`RULE` on one measurement and the CI it is judged by (already family-adjusted); pure."""
     if not _finite(value) or not (isinstance(ci95, Sequence) and len(ci95) == 2 and all(_finite(x) for x in ci95)):
         return NOT_MEASURABLE
+    if not isinstance(n, int) or n < min_n:
+        return f"{INCONCLUSIVE} at n={n if isinstance(n, int) else '?'}"
     lo, hi = sorted(((ci95[0] - null) * sign, (ci95[1] - null) * sign))
-    if lo > 0:
+    point = (value - null) * sign
+    if min_effect > 0 and -min_effect <= lo and hi <= min_effect:
+        return NOT_REPRODUCED  # significant or not, any effect is too small to matter
+    if lo > 0 and point >= min_effect:
         return REPRODUCED
-    if hi < 0:
+    if hi < 0 and point <= -min_effect:
         return REVERSED
-    if -min_effect <= lo and hi <= min_effect:
-        return NOT_REPRODUCED
-    return f"{INCONCLUSIVE} at n={n if isinstance(n, int) else '?'}"
+    return f"{INCONCLUSIVE} at n={n}"
 
 
 def widen(value: Any, ci95: Any, n: Any, unit: str) -> Any:
@@ -125,36 +138,86 @@ def resolve(tree: Any, path: str | None) -> Any:
 
 
 def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = None) -> list[dict[str, Any]]:
-    """One record per spec: id, title, claim, value, ci95, n, verdict, figure, command (+ measure, unit, extras, note)."""
-    out = []
+    """One record per spec: id, title, claim, value, ci95 (raw), ci_adjusted, p, p_holm, n, verdict, needed_n, figure,
+    command (+ measure, unit, min_effect and why, extras, note)."""
+    from .stats import holm, holm_levels, interval, p_value
+
+    rows = []
     for s in SPECS if specs is None else specs:
         value, ci, n = (resolve(summary, p) for p in (s.value, s.ci95, s.n))
         reason = resolve(summary, s.applicable)
+        rec = resolve(summary, s.stats)
+        rec = rec if isinstance(rec, Mapping) and "method" in rec else None
+        sei, sei_note = _min_effect(summary, s)
         if s.stage in summary and isinstance(reason, str) and reason != "measured":
-            v, why = NOT_MEASURABLE, reason  # the stage ran and says why this model/task cannot show it (no value then)
+            status, why = NOT_MEASURABLE, reason  # the stage ran and says why this model/task cannot show it (no value then)
         elif s.stage not in summary or s.value is None or value is _MISSING:
-            v, why = NOT_MEASURED, s.note
+            status, why = NOT_MEASURED, s.note
         else:
+            status, why = None, s.note
             wide = widen(value, ci, n, s.unit)
             if wide is not ci:
                 why = (f"All {n} samples agreed, so the bootstrap CI has zero width; the verdict uses +-3/n (rule of three). "
                        + s.note).strip()
                 ci = wide
-            else:
-                why = s.note
-            v = verdict(value, ci, n, sign=s.sign, min_effect=s.min_effect, null=s.null)
+        measured = status is None and _finite(value)
+        p = p_value(rec, s.null) if measured and rec is not None else float("nan")
+        rows.append((s, value, ci, n, rec, sei, sei_note, status, why, p))
+    family = [i for i, r in enumerate(rows) if _finite(r[9]) and isinstance(r[3], int) and r[3] >= MIN_N]
+    p_holm = dict(zip(family, holm([rows[i][9] for i in family])))
+    levels = dict(zip(family, holm_levels([rows[i][9] for i in family], ALPHA)))
+    out = []
+    for i, (s, value, ci, n, rec, sei, sei_note, status, why, p) in enumerate(rows):
+        level = levels.get(i, 0.95)
+        adj = list(interval(rec, level)) if rec is not None and i in levels else ci
+        need = None
+        if status is None:
+            v = verdict(value, adj, n, sign=s.sign, min_effect=sei, null=s.null)
+            if v.startswith(INCONCLUSIVE):
+                need = _needed(adj, n, (value - s.null) * s.sign, sei)
+        else:
+            v = status
         commands = summary.get("commands", {})
         out.append({
             "id": s.id, "title": s.title, "claim": s.claim, "source": s.source,
-            "value": _num(value), "ci95": [_num(x) for x in ci] if isinstance(ci, list) and len(ci) == 2 else None,
-            "n": n if isinstance(n, int) else None, "verdict": v,
+            "value": _num(value), "ci95": _ci_json(ci),
+            "ci_adjusted": _ci_json(adj) if i in levels else None, "ci_level": level if i in levels else None,
+            "p": _num(p), "p_holm": _num(p_holm.get(i)), "family_size": len(family) if i in levels else None,
+            "n": n if isinstance(n, int) else None, "verdict": v, "needed_n": need,
             "figure": s.figure, "command": s.command or (commands.get(s.stage) if isinstance(commands, Mapping) else None),
-            "measure": s.measure, "unit": s.unit, "null": s.null, "sign": s.sign, "min_effect": s.min_effect,
+            "measure": s.measure, "unit": s.unit, "null": s.null, "sign": s.sign, "min_effect": _num(sei),
+            "min_effect_why": (s.min_effect_why + sei_note).strip(),
             "extras": [{"label": label, "value": _num(resolve(summary, p)), "unit": unit} for label, p, unit in s.extras
                        if resolve(summary, p) is not _MISSING],
             "note": why,
         })
     return out
+
+
+def _min_effect(summary: Mapping[str, Any], s: FindingSpec) -> tuple[float, str]:
+    """The card's smallest effect of interest: its constant, or its share of a floor measured in the same run."""
+    if s.min_effect_of is None:
+        return s.min_effect, ""
+    floor = resolve(summary, s.min_effect_of)
+    if not _finite(floor):
+        return 0.0, " (the floor was not measured in this run: no effect counts as negligible)"
+    return s.min_effect * abs(floor), f" ({s.min_effect:g} x {abs(floor):.3g} measured in this run)"
+
+
+def _needed(ci: Any, n: Any, effect: float, sei: float) -> int | None:
+    """Instances for a decisive CI at this spread: a half-width of SEI - |effect| (negligible) when the effect is below
+    the SEI, else of |effect| (excludes 0); half-widths shrink as 1/sqrt(n). None when no n would decide it."""
+    from .stats import needed_n
+
+    if not (isinstance(n, int) and isinstance(ci, Sequence) and len(ci) == 2 and all(_finite(x) for x in ci)):
+        return None
+    target = sei - abs(effect) if abs(effect) < sei else abs(effect)
+    need = needed_n(n, abs(ci[1] - ci[0]) / 2, target, floor=MIN_N)
+    return need if need is not None and need <= 10**6 else None
+
+
+def _ci_json(ci: Any) -> list[Any] | None:
+    return [_num(x) for x in ci] if isinstance(ci, list | tuple) and len(ci) == 2 else None
 
 
 def format_number(x: Any, unit: str = "") -> str:
@@ -204,8 +267,10 @@ SPECS: tuple[FindingSpec, ...] = (
         value="cos/cards/complete_alternatives/diff", ci95="cos/cards/complete_alternatives/ci95", n="cos/cards/n",
         measure="samples whose x0_hat, in the first quarter of the steps, lights >= 2 complete candidate routes (start to "
                 "goal, or start to a dead end >= 2 blocks off the true route), model minus null (null:shrink on the same "
-                "instances; paired bootstrap)",
-        unit="points", min_effect=0.06, figure="cos/cos_curves.png",
+                "instances; Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.06, figure="cos/cos_curves.png", stats="cos/cards/complete_alternatives/stats",
+        min_effect_why="6 points over the null: fewer than one maze in sixteen holding a second complete route early "
+                       "would not be a way of reasoning but an accident",
         extras=(("model: >= 2 complete candidates early", "cos/cards/model/complete_alternatives/rate", "%"),
                 ("null (null:shrink): >= 2 complete candidates early", "cos/cards/null/complete_alternatives/rate", "%"),
                 ("off-path colour, early minus late (converges on any denoiser: not the verdict)",
@@ -217,10 +282,13 @@ SPECS: tuple[FindingSpec, ...] = (
         id="noise_step_vs_frame", title="Noise at a step vs at a frame", stage="perturb",
         claim="Fresh noise at one denoising step costs far more than noise on one frame at every step.",
         value="perturb/by_mode/renoise/step_minus_frame_drop", ci95="perturb/by_mode/renoise/step_minus_frame_drop_ci95",
-        n="perturb/n",
+        n="perturb/by_mode/renoise/step_minus_frame_drop_n",
         measure="solve rate after the worst frame injection minus after the worst step injection, fresh noise at the "
-                "sampler's level with the clean estimate kept (renoise; paired bootstrap)",
-        unit="points", min_effect=0.05, figure="perturb/perturb.png",
+                "sampler's level with the clean estimate kept (renoise; the worst step and frame chosen on a calibration "
+                "half, the difference on the held-out half; Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.05, figure="perturb/perturb.png", stats="perturb/by_mode/renoise/step_minus_frame_drop_stats",
+        min_effect_why="5 points of solve rate: a smaller gap would not change where a perturbation (or a guidance "
+                       "signal) should be aimed",
         extras=(("clean solve rate", "perturb/clean_solve_rate", "%"),
                 ("worst injection step (renoise)", "perturb/by_mode/renoise/worst_step/index", "step"),
                 ("worst frame before the answer frame (renoise)", "perturb/by_mode/renoise/worst_frame_before_answer/index", "frame"),
@@ -236,8 +304,11 @@ SPECS: tuple[FindingSpec, ...] = (
         value="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/diff",
         ci95="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/ci95", n="cka/n",
         measure="1 - CKA between the clean and the perturbed run's output (x0_hat channels per token), earliest minus "
-                "latest injection (fresh noise at the step's level, renoise; paired bootstrap)",
-        min_effect=0.01, figure="cka/cka_flow.png",
+                "latest injection (fresh noise at the step's level, renoise; paired t)",
+        min_effect=0.5, min_effect_of="cka/cka/modes/renoise/x0_hat/fresh_seed/mean", figure="cka/cka_flow.png",
+        stats="cka/cka/modes/renoise/x0_hat/first_minus_last_injection/stats",
+        min_effect_why="half the 1 - CKA between two unrelated seeds' outputs in the same run: a lasting change smaller "
+                       "than half of what a fresh seed changes is within the spread between runs",
         extras=(("fresh seed at the output (floor: unrelated runs)", "cka/cka/modes/renoise/x0_hat/fresh_seed/mean", ""),),
         note="Noise at the step's level keeps the clean estimate: replacing a late latent with unit noise leaves too few "
              "steps to recover, which would confound the comparison."),
@@ -247,8 +318,9 @@ SPECS: tuple[FindingSpec, ...] = (
         value="layers/thirds/middle_minus_late/diff", ci95="layers/thirds/middle_minus_late/ci95", n="layers/thirds/n",
         applicable="layers/thirds/applicable",
         measure="solve-rate drop when the middle third of the blocks is skipped at every step minus when the late third "
-                "is (paired bootstrap); each third's drop and the scene it keeps beside it (steplens.probes.depth)",
-        unit="points", min_effect=0.05, figure="layers/layers_summary.png",
+                "is (Newcombe paired CI, exact McNemar); each third's drop and the scene it keeps beside it (steplens.probes.depth)",
+        unit="points", min_effect=0.05, figure="layers/layers_summary.png", stats="layers/thirds/middle_minus_late/stats",
+        min_effect_why="5 points of solve rate: a third whose removal costs that little more than another's does no job of its own",
         extras=(("early third: answer drop", "layers/thirds/by_third/early/answer_drop", "points"),
                 ("early third: answer drop 95% CI", "layers/thirds/by_third/early/answer_drop_ci95", "points"),
                 ("early third skipped: scene kept", "layers/thirds/by_third/early/scene_kept", "%"),
@@ -264,10 +336,12 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
         claim="Patching one layer's tokens from another scene flips the outcome to that scene's from a middle layer on.",
-        value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="layers/n",
+        value="derived/patch_flip_max/rate", ci95="derived/patch_flip_max/ci95", n="derived/patch_flip_max/n",
         measure="largest per-layer rate of answers that follow the donor puzzle when block L's output (resid_post, all "
-                "tokens) is taken from the donor run (Wilson CI)",
-        unit="%", min_effect=0.1, figure="layers/layers_summary.png",
+                "tokens) is taken from the donor run, the layer chosen on a calibration half and its rate measured on the "
+                "held-out half (Wilson CI)",
+        unit="%", min_effect=0.1, figure="layers/layers_summary.png", stats="derived/patch_flip_max/stats",
+        min_effect_why="one answer in ten following the donor: rarer flips do not make a layer where the answer is decided",
         extras=(("layer of that rate", "derived/patch_flip_max/layer", "block"),
                 ("flip layer (a kept layer before a flipping one)", "layers/patch_flip_layer", "block"),),
         note="A model whose puzzle enters only at the input carries it in the whole stream: patching any block's output "
@@ -278,6 +352,8 @@ SPECS: tuple[FindingSpec, ...] = (
         value="behaviour/memory/memory/rate", ci95="behaviour/memory/memory/ci95", n="behaviour/n",
         applicable="behaviour/memory/verdict",
         measure="objects back where they belong after being away from the view (Wilson CI)", unit="%",
+        min_effect=0.1, stats="behaviour/memory/memory/stats",
+        min_effect_why="one object in ten restored: rarer returns are what a model that forgets redraws by chance",
         figure="behaviour/behaviour_per_step.png",
         extras=(("start and goal markers kept at every step", "behaviour/memory/markers_kept_all_steps", "%"),),
         note="The maze model sees the first frame, markers included, concatenated to every frame: keeping the markers "
@@ -288,7 +364,9 @@ SPECS: tuple[FindingSpec, ...] = (
         value="cos/cards/corrected/diff", ci95="cos/cards/corrected/ci95", n="cos/cards/n",
         measure="samples whose x0_hat, in the first quarter of the steps, is a complete but different answer (the scorer "
                 "fails it; a whole route to another block) and whose final answer is right, model minus null "
-                "(null:shrink; paired bootstrap)", unit="points", min_effect=0.06,
+                "(null:shrink; Newcombe paired CI, exact McNemar)", unit="points", min_effect=0.06,
+        stats="cos/cards/corrected/stats",
+        min_effect_why="6 points over the null: rarer revisions would not move the solve rate",
         figure="cos/cos_curves.png",
         extras=(("model: corrected from a complete wrong answer", "cos/cards/model/corrected/rate", "%"),
                 ("null (null:shrink)", "cos/cards/null/corrected/rate", "%"),
@@ -299,8 +377,9 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Candidates drawn together early are pruned to one answer at later steps.",
         value="cos/cards/pruned/diff", ci95="cos/cards/pruned/ci95", n="cos/cards/n",
         measure="samples whose x0_hat holds >= 2 complete candidate routes in the first quarter of the steps and exactly "
-                "one at the end, model minus null (null:shrink; paired bootstrap)", unit="points", min_effect=0.06,
-        figure="cos/cos_curves.png",
+                "one at the end, model minus null (null:shrink; Newcombe paired CI, exact McNemar)", unit="points",
+        min_effect=0.06, figure="cos/cos_curves.png", stats="cos/cards/pruned/stats",
+        min_effect_why="6 points over the null: as for Chain-of-Steps, a rarer pruning is an accident, not the process",
         extras=(("model: pruned", "cos/cards/model/pruned/rate", "%"), ("null (null:shrink)", "cos/cards/null/pruned/rate", "%"),
                 ("pruning as the behaviour probe counts it", "behaviour/pruning/rate", "%"))),
     FindingSpec(
@@ -309,8 +388,10 @@ SPECS: tuple[FindingSpec, ...] = (
         value="behaviour/perception/action_minus_scene", ci95="behaviour/perception/action_minus_scene_ci95", n="behaviour/n",
         applicable="cos/cards/perception/applicable",
         measure="step at which the action blocks (from the ground truth) settle minus step at which the scene blocks "
-                "(from the task) settle (paired bootstrap)",
+                "(from the task) settle (paired t)",
         unit="steps", min_effect=0.5, figure="behaviour/perception_vs_action.png",
+        stats="behaviour/perception/action_minus_scene_stats",
+        min_effect_why="half a denoising step: settle steps are whole steps, a smaller mean gap is below the resolution",
         extras=(("scene settles, mean", "behaviour/perception/scene_settle_step_mean", "step"),
                 ("action settles, mean", "behaviour/perception/action_settle_step_mean", "step"))),
     FindingSpec(
@@ -318,8 +399,9 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Averaging three seeds' latents over the first steps solves more puzzles than one seed at about the same compute.",
         value="ensemble/methods/ensemble/diff_vs_single/solve_rate/0", ci95="ensemble/methods/ensemble/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/ensemble/n",
-        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, paired bootstrap",
-        unit="points", min_effect=0.02, figure="ensemble/compare.png",
+        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar",
+        unit="points", min_effect=0.02, figure="ensemble/compare.png", stats="ensemble/methods/ensemble/diff_vs_single/solve_rate_stats",
+        min_effect_why="2 points of solve rate at about the same compute: less would not pay for running K seeds in step",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
                 ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),
@@ -330,8 +412,10 @@ SPECS: tuple[FindingSpec, ...] = (
               "a colder start explains.",
         value="ensemble/methods/single_cold/diff_vs_single/solve_rate/0", ci95="ensemble/methods/single_cold/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/single_cold/n",
-        measure="solve rate of one cold-started seed minus one seed, same NFE, paired bootstrap",
+        measure="solve rate of one cold-started seed minus one seed, same NFE, Newcombe paired CI, exact McNemar",
         unit="points", min_effect=0.02, figure="ensemble/compare.png",
+        stats="ensemble/methods/single_cold/diff_vs_single/solve_rate_stats",
+        min_effect_why="the ensemble's 2 points: a colder start explains the ensemble's gain only if it reaches that gain's scale",
         extras=(("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),)),
     FindingSpec(
         id="early_commitment", title="Early plan", stage="cos", source="steplens",
@@ -340,6 +424,7 @@ SPECS: tuple[FindingSpec, ...] = (
         value="derived/early_commit/rate", ci95="derived/early_commit/ci95", n="derived/early_commit/n",
         measure="samples whose decoded answer never changes after the first quarter of the steps (Wilson CI; "
                 "no effect: half)",
-        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png",
+        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png", stats="derived/early_commit/stats",
+        min_effect_why="5 points above one half: an early read-out right barely more often than not cannot steer a search",
         note="Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
 )

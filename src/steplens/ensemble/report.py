@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
 from ..runner import SamplingConfig, held_out_seeds
-from ..stats import bootstrap_diff, fmt_ci, proportion_ci, wilson
+from ..stats import calibration_split, fmt_ci, paired_diff as _paired, proportion_ci, wilson
 from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
 from .methods import Method, sweep_methods
@@ -19,19 +19,21 @@ from .shards import evaluate_methods
 
 
 def paired_diff(ref: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
-    """Paired bootstrap differences (rows minus ref) of solve rate and mean score over the instances both hold."""
+    """Paired differences (rows minus ref) over the instances both hold: solve rate with Newcombe's interval (and its
+    estimate record, exact McNemar), mean score with a Student t interval."""
     by_seed = {r["seed"]: r for r in ref}
     paired = [(by_seed[r["seed"]], r) for r in rows if r["seed"] in by_seed]
     if not paired:
         return None
     a, b = zip(*paired)
-    return {"solve_rate": list(bootstrap_diff([float(x["success"]) for x in a], [float(x["success"]) for x in b])),
-            "mean_score": list(bootstrap_diff([x["score"] for x in a], [x["score"] for x in b]))}
+    rate = _paired([float(x["success"]) for x in a], [float(x["success"]) for x in b], rates=True)
+    return {"solve_rate": list(rate[:3]), "solve_rate_stats": rate[3],
+            "mean_score": list(_paired([x["score"] for x in a], [x["score"] for x in b], rates=False)[:3])}
 
 
 def summarize_methods(results: dict[str, list[dict[str, Any]]], methods: Sequence[Method], sampling: SamplingConfig,
                       baseline: str | None = None, controls: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
-    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired bootstrap difference to `baseline`
+    """Per method: solve rate with Wilson CI, mean score, NFE, and the paired difference (`paired_diff`) to `baseline`
     (and, per method name in `controls`, to each of the control methods listed for it: `diff_vs_<control>`)."""
     base = baseline or ("single" if "single" in results else methods[0].name)
     ref = {r["seed"]: r for r in results[base]}
@@ -81,7 +83,7 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
-    bootstrap CI of the difference to "single" (or the first method).
+    paired CI (Newcombe for the solve rate) of the difference to "single" (or the first method).
     """
     from ..probes.common import ProbeRun, plt
 
@@ -131,6 +133,26 @@ def _point(m: Method) -> dict[str, Any]:
     return {"name": m.name, "k": m.ens.k, "window": list(m.ens.window), "rule": m.ens.rule, "norm_correct": m.ens.norm_correct}
 
 
+def split_results(results: dict[str, list[dict[str, Any]]], seeds: Sequence[int]) -> tuple[dict[str, list[dict[str, Any]]],
+                                                                                       dict[str, list[dict[str, Any]]], bool]:
+    """Each method's rows on a calibration half and on a held-out half of the instances (stats.calibration_split)."""
+    cal, held, split = calibration_split(len(seeds))
+    keep = lambda idx: {seeds[i] for i in idx}  # noqa: E731
+    part = lambda ss: {m: [r for r in rs if r["seed"] in ss] for m, rs in results.items()}  # noqa: E731
+    return part(keep(cal)), part(keep(held)), split
+
+
+def held_out(rec: dict[str, Any], per_held: dict[str, dict[str, Any]], split: bool, base: str = "single") -> dict[str, Any]:
+    """A recommendation chosen on the calibration half, with its numbers on the held-out half (and says so)."""
+    if not split:
+        return rec | {"selection": "chosen in-sample (fewer than 4 instances)"}
+    row = per_held.get(rec["name"], {})
+    return rec | {"calibration": {"solve_rate": rec.get("solve_rate"), "diff": rec.get("diff")},
+                  "solve_rate": row.get("solve_rate"), "diff": row.get("diff_vs_" + base), "n_held_out": row.get("n"),
+                  "selection": f"chosen on the calibration half (even instances), its numbers from the held-out half "
+                               f"(odd instances, n={row.get('n')})"}
+
+
 def recommend(per: dict[str, dict[str, Any]], base: str = "single") -> dict[str, Any]:
     """The best setting by the data: best paired difference whose CI excludes 0, else the best mean."""
     cands = {k: v for k, v in per.items() if k != base and not v["needs_ground_truth"]}
@@ -178,10 +200,14 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
                                 ray_address=ray_address, num_workers=num_workers, model=model, device=device)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single", controls=controls)
-    rec = recommend(per)
+    # the recommendation is chosen on a calibration half of the instances and its gain reported on the other half
+    cal, held, split = split_results(results, seeds)
+    per_cal, per_held = (summarize_methods(r, methods, sampling, baseline="single", controls=controls) for r in (cal, held))
+    rec = held_out(recommend(per_cal), per_held, split)
     # the cold-start and matched controls are single seeds: the best setting that really merges trajectories, apart
     singles = {m.name for m in methods if m.ens.k == 1 and m.name != "single"}
-    rec_ens = rec if rec["name"] not in singles else recommend({k: v for k, v in per.items() if k not in singles})
+    rec_ens = rec if rec["name"] not in singles else held_out(recommend({k: v for k, v in per_cal.items() if k not in singles}),
+                                                             per_held, split)
     points = [_point(m) | per[m.name] for m in methods[1:]]
     for p in points:  # each setting's controls under fixed keys
         cs = controls.get(p["name"], [])
@@ -200,7 +226,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
         ctl = [fmt_ci(c["solve_rate"][0], c["solve_rate"][1:]) if c else "-" for c in (p["diff_vs_cold"], p["diff_vs_matched"])]
         md.append(f"| {p['k']} | {win} | {p['rule']} | {'yes' if p['norm_correct'] else 'no'} | {p['nfe']} | "
                   f"{fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {fmt_ci(d[0], d[1:])}{star} | {ctl[0]} | {ctl[1]} |")
-    md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}).")
+    md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}). {rec['selection']}.")
     if rec_ens is not rec:
         md.append(f"Best ensemble (the cold-start controls aside): `{rec_ens['name']}` ({rec_ens['reason']}).")
     atomic_write_text(run.root / "sweep.md", "\n".join(md) + "\n")
@@ -236,7 +262,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
                "n_settings": len(points)}
     text = [f"ensemble sweep: {task} {size}x{size}, n={n}, {sampling.sampler} {sampling.steps} steps, {len(points)} settings",
             f"single seed: {fmt_ci(s0['solve_rate'], s0['solve_rate_ci95'])}",
-            f"recommended: {rec['name']}: {rec['reason']}"]
+            f"recommended: {rec['name']}: {rec['reason']}; {rec['selection']}"]
     shown = [rec] if rec_ens is rec else [rec, rec_ens]
     for i, r in enumerate(shown):
         if i:

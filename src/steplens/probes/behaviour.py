@@ -17,7 +17,7 @@ Each behaviour comes with the control that separates the paper's claim from an a
   and drawn in a scene colour) and action blocks (what the ground truth changes: path, moved object).
   Background blocks (e.g. a maze's dead-end floor, where fading candidates live) count as neither.
   Settle step: the first step from which the classified colours of those blocks in the last frame
-  never change again. Reported: the paired difference action minus scene, with a bootstrap CI.
+  never change again. Reported: the paired difference action minus scene, with a Student t CI.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import bootstrap_diff, wilson
+from ..stats import paired_diff, rate_record, wilson
 from ..tasks import get_task
 from ..tasks.base import Task, classify_blocks
 from ..tasks.maze import MAZE_COLORS
@@ -103,7 +103,7 @@ def recall_per_step(task: Task, inst: Any, blocks: np.ndarray) -> dict[str, np.n
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
-    return {"rate": k / n, "ci95": list(wilson(k, n)), "count": int(k), "n": int(n)}
+    return {"rate": k / n, "ci95": list(wilson(k, n)), "count": int(k), "n": int(n), "stats": rate_record(k, n)}
 
 
 def maze_markers(insts: list[Any], blocks: np.ndarray) -> np.ndarray:
@@ -140,10 +140,10 @@ def analyse(task_name: str, insts: list[Any], steps: np.ndarray, *, hold: int = 
     }
     settle = [settle_steps(task, i, b[:, -1]) for i, b in zip(insts, blocks)]
     scene, action = (np.array(v) for v in zip(*settle))
-    d, lo, hi = bootstrap_diff(scene, action)  # mean(action - scene)
+    d, lo, hi, rec = paired_diff(scene, action, rates=False)  # mean(action - scene), Student t
     out["perception"] = {
         "scene_settle_step_mean": float(scene.mean()), "action_settle_step_mean": float(action.mean()),
-        "action_minus_scene": d, "action_minus_scene_ci95": [lo, hi],
+        "action_minus_scene": d, "action_minus_scene_ci95": [lo, hi], "action_minus_scene_stats": rec,
         "perception_first_fraction": float(np.mean(scene < action)),
         "verdict": ("scene settles before the action" if lo > 0 else "action settles before the scene" if hi < 0
                     else "no difference resolved (the CI includes 0)"),

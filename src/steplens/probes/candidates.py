@@ -18,7 +18,7 @@ Pure functions over decoded clean estimates per step (the Chain-of-Steps trace, 
   is right); `pruned` (a step of the first quarter holds >= 2 candidates and the final frame exactly one).
 
 `card_measures(task, insts, steps, null_steps)` gives each rate on the model and on the null (the same
-instances through `null:shrink`), and the model minus the null, paired over instances (bootstrap CI): the
+instances through `null:shrink`), and the model minus the null, paired over instances (Newcombe CI, exact McNemar): the
 value a card's verdict reads. `scene_given(task, insts)` says whether the scene is in the conditioning frame
 (then perception before action is not measurable: the scene is copied, not perceived).
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import bootstrap_diff, wilson
+from ..stats import paired_diff, wilson
 from ..tasks.base import Task, classify_blocks
 from ..tasks.maze import MAZE_COLORS, PATH, START, MazeInstance, bfs_path, dead_ends, floor_mask, is_simple_path, path_strength
 from .metrics import LIT
@@ -115,8 +115,8 @@ def card_measures(task: Task, insts: Sequence[Any], steps: np.ndarray, null_step
         null = [sample_measures(task, i, s, early) for i, s in zip(insts, null_steps)]
         out["null"] = rates(null)
         for m in MEASURES:
-            d, lo, hi = bootstrap_diff([float(f[m]) for f in null], [float(f[m]) for f in model])
-            out[m] = {"diff": d, "ci95": [lo, hi]}
+            d, lo, hi, rec = paired_diff([float(f[m]) for f in null], [float(f[m]) for f in model], rates=True)
+            out[m] = {"diff": d, "ci95": [lo, hi], "stats": rec}
     perceived = not scene_given(task, insts)
     out["perception"] = {"applicable": "measured" if perceived else SCENE_GIVEN}
     return out

@@ -10,7 +10,7 @@ import numpy as np
 from ..evaluate import sample_id
 from ..runner import Batch, generate
 from ..runs import RunFolder
-from ..stats import bootstrap_diff, mean_ci, wilson
+from ..stats import paired_diff, wilson
 from ..tasks import get_task
 from .common import ProbeConfig, ProbeRun, Record, plt, require_finite, run_sharded, save_npz, split_errors, upscale
 from .metrics import maze_step_metrics, self_correction
@@ -61,7 +61,7 @@ def analyse(task_name: str, insts: list[Any], steps: np.ndarray) -> dict[str, An
 
     off_early = [float(m.off_solution_mass[early].mean()) for m in ms]
     off_late = [float(m.off_solution_mass[late].mean()) for m in ms]
-    d, lo, hi = bootstrap_diff(off_late, off_early)  # mean(early - late), paired over samples
+    d, lo, hi, rec = paired_diff(off_late, off_early, rates=False)  # mean(early - late), paired over samples (Student t)
     commits = np.array([m.commit_step for m in ms])
     multi = np.array([bool((m.lit_branches[early] >= 1).any()) for m in ms])
     kinds = [self_correction(m.answer_correct) for m in ms]
@@ -74,10 +74,11 @@ def analyse(task_name: str, insts: list[Any], steps: np.ndarray) -> dict[str, An
             group: {a: curve(a, mask) for a in ("solution_mass", "off_solution_mass", "lit_branches", "answer_correct")}
             for group, mask in (("all", np.ones_like(solved)), ("solved", solved), ("unsolved", ~solved))
         },
-        "off_solution_mass_early": mean_ci(off_early)[0],
-        "off_solution_mass_late": mean_ci(off_late)[0],
+        "off_solution_mass_early": float(np.mean(off_early)),
+        "off_solution_mass_late": float(np.mean(off_late)),
         "off_solution_mass_early_minus_late": d,
         "off_solution_mass_early_minus_late_ci95": [lo, hi],
+        "off_solution_mass_early_minus_late_stats": rec,
         "commit_step": {"mean": float(commits.mean()), "median": float(np.median(commits)),
                         "q10": float(np.quantile(commits, 0.1)), "q90": float(np.quantile(commits, 0.9)),
                         "histogram": np.bincount(commits, minlength=n_steps).tolist()},

@@ -3,7 +3,7 @@
 The paper's claim is a division of labour by depth ("early layers encode dense perceptual structure, middle layers
 execute reasoning, and later layers consolidate latent representations"), not "some block matters" (true of any
 network). Per third, over the same instances and noise as a plain run:
-- `answer_drop`: solve rate of the plain run minus with the third skipped (paired bootstrap CI);
+- `answer_drop`: solve rate of the plain run minus with the third skipped (Newcombe paired CI);
 - `scene_kept`: samples whose final frame still draws every scene block (walls, markers) right (Wilson CI): what a
   third that carries perception would destroy and one that carries only reasoning would keep.
 `middle_minus_late`: the middle third's answer drop minus the late third's (paired): the card's value; positive
@@ -21,7 +21,7 @@ import numpy as np
 from ..hooks import hooks
 from ..interventions import skip_blocks
 from ..runner import Batch, generate
-from ..stats import bootstrap_diff, wilson
+from ..stats import paired_diff, wilson
 from ..tasks.base import classify_blocks
 from .common import ProbeConfig, require_finite, run_sharded, split_errors
 
@@ -76,12 +76,11 @@ def analyse(recs: list[dict[str, Any]], parts: dict[str, list[int]], window: tup
     for name in THIRDS:
         solved = [r[name][0] for r in recs]
         kept = int(sum(r[name][1] for r in recs))
-        d, lo, hi = bootstrap_diff(solved, base)
+        d, lo, hi, _ = paired_diff(solved, base, rates=True)
         out["by_third"][name] = {"answer_drop": d, "answer_drop_ci95": [lo, hi], "scene_kept": kept / n, "scene_kept_ci95": list(wilson(kept, n))}
-    mid = [b - r["middle"][0] for b, r in zip(base, recs)]
-    late = [b - r["late"][0] for b, r in zip(base, recs)]
-    d, lo, hi = bootstrap_diff(late, mid)
-    out["middle_minus_late"] = {"diff": d, "ci95": [lo, hi]}
+    # the middle third's drop minus the late third's = late's solve rate minus middle's (the plain run cancels)
+    d, lo, hi, rec = paired_diff([r["middle"][0] for r in recs], [r["late"][0] for r in recs], rates=True)
+    out["middle_minus_late"] = {"diff": d, "ci95": [lo, hi], "stats": rec}
     return out
 
 

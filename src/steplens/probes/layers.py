@@ -30,7 +30,7 @@ from ..hooks import hooks, tokens_to_grid
 from ..interventions import patch_activations, record_activations, skip_blocks
 from ..runner import Batch, generate
 from ..config import write_json
-from ..stats import bootstrap_diff, wilson
+from ..stats import calibration_split, paired_diff, rate_record, wilson
 from .cka import cka_matrix
 from .common import ProbeConfig, ProbeRun, chunks, plt, require_finite, run_sharded, save_npz, split_errors
 from .tokenmaps import capture_last_frame, stack_capture, token_labels
@@ -218,7 +218,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     ok, errors = split_errors(recs)
     n = len(ok)
     base_all = np.array([r["base"] for r in ok])
-    drops = {l: bootstrap_diff([r["skip"][l] for r in ok], base_all) for l in range(depth)} if skip else {}  # base - skipped
+    # base - skipped, over 0/1 outcomes: Newcombe's paired interval, exact McNemar
+    drops = {l: paired_diff([r["skip"][l] for r in ok], base_all, rates=True) for l in range(depth)} if skip else {}
     counts = {k: np.array([sum(r["outcome"][l] == k for r in ok) for l in range(depth)]) for k in OUTCOMES}
     rates = {k: v / n for k, v in counts.items()}
     flips = flip_layer(rates)
@@ -230,10 +231,12 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     patching = {"variant": patch, "window": list(patch_window),
                 "sites": "blocks.L.resid_post (the block's output, all tokens)" if patch == "resid"
                 else "blocks.L.attn_out and blocks.L.mlp_out (what the block writes, all tokens)",
-                "per_layer": {str(l): {k: {"rate": float(rates[k][l]), "ci95": list(wilson(int(counts[k][l]), n))} for k in OUTCOMES}
+                "per_layer": {str(l): {k: {"rate": float(rates[k][l]), "ci95": list(wilson(int(counts[k][l]), n)),
+                                                      "stats": rate_record(int(counts[k][l]), n)} for k in OUTCOMES}
                               | {"score_own": float(np.mean([r["score_own"][l] for r in ok])),
                                  "score_donor": float(np.mean([r["score_donor"][l] for r in ok]))} for l in range(depth)},
                 **flips}
+    patching["flip_held_out"] = _held_out_flip(ok, depth)
     summary = {"n": n, "n_errors": len(errors), "errors": errors, "depth": depth, "step": step, "clean_solve_rate": float(base_all.mean()),
                "clean_solve_rate_ci95": list(wilson(int(base_all.sum()), n)), "patching": patching,
                "patch_flip_layer": flips["flip_layer"], "energy_per_frame": energy.tolist(), "layer_cka": cka.tolist()}
@@ -241,7 +244,8 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
             f"clean solve rate {base_all.mean():.2f}"]
     if skip:
         ranked = sorted(drops, key=lambda l: -drops[l][0])
-        summary |= {"skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]]} for l, d in drops.items()}, "most_important_layers": ranked[:3]}
+        summary |= {"skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]], "stats": d[3]} for l, d in drops.items()},
+                    "most_important_layers": ranked[:3], "skip_drop_held_out": _held_out_skip(ok, base_all, depth)}
         text += ["solve-rate drop when a block is skipped (steps %d-%d): " % window + ", ".join(f"L{l} {drops[l][0]:+.2f}" for l in range(depth)),
                  f"most important layers: {ranked[:3]}"]
     text += [f"patching {patch} from another puzzle (steps {patch_window[0]}-{patch_window[1]}), flip/keep/break per layer: "
@@ -317,3 +321,27 @@ def demo_layers(den: Any, cfg: ProbeConfig, out: str, demo: Any, progress: bool)
 
     s = run_layers(den, replace(cfg, n=min(cfg.n, 4), batch=min(cfg.n, 4)), out, progress=progress)
     return {k: s[k] for k in ("most_important_layers", "skip_drop", "patch_flip_layer")}
+
+
+def _selection_note(split: bool) -> str:
+    return ("chosen on the calibration half (even samples), measured on the held-out half (odd samples)" if split
+            else "chosen in-sample (n < 4)")
+
+
+def _held_out_skip(ok: list[dict[str, Any]], base: np.ndarray, depth: int) -> dict[str, Any]:
+    """The most important block (largest skip drop) picked on a calibration half, its drop measured on the other half."""
+    cal, held, split = calibration_split(len(ok))
+    skips = np.array([r["skip"] for r in ok])  # (n, depth) solved with block l skipped
+    top = max(range(depth), key=lambda l: float((base[cal] - skips[cal, l]).mean()))  # the first largest
+    d = paired_diff(skips[held, top], base[held], rates=True)  # base - skipped
+    return {"layer": int(top), "drop": d[0], "ci95": [d[1], d[2]], "stats": d[3], "n": int(len(held)), "selection": _selection_note(split)}
+
+
+def _held_out_flip(ok: list[dict[str, Any]], depth: int) -> dict[str, Any]:
+    """The layer with the largest flip rate picked on a calibration half, its flip rate measured on the other half."""
+    cal, held, split = calibration_split(len(ok))
+    flip = np.array([[r["outcome"][l] == "flip" for l in range(depth)] for r in ok])  # (n, depth)
+    top = max(range(depth), key=lambda l: float(flip[cal, l].mean()))
+    k, m = int(flip[held, top].sum()), int(len(held))
+    return {"layer": int(top), "rate": k / m, "ci95": list(wilson(k, m)), "stats": rate_record(k, m), "n": m,
+            "selection": _selection_note(split)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from ..interventions import MODES, NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
-from ..stats import bootstrap_diff, mean_ci, proportion_ci
+from ..stats import calibration_split, paired_diff, proportion_ci, t_interval
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
@@ -367,10 +368,19 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
         "worst_drop_frame_before_answer": clean - worst_inner["mean"] if worst_inner else None,
     }
     if worst_step and worst_inner:
-        # paired over samples: how much more the worst step injection costs than the worst frame injection
-        # (for a tie, the first tied index: every tied index has the same mean)
-        d = bootstrap_diff(res["step"][worst_step["tied"][0]], res["frame"][worst_inner["tied"][0]])
-        s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"] = d[0], [d[1], d[2]]
+        # paired over samples: how much more the worst step injection costs than the worst frame injection, with the
+        # worst step and frame chosen on a calibration half and the difference measured on the held-out half
+        # (0/1 outcomes: Newcombe's paired interval, exact McNemar)
+        cal, held, split = calibration_split(len(res["step"][worst_step["tied"][0]]))
+        pick = lambda scores, keys: min(keys, key=lambda k: float(np.mean(np.asarray(scores[k])[cal])))  # noqa: E731 - first lowest
+        step = pick(res["step"], list(res["step"]))
+        frame = pick(res["frame"], [f for f in res["frame"] if f != answer])
+        d = paired_diff(np.asarray(res["step"][step])[held], np.asarray(res["frame"][frame])[held], rates=True)
+        s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"], s["step_minus_frame_drop_stats"] = d[0], [d[1], d[2]], d[3]
+        s["step_minus_frame_drop_n"] = len(held)
+        s["selection"] = {"step": step, "frame": frame, "calibration_n": len(cal), "held_out_n": len(held),
+                          "how": ("worst step and frame chosen on the calibration half (even samples), the difference measured on "
+                                  "the held-out half (odd samples)") if split else "worst step and frame chosen in-sample (n < 4)"}
     if window:
         a, z = window
         rec = res["recovery"]  # (samples, frames, steps + 1)
@@ -384,7 +394,7 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
                 {"step": t if t < n_steps else "final", "sigma": sigmas[t], **_mean_ci(rec[:, fi, t])}
                 for t in after]} for fi, f in enumerate(res["window"])],
             "distance": "|x0_hat_perturbed - x0_hat_clean| / |x0_hat_clean| on the frame's latent (Frobenius), per sample, mean with "
-                        "a normal 95% CI; 'final' compares the sampled outputs",
+                        "a Student t 95% CI; 'final' compares the sampled outputs",
         }
     return s
 
@@ -424,8 +434,9 @@ def _mode_text(m: str, s: dict[str, Any]) -> list[str]:
                  + f" (frame {s['answer_frame']} is the answer frame the scorer reads: noise there overwrites what is scored)")
     if "step_minus_frame_drop" in s:
         lo, hi = s["step_minus_frame_drop_ci95"]
-        t.append(f"  worst step costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
-                 f"({_worst_text(s['worst_frame_before_answer'], 'frame')}; paired bootstrap 95% CI [{lo:.2f}, {hi:.2f}])")
+        sel = s["selection"]
+        t.append(f"  worst step ({sel['step']}) costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
+                 f"({sel['frame']}; Newcombe paired 95% CI [{lo:.2f}, {hi:.2f}], n={s['step_minus_frame_drop_n']}): {sel['how']}")
     if w := s.get("frame_window"):
         a, z = w["window"]
         t.append(f"  frame corrupted after steps {a}-{z - 1} only, then released: solve rate per frame "
@@ -500,8 +511,8 @@ def _plot_perturb(run_: ProbeRun, cfg: ProbeConfig, res: dict[str, Any], by_mode
 
 
 def _mean_ci(values: np.ndarray) -> dict[str, float | None]:
-    """Mean and normal 95% CI of an unbounded quantity (a distance, 1 - CKA), None where undefined (one sample)."""
-    return {k: float(x) if np.isfinite(x) else None for k, x in zip(("mean", "lo", "hi"), mean_ci(values))}
+    """Mean and Student t 95% CI of an unbounded quantity (a distance, 1 - CKA), None where undefined (one sample)."""
+    return {k: float(x) if np.isfinite(x) else None for k, x in zip(("mean", "lo", "hi"), t_interval(values))}
 
 
 def _nullable(a: np.ndarray) -> list:
@@ -515,11 +526,11 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any], sigmas: list[float], inject
     names = {k: _state_name(k) for k in keys}
     what = {names[k]: CKA_MATRICES["blocks" if k.startswith("layer_") else k] for k in keys}
     cols = [*range(n_steps), "final"]
-    doc = {"what": "1 - linear CKA between the clean and the perturbed run, mean over samples (lo/hi: normal 95% CI); rows: injection "
+    doc = {"what": "1 - linear CKA between the clean and the perturbed run, mean over samples (lo/hi: Student t 95% CI); rows: injection "
                    "steps, columns: observed steps then the final output; null at and before the injection step (identical runs)",
            "matrices": what, "injection_steps": inject_steps, "injection_sigmas": [sigmas[s + 1] for s in inject_steps],
            "observed_steps": cols, "observed_sigmas": sigmas, "modes": {}}
-    ci = lambda m: np.apply_along_axis(lambda v: np.array(mean_ci(v)), 0, m)  # noqa: E731 - (samples, ...) -> (3, ...)
+    ci = lambda m: np.apply_along_axis(lambda v: np.array(t_interval(v) if np.isfinite(v).all() else (np.nan,) * 3), 0, m)  # noqa: E731 - (samples, ...) -> (3, ...)
     doc["fresh_seed"] = {names[k]: dict(zip(("mean", "lo", "hi"), map(_nullable, ci(v)))) for k, v in res["seed_flows"].items()}
     npz: dict[str, np.ndarray] = {"injection_steps": np.array(inject_steps), "sigmas": np.array(sigmas)}
     headline: dict[str, Any] = {"matrices": what, "injection_steps": inject_steps, "injection_sigmas": doc["injection_sigmas"], "modes": {}}
@@ -538,8 +549,8 @@ def _write_flow(run_: ProbeRun, res: dict[str, Any], sigmas: list[float], inject
                  "fresh_seed": _mean_ci(seed_end)}
             ok = [i for i in range(len(inject_steps)) if np.isfinite(v[:, i, col]).all()]
             if len(ok) >= 2:  # positive: early injections reach the end more than late ones
-                d, lo, hi = bootstrap_diff(v[:, ok[-1], col], v[:, ok[0], col])
-                h["first_minus_last_injection"] = {"diff": d, "ci95": [lo, hi]}
+                d, lo, hi, rec = paired_diff(v[:, ok[-1], col], v[:, ok[0], col], rates=False)  # Student t
+                h["first_minus_last_injection"] = {"diff": d, "ci95": [lo, hi], "stats": rec}
             headline["modes"][m][names[k]] = h
             text.append(f"  [{m}] {names[k]} at {'the output' if col == n_steps else f'step {col}'}, per injection step: "
                         + ", ".join(f"{s}: {e['mean']:.2f}" for s, e in zip(inject_steps, end) if e["mean"] is not None)
@@ -586,7 +597,7 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
     depth = len(den.hook_blocks())
     if not depth:
         raise ValueError(f"probe cka compares block activations; model {getattr(den, 'name', '?')!r} has no transformer blocks")
-    layers = list(layers) if layers is not None else sorted({depth // 2, depth - 1})
+    layers = list(layers) if layers is not None else default_cka_layers(den)
     if not layers:
         raise ValueError("probe cka compares block activations beside x0_hat: give at least one layer")
     if any(not 0 <= l < depth for l in layers):
@@ -594,3 +605,34 @@ def run_cka(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, layers: Seq
     return run_perturb(den, cfg, out, every=every, mode=mode, strength=strength, frames=[], progress=progress, cka_layers=layers,
                        ray_address=ray_address, num_workers=num_workers)
 
+
+def default_cka_layers(den: Any) -> list[int]:
+    """The blocks `probe cka` compares beside x0_hat: the middle one and the last one."""
+    depth = len(den.hook_blocks())
+    return sorted({depth // 2, depth - 1})
+
+
+def cka_from_perturb(perturb: dict[str, Any], src: str | Path, out: str | Path, cfg: ProbeConfig, *, every: int,
+                     mode: str | Sequence[str], layers: Sequence[int]) -> dict[str, Any]:
+    """The run folder `run_cka` would write, read off a perturb run that recorded CKA flows on the same instances
+    (`run_perturb(..., cka_layers=layers)`): its clean runs and step injections are the same ones, so no model runs."""
+    import json
+    import shutil
+
+    modes = parse_modes(mode)
+    if "cka" not in perturb or any(m not in perturb["cka"]["modes"] for m in modes):
+        raise ValueError(f"the perturb run at {src} recorded no CKA flows for {modes}")
+    src = Path(src)
+    run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
+                                           "strength": 1.0, "frames": [], "frame_window": None, "cka_layers": list(layers),
+                                           "shared_from": src.name})
+    for name in ("cka_flow.json", "cka_flow.npz", "cka_flow.png"):
+        shutil.copyfile(src / name, run_.root / name)
+    run_.figures = [f for f in json.loads((src / "figures.json").read_text()) if f["path"].startswith("cka_flow")]
+    cka = {**perturb["cka"], "modes": {m: perturb["cka"]["modes"][m] for m in modes}}
+    summary = {"n": perturb["n"], "n_errors": perturb["n_errors"], "errors": perturb["errors"], "modes": modes,
+               "step_sigmas": perturb["step_sigmas"], "cka": cka,
+               "shared_with": f"read off the perturb stage's runs ({src.name}): the same clean runs and step injections"}
+    lines = (src / "summary.txt").read_text().splitlines()
+    text = [ln for ln in lines if ln.startswith("information flow")] + [ln for ln in lines if any(ln.startswith(f"  [{m}] ") for m in modes)]
+    return run_.finish(summary, "\n".join([*text, summary["shared_with"]]))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..findings import INCONCLUSIVE, format_number, format_value, resolve
+from ..findings import INCONCLUSIVE, NOT_REPRODUCED, RULE, format_number, format_value, resolve
 from ..stats import wilson
 
 Src = Callable[[Path], str]
@@ -23,12 +23,6 @@ STAGE_TITLES = {"cos": "Chain-of-Steps", "behaviour": "Behaviours", "perturb": "
                 "cka": "Information flow (CKA)", "layers": "Layers", "ensemble": "Ensemble at equal compute"}
 KIND_TITLES = {"probe-cos": "Chain-of-Steps", "probe-behaviour": "Behaviours", "probe-perturb": "Noise injection",
                "probe-layers": "Layers", "ensemble-compare": "Ensemble vs baselines", "ensemble-sweep": "Ensemble sweep"}
-
-RULE = ("A verdict follows from the measured value's 95% CI, never from a hand-written label: the CI (minus the "
-        "no-effect value, oriented so that the paper's direction is positive) above 0: reproduced; below 0: reversed; "
-        "within plus or minus the smallest effect of interest: not reproduced; otherwise inconclusive at that n. "
-        "A claim the run has no measurement for says so. The rule and every card's spec are in steplens/findings.py.")
-
 
 @dataclass(frozen=True)
 class Label:
@@ -104,7 +98,7 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("instances", "n"),
         Label("{}: solve rate", "methods/*/solve_rate", "%", ci="methods/*/solve_rate_ci95"),
         Label("{}: network evaluations per instance", "methods/*/nfe"),
-        Label("{} minus one seed (paired bootstrap)", "methods/*/diff_vs_single/solve_rate/0", "points",
+        Label("{} minus one seed (Newcombe paired CI)", "methods/*/diff_vs_single/solve_rate/0", "points",
               ci="methods/*/diff_vs_single/solve_rate/1:3"),
     ),
 }
@@ -168,7 +162,9 @@ def labelled_html(kind: str, summary: dict[str, Any]) -> str:
 
 
 def verdict_class(v: str) -> str:
-    return "v-" + ("inconclusive" if v.startswith(INCONCLUSIVE) else re.sub(r"[^a-z]+", "-", v.lower()).strip("-"))
+    if v.startswith(INCONCLUSIVE):
+        return "v-inconclusive"
+    return "v-not-reproduced" if v == NOT_REPRODUCED else "v-" + re.sub(r"[^a-z]+", "-", v.lower()).strip("-")
 
 
 def _card(f: dict[str, Any], root: Path, src: Src) -> str:
@@ -187,13 +183,36 @@ def _card(f: dict[str, Any], root: Path, src: Src) -> str:
     extras = "".join(f"<li>{html.escape(e['label'])}: <b>{html.escape(format_number(e['value'], e.get('unit', '')))}"
                      f"{'%' if e.get('unit') == '%' else ''}</b></li>" for e in f.get("extras", []) if e.get("value") is not None)
     note = f"<p class=fnote>{html.escape(f['note'])}</p>" if f.get("note") else ""
+    rule = f"<p class=fnote>{html.escape(rule_line(f))}</p>" if rule_line(f) else ""
     tag = "<span class=adds>steplens adds</span>" if f.get("source") == "steplens" else ""
     cmd = (f'<div class=cmd><code>{html.escape(f["command"])}</code><button class=copy type=button title="copy the command">copy'
            "</button></div>" if f.get("command") else "")
     return (f'<article class="fcard {cls}" data-verdict="{html.escape(v)}" id="finding-{html.escape(f["id"])}">'
             f'<div class=ftop><h3>{html.escape(f["title"])}</h3>{tag}<span class="verdict {cls}">{html.escape(v)}</span></div>'
             f'<p class=claim>{html.escape(f["claim"])}</p>{thumb}{meas}'
-            f'{f"<ul class=extras>{extras}</ul>" if extras else ""}{note}{cmd}</article>')
+            f'{f"<ul class=extras>{extras}</ul>" if extras else ""}{rule}{note}{cmd}</article>')
+
+
+def rule_line(f: dict[str, Any]) -> str:
+    """How the rule read this card: smallest effect of interest and why, the family-adjusted CI, p, and the n it needs."""
+    unit = f.get("unit", "")
+    parts = []
+    if f.get("min_effect") is not None:
+        why = f.get("min_effect_why")
+        parts.append(f"Smallest effect of interest {format_number(f['min_effect'], unit)}{' points' if unit == 'points' else ''}"
+                     + (f": {why}." if why else "."))
+    adj = f.get("ci_adjusted")
+    if adj and f.get("ci_level") is not None:
+        parts.append(f"Family-adjusted CI (Holm, {f['family_size']} cards, level {100 * f['ci_level']:.2f}%): "
+                     f"[{format_number(adj[0], unit)}, {format_number(adj[1], unit)}], the one the verdict uses; "
+                     f"p {_p(f.get('p'))}, Holm-adjusted p {_p(f.get('p_holm'))}.")
+    if f.get("needed_n"):
+        parts.append(f"At the measured spread a decisive CI needs n >= {f['needed_n']}.")
+    return " ".join(parts)
+
+
+def _p(p: Any) -> str:
+    return "none" if not isinstance(p, int | float) else (f"{p:.2g}" if p >= 1e-4 else "< 0.0001")
 
 
 def findings_html(summary: dict[str, Any], root: Path, src: Src) -> str:
