@@ -210,9 +210,13 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
         elif name == "perturb":
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
                                                                   mode=cfg.perturb_modes, progress=progress))
+        elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
+            res["cka"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
         elif name == "cka":
             res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                       progress=progress))
+        elif name == "layers" and not den.hook_blocks():  # an oracle control (steplens.models.controls): no layers to probe
+            res["layers"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
         elif name == "layers":
             res["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(root / "layers"), progress=progress))
         elif name == "ensemble":

@@ -165,7 +165,7 @@ def parse_names(text: str) -> list[str]:
 
 # -- options that repeat: one definition each -----------------------------------------------------
 MODEL = typer.Option("maze", "--model", help="Shipped model name (maze, multi), path to an exported model, or a diffusers folder: "
-                     "wan:DIR, hunyuan15:DIR, ltx2:DIR.")
+                     "wan:DIR, hunyuan15:DIR, ltx2:DIR; or a control: null:shrink, null:blur, null:noise, control:candidates.")
 TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`); evaluate, ensemble run and search run also take "
                                         "`suite` (every task of the model).")
 SIZE = typer.Option(5, "--size", help="Task size.")

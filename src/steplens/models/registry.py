@@ -1,4 +1,5 @@
-"""Load models by name (`steplens.load("maze")`), by exported path, or `wan:DIR[?options]` (any `BACKENDS` prefix) through diffusers."""
+"""Load models by name (`steplens.load("maze")`), by exported path, `wan:DIR[?options]` (any `BACKENDS` prefix) through diffusers,
+or a null / positive-control denoiser (`null:shrink`, `control:candidates`: steplens.models.controls)."""
 
 from __future__ import annotations
 
@@ -75,10 +76,17 @@ def sampling_defaults(spec: str) -> tuple[int, float]:
 def load(spec: str = "maze", *, device: str | torch.device = "cpu", **backend: Any) -> Any:
     """A denoiser from a shipped name or an exported path (sha256 and config checked), or `wan:DIR[?options]`.
 
+    `null:NAME` / `control:NAME[?options]` load the oracle controls of `steplens.models.controls`.
     `wan:DIR[?options]` loads Wan through diffusers (`SPEC_OPTIONS`); `backend` keywords go to its loader
     (`steplens.models.wan.load_wan`) and apply to such models only. `device` may be "auto" (cuda if there is one).
     """
     device = resolve_device(device)
+    from .controls import is_control, load_control
+
+    if is_control(spec):
+        if backend:
+            raise TypeError(f"options {sorted(backend)} apply to {', '.join(p + ':' for p in BACKENDS)} models only")
+        return load_control(spec, device)
     prefix, path, opts = parse_spec(spec)
     if prefix is not None:
         module, fn_name = _backend(prefix)
