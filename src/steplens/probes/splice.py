@@ -230,7 +230,14 @@ def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int =
     v = np.array(vals)
     big = never + grid[-1]
     lo, hi = float(np.quantile(v, 0.025, method="lower")), float(np.quantile(v, 0.975, method="higher"))
-    return [None if lo >= big else lo, None if hi >= big else hi], float(np.mean(v >= big))
+    return [None if lo >= big else _to_grid(lo, grid, -1), None if hi >= big else _to_grid(hi, grid, 1)], float(np.mean(v >= big))
+
+
+def _to_grid(x: float, grid: Sequence[int], side: int) -> float:
+    """A bound widened to the splice grid (side -1: the grid step at or below x; +1: at or above): a crossing between
+    two splice steps may lie anywhere between them, so the interval is no finer than the grid."""
+    g = np.asarray(grid, dtype=float)
+    return float(g[g <= x + 1e-9].max() if side < 0 else g[g >= x - 1e-9].min()) if g[0] <= x <= g[-1] else float(x)
 
 
 def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequence[float]) -> dict[str, Any]:
@@ -269,7 +276,8 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
     out["crossing"] = {"step": c, "ci95": ci if c is not None else None, "bootstrap_never_cross": never,
                        "ci_width": None if c is None or None in ci else ci[1] - ci[0], "reverse_step": rev,
                        "definition": "last step where the follow-plan rate of the forward splice (A's noise, B's plan) crosses 50% "
-                                     "from below, linear between grid steps; 95% CI: percentile bootstrap over instances"}
+                                     "from below, linear between grid steps; 95% CI: percentile bootstrap over instances, each bound "
+                                     "widened to the nearest splice step outside it (the grid's resolution)"}
     obs = [np.mean([(r["commit"][a] + r["commit"][b]) / 2 for a, b in r["pairs"]]) for r in with_pairs]
     cau = [np.mean([switch_step(row, grid, n_steps) for row in r["forward"]]) for r in with_pairs]
     d, lo, hi = bootstrap_diff(obs, cau)  # mean(causal - observational), paired over instances
