@@ -140,3 +140,18 @@ def test_splice_command(tmp_path):
     bad = CliRunner().invoke(app, ["probe", "splice", "--model", "null:shrink", "--k", "1", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
     assert any(s.id == "decided_at" for s in SPECS)
+
+
+def test_splice_curves_draws_one_line_per_run(tmp_path):
+    den = ControlDenoiser("control:commit", committing_x0(PRUNE), candidates=True)
+    for size in (4, 5):
+        run_splice(den, ProbeConfig(model="control:commit", size=size, n=3, batch=3), str(tmp_path / f"r{size}"), k=3, every=5,
+                   progress=False)
+    out = tmp_path / "cmp"
+    r = CliRunner().invoke(app, ["probe", "splice-curves", str(tmp_path / "r4"), str(tmp_path / "r5"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "summary.json").read_text())["runs"]
+    assert [row["label"] for row in rows] == ["control:commit maze 4", "control:commit maze 5"]
+    assert json.loads((out / "figures.json").read_text())[0]["path"] == "splice_curve.png"
+    bad = CliRunner().invoke(app, ["probe", "splice-curves", str(tmp_path / "nope"), "--out", str(tmp_path / "cmp2")])
+    assert bad.exit_code == 2

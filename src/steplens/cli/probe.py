@@ -191,3 +191,12 @@ def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
 
     _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
+
+
+@probe_app.command("splice-curves")
+def splice_curves(runs: list[str] = typer.Argument(..., help="Splice run folders (steplens probe splice --out ...)."), out: str = OUT) -> None:
+    """One figure over several splice runs: the follow-plan rate vs splice step, one line per model/task/size."""
+    from ..probes.splice import compare_runs
+
+    compare_runs(runs, out)
+    typer.echo((Path(out) / "summary.txt").read_text())

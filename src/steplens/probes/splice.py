@@ -383,3 +383,27 @@ def plot_curves(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], nam
                             "reverse splice; solid line and band: the 50% crossing with its bootstrap CI; dashed: the step after which "
                             "the decoded answer stops changing (observational)."), dpi=120)
     pyplot.close(fig)
+
+
+def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
+    """One figure over several splice run folders (one line per task/size) and their crossings, in a folder `steplens report` renders."""
+    from ..report.folders import load_run
+
+    lines = []
+    for path in runs:
+        r = load_run(path)
+        if r.kind != "probe-splice":
+            raise ValueError(f"{path}: a {r.kind} run, not a splice run (steplens probe splice)")
+        cfg = r.config["probe"]
+        lines.append((f"{cfg['model']} {cfg['task']} {cfg['size']}", r.summary, str(path)))
+    run_ = ProbeRun(out, "probe-splice-compare", {"runs": [p for _, _, p in lines]})
+    measured = [(label, s) for label, s, _ in lines if "curve" in s]
+    if measured:
+        plot_curves(run_, measured)
+    rows = [{"run": p, "label": label, "n": s.get("n"), "verdict": s.get("verdict"), "crossing": s.get("crossing", {}).get("step"),
+             "crossing_ci95": s.get("crossing", {}).get("ci95"),
+             "observational_commit_median": s.get("observational_commit_pairs", {}).get("median")} for label, s, p in lines]
+    text = [f"{r['label']}: " + (f"decided at step {r['crossing']:.1f} [{_fmt(r['crossing_ci95'][0])}, {_fmt(r['crossing_ci95'][1])}], "
+                                 f"observational commit {r['observational_commit_median']:.1f} (n={r['n']})"
+                                 if r["crossing"] is not None else str(r["verdict"])) for r in rows]
+    return run_.finish({"runs": rows}, "\n".join(["Splice crossings per run:", *text]))
