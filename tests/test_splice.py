@@ -155,3 +155,23 @@ def test_splice_curves_draws_one_line_per_run(tmp_path):
     assert json.loads((out / "figures.json").read_text())[0]["path"] == "splice_curve.png"
     bad = CliRunner().invoke(app, ["probe", "splice-curves", str(tmp_path / "nope"), "--out", str(tmp_path / "cmp2")])
     assert bad.exit_code == 2
+
+
+def test_erasing_a_branch_changes_nothing_for_a_control_that_ignores_the_state(tmp_path):
+    """control:candidates draws its answer from its conditioning and its noise: an erased branch comes back exactly when
+    A's own final draws it, and the answer stays A's."""
+    den = load("control:candidates")
+    s = run_splice(den, ProbeConfig(model=den.name, size=5, n=4, batch=4), str(tmp_path / "e"), k=4, every=4, erase=True,
+                   progress=False)
+    rows = [r for r in s["erase"]["per_step"] if r["n"]]
+    assert rows and rows[0]["step"] == 0  # the explore phase draws the dead-end route from the first step
+    for r in rows:
+        assert r["same_answer_rate"] == 1.0
+        assert r["kept_by_a"]["rate"] in (None, 1.0) and r["pruned_by_a"]["rate"] in (None, 0.0)
+    assert sum(r["kept_by_a"]["n"] for r in rows) and sum(r["pruned_by_a"]["n"] for r in rows)
+
+
+def test_erase_is_for_mazes(tmp_path):
+    den = load("null:shrink")
+    with pytest.raises(ValueError, match="mazes"):
+        run_splice(den, ProbeConfig(model="null:shrink", task="rotate", size=3, n=1), str(tmp_path / "x"), k=2, erase=True)

@@ -185,11 +185,15 @@ def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
            every: int = typer.Option(2, "--every", min=1, help="Splice at every k-th step (0, k, 2k, ...)."),
            pairs: int = typer.Option(1, "--pairs", min=1, help="Pairs of seeds with different answers spliced per instance (at most)."),
            self_check: bool = typer.Option(False, "--self-check/--no-self-check",
-                                           help="Also splice each A into itself (the control: must reproduce A's final).")) -> None:
+                                           help="Also splice each A into itself (the control: must reproduce A's final)."),
+           erase: bool = typer.Option(False, "--erase/--no-erase",
+                                      help="Mazes: also erase A's largest lit dead-end branch from its clean estimate at each splice "
+                                           "step (A's noise kept): does the model re-draw it?")) -> None:
     """When is the answer decided: splice seed B's clean estimate into seed A's state at each step (A's noise kept)."""
     from ..probes.splice import run_splice
 
-    _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check, **kw),
+    _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check,
+                                                 erase=erase, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
 
 

@@ -40,9 +40,10 @@ from ..runner import Batch, _to, noise_seed
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, wilson
-from ..tasks.base import Task, classify_blocks
+from ..tasks.base import COLOR_INDEX, PALETTE_ARRAY, Task, classify_blocks
+from ..tasks.maze import FLOOR, MAZE_COLORS, PATH, floor_mask, solution_mask
 from .common import ProbeConfig, ProbeRun, plt, require_finite, run_sharded, split_errors
-from .metrics import commit_step
+from .metrics import LIT, blueness, commit_step, components
 
 OUTCOMES = ("noise", "plan", "neither")
 SEEDS_AGREE = "not measurable: the seeds agree"
@@ -99,18 +100,70 @@ class _Cache:
         self.answers.append(answers(self.task, self.insts, self.den.decode(e.x0_hat)))
 
 
+def dead_end_branch(inst: Any, last: np.ndarray) -> np.ndarray | None:
+    """The largest dead-end branch a maze frame (Hb, Wb, 3) lights: off-path floor blocks of path colour >= LIT, 4-connected."""
+    off = floor_mask(inst) & ~solution_mask(inst)
+    off[inst.start] = off[inst.goal] = False
+    groups = components((blueness(last) >= LIT) & off)
+    return max(groups, key=lambda g: int(g.sum())) if groups else None
+
+
+def erase_blocks(den: Any, x0: Tensor, masks: Sequence[np.ndarray]) -> Tensor:
+    """x0_hat (B, C, F, H, W) with each sample's masked blocks painted floor in every frame after the given first one.
+
+    The edit is made on the decoded block video and added as the difference of its encodings (exact for a linear codec)."""
+    video = den.decode(x0)  # (B, T, Hb, Wb, 3) uint8
+    if video.shape[2:4] != masks[0].shape:
+        raise ValueError("--erase edits blocks in latent space: it needs a model whose latents are the task's block grid")
+    edited = video.copy()
+    for v, m in zip(edited, masks):
+        v[1:, m] = PALETTE_ARRAY[COLOR_INDEX[FLOOR]]
+    return x0 + (den.encode(edited) - den.encode(video)).to(x0)
+
+
+def _erase(den: Any, cfg: ProbeConfig, cache: _Cache, cond: Any, recs: list[dict[str, Any]], k: int, grid: Sequence[int],
+           fin: list[np.ndarray], tick: Callable[[int], None]) -> None:
+    """The partial splice: per pair, A's clean estimate at s with its largest lit dead-end branch erased, A's noise kept.
+
+    Per pair and grid step: None (A lights no dead-end branch there), else {redrawn: the final draws path on an erased
+    block, in_final: A's own final does, same: the final answer is A's}."""
+    task, insts = cache.task, cache.insts
+    rows = [(i, p, i * k + a) for i, r in enumerate(recs) for p, (a, _) in enumerate(r["pairs"])]
+    for r in recs:
+        r["erase"] = [[] for _ in r["pairs"]]
+    path = MAZE_COLORS.index(PATH)
+    for s in grid:
+        x0 = cache.x0[s][torch.tensor([n for _, _, n in rows], device=cache.x0[s].device)]
+        lasts = [task.video_blocks(insts[n], v)[-1] for (_, _, n), v in zip(rows, den.decode(x0))]
+        masks = [dead_end_branch(insts[n], last) for (_, _, n), last in zip(rows, lasts)]
+        todo = [j for j, m in enumerate(masks) if m is not None]
+        got: dict[int, dict[str, bool]] = {}
+        if todo:
+            idx = torch.tensor([rows[j][2] for j in todo], device=x0.device)
+            plan = erase_blocks(den, x0[todo], [masks[j] for j in todo])
+            out = _continue(den, cfg, splice_latent(cache.x[s][idx], cache.x0[s][idx], plan, cache.sigma[s]), cond.index(idx), s)
+            for j, a in zip(todo, answers(task, [insts[rows[j][2]] for j in todo], den.decode(out))):
+                m, n = masks[j], rows[j][2]
+                got[j] = {"redrawn": bool((a[m] == path).any()), "in_final": bool((fin[n][m] == path).any()),
+                          "same": bool(np.array_equal(a, fin[n]))}
+        for j, (i, p, _) in enumerate(rows):
+            recs[i]["erase"][p].append(got.get(j))
+        tick(len(recs))
+
+
 def _continue(den: Any, cfg: ProbeConfig, x: Tensor, cond: Any, s: int) -> Tensor:
     sig = cfg.sampling.sigmas(den).to(x.device)[s:]
     return run(get_sampler(cfg.sampling.sampler)(den, x, sig, cond, first_step=s))
 
 
 def splice_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfig, *, k: int, grid: Sequence[int], max_pairs: int = 1,
-                 self_check: bool = False, tick: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                 self_check: bool = False, erase: bool = False, tick: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """One batch: K seeds per instance sampled once (cached at the grid), then every chosen pair spliced at every grid step.
 
     Per instance: `final_success` (K), `commit` (K observational commit steps), `n_differ`, `n_agree`, `pairs`
     [[a, b]], and per pair and grid step the outcome ("noise", "plan", "neither") of `forward` (A's noise, B's plan),
-    `reverse` (B's noise, A's plan) and, with `self_check`, `self` (A into A: "noise" when A's final is reproduced).
+    `reverse` (B's noise, A's plan) and, with `self_check`, `self` (A into A: "noise" when A's final is reproduced);
+    with `erase` (mazes), `erase`: the partial splice of `_erase`.
     """
     tick = tick or (lambda n: None)
     task, insts, b = batch.task, batch.instances, len(batch.instances)
@@ -149,6 +202,8 @@ def splice_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfi
         for (i, p, kind, nr, pr), a in zip(jobs, answers(task, job_insts, den.decode(out))):
             recs[i][kind][p].append("noise" if np.array_equal(a, fin[nr]) else "plan" if np.array_equal(a, fin[pr]) else "neither")
         tick(b)
+    if erase:
+        _erase(den, cfg, cache, cond, recs, k, grid, fin, tick)
     return recs
 
 
@@ -266,6 +321,8 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
         c = _counts(with_pairs, ["forward", "reverse"], g, _plan_donor_right(want))
         if c.sum():
             out["by_plan_donor"][name] = _curve_and_crossing(c, grid, sigmas)
+    if any("erase" in r for r in with_pairs):
+        out["erase"] = _erase_curve(with_pairs, grid)
     if any("self" in r for r in with_pairs):
         sc = _counts(with_pairs, ["self"], g).sum((0, 1))
         out["self_check"] = {"reproduced": int(sc[0]), "n": int(sc.sum()), "rate": float(sc[0] / sc.sum())}
@@ -292,6 +349,24 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
     return out
 
 
+def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[str, Any]:
+    """Per splice step: of the runs whose largest lit dead-end branch was erased, how many re-draw it (Wilson CI), split by
+    whether A's own final draws it (a kept branch) or not (a candidate A prunes anyway), and how many keep A's answer."""
+    rows = []
+    for t, s in enumerate(grid):
+        got = [row[t] for r in recs for row in r["erase"] if row[t] is not None]
+        row: dict[str, Any] = {"step": int(s), "n": len(got)}
+        for name, pick in (("all", lambda e: True), ("kept_by_a", lambda e: e["in_final"]), ("pruned_by_a", lambda e: not e["in_final"])):
+            sub = [e for e in got if pick(e)]
+            k = sum(e["redrawn"] for e in sub)
+            row[name] = {"n": len(sub), "redrawn": k, "rate": k / len(sub) if sub else None,
+                         "ci95": list(wilson(k, len(sub))) if sub else None}
+        row["same_answer_rate"] = sum(e["same"] for e in got) / len(got) if got else None
+        rows.append(row)
+    return {"per_step": rows, "what": "A's clean estimate at the step with its largest lit dead-end branch painted floor, A's noise "
+                                      "kept (the splice formula with the edited plan); redrawn: the final draws path on an erased block"}
+
+
 def _stats(v: Sequence[float]) -> dict[str, float | None]:
     a = np.asarray(v, dtype=float)
     return {"mean": float(a.mean()), "median": float(np.median(a))} if a.size else {"mean": None, "median": None}
@@ -305,24 +380,30 @@ def _reading(c: float | None, ci: list[float | None], obs_median: float | None) 
             f"after it the plan (committed); the decoded answer stops changing at step {obs_median:.1f} (median, observational)")
 
 
+def _fmt_rate(r: dict[str, Any]) -> str:
+    return "-" if r["rate"] is None else f"{r['redrawn']}/{r['n']}"
+
+
 def _fmt(x: float | None) -> str:
     return "open" if x is None else f"{x:.1f}"
 
 
 # -- the probe ---------------------------------------------------------------------------------------
 def run_splice(den: Any, cfg: ProbeConfig, out: str, *, k: int = 8, every: int = 2, max_pairs: int = 1, self_check: bool = False,
-               progress: bool = True, folder: RunFolder | None = None, ray_address: str | None = None,
+               erase: bool = False, progress: bool = True, folder: RunFolder | None = None, ray_address: str | None = None,
                num_workers: int | None = None) -> dict[str, Any]:
     """The splice probe into `out` (resumable): records, summary, figure."""
     if k < 2:
         raise ValueError(f"--k must be >= 2 (pairs of seeds), got {k}")
     if max_pairs < 1:
         raise ValueError(f"--pairs must be >= 1, got {max_pairs}")
+    if erase and cfg.task != "maze":
+        raise ValueError(f"--erase erases a lit dead-end branch: it is defined for mazes, got task {cfg.task!r}")
     grid = splice_grid(cfg.sampling.steps, every)
     run_ = ProbeRun(out, "probe-splice", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "k": k, "every": every,
-                                          "pairs": max_pairs, "self_check": self_check})
-    fn = partial(splice_batch, k=k, grid=grid, max_pairs=max_pairs, self_check=self_check)
-    recs = run_sharded(den, cfg, fn, folder=run_.folder, label="splice", work_per_sample=1 + len(grid), progress=progress,
+                                          "pairs": max_pairs, "self_check": self_check, **({"erase": True} if erase else {})})
+    fn = partial(splice_batch, k=k, grid=grid, max_pairs=max_pairs, self_check=self_check, erase=erase)
+    recs = run_sharded(den, cfg, fn, folder=run_.folder, label="splice", work_per_sample=1 + len(grid) * (1 + erase), progress=progress,
                        ray_address=ray_address, num_workers=num_workers)
     ok, errors = split_errors(recs)
     sigmas = [float(v) for v in cfg.sampling.sigmas(den)]
@@ -348,6 +429,9 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
     for name, d in s["by_plan_donor"].items():
         t.append(f"both directions, {name.replace('_', ' ')}: " + "; ".join(f"{r['step']} {r['follow_plan']:.2f} (n={r['n']})" for r in d["curve"])
                  + f"; crossing {_fmt(d['crossing'])}")
+    if "erase" in s:
+        t.append("erased dead-end branch re-drawn (kept by A / pruned by A) per splice step: " + "; ".join(
+            f"{r['step']} {_fmt_rate(r['kept_by_a'])} / {_fmt_rate(r['pruned_by_a'])}" for r in s["erase"]["per_step"] if r["n"]))
     t.append(s["reading"])
     cm = s["causal_minus_observational"]
     t.append(f"causal switch step minus observational commit step, paired over instances: {cm['diff']:.2f} "
