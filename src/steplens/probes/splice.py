@@ -14,7 +14,8 @@ and sampling continues from x_s' at step s (the sampler started mid-way, `first_
 answer is scored against A's (the noise donor) and B's (the plan donor): "noise", "plan" or "neither".
 Controls beside it: the reverse splice (B's noise, A's plan) and, optionally, A spliced into A, which
 reproduces A's final (x_s' = x_s up to rounding). At step 0 (sigma = 1) the plan has weight 0, so every
-splice there follows the noise by construction.
+splice there follows the noise by construction. The partial splice (`erase`, mazes): A's own clean estimate
+with its largest lit dead-end branch painted floor, A's noise kept: is the branch re-drawn?
 
 The reading (pure, `analyse`): the follow-plan rate per splice step (Wilson 95% CI over pairs), the
 step where it crosses 50% from below for the last time (linear interpolation between grid steps; a
