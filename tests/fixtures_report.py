@@ -60,7 +60,7 @@ def make_demo(root: Path) -> Path:
 
 
 STAGES = {"cos": "probe-cos", "behaviour": "probe-behaviour", "perturb": "probe-perturb", "cka": "probe-perturb",
-          "layers": "probe-layers", "ensemble": "ensemble-compare"}
+          "layers": "probe-layers", "ensemble": "ensemble-compare", "splice": "probe-splice"}
 
 
 def demo_summary() -> dict:
@@ -93,6 +93,7 @@ def demo_summary() -> dict:
         "ensemble": {"n": 16, "methods": {"single": {"n": 16, "solve_rate": 0.75, "solve_rate_ci95": [0.5, 0.9], "nfe": 20},
                                           "ensemble": {"n": 16, "solve_rate": 0.8125, "solve_rate_ci95": [0.57, 0.93], "nfe": 22,
                                                        "diff_vs_single": {"solve_rate": [0.0625, -0.0625, 0.1875]}}}},
+        "splice": {"n": 48, "verdict": "measured", "crossing": {"step": 9.0, "ci95": [8.0, 10.0]}},
         "derived": {"skip_drop_top": {"layer": 1, "drop": 0.75, "ci95": [0.5, 1.0], "n": 24}},
         "commands": {k: f"steplens probe {k} --n 4 --out RUN" for k in STAGES},
     }

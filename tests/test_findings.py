@@ -151,7 +151,9 @@ def test_wilson_holds_its_point_estimate():
 def test_every_card_states_its_smallest_effect_of_interest_and_why():
     for s in SPECS:
         assert s.min_effect > 0 and len(s.min_effect_why) > 20, s.id
-        assert s.stats, s.id  # an estimate record: the family-adjusted CI is recomputed from it
+        # an estimate record: the family-adjusted CI is recomputed from it. The splice card is no demo stage: its
+        # crossing step has a bootstrap CI over instances and is judged alone, outside the demo's Holm family
+        assert s.stats or s.stage == "splice", s.id
     cka = next(s for s in SPECS if s.id == "information_flow")
     assert cka.min_effect_of and "fresh_seed" in cka.min_effect_of  # relative to the floor measured in the same run
 

@@ -147,7 +147,8 @@ def test_demo_report_opens_with_the_findings(tmp_path):
                    "layer_specialisation": "not measurable on this model", "patching_flip": "not measured in this run",
                    "working_memory": "not measurable on this model", "self_correction": "reproduced", "pruning": "not reproduced (negligible)",
                    "perception_before_action": "not measurable on this model", "ensemble": "inconclusive at n=16",
-                   "cold_start": "not measured in this run", "early_commitment": "not measured in this run"}
+                   "cold_start": "not measured in this run", "early_commitment": "not measured in this run",
+                   "decided_at": "reproduced"}
     assert page.count("<img class=thumb src=\"data:image/png;base64,") == len(cards)  # every card draws its figure
     # a probe that ran but cannot show the effect on this task says why, rather than "not measured"
     assert "copying: the markers are in the conditioning" in page

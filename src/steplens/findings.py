@@ -427,4 +427,19 @@ SPECS: tuple[FindingSpec, ...] = (
         unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png", stats="derived/early_commit/stats",
         min_effect_why="5 points above one half: an early read-out right barely more often than not cannot steer a search",
         note="Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
+    FindingSpec(
+        id="decided_at", title="When the answer is decided", stage="splice", source="steplens",
+        claim="The answer is decided along the steps, not by the first ones: another seed's clean estimate spliced into a "
+              "trajectory (its noise kept) takes over the outcome only from a later step on.",
+        value="splice/crossing/step", ci95="splice/crossing/ci95", n="splice/n", applicable="splice/verdict",
+        measure="the answer is decided at this step: where the rate of spliced runs ending at the plan donor's answer crosses "
+                "50% (x_s' = (1 - sigma_s) x0_hat_B + sigma_s eps_A; bootstrap CI over instances; no effect: step 1)",
+        unit="step", null=1.0, min_effect=1.0, figure="splice/splice_curve.png",
+        min_effect_why="one denoising step past step 1: the splice grid's resolution, and the paper's claim is that the "
+                       "first steps do not already decide",
+        extras=(("observational commit step, median", "splice/observational_commit_pairs/median", "step"),
+                ("causal switch minus observational commit", "splice/causal_minus_observational/diff", "steps"),
+                ("same crossing, reverse splice", "splice/crossing/reverse_step", "step")),
+        note="Before the crossing the outcome follows the noise (the model still decides), after it the plan (committed). "
+             "A crossing at step 0-1 would mean the first steps already decide."),
 )

@@ -179,3 +179,33 @@ def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | 
 
     _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
          model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
+
+
+@probe_app.command("splice")
+def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+           steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(4), prompt_embeds: str | None = PROMPT_EMBEDS,
+           ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
+           frames: int | None = FRAMES, precision: str = PRECISION, sampler: str = SAMPLER,
+           k: int = typer.Option(8, "--k", min=2, help="Seeds per instance, among which pairs with different final answers are found."),
+           every: int = typer.Option(2, "--every", min=1, help="Splice at every k-th step (0, k, 2k, ...)."),
+           pairs: int = typer.Option(1, "--pairs", min=1, help="Pairs of seeds with different answers spliced per instance (at most)."),
+           self_check: bool = typer.Option(False, "--self-check/--no-self-check",
+                                           help="Also splice each A into itself (the control: must reproduce A's final)."),
+           erase: bool = typer.Option(False, "--erase/--no-erase",
+                                      help="Mazes: also erase A's largest lit dead-end branch from its clean estimate at each splice "
+                                           "step (A's noise kept): does the model re-draw it?")) -> None:
+    """When is the answer decided: splice seed B's clean estimate into seed A's state at each step (A's noise kept)."""
+    from ..probes.splice import run_splice
+
+    _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check,
+                                                 erase=erase, **kw),
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
+
+
+@probe_app.command("splice-curves")
+def splice_curves(runs: list[str] = typer.Argument(..., help="Splice run folders (steplens probe splice --out ...)."), out: str = OUT) -> None:
+    """One figure over several splice runs: the follow-plan rate vs splice step, one line per model/task/size."""
+    from ..probes.splice import compare_runs
+
+    compare_runs(runs, out)
+    typer.echo((Path(out) / "summary.txt").read_text())

@@ -30,23 +30,29 @@ def blueness(blocks: np.ndarray) -> np.ndarray:
     return path_strength(blocks)
 
 
-def _components(mask: np.ndarray) -> int:
+def components(mask: np.ndarray) -> list[np.ndarray]:
+    """The 4-connected groups of a bool mask (Hb, Wb), each as a mask, in scan order."""
     seen = np.zeros_like(mask, dtype=bool)
     h, w = mask.shape
-    count = 0
+    out = []
     for r, c in zip(*np.nonzero(mask)):
         if seen[r, c]:
             continue
-        count += 1
+        group = np.zeros_like(mask, dtype=bool)
         stack = [(r, c)]
-        seen[r, c] = True
+        seen[r, c] = group[r, c] = True
         while stack:
             y, x = stack.pop()
             for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
                 if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
+                    seen[ny, nx] = group[ny, nx] = True
                     stack.append((ny, nx))
-    return count
+        out.append(group)
+    return out
+
+
+def _components(mask: np.ndarray) -> int:
+    return len(components(mask))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""The splice probe: A into A reproduces A, the controls give the reading their construction promises, the card says why not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from steplens.cli import app
+from steplens.findings import NOT_MEASURABLE, SPECS, evaluate
+from steplens.models.controls import ControlDenoiser
+from steplens.models.registry import load
+from steplens.probes.common import ProbeConfig
+from steplens.probes.splice import NEVER_PLAN, SEEDS_AGREE, analyse, crossing, run_splice, splice_latent, switch_step
+from steplens.runner import SamplingConfig, noise_seed
+from steplens.sampling import get_sampler, run, seeded_noise
+
+from conftest import tiny_reference
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PRUNE = 0.5  # sigma of the committing control's choice: step 10 of 20 Euler steps at shift 1
+
+
+def committing_x0(prune: float):
+    """A positive control that commits: both candidates superimposed at half strength while sigma > prune; then the one the
+    *state* leans to.
+
+    At the first step at or below `prune` the state holds the two candidates equally, so its noise decides; from then on
+    the chosen candidate dominates the state and the choice sticks. Splicing B's clean estimate in at or after that step
+    hands the state B's choice: the outcome follows the plan from step 10 on and the noise before it."""
+
+    def x0(x, s, cond):
+        truth, alt = cond.extra["answer"], cond.extra["alternative"]
+        mid, d = (truth + alt) / 2, truth - alt
+        lean = ((x - (1 - s) * mid) * d).sum((1, 2, 3, 4))  # > 0: the state leans to the truth; ~ sigma N(0, |d|^2) from mid
+        pick = (lean > 0).reshape(-1, 1, 1, 1, 1)
+        return torch.where(s > prune, mid, torch.where(pick, truth, alt))
+
+    return x0
+
+
+def test_splice_formula_keeps_the_noise_and_swaps_the_plan():
+    g = torch.Generator().manual_seed(0)
+    x0a, x0b, eps = (torch.randn(2, 3, 4, 5, 5, generator=g) for _ in range(3))
+    for sigma in (1.0, 0.7, 0.05):
+        xa = (1 - sigma) * x0a + sigma * eps
+        assert torch.allclose(splice_latent(xa, x0a, x0a, sigma), xa, atol=1e-6)  # A into A: A's state
+        assert torch.allclose(splice_latent(xa, x0a, x0b, sigma), (1 - sigma) * x0b + sigma * eps, atol=1e-5)
+    xa = torch.randn(2, 3, 4, 5, 5, generator=g)
+    assert torch.equal(splice_latent(xa, x0a, x0b, 1.0), xa)  # at sigma 1 the plan has no weight
+
+
+def test_splicing_a_into_a_reproduces_a_final():
+    den, batch = tiny_reference()
+    cfg = SamplingConfig(steps=8)
+    sig = cfg.sigmas(den)
+    x = seeded_noise(batch.latent_shape, [noise_seed(1), noise_seed(2)])
+    states = {}
+    final = run(get_sampler("euler")(den, x, sig, batch.cond), lambda e: states.__setitem__(e.step, (e.x, e.x0_hat, e.sigma)))
+    for s in (0, 3, 6):
+        xs, x0, sigma = states[s]
+        out = run(get_sampler("euler")(den, splice_latent(xs, x0, x0, sigma), sig[s:], batch.cond, first_step=s))
+        assert torch.allclose(out, final, atol=1e-5)
+        assert np.array_equal(den.decode(out), den.decode(final))
+
+
+def test_crossing_and_switch_step():
+    grid = [0, 2, 4, 6]
+    assert crossing([0, 0, 1, 1], grid) == 3.0
+    assert crossing([0, 0.25, 0.75, 1], grid) == 3.0
+    assert crossing([0, 0.6, 0.4, 1], grid) == pytest.approx(4 + 0.1 / 0.6 * 2)  # the last crossing from below
+    assert crossing([0.5, 1, 1, 1], grid) == 0.0
+    assert crossing([0, 1, 1, 0.2], grid) is None
+    assert switch_step(["noise", "plan", "noise", "plan"], grid, 8) == 6
+    assert switch_step(["noise"] * 4, grid, 8) == 8
+
+
+def test_null_shrink_seeds_agree_and_the_card_says_so(tmp_path):
+    den = load("null:shrink")
+    s = run_splice(den, ProbeConfig(model="null:shrink", size=4, n=3, batch=3), str(tmp_path / "s"), k=3, every=5, progress=False)
+    assert s["n_pairs"] == 0 and s["pairs_differ"] == 0 and s["pairs_agree_skipped"] == 9
+    assert s["verdict"] == SEEDS_AGREE and s["crossing"]["step"] is None
+    card = next(f for f in evaluate({"splice": s}) if f["id"] == "decided_at")
+    assert card["verdict"] == NOT_MEASURABLE and card["note"] == SEEDS_AGREE
+    json.loads((tmp_path / "s" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+
+
+def _candidates_run(den, tmp_path, name):
+    cfg = ProbeConfig(model=den.name, size=5, n=32, batch=8)  # >= 24 with differing seeds: no verdict below
+    return run_splice(den, cfg, str(tmp_path / name), k=4, every=2, self_check=True, progress=False)
+
+
+def test_a_control_that_commits_at_p_crosses_at_p(tmp_path):
+    den = ControlDenoiser("control:commit", committing_x0(PRUNE), candidates=True)
+    s = _candidates_run(den, tmp_path, "commit")
+    p = 10  # sigma_10 = 0.5 = PRUNE
+    assert s["n_pairs"] >= 4 and s["self_check"]["rate"] == 1.0
+    by_step = {r["step"]: r["follow_plan"] for r in s["curve"]}
+    assert max(v for k, v in by_step.items() if k < p) == 0.0 and min(v for k, v in by_step.items() if k >= p) == 1.0
+    lo, hi = s["crossing"]["ci95"]
+    assert s["verdict"] == "measured" and lo <= p <= hi and hi - lo < 4
+    card = next(f for f in evaluate({"splice": s}) if f["id"] == "decided_at")
+    assert card["value"] == s["crossing"]["step"] and card["verdict"] == "reproduced"  # decided along the steps, not at 0-1
+    assert (tmp_path / "commit" / "splice_curve.png").is_file()
+
+
+def test_a_control_whose_noise_decides_never_follows_the_plan(tmp_path):
+    """control:candidates re-reads its choice from the noise at every step: it draws one answer from p on
+    (observationally committed) but a spliced plan never takes over."""
+    s = _candidates_run(load("control:candidates"), tmp_path, "cand")
+    assert s["n_pairs"] >= 4 and s["self_check"]["rate"] == 1.0
+    assert all(r["follow_plan"] == 0.0 and r["follow_noise"] == 1.0 for r in s["curve"] + s["reverse_curve"])
+    assert s["verdict"] == NEVER_PLAN and s["crossing"]["step"] is None
+    assert s["observational_commit_pairs"]["median"] <= 10  # the picture settles, the decision stays with the noise
+
+
+def test_analyse_counts_agreeing_pairs_and_splits_by_the_plan_donor():
+    grid, sigmas = [0, 2], [1.0, 0.5, 0.0]
+    recs = [{"final_success": [True, False, True], "commit": [0, 1, 1], "n_differ": 2, "n_agree": 1, "pairs": [[0, 1]],
+             "forward": [["noise", "noise"]], "reverse": [["noise", "plan"]]},
+            {"final_success": [True, True, True], "commit": [0, 0, 0], "n_differ": 0, "n_agree": 3, "pairs": [],
+             "forward": [], "reverse": []}]
+    s = analyse(recs, grid, sigmas)
+    assert (s["n"], s["n_pairs"], s["pairs_agree_skipped"], s["instances_where_seeds_agree"]) == (1, 1, 4, 1)
+    assert [r["follow_plan"] for r in s["by_plan_donor"]["plan_right_noise_wrong"]["curve"]] == [0.0, 1.0]  # reverse: A's plan, right
+    assert [r["follow_plan"] for r in s["by_plan_donor"]["plan_wrong_noise_right"]["curve"]] == [0.0, 0.0]
+    assert s["verdict"] == NEVER_PLAN  # the forward splice never follows
+
+
+def test_splice_command(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["probe", "splice", "--model", "null:shrink", "--task", "maze", "--size", "3", "--n", "2", "--k", "2",
+                                 "--steps", "4", "--every", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "not measurable: the seeds agree" in r.output
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "probe-splice"
+    bad = CliRunner().invoke(app, ["probe", "splice", "--model", "null:shrink", "--k", "1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+    assert any(s.id == "decided_at" for s in SPECS)
+
+
+def test_splice_curves_draws_one_line_per_run(tmp_path):
+    den = ControlDenoiser("control:commit", committing_x0(PRUNE), candidates=True)
+    for size in (4, 5):
+        run_splice(den, ProbeConfig(model="control:commit", size=size, n=3, batch=3), str(tmp_path / f"r{size}"), k=3, every=5,
+                   progress=False)
+    out = tmp_path / "cmp"
+    r = CliRunner().invoke(app, ["probe", "splice-curves", str(tmp_path / "r4"), str(tmp_path / "r5"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "summary.json").read_text())["runs"]
+    assert [row["label"] for row in rows] == ["control:commit maze 4", "control:commit maze 5"]
+    assert json.loads((out / "figures.json").read_text())[0]["path"] == "splice_curve.png"
+    bad = CliRunner().invoke(app, ["probe", "splice-curves", str(tmp_path / "nope"), "--out", str(tmp_path / "cmp2")])
+    assert bad.exit_code == 2
+
+
+def test_erasing_a_branch_changes_nothing_for_a_control_that_ignores_the_state(tmp_path):
+    """control:candidates draws its answer from its conditioning and its noise: an erased branch comes back exactly when
+    A's own final draws it, and the answer stays A's."""
+    den = load("control:candidates")
+    s = run_splice(den, ProbeConfig(model=den.name, size=5, n=4, batch=4), str(tmp_path / "e"), k=4, every=4, erase=True,
+                   progress=False)
+    rows = [r for r in s["erase"]["per_step"] if r["n"]]
+    assert rows and rows[0]["step"] == 0  # the explore phase draws the dead-end route from the first step
+    for r in rows:
+        assert r["same_answer_rate"] == 1.0
+        assert r["kept_by_a"]["rate"] in (None, 1.0) and r["pruned_by_a"]["rate"] in (None, 0.0)
+    assert sum(r["kept_by_a"]["n"] for r in rows) and sum(r["pruned_by_a"]["n"] for r in rows)
+
+
+def test_erase_is_for_mazes(tmp_path):
+    den = load("null:shrink")
+    with pytest.raises(ValueError, match="mazes"):
+        run_splice(den, ProbeConfig(model="null:shrink", task="rotate", size=9, n=1), str(tmp_path / "x"), k=2, erase=True)
