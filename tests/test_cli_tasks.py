@@ -83,3 +83,25 @@ def test_audit():
     head, _, *rows = r.stdout.strip().splitlines()
     assert head == "audit maze: n=5 seed=0 size=default -> PASSED"
     assert rows and all(row.endswith("yes") and " 5 " in row for row in rows)  # every case ran on all 5 instances and held
+
+
+def test_audit_leakage_marks_memorisable_levels():
+    """Occlusion 12 has a few dozen instances (memorisable, every evaluation seed drawn in training); maze 6x6 has far more."""
+    r = runner.invoke(app, ["tasks", "audit", "occlusion", "--size", "12", "--leakage", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["estimated_distinct"] <= 60 and rep["memorisable"] is True and rep["eval_in_draws"] == 1.0
+    r = runner.invoke(app, ["tasks", "audit", "maze", "--size", "6", "--leakage", "--draws", "300", "--n", "20", "--json", "--model", "multi"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["memorisable"] is False and rep["distinct_drawn"] == 300 and rep["eval_in_seen"] == 0.0 and rep["seen_sha256"]
+
+
+def test_chao1_recovers_a_known_count():
+    import numpy as np
+
+    from steplens.tasks.audit import chao1
+
+    keys = np.random.default_rng(0).integers(0, 500, size=2000).tolist()  # 500 equally likely values
+    est, s_obs, _, _ = chao1(keys)
+    assert s_obs <= 500 and abs(est - 500) < 25

@@ -53,8 +53,12 @@ def test_suite_sizes():
 def test_evaluate_suite_cli(tmp_path):
     out = tmp_path / "suite"
     r = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "suite", "--n", "2", "--steps", "4",
-                                 "--sizes", "maze=4;occlusion=10", "--out", str(out)])
-    assert r.exit_code == 0, r.output
+                                 "--sizes", "maze=4;occlusion=10", "--allow-seen", "--out", str(out)])
+    assert r.exit_code == 0, r.output  # maze 4 and occlusion 10 were drawn whole in training: seen instances, marked
+    occ = json.loads((out / "occlusion_10" / "summary.json").read_text())
+    assert occ["held_out"] == "content" and occ["n_seen_in_training"] == 2
+    refused = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "occlusion", "--size", "10", "--n", "2", "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2 and "unseen in training" in refused.output
     s = json.loads((out / "summary.json").read_text())
     assert s["sizes"] == {"maze": 4, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11,
                           "tictactoe_fork": 3}

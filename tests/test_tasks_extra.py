@@ -410,3 +410,25 @@ def test_shuttle_near_audit_passes(size):
     report = audit_task("shuttle_near", n=12, seed=50, size=size)
     assert report.passed, format_report(report)
     assert report.case("violation:visited_wrong_target").success_rate == 0.0 and report.case("ground_truth").mean_score == 1.0
+
+
+def test_key_is_content_identity():
+    """Two seeds that draw the same occlusion puzzle share a key; different puzzles (and tasks) differ."""
+    from steplens.tasks import get_task
+
+    task = get_task("occlusion")
+    by_video: dict[bytes, list[int]] = {}
+    keys: dict[bytes, int] = {}
+    for s in range(300):  # size 12 has under a hundred distinct instances: seeds collide
+        inst = task.generate(s, 12)
+        video = task.blocks(inst).tobytes()
+        by_video.setdefault(video, []).append(s)
+        k = task.key(inst)
+        assert keys.setdefault(video, k) == k
+    a, b = next(v for v in by_video.values() if len(v) > 1)[:2]
+    assert task.generate(a, 12) != task.generate(b, 12)  # other seeds, other instance objects ...
+    assert task.key(task.generate(a, 12)) == task.key(task.generate(b, 12, cell_px=3))  # ... one puzzle, one key
+    assert len(set(keys.values())) == len(by_video) < 300
+    maze = get_task("maze")
+    assert len({maze.key(maze.generate(s, 6)) for s in range(50)}) == 50
+    assert maze.key(maze.generate(0, 4)) != get_task("rotate").key(get_task("rotate").generate(0, 7))

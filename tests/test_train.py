@@ -198,3 +198,33 @@ def test_a_checkpoint_from_before_precisions_resumes_as_it_ran(tmp_path, monkeyp
     assert resumed.precision["precision"] == "fp32" and resumed.precision["requested"] == "auto"
     want = fp32.ema.state_dict()
     assert all(torch.equal(want[k], v) for k, v in resumed.ema.state_dict().items())
+
+
+def test_a_trained_model_ships_its_seen_set_and_evaluation_skips_it(tmp_path):
+    """The export's seen-set is the keys of every instance its batches held (and its --init's); evaluation never draws one."""
+    import numpy as np
+
+    from steplens.evaluate import EvalConfig, evaluate
+    from steplens.runner import SamplingConfig
+    from steplens.seen import load_seen
+    from steplens.tasks import get_task
+    from steplens.train import batch_instances
+
+    c = cfg(steps=3, batch=16, ckpt_every=3)
+    train(c, tmp_path / "a", progress=False)
+    spec = str(tmp_path / "a" / "model")
+    maze = get_task("maze")
+    drawn = {maze.key(i) for step in range(3) for i in batch_instances(c, step)[1]}  # what training generated
+    seen = load_seen(spec)
+    assert set(seen.keys.tolist()) == drawn and seen.sha256 == json.loads((tmp_path / "a" / "model.json").read_text())["seen_set"]["sha256"]
+    stage2 = cfg(steps=2, batch=16, ckpt_every=2, seed=5, init=spec)  # a later stage inherits what its init saw
+    train(stage2, tmp_path / "b", progress=False)
+    later = set(load_seen(str(tmp_path / "b" / "model")).keys.tolist())
+    assert drawn < later
+    s = evaluate(None, EvalConfig(model=spec, task="maze", size=3, n=12, seed=0, batch=12, save_frames=False,
+                                  sampling=SamplingConfig(steps=2)), tmp_path / "ev", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
+    keys = [maze.key(maze.generate(r["seed"], 3, n_frames=c.n_frames, cell_px=1)) for r in rows]
+    assert s["held_out"] == "content" and s["seen_set_sha256"] == seen.sha256 and s["n_skipped_seen"] > 0
+    assert len(set(keys)) == 12 and not set(keys) & drawn
+    assert np.all(np.diff(seen.keys.astype(np.float64)) > 0)  # stored sorted and unique

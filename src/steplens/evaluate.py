@@ -15,7 +15,7 @@ import torch
 from .config import ConfigError, to_dict, write_json
 from .distributed import map_shards, worker_model
 from .precision import Precision, precision_of
-from .runner import SamplingConfig, generate, held_out_seeds, noise_seed, prepare
+from .runner import SamplingConfig, generate, held_out_instances, noise_seed, prepare
 from .runs import RunFolder
 from .stats import proportion_ci, wilson
 from .tasks import get_task
@@ -32,6 +32,7 @@ class EvalConfig:
     batch: int = 50
     save_frames: bool = True
     precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
+    allow_seen: bool = False  # fill up with instances the model trained on when too few unseen ones exist (marked)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", get_task(self.task).check_size(self.size))
@@ -134,8 +135,10 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
     if denoiser is not None and precision_of(denoiser) != cfg.precision:
         raise ConfigError(f"the model runs in {precision_of(denoiser)} but the config says {cfg.precision}: "
                           "apply the same precision to both (den.to_precision(cfg.precision))")
+    held = evaluation_instances(denoiser, cfg.model, cfg.task, cfg.size, cfg.seed, cfg.n, allow_seen=cfg.allow_seen)
     run = RunFolder(out, "evaluate", to_dict(cfg))
-    seeds = held_out_seeds(cfg.seed, cfg.n)
+    seeds = list(held.seeds)
+    marked = {s for s, m in zip(held.seeds, held.seen) if m}
     ids = [sample_id(cfg.task, cfg.size, s) for s in seeds]
     shards = []
     for start in range(0, cfg.n, cfg.batch):
@@ -155,6 +158,8 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
             rows = {}
             for r in results:
                 sid = sample_id(cfg.task, cfg.size, r["seed"])
+                if r["seed"] in marked:
+                    r["seen_in_training"] = True
                 frames = r.pop("frames", None)
                 if cfg.save_frames and frames is not None:
                     _save_strip(run.root / "frames" / f"{sid}.png", frames)
@@ -172,10 +177,32 @@ def evaluate(denoiser: Any | None, cfg: EvalConfig, out: str | Path, *, progress
         map_shards(fn, shards, ray_address=ray_address, num_workers=num_workers, on_result=commit, on_error=failed)
     results = run.results(ids)
     run.write_jsonl("results.jsonl", results)
-    summary = {"config": to_dict(cfg), **summarize(results), "n_computed_this_call": n_todo,
+    summary = {"config": to_dict(cfg), **summarize(results), **held.to_dict(), "n_computed_this_call": n_todo,
                "wall_s_this_call": round(time.time() - t0, 2)}
     write_json(run.root / "summary.json", summary)
     return summary
+
+
+def model_frames(denoiser: Any | None, spec: str) -> int:
+    """The frame count a model samples (its instances are generated, and keyed, at that length)."""
+    if denoiser is not None:
+        return int(getattr(denoiser, "n_frames", 4))
+    from .models.registry import parse_spec
+    from .models.serialize import load_meta
+
+    prefix, _, opts = parse_spec(spec)
+    if prefix is not None:
+        return int(opts.get("frames", 4))
+    return int(load_meta(spec)[0].get("data", {}).get("n_frames", 4))
+
+
+def evaluation_instances(denoiser: Any | None, spec: str, task: str, size: int, seed: int, n: int, *, allow_seen: bool = False) -> Any:
+    """`runner.held_out_instances` for model `spec`: its seen-set (`steplens.seen.load_seen`) and frame count."""
+    from .seen import load_seen
+
+    seen = load_seen(spec)
+    return held_out_instances(get_task(task), size, seed, n, n_frames=model_frames(denoiser, spec),
+                              seen=seen if seen.sha256 else None, allow_seen=allow_seen)
 
 
 def _save_strip(path: Path, frames: np.ndarray) -> None:

@@ -90,6 +90,65 @@ def held_out_seeds(seed: int, n: int) -> list[int]:
     return list(range(seed, seed + n))
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Evaluation instances chosen by content: their seeds, which of them training drew, and what the walk skipped."""
+
+    seeds: tuple[int, ...]
+    seen: tuple[bool, ...]  # True only with allow_seen, when too few unseen instances were found
+    n_skipped_seen: int
+    n_skipped_duplicate: int
+    seen_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary fields every evaluation reports."""
+        return {"held_out": "content", "n_skipped_seen": self.n_skipped_seen, "n_skipped_duplicate": self.n_skipped_duplicate,
+                "n_seen_in_training": sum(self.seen), "seen_set_sha256": self.seen_sha256}
+
+
+def held_out_instances(task: Task, size: int | None, seed: int, n: int, *, n_frames: int, seen: Any = None,
+                       allow_seen: bool = False, max_walk: int | None = None) -> HeldOut:
+    """`n` distinct instances held out by content: walk seeds from `seed`, skip any in `seen` (`steplens.seen.SeenSet`) or already taken.
+
+    Deterministic given the seen-set. When fewer than `n` unseen instances turn up within `max_walk` seeds (default
+    max(20 n, 2000)), raise ConfigError, or with `allow_seen` fill up with distinct seen instances (marked in `seen`).
+    """
+    if not 0 <= seed < 2**31 - n:
+        raise ValueError(f"evaluation seeds must lie in [0, 2**31 - n), got seed={seed}")
+    walk = max(20 * n, 2000) if max_walk is None else max_walk
+    taken: set[int] = set()
+    unseen: list[int] = []
+    spare: list[int] = []  # distinct seen instances, in walk order
+    n_seen = n_dup = 0
+    for s in range(seed, min(seed + walk, 2**31)):
+        try:
+            k = task.key(task.generate(s, size, n_frames=n_frames, cell_px=1))
+        except Exception:  # noqa: BLE001 - kept: the evaluation records its error as a sample's (and retries it on re-run)
+            unseen.append(s)
+            if len(unseen) == n:
+                break
+            continue
+        if k in taken:
+            n_dup += 1
+        elif seen is not None and k in seen:
+            n_seen += 1
+            spare.append(s)
+        else:
+            unseen.append(s)
+        taken.add(k)
+        if len(unseen) == n:
+            break
+    sha = None if seen is None else seen.sha256
+    if len(unseen) < n and not (allow_seen and len(unseen) + len(spare) >= n):
+        level = f"{task.name} size {size if size is not None else task.default_size}"
+        raise ConfigError(f"{level} has only {len(unseen)} instances unseen in training (and {len(spare)} seen) in {walk} seeds from {seed}; "
+                          f"asked n={n}: ask fewer, a larger level, or --allow-seen to fill up with instances seen in training")
+    if len(unseen) == n:
+        return HeldOut(tuple(unseen), (False,) * n, n_seen, n_dup, sha)
+    fill = spare[: n - len(unseen)]
+    return HeldOut(tuple(unseen + fill), (False,) * len(unseen) + (True,) * len(fill), n_seen - len(fill), n_dup, sha)
+
+
 def noise_seed(instance_seed: int, k: int = 0) -> int:
     """The noise seed for sample `instance_seed`'s k-th trajectory (decoupled from the instance seed)."""
     return (instance_seed * 1_000_003 + 7919 * (k + 1)) % (2**63 - 1)

@@ -96,19 +96,31 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The training batch of `step`: clean latents (B, 3, F, H, W), task ids (B,), and the task name."""
+def batch_draw(cfg: TrainConfig, step: int) -> tuple[int, int, list[int]]:
+    """What the batch of `step` is drawn from: (task index, size, instance seeds); no instance is generated."""
     rng = np.random.default_rng([cfg.seed, step])
     if cfg.task_weights:  # weighted draw; the uniform branch keeps earlier runs' batches bit for bit
         w = np.asarray(cfg.task_weights, dtype=np.float64)
         ti = int(rng.choice(len(cfg.tasks), p=w / w.sum()))
     else:
         ti = int(rng.integers(len(cfg.tasks)))
-    task = get_task(cfg.tasks[ti])
     sizes = cfg.sizes_of(ti)
     size = sizes[int(rng.integers(len(sizes)))]
-    seeds = rng.integers(TRAIN_SEED_BASE, 2**62, size=cfg.batch)
-    blocks = np.stack([task.blocks(task.generate(int(s), size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds])
+    return ti, size, [int(s) for s in rng.integers(TRAIN_SEED_BASE, 2**62, size=cfg.batch)]
+
+
+def batch_instances(cfg: TrainConfig, step: int) -> tuple[int, list[Any]]:
+    """The instances of `step`'s batch (as `make_batch` trains on them) and their task index."""
+    ti, size, seeds = batch_draw(cfg, step)
+    task = get_task(cfg.tasks[ti])
+    return ti, [task.generate(s, size, n_frames=cfg.n_frames, cell_px=1) for s in seeds]
+
+
+def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The training batch of `step`: clean latents (B, 3, F, H, W), task ids (B,), and the task name."""
+    ti, insts = batch_instances(cfg, step)
+    task = get_task(cfg.tasks[ti])
+    blocks = np.stack([task.blocks(i) for i in insts])
     return BlockCodec.encode_blocks(blocks), torch.full((cfg.batch,), ti, dtype=torch.long), task.name
 
 
@@ -319,7 +331,7 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "cpu", progress: b
     write_json(out / "metrics.json", {"steps": st.step, "elapsed_s": round(st.elapsed, 1), "done": st.step >= cfg.steps, "precision": st.precision,
                                       "final_loss": st.log[-1]["loss"] if st.log else None, "log": st.log})
     if st.step >= cfg.steps or cfg.minutes:
-        export_model(st.ema, cfg, out / "model")
+        export_model(st.ema, cfg, out / "model", seen_steps=st.step)
     return st
 
 
@@ -329,10 +341,19 @@ def export_checkpoint(ckpt: str | Path, prefix: str | Path) -> Path:
     cfg = from_dict(TrainConfig, ck["config"])
     model = VideoDiT(cfg.model_config())
     model.load_state_dict(ck["ema"])
-    return export_model(model, cfg, prefix, trained_steps=ck["step"], train_elapsed_s=round(ck["elapsed"], 1))
+    return export_model(model, cfg, prefix, seen_steps=ck["step"], trained_steps=ck["step"], train_elapsed_s=round(ck["elapsed"], 1))
 
 
-def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, **extra: Any) -> Path:
-    """`steplens.models.serialize.export` with this training config's data and settings recorded."""
+def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, *, seen_steps: int | None = None, **extra: Any) -> Path:
+    """`steplens.models.serialize.export` with this training config's data and settings recorded.
+
+    `seen_steps`: also write the seen-set of the run's steps 0..seen_steps-1 and its `--init`'s (`steplens.seen`) beside the weights.
+    """
+    if seen_steps is not None:
+        from .seen import drawn_keys, init_keys, write_seen
+
+        inherited, complete = init_keys(cfg.init)
+        extra["seen_set"] = write_seen(prefix, np.union1d(drawn_keys(cfg, seen_steps), inherited), steps=seen_steps,
+                                       init=cfg.init or None, complete=complete)
     return export(model, prefix, n_frames=cfg.n_frames, sizes=cfg.sizes, train=to_dict(cfg),
                   task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)} if cfg.task_sizes else None, **extra)

@@ -134,6 +134,8 @@ def evaluate(
     device: str = DEVICE,
     precision: str = PRECISION,
     sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=6;rotate=11'."),
+    allow_seen: bool = typer.Option(False, "--allow-seen", help="Where a level has too few instances unseen in training, fill up with seen ones "
+                                    "(marked seen_in_training) instead of failing."),
 ) -> None:
     """Sample held-out instances with a model, score them, and report the solve rate with a 95% CI (resumable).
 
@@ -144,23 +146,24 @@ def evaluate(
     from ..evaluate import EvalConfig, evaluate as run_eval
     choice = choose_precision(precision, device)
     if task == "suite":
-        _evaluate_suite(out, model, sizes, n, seed, steps, shift, sampler, batch, ray, workers, device, choice)
+        _evaluate_suite(out, model, sizes, n, seed, steps, shift, sampler, batch, ray, workers, device, choice, allow_seen)
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
     cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value,
-                     sampling=sampling_config(model, steps, shift, sampler))
+                     sampling=sampling_config(model, steps, shift, sampler), allow_seen=allow_seen)
     summary = run_eval(None if ray else load_model(model, device, choice), cfg, out, ray_address=ray, num_workers=workers, device=device)
     if summary["n"]:  # a result (some samples scored): record what ran; none is one error line and no folder
         record_precision(out, choice)
-    keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "n_computed_this_call", "wall_s_this_call")
+    keys = ("n", "solved", "solve_rate", "solve_rate_ci95", "mean_score", "n_errors", "held_out", "n_skipped_seen", "n_seen_in_training",
+            "seen_set_sha256", "n_computed_this_call", "wall_s_this_call")
     typer.echo(to_json({k: summary.get(k) for k in keys}))
     if summary["n_errors"]:  # summary["n"] counts the scored samples
         raise sample_failures(summary["n_errors"], summary["n"] + summary["n_errors"], summary["errors"][0]["error"])
 
 
 def _evaluate_suite(out: str, model: str, sizes: str, n: int, seed: int, steps: int | None, shift: float | None, sampler: str,
-                    batch: int, ray: str | None, workers: int | None, device: str, choice: Any) -> None:
+                    batch: int, ray: str | None, workers: int | None, device: str, choice: Any, allow_seen: bool = False) -> None:
     """evaluate --task suite: one evaluate run per task of the model, then the aggregate (steplens.suite)."""
     from ..evaluate import EvalConfig, evaluate as run_eval
     from ..suite import model_tasks, rows_by_method, run_suite, suite_sizes
@@ -170,7 +173,8 @@ def _evaluate_suite(out: str, model: str, sizes: str, n: int, seed: int, steps: 
     per = suite_sizes(model_tasks(den), sizes)
 
     def one(task: str, size: int, folder: Any) -> dict[str, list[dict[str, Any]]]:
-        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value, sampling=sampling)
+        cfg = EvalConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, precision=choice.precision.value, sampling=sampling,
+                         allow_seen=allow_seen)
         run_eval(None if ray else den, cfg, folder, ray_address=ray, num_workers=workers, device=device)
         record_precision(folder, choice, quiet=True)  # said once for the suite
         return rows_by_method(Path(folder) / "results.jsonl")

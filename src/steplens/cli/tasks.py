@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_FAILED, seed_option
+from .common import EXIT_FAILED, fail
 
 tasks_app = typer.Typer(no_args_is_help=True, help="Generate, inspect and audit reasoning tasks.")
 TASK_ARG = typer.Argument(..., help="Task name (see `steplens tasks list`).")
@@ -49,13 +49,40 @@ def tasks_generate(
 def tasks_audit(
     task: str = TASK_ARG,
     n: int = typer.Option(100, "--n", min=1, help="Number of instances to audit."),
-    seed: int = seed_option(0),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="First seed (default 0; with --leakage, the first evaluation seed, 10000)."),
     size: int | None = SIZE,
+    leakage: bool = typer.Option(False, "--leakage", help="Instead: estimated distinct instances at the level (Chao1 over --draws), "
+                                 "and the evaluation seeds' overlap with training draws (and with --model's seen-set)."),
+    draws: int = typer.Option(3000, "--draws", min=2, help="With --leakage: training-range seeds drawn for the estimate."),
+    model: str | None = typer.Option(None, "--model", help="With --leakage: a model whose seen-set the evaluation seeds are checked against."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
-    """Check TASK's generator and scorer (ground truth passes, corruptions fail); exit 1 if the audit fails."""
-    from ..tasks.audit import audit_task, format_report
+    """Check TASK's generator and scorer (ground truth passes, corruptions fail); exit 1 if the audit fails.
 
-    report = audit_task(task, n, seed, size)
+    --leakage: how memorisable the level is (`"memorisable": true` below 10,000 distinct instances), from generation only."""
+    from ..config import to_json
+    from ..tasks.audit import audit_task, format_report, leakage as leak
+
+    if leakage:
+        from ..seen import load_seen
+
+        frames = None
+        if model is not None:
+            from ..models.serialize import load_meta
+
+            frames = int(load_meta(model)[0].get("data", {}).get("n_frames", 4))
+        rep = leak(task, size, draws=draws, seed=10_000 if seed is None else seed, n=n, n_frames=frames,
+                   seen=None if model is None else load_seen(model))
+        typer.echo(to_json({**rep, "model": model}) if as_json else "\n".join(f"{k}: {v}" for k, v in {**rep, "model": model}.items()))
+        return
+    if model is not None:
+        raise fail("--model applies to --leakage only")
+    report = audit_task(task, n, 0 if seed is None else seed, size)
+    if as_json:
+        typer.echo(to_json(report.to_dict()))
+        if not report.passed:
+            raise typer.Exit(EXIT_FAILED)
+        return
     typer.echo(format_report(report))
     if not report.passed:
         raise typer.Exit(EXIT_FAILED)

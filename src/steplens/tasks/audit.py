@@ -274,3 +274,48 @@ def format_report(report: AuditReport) -> str:
             shown = ", ".join(map(str, c.bad_seeds[:10])) + (" ..." if len(c.bad_seeds) > 10 else "")
             lines.append(f"  {c.name}: unexpected on seeds {shown}")
     return "\n".join(lines)
+
+
+# -- leakage: how many distinct instances a level has, and how many evaluation instances training drew --------------
+MEMORISABLE_BELOW = 10_000  # a level with fewer distinct instances than this is drawn whole by a few thousand training steps
+
+
+def chao1(keys: list[int]) -> tuple[float, int, int, int]:
+    """Bias-corrected Chao1 estimate of the number of distinct values behind `keys` (draws with replacement).
+
+    S = S_obs + f1 (f1 - 1) / (2 (f2 + 1)), with S_obs the distinct keys seen, f1 those seen exactly once and f2
+    those seen exactly twice. A lower bound when some instances are likelier than others; with every draw distinct
+    (f1 = draws) it gives about draws^2 / 2, i.e. "far more than were drawn". Returns (S, S_obs, f1, f2).
+    """
+    counts = np.unique(np.asarray(keys, dtype=np.uint64), return_counts=True)[1]
+    s_obs, f1, f2 = len(counts), int((counts == 1).sum()), int((counts == 2).sum())
+    return s_obs + f1 * (f1 - 1) / (2 * (f2 + 1)), s_obs, f1, f2
+
+
+def leakage(task: Task | str, size: int | None = None, *, draws: int = 3000, seed: int = 10_000, n: int = 100,
+            n_frames: int | None = None, seen: Any = None) -> dict[str, Any]:
+    """Distinct instances at a level (Chao1 over `draws` training-range seeds), and evaluation seeds' overlap with training.
+
+    `seed`..`seed+n-1` are the evaluation seeds (`steplens evaluate`'s default start); `eval_in_draws` is the fraction of
+    them whose instance one of the draws also is, `eval_in_seen` the fraction in `seen` (a model's `steplens.seen.SeenSet`;
+    None without one). Generation only: no model runs. `n_frames`: the model's (a key is of the block video at that length).
+    """
+    from ..train import TRAIN_SEED_BASE
+
+    if isinstance(task, str):
+        from . import get_task
+
+        task = get_task(task)
+    kw = {} if n_frames is None else {"n_frames": n_frames}
+    key = lambda s: task.key(task.generate(s, size, cell_px=1, **kw))  # noqa: E731
+    drawn = [key(TRAIN_SEED_BASE + i) for i in range(draws)]
+    est, s_obs, f1, f2 = chao1(drawn)
+    evals = [key(seed + i) for i in range(n)]
+    pool = set(drawn)
+    return {"task": task.name, "size": task.default_size if size is None else size, "n_frames": n_frames,
+            "estimator": "chao1 (bias-corrected): S_obs + f1(f1-1)/(2(f2+1))", "draws": draws, "distinct_drawn": s_obs, "f1": f1, "f2": f2,
+            "estimated_distinct": round(est, 1), "memorisable": bool(est < MEMORISABLE_BELOW),
+            "eval_seeds": [seed, seed + n - 1], "eval_distinct": len(set(evals)),
+            "eval_in_draws": sum(k in pool for k in evals) / n,
+            "eval_in_seen": None if seen is None else sum(k in seen for k in evals) / n,
+            "seen_sha256": None if seen is None else seen.sha256}

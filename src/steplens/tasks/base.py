@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -179,6 +180,13 @@ class Task(abc.ABC, Generic[I]):
             raise ValueError(f"{self.name} size{what} must be in {allowed}, got {size!r}")
         return n
 
+    def key(self, inst: I) -> int:
+        """The instance's content identity: a 64-bit hash of the task name and its block video (what a model sees and must produce).
+
+        Equal puzzles have equal keys whatever seed drew them; the seed, `cell_px` and other drawing settings do not enter.
+        """
+        return content_key(self.name, self.blocks(inst))
+
     def check_generate_args(self, size: int | None, n_frames: int, extra: dict[str, Any], *, size_what: str,
                             min_frames: int = 2, frames_why: str = "") -> int:
         """Validate `generate`'s common arguments; returns the size (the default when None)."""
@@ -251,6 +259,15 @@ class Task(abc.ABC, Generic[I]):
         if missing:
             raise TaskInputError(f"meta for task {self.name!r} lacks {sorted(missing)}")
         return self.instance_type(**{k: _untuple(d[k]) for k in names})
+
+
+def content_key(task: str, blocks: np.ndarray) -> int:
+    """64-bit blake2b of a task name, a block video's shape and its bytes (`Task.key`); < 2**64, stored as uint64."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.uint8)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(task.encode() + b"\0" + np.asarray(blocks.shape, dtype="<i8").tobytes())
+    h.update(blocks.tobytes())
+    return int.from_bytes(h.digest(), "little")
 
 
 def _untuple(x: Any) -> Any:

@@ -1,0 +1,129 @@
+"""Seen-sets: the content keys (`Task.key`) of every instance a model's training drew, for holding out by content.
+
+Training is deterministic (`train.batch_draw`), so the instances a run drew are enumerated by replaying its
+seed stream, generating each instance (no network) and hashing its block video. A model's seen-set is stored
+beside its weights as `PREFIX.seen.npy` (sorted unique uint64) and named in `PREFIX.json` under `seen_set`
+with its sha256; it includes the seen-set of the model or checkpoint the run started from (`--init`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError, atomic_write_bytes
+from .tasks import get_task
+
+SUFFIX = ".seen.npy"
+
+
+@dataclass(frozen=True)
+class SeenSet:
+    """Sorted unique uint64 content keys; `sha256` of the stored file (None: the model has no seen-set)."""
+
+    keys: np.ndarray  # (K,) uint64, sorted, unique
+    sha256: str | None = None
+
+    @classmethod
+    def empty(cls) -> SeenSet:
+        return cls(np.zeros(0, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: int) -> bool:
+        i = int(np.searchsorted(self.keys, np.uint64(key)))
+        return i < len(self.keys) and int(self.keys[i]) == key
+
+
+def unique_keys(keys: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Sorted unique uint64 keys."""
+    return np.unique(np.fromiter((int(k) for k in keys), dtype=np.uint64) if not isinstance(keys, np.ndarray) else keys.astype(np.uint64))
+
+
+def drawn_keys(cfg: Any, steps: int) -> np.ndarray:
+    """Content keys of every instance training config `cfg` draws in steps 0..steps-1 (generation only, no model)."""
+    from .train import batch_draw
+
+    keys: set[int] = set()
+    for step in range(steps):
+        ti, size, seeds = batch_draw(cfg, step)
+        task = get_task(cfg.tasks[ti])
+        keys.update(task.key(task.generate(s, size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds)
+    return unique_keys(keys)
+
+
+def init_keys(init: str) -> tuple[np.ndarray, bool]:
+    """The seen-set a run inherits from `--init`: (keys, complete); a checkpoint.pt is replayed, an export's file is read.
+
+    `complete` is False when `init` is an exported model without a seen-set (what it saw is unknown).
+    """
+    if not init:
+        return np.zeros(0, dtype=np.uint64), True
+    if init.endswith(".pt"):
+        from .config import from_dict
+        from .train import TrainConfig, read_checkpoint
+
+        ck = read_checkpoint(init)
+        cfg = from_dict(TrainConfig, ck["config"])
+        own = drawn_keys(cfg, int(ck["step"]))
+        inherited, complete = init_keys(cfg.init)
+        return np.union1d(own, inherited), complete
+    seen = load_seen(init)
+    return seen.keys, seen.sha256 is not None
+
+
+def encode(keys: np.ndarray) -> bytes:
+    """The `.npy` bytes of sorted unique uint64 keys (deterministic: same keys, same bytes, same sha256)."""
+    buf = io.BytesIO()
+    np.save(buf, unique_keys(keys), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_seen(prefix: str | Path, keys: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """Write `prefix.seen.npy`; returns its entry for the model's JSON (file name, sha256, key count, `extra`)."""
+    blob = encode(keys)
+    path = Path(str(prefix) + SUFFIX)
+    atomic_write_bytes(path, blob)
+    return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "n_keys": int(len(unique_keys(keys))), **extra}
+
+
+def load_seen(spec: str) -> SeenSet:
+    """A model's seen-set (sha256 checked); empty with sha256 None for a model without one (or a diffusers backend)."""
+    from .models.registry import parse_spec
+    from .models.serialize import ModelLoadError, load_meta
+
+    if parse_spec(spec)[0] is not None:
+        return SeenSet.empty()
+    try:
+        meta, path = load_meta(spec)
+    except ModelLoadError:
+        return SeenSet.empty()
+    entry = meta.get("seen_set")
+    if not entry:
+        return SeenSet.empty()
+    file = path.parent / entry["file"]
+    try:
+        blob = file.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{spec}: its seen-set {file} is unreadable ({e})") from None
+    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+        raise ConfigError(f"{spec}: its seen-set {file} does not match the sha256 in {path.name}")
+    return SeenSet(np.load(io.BytesIO(blob), allow_pickle=False).astype(np.uint64), entry["sha256"])
+
+
+def add_to_meta(json_path: str | Path, entry: dict[str, Any]) -> None:
+    """Record a seen-set entry in an exported model's JSON (used when a seen-set is made after the export)."""
+    from .config import write_json
+
+    p = Path(json_path)
+    meta = json.loads(p.read_text())
+    meta["seen_set"] = entry
+    write_json(p, meta)
