@@ -88,3 +88,61 @@ def test_reference_denoiser_end_to_end_shapes():
     assert den.decode(out).shape == (2, 4, 7, 7, 3)
     with pytest.raises(ValueError, match="not trained on task"):
         den.task_index("tictactoe")
+
+
+def _paired_samples(den, fast: bool, n: int = 8):
+    """Final latents of n 4x4 mazes, 4 Euler steps, on the fast or the reference inference path."""
+    den.model.fast = fast
+    task = get_task("maze")
+    batch = prepare(den, task, [task.generate(s, 4, n_frames=4, cell_px=1) for s in range(n)])
+    return generate(den, batch, list(range(n)), SamplingConfig(steps=4))
+
+
+def test_fast_path_equals_reference_forward_to_float_tolerance():
+    from steplens.models.dit import random_tiny
+
+    den = ReferenceDenoiser(random_tiny(preset="small"))
+    fast, ref = _paired_samples(den, True), _paired_samples(den, False)
+    assert fast.abs().max() > 0.1  # the noise-filled model does real work
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_path_fires_every_hook_point_like_the_reference():
+    from steplens.hooks import hooks
+    from steplens.models.dit import random_tiny
+
+    den = ReferenceDenoiser(random_tiny())
+    seen = {}
+    for fast in (True, False):
+        got = []
+        with hooks(den, {"blocks.*": lambda t, *, point: got.append((point.name, t.clone())) or None}):
+            _paired_samples(den, fast, n=2)
+        seen[fast] = got
+    assert [n for n, _ in seen[True]] == [n for n, _ in seen[False]] and len(seen[True]) == 4 * 2 * 4
+    for (_, a), (_, b) in zip(seen[True], seen[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    zero = {"blocks.1.mlp_out": lambda t, *, point: torch.zeros_like(t)}  # a replacement acts on the fast path too
+    with hooks(den, zero):
+        a = _paired_samples(den, True, n=2)
+    with hooks(den, zero):
+        b = _paired_samples(den, False, n=2)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a, _paired_samples(den, True, n=2))
+
+
+def test_fast_path_sees_weight_updates_and_training_runs_the_reference_forward():
+    from steplens.models.dit import random_tiny
+
+    m = random_tiny()
+    args = (torch.randn(2, 3, 4, 5, 5), torch.rand(2), torch.randn(2, 3, 5, 5), torch.zeros(2, dtype=torch.long))
+    with torch.no_grad():
+        before = m(*args)
+        m.blocks[0].ada[-1].weight.mul_(2.0)  # in place, as an optimizer step is: the cached concatenation must follow
+        after = m(*args)
+        m.fast = False
+        ref = m(*args)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref, rtol=1e-4, atol=1e-4)
+    m.fast = True
+    m(*args).square().mean().backward()  # with gradients on the reference forward runs; every adaLN weight gets a gradient
+    assert all(blk.ada[-1].weight.grad is not None for blk in m.blocks)

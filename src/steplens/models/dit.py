@@ -14,6 +14,14 @@ One readable file, top to bottom (after DiT, Peebles & Xie). Choices:
   a first run without it learned mazes far more slowly on 2 CPU cores).
 - Prediction: velocity, v = eps - x0, so x0_hat = x_t - t v.
 Hook points (see steplens.hooks): blocks.{i}.resid_pre / resid_post / attn_out / mlp_out.
+
+Two forwards, equal to float tolerance (tests/test_model.py compares them): under `torch.no_grad()`
+and `model.fast` (the default), the inference path runs every block's and the final layer's adaLN
+linear as one matmul (weights concatenated once and cached until a weight changes), folds the Mix-FFN
+residual into the depthwise kernel (z + dw(z) is dw with 1 added to its centre tap) and keeps the
+convolution's channels-last layout so no copy is made; with gradients on (training) or
+`model.fast = False` the written-out reference forward runs. Both call the same modules, so every
+hook point fires the same way on either path; attention is SDPA on both (no hook point sits inside it).
 """
 
 from __future__ import annotations
@@ -172,11 +180,18 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.fast = True  # set by VideoDiT.fast
 
     def forward(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
         b, n, _ = x.shape
         f, h, w = grid
         z = self.fc1(x)  # (B, N, Dh)
+        if self.fast and not torch.is_grad_enabled():  # inference: z + dw(z) as one convolution, channels-last in and out (no copies)
+            k = self.dw.weight.clone()
+            k[:, 0, 1, 1] += 1.0
+            zz = z.reshape(b * f, h, w, -1).permute(0, 3, 1, 2)  # (B*F, Dh, H, W), a channels-last view
+            z = F.conv2d(zz, k, self.dw.bias, padding=1, groups=k.shape[0]).permute(0, 2, 3, 1).reshape(b, n, -1)
+            return self.fc2(F.gelu(z, approximate="tanh"))
         zz = z.reshape(b * f, h, w, -1).permute(0, 3, 1, 2)  # (B*F, Dh, H, W)
         z = z + self.dw(zz).permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, Dh)
         return self.fc2(F.gelu(z, approximate="tanh"))
@@ -194,9 +209,9 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: Tensor, c: Tensor, grid: tuple[int, int, int]) -> Tensor:
-        # 3. (B, 1, D) each
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
+    def forward(self, x: Tensor, c: Tensor, grid: tuple[int, int, int], mod: Tensor | None = None) -> Tensor:
+        # 3. (B, 1, D) each; `mod` is this block's self.ada(c) when the caller computed every block's at once
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.ada(c) if mod is None else mod)[:, None].chunk(6, dim=-1)
         x = torch.addcmul(x, gate1, self.attn(modulate(self.norm1(x), shift1, scale1)))  # 1. x + gate1 * attn (B, N, D)
         x = torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2), grid))  # 2. (B, N, D)
         return x
@@ -209,8 +224,8 @@ class FinalLayer(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, out)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        shift, scale = self.ada(c)[:, None].chunk(2, dim=-1)
+    def forward(self, x: Tensor, c: Tensor, mod: Tensor | None = None) -> Tensor:
+        shift, scale = (self.ada(c) if mod is None else mod)[:, None].chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -228,6 +243,8 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg.dim, c * pf * ph * pw)
         self._pos: dict[tuple, Tensor] = {}  # (grid, dtype, device) -> positions: built once, not per call
+        self._ada: tuple[tuple, Tensor, Tensor] | None = None  # (weight versions, W, b) of every adaLN linear, concatenated
+        self.fast = True  # inference path (see the module docstring)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -262,6 +279,26 @@ class VideoDiT(nn.Module):
             self._pos[key] = pos_embed_3d(*grid, self.cfg.dim).to(like)
         return self._pos[key]
 
+    @property
+    def fast(self) -> bool:
+        """Whether inference (no_grad) runs the fast path; False runs the reference forward everywhere."""
+        return self._fast
+
+    @fast.setter
+    def fast(self, on: bool) -> None:
+        self._fast = bool(on)
+        for blk in self.blocks:
+            blk.mlp.fast = self._fast
+
+    def ada_all(self, cvec: Tensor) -> list[Tensor]:
+        """Every block's adaLN output and the final layer's, from one matmul: [(B, 6D)] * depth + [(B, 2D)]."""
+        lins = [blk.ada[-1] for blk in self.blocks] + [self.final.ada[-1]]
+        key = tuple((m.weight.data_ptr(), m.weight._version, m.bias._version, m.weight.dtype) for m in lins)
+        if self._ada is None or self._ada[0] != key:  # rebuilt only when a weight changed (load, cast, training step)
+            self._ada = (key, torch.cat([m.weight for m in lins]), torch.cat([m.bias for m in lins]))
+        out = F.linear(F.silu(cvec), self._ada[1], self._ada[2])  # (B, (6 depth + 2) D)
+        return list(out.split([m.out_features for m in lins], dim=-1))
+
     def forward(self, x: Tensor, t: Tensor, first: Tensor, task_id: Tensor) -> Tensor:
         """Velocity in the weights' dtype; inputs of any float dtype are cast to it."""
         b, c, f, h, w = x.shape
@@ -275,9 +312,12 @@ class VideoDiT(nn.Module):
         tok = self.patch_in(z.reshape(b, gf * gh * gw, -1))  # (B, N, D)
         tok = tok + self.pos_embed((gf, gh, gw), tok)  # (B, N, D)
         cvec = self.t_embed(t) + self.task_embed(task_id)  # (B, D)
-        for blk in self.blocks:
-            tok = blk(tok, cvec, (gf, gh, gw))  # (B, N, D)
-        out = self.final(tok, cvec)  # (B, N, C*pf*ph*pw)
+        mods: list[Tensor | None] = [None] * (len(self.blocks) + 1)
+        if self.fast and not torch.is_grad_enabled():
+            mods = self.ada_all(cvec)
+        for blk, mod in zip(self.blocks, mods):
+            tok = blk(tok, cvec, (gf, gh, gw), mod)  # (B, N, D)
+        out = self.final(tok, cvec, mods[-1])  # (B, N, C*pf*ph*pw)
         out = out.reshape(b, gf, gh, gw, c, pf, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, gf, pf, gh, ph, gw, pw)
         return out.reshape(b, c, f, h, w)
 
