@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from steplens.cli.train import _task_weights, _train_sizes
-from steplens.seen import add_to_meta, drawn_keys, write_seen
+from steplens.seen import add_to_meta, write_seen
+from steplens.train import drawn_keys
 from steplens.train import TrainConfig
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "steplens" / "models" / "weights"

@@ -273,8 +273,8 @@ def test_every_command_takes_device(tmp_path):
     from steplens.cli import app
 
     r = CliRunner()
-    res = r.invoke(app, ["evaluate", "--model", "maze", "--size", "3", "--n", "2", "--batch", "2", "--steps", "2", "--device", "cpu",
-                         "--out", str(tmp_path / "e")])
+    res = r.invoke(app, ["evaluate", "--model", "maze", "--size", "6", "--n", "2", "--batch", "2", "--steps", "2", "--device", "cpu",
+                         "--out", str(tmp_path / "e")])  # 6x6: unseen in training (3x3 has only 84 mazes, all seen)
     assert res.exit_code == 0, res.output
     res = r.invoke(app, ["trace", "--model", "maze", "--size", "3", "--n", "1", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "t")])
     assert res.exit_code == 0, res.output

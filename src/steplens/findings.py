@@ -1,3 +1,4 @@
+# long module: one spec per card with its rule beside it; a reviewer reads every card's definition in one place
 """The paper's findings as verdicts: one spec per claim, one documented rule, pure functions over a demo summary.
 
 A `FindingSpec` says where a claim's measurement lives in the demo's summary.json (slash paths such as

@@ -155,7 +155,8 @@ class NoiseAtFrame:
         idx = sorted({f % n_frames for f in self.frames})
         x = e.x_next.clone()
         noise = injection_noise(x, e.step, seed=self.seed, seeds=self.seeds)
-        x[:, :, idx] = _inject(x[:, :, idx], noise[:, :, idx], e.sigma_next, self.mode, self.strength, e.x0_hat[:, :, idx])
+        # the latent keeps its dtype (a bf16 backend's), whatever precision the clean estimate was computed in
+        x[:, :, idx] = _inject(x[:, :, idx], noise[:, :, idx], e.sigma_next, self.mode, self.strength, e.x0_hat[:, :, idx]).to(x.dtype)
         return x
 
 

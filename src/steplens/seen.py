@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, atomic_write_bytes
-from .tasks import get_task
 
 SUFFIX = ".seen.npy"
 
@@ -46,38 +45,6 @@ class SeenSet:
 def unique_keys(keys: Iterable[int] | np.ndarray) -> np.ndarray:
     """Sorted unique uint64 keys."""
     return np.unique(np.fromiter((int(k) for k in keys), dtype=np.uint64) if not isinstance(keys, np.ndarray) else keys.astype(np.uint64))
-
-
-def drawn_keys(cfg: Any, steps: int) -> np.ndarray:
-    """Content keys of every instance training config `cfg` draws in steps 0..steps-1 (generation only, no model)."""
-    from .train import batch_draw
-
-    keys: set[int] = set()
-    for step in range(steps):
-        ti, size, seeds = batch_draw(cfg, step)
-        task = get_task(cfg.tasks[ti])
-        keys.update(task.key(task.generate(s, size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds)
-    return unique_keys(keys)
-
-
-def init_keys(init: str) -> tuple[np.ndarray, bool]:
-    """The seen-set a run inherits from `--init`: (keys, complete); a checkpoint.pt is replayed, an export's file is read.
-
-    `complete` is False when `init` is an exported model without a seen-set (what it saw is unknown).
-    """
-    if not init:
-        return np.zeros(0, dtype=np.uint64), True
-    if init.endswith(".pt"):
-        from .config import from_dict
-        from .train import TrainConfig, read_checkpoint
-
-        ck = read_checkpoint(init)
-        cfg = from_dict(TrainConfig, ck["config"])
-        own = drawn_keys(cfg, int(ck["step"]))
-        inherited, complete = init_keys(cfg.init)
-        return np.union1d(own, inherited), complete
-    seen = load_seen(init)
-    return seen.keys, seen.sha256 is not None
 
 
 def encode(keys: np.ndarray) -> bytes:

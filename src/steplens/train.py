@@ -350,10 +350,42 @@ def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, *, seen_
     `seen_steps`: also write the seen-set of the run's steps 0..seen_steps-1 and its `--init`'s (`steplens.seen`) beside the weights.
     """
     if seen_steps is not None:
-        from .seen import drawn_keys, init_keys, write_seen
+        from .seen import write_seen
 
         inherited, complete = init_keys(cfg.init)
         extra["seen_set"] = write_seen(prefix, np.union1d(drawn_keys(cfg, seen_steps), inherited), steps=seen_steps,
                                        init=cfg.init or None, complete=complete)
     return export(model, prefix, n_frames=cfg.n_frames, sizes=cfg.sizes, train=to_dict(cfg),
                   task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)} if cfg.task_sizes else None, **extra)
+
+
+# -- replay: what a run drew (seen-sets, steplens.seen), from its seed stream alone ---------------------------
+def drawn_keys(cfg: Any, steps: int) -> np.ndarray:
+    """Content keys of every instance training config `cfg` draws in steps 0..steps-1 (generation only, no model)."""
+    from .seen import unique_keys
+
+    keys: set[int] = set()
+    for step in range(steps):
+        ti, size, seeds = batch_draw(cfg, step)
+        task = get_task(cfg.tasks[ti])
+        keys.update(task.key(task.generate(s, size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds)
+    return unique_keys(keys)
+
+
+def init_keys(init: str) -> tuple[np.ndarray, bool]:
+    """The seen-set a run inherits from `--init`: (keys, complete); a checkpoint.pt is replayed, an export's file is read.
+
+    `complete` is False when `init` is an exported model without a seen-set (what it saw is unknown).
+    """
+    if not init:
+        return np.zeros(0, dtype=np.uint64), True
+    if init.endswith(".pt"):
+        ck = read_checkpoint(init)
+        cfg = from_dict(TrainConfig, ck["config"])
+        own = drawn_keys(cfg, int(ck["step"]))
+        inherited, complete = init_keys(cfg.init)
+        return np.union1d(own, inherited), complete
+    from .seen import load_seen
+
+    seen = load_seen(init)
+    return seen.keys, seen.sha256 is not None

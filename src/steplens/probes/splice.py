@@ -1,3 +1,4 @@
+# long module: the splice, its controls and its reading share one set of step and pair conventions, kept together
 """When is the answer decided? A causal commitment curve by splicing plans between trajectories.
 
 Per instance, K seeds are sampled once (trajectory j starts from `noise_seed(seed, j)`), caching the
