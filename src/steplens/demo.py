@@ -117,6 +117,7 @@ def _batch(n: int) -> int:
 
 # side by side with jobs=2, balanced by per-stage seconds (bench_demo --before, scaled by n): layers + ensemble about
 # 2300 s of one thread on a loaded 2-core machine, Chain-of-Steps + perturb (CKA read off it) about 2260 s
+NO_BLOCKS = "not measurable on this model: it has no transformer blocks"  # the oracle controls (steplens.models.controls)
 GROUPS = (("layers", "ensemble"), ("cos", "perturb", "cka"))
 ORDER = ("cos", "behaviour", "perturb", "cka", "layers", "ensemble")  # the stages' order in summary.json
 
@@ -241,7 +242,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
             res["perturb"]["null"] = {"model": p["model"], "by_mode": {m: {k: v for k, v in d.items() if k.startswith("step_minus_frame_drop")}
                                                                        for m, d in p["summary"].get("by_mode", {}).items()}}
         elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
-            res["cka"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
+            res["cka"] = {"n": 0, "applicable": NO_BLOCKS}
         elif name == "cka" and cfg.cka_shared and "perturb" in res:
             res["cka"] = stage("cka", lambda: cka_from_perturb(res["perturb"], root / "perturb", root / "cka", probe(cfg.n_cka),
                                                                every=cfg.every, mode=cfg.cka_mode, layers=default_cka_layers(den)))
@@ -249,8 +250,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
             res["cka"] = stage("cka", lambda: run_cka(den, probe(cfg.n_cka), str(root / "cka"), every=cfg.every, mode=cfg.cka_mode,
                                                       progress=progress))
         elif name == "layers" and not den.hook_blocks():  # an oracle control (steplens.models.controls): no layers to probe
-            res["layers"] = {"n": 0, "applicable": "not measurable on this model: it has no transformer blocks"}
-            res["layers"]["thirds"] = {"applicable": res["layers"]["applicable"]}
+            res["layers"] = {"n": 0, "applicable": NO_BLOCKS, "thirds": {"applicable": NO_BLOCKS}}
         elif name == "layers":
             res["layers"] = stage("layers", lambda: run_layers(den, probe(cfg.n_layers), str(root / "layers"), progress=progress))
             res["layers"]["thirds"] = stage("layer thirds", lambda: run_thirds(den, probe(cfg.n_layers), progress=progress))
