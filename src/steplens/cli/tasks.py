@@ -66,11 +66,9 @@ def tasks_audit(
     if leakage:
         from ..seen import load_seen
 
-        frames = None
-        if model is not None:
-            from ..models.serialize import load_meta
+        from ..evaluate import model_frames
 
-            frames = int(load_meta(model)[0].get("data", {}).get("n_frames", 4))
+        frames = None if model is None else model_frames(None, model)
         rep = leak(task, size, draws=draws, seed=10_000 if seed is None else seed, n=n, n_frames=frames,
                    seen=None if model is None else load_seen(model))
         typer.echo(to_json({**rep, "model": model}) if as_json else "\n".join(f"{k}: {v}" for k, v in {**rep, "model": model}.items()))
