@@ -12,7 +12,8 @@ from steplens.tasks import TASKS, TaskInputError, get_task
 from steplens.tasks.audit import audit_task, box_blur, format_report, resize
 from steplens.tasks.base import COLOR_INDEX, PALETTE_ARRAY, blocks_to_frames
 from steplens.tasks.occlusion import OCC_ROWS, ROW, OcclusionInstance, OcclusionTask, position
-from steplens.tasks.rotate import LARGE_SHAPES, SHAPES, RotateInstance, RotateLargeTask, RotateTask, turn
+from steplens.tasks.rotate import (LARGE_SHAPES, LARGE_SHAPES_V2, SHAPES, SHAPES_V2, RotateInstance, RotateLargeTask, RotateTask, _poses,
+                                   turn, turn_distinct_polyominoes)
 from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
 from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
 from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, correct_move, fork_squares, has_line, place,
@@ -189,13 +190,62 @@ def _orientations(cells) -> set[frozenset]:
     return out
 
 
-@pytest.mark.parametrize("shapes", [SHAPES, LARGE_SHAPES])
+@pytest.mark.parametrize("shapes", [SHAPES, LARGE_SHAPES, SHAPES_V2, LARGE_SHAPES_V2])
 def test_shapes_are_chiral_without_rotational_symmetry(shapes):
     for name, cells in shapes.items():
         turns = _orientations(cells)
         assert len(turns) == 4, name  # every quarter turn looks different
         mirrored = [(r, -c) for r, c in cells]
         assert not turns & _orientations(mirrored), name  # the mirror image is no turn of the piece
+
+
+def test_turn_distinct_polyominoes_match_the_known_counts():
+    # one-sided minus free polyominoes are the chiral pairs (hexominoes 60 - 35, heptominoes 196 - 108); of those, 5 hexominoes
+    # and 4 heptominoes have a half-turn symmetry; tetrominoes: only the L, pentominoes: F, L, N, P, Y (version 1's pieces)
+    assert [len(turn_distinct_polyominoes(k)) for k in (4, 5, 6, 7)] == [1, 5, 20, 84]
+    assert len(SHAPES_V2) == 6 + 20 and len(LARGE_SHAPES_V2) == 20 + 84
+    assert SHAPES.items() <= SHAPES_V2.items() and LARGE_SHAPES.items() <= LARGE_SHAPES_V2.items()
+    assert {len(p) for p in SHAPES_V2.values()} == {4, 5, 6} and {len(p) for p in LARGE_SHAPES_V2.values()} == {6, 7}
+
+
+# keys of seeds 0..49 (sha256 of their comma-joined decimal keys, first 16 hex digits, and the first three keys), recorded from
+# the version 1 generator before version 2 existed: the shipped seen-sets replay training with these draws
+V1_KEYS = {
+    ("rotate", 9): ("451003fd8da1cb19", [5144810674231107958, 12350697585049740003, 5123891256350005036]),
+    ("rotate", 7): ("e4ee974c359ebf31", [17281324852451318455, 13887205396992967532, 16618293417298366431]),
+    ("rotate_large", 11): ("1bae51eebad2cddb", [1117581327600895293, 3115369034422145701, 134623110296912440]),
+    ("rotate_large", 9): ("d8b221c1b9461696", [9291916097746248196, 17848338798453231689, 8579266838602684007]),
+}
+
+
+@pytest.mark.parametrize("name,size", sorted(V1_KEYS))
+def test_rotate_version_1_reproduces_the_old_draws(name, size):
+    import hashlib
+
+    task = get_task(name)
+    assert task.generator_version == 2
+    keys = [task.key(task.generate(s, size, version=1)) for s in range(50)]
+    digest, first = V1_KEYS[(name, size)]
+    assert hashlib.sha256(",".join(map(str, keys)).encode()).hexdigest()[:16] == digest and keys[:3] == first
+    assert all(task.generate(s, size, version=1).shape in task.shapes_by_version[1] for s in range(50))
+    v2 = [task.key(task.generate(s, size)) for s in range(50)]
+    assert v2 == [task.key(task.generate(s, size, version=2)) for s in range(50)] and v2 != keys
+    with pytest.raises(ValueError, match="generator version must be one of"):
+        task.generate(0, size, version=3)
+
+
+def test_rotate_version_2_is_uniform_over_many_distinct_instances():
+    rot, large = get_task("rotate"), get_task("rotate_large")
+    # the default levels' exact instance counts (every pose's places), well above the audit's memorisable threshold
+    assert _poses(tuple(sorted(rot.shapes.items())), 9, 8)[-1][-1] == 22_608
+    assert _poses(tuple(sorted(large.shapes.items())), 11, 8)[-1][-1] == 181_160
+    # uniform draws of m from N distinct instances show N (1 - (1 - 1/N)^m) of them on average; version 1's piece-then-place
+    # draws (fewer pieces, not uniform) show far fewer
+    n_all, m = int(_poses(tuple(sorted(rot.shapes.items())), 7, 8)[-1][-1]), 1500
+    distinct = len({rot.key(rot.generate(s, 7)) for s in range(m)})
+    expected = n_all * (1 - (1 - 1 / n_all) ** m)
+    assert abs(distinct - expected) < 60, (distinct, expected)
+    assert len({rot.key(rot.generate(s, 7, version=1)) for s in range(m)}) < expected - 300
 
 
 def test_rotate_by_hand():
@@ -210,11 +260,12 @@ def test_rotate_by_hand():
     assert not unturned.success and unturned.details["missing"] == 3
 
 
-def test_rotate_generated_piece_stays_on_grid_with_pivot_fixed():
+@pytest.mark.parametrize("version", [1, 2])
+def test_rotate_generated_piece_stays_on_grid_with_pivot_fixed(version):
     task = RotateTask()
     for s in range(30):
-        inst = task.generate(s, 7, n_frames=5)
-        assert inst.pivot in inst.cells and len(inst.cells) == len(SHAPES[inst.shape])
+        inst = task.generate(s, 7, n_frames=5, version=version)
+        assert inst.pivot in inst.cells and len(inst.cells) == len(task.shapes_by_version[version][inst.shape])
         video = task.blocks(inst)  # would raise IndexError if a frame left the grid
         yellow = np.all(video == PALETTE_ARRAY[COLOR_INDEX["yellow"]], axis=-1)
         assert yellow.sum(axis=(1, 2)).tolist() == [1] * 5 and np.all(yellow[:, inst.pivot[0], inst.pivot[1]])
@@ -225,19 +276,32 @@ def test_rotate_large_pieces_fit_the_smallest_grid_and_all_shapes_occur(n_frames
     task = RotateLargeTask()
     seen = set()
     for s in range(60):
-        inst = task.generate(s, min(task.sizes), n_frames=n_frames)
+        inst = task.generate(s, min(task.sizes), n_frames=n_frames, version=1)
         seen.add(inst.shape)
         assert len(inst.cells) == len(LARGE_SHAPES[inst.shape]) >= 6
         task.blocks(inst)  # would raise IndexError if a frame left the grid
         for bad in task.violations(inst).values():
             assert not task.score(inst, bad[-1]).success
     assert seen == set(LARGE_SHAPES)
+    for s in range(20):  # version 2's pieces
+        inst = task.generate(s, min(task.sizes), n_frames=n_frames)
+        assert len(inst.cells) == len(LARGE_SHAPES_V2[inst.shape]) >= 6
+        task.blocks(inst)
+        for bad in task.violations(inst).values():
+            assert not task.score(inst, bad[-1]).success
+
+
+@pytest.mark.parametrize("task", [RotateTask(), RotateLargeTask()], ids=lambda t: t.name)
+@pytest.mark.parametrize("n_frames", [2, 3, 5, 8, 16])
+def test_rotate_version_2_every_piece_fits_the_smallest_grid(task, n_frames):
+    names = _poses(tuple(sorted(task.shapes.items())), min(task.sizes), n_frames)[0]
+    assert set(names) == set(task.shapes)  # every piece has a pose (reflection, turn, pivot) that fits
 
 
 def test_rotate_large_is_rotate_with_larger_pieces():
     large, small = get_task("rotate_large"), get_task("rotate")
     inst = large.generate(4)
-    assert inst.size == 11 and inst.shape in LARGE_SHAPES and large.prompt(inst) == small.prompt(inst)
+    assert inst.size == 11 and inst.shape in LARGE_SHAPES_V2 and large.prompt(inst) == small.prompt(inst)
     assert large.target_cells(inst) == small.target_cells(inst)  # same rule, same scorer
     with pytest.raises(ValueError, match="rotate_large"):
         large.generate(0, 8)  # a five-long piece swung about its end needs a 9x9 grid

@@ -152,10 +152,14 @@ class Task(abc.ABC, Generic[I]):
     description: ClassVar[str]
     colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
     scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
+    generator_version: ClassVar[int] = 1  # bumped when a task's generator draws different instances; generate(version=1) redraws the old ones
 
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
-        """A new instance from an explicit seed (same seed and arguments, same instance)."""
+        """A new instance from an explicit seed (same seed and arguments, same instance).
+
+        Tasks with `generator_version` > 1 take `version=` (default: the class's generator_version) to redraw an older generator's instances.
+        """
 
     @abc.abstractmethod
     def blocks(self, inst: I) -> np.ndarray:

@@ -1,11 +1,15 @@
 """Rotate: turn a polyomino 90 degrees clockwise about its marked pivot block.
 
-On an n x n white grid (n is the size) lies a blue piece, an L, P, F, N or Y polyomino (none has
-a rotational symmetry, so every quarter turn looks different), in a random orientation and
-reflection. One of its blocks, the pivot, is yellow and stays where it is. Frames show the piece
-turning: at frame t every block's offset from the pivot is rotated clockwise by 90 * t / (T-1)
-degrees and rounded to the grid; the last frame shows the quarter turn. The generator only places
-the piece where every frame, and also the counter-clockwise and half turns, stay on the grid.
+On an n x n white grid (n is the size) lies a blue piece, a polyomino of four to six blocks
+(rotate_large: six or seven) without a rotational or mirror symmetry (so every quarter turn looks
+different and a mirrored turn is never right), in a random orientation and reflection. One of its
+blocks, the pivot, is yellow and stays where it is. Frames show the piece turning: at frame t every
+block's offset from the pivot is rotated clockwise by 90 * t / (T-1) degrees and rounded to the
+grid; the last frame shows the quarter turn. The generator only places the piece where every frame,
+and also the counter-clockwise and half turns, stay on the grid. Generator version 1 (the models'
+training draws) used only the L, P, F, N and Y pieces of SHAPES (rotate_large: LARGE_SHAPES);
+version 2 draws every such polyomino (rotate: the six old pieces and the 20 such hexominoes;
+rotate_large: the 20 hexominoes and 84 heptominoes).
 
 Scoring (final frame only): success iff the blue blocks are exactly the piece's other blocks
 rotated 90 degrees clockwise about the pivot, the pivot block is still yellow, and every other
@@ -16,8 +20,9 @@ unrotated piece. Partial score: IoU of the blue blocks with the expected blue bl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,11 +52,62 @@ LARGE_SHAPES: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
+Cells = tuple[tuple[int, int], ...]
+
+
+def _canonical(cells: Cells | list[tuple[int, int]]) -> Cells:
+    """The blocks shifted to touch row 0 and column 0, sorted."""
+    r0, c0 = min(r for r, _ in cells), min(c for _, c in cells)
+    return tuple(sorted((r - r0, c - c0) for r, c in cells))
+
+
+def _quarter_turns(cells: Cells) -> set[Cells]:
+    """The piece's four quarter turns (canonical); fewer than four where it has a rotational symmetry."""
+    out, cur = set(), _canonical(cells)
+    for _ in range(4):
+        out.add(cur)
+        cur = _canonical([(c, -r) for r, c in cur])
+    return out
+
+
+def turn_distinct_polyominoes(n_blocks: int) -> dict[str, Cells]:
+    """Every free polyomino of `n_blocks` blocks whose quarter turns all differ and none of which is its mirror image.
+
+    Named f"{n_blocks}-{i:02d}" in the order of their least canonical form (deterministic); cells as that form.
+    """
+    polys: set[Cells] = {((0, 0),)}
+    for _ in range(n_blocks - 1):
+        polys = {_canonical(p + (q,)) for p in polys for r, c in p
+                 for q in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)) if q not in p}
+    free: set[Cells] = set()
+    for p in polys:
+        turns, mirrored = _quarter_turns(p), _quarter_turns(tuple((r, -c) for r, c in p))
+        if len(turns) == 4 and not turns & mirrored:
+            free.add(min(turns | mirrored))
+    return {f"{n_blocks}-{i:02d}": p for i, p in enumerate(sorted(free))}
+
+
+def _with_new(old: dict[str, Cells], *families: dict[str, Cells]) -> dict[str, Cells]:
+    """`old`'s pieces under their names, then every piece of `families` that is none of them (as a free polyomino)."""
+    def free_form(p: Cells) -> Cells:
+        return min(_quarter_turns(p) | _quarter_turns(tuple((r, -c) for r, c in p)))
+    known = {free_form(p) for p in old.values()}
+    out = dict(old)
+    for fam in families:
+        out.update({k: p for k, p in fam.items() if free_form(p) not in known})
+    return out
+
+
+# generator version 2: every four- to six-block piece (rotate), every six- or seven-block piece (rotate_large)
+SHAPES_V2: dict[str, Cells] = _with_new(SHAPES, turn_distinct_polyominoes(6))
+LARGE_SHAPES_V2: dict[str, Cells] = _with_new(LARGE_SHAPES, turn_distinct_polyominoes(6), turn_distinct_polyominoes(7))
+
+
 @dataclass(frozen=True)
 class RotateInstance:
     size: int  # grid side in blocks
     seed: int
-    shape: str  # key of the task's shapes (SHAPES, or LARGE_SHAPES for rotate_large)
+    shape: str  # key of the task's shapes for its generator version (SHAPES_V2 / LARGE_SHAPES_V2, version 1: SHAPES / LARGE_SHAPES)
     cells: tuple[tuple[int, int], ...]  # the piece's blocks (pivot included), sorted
     pivot: tuple[int, int]
     n_frames: int = 8
@@ -59,11 +115,11 @@ class RotateInstance:
 
 
 def turn(offsets: np.ndarray, quarter: float) -> np.ndarray:
-    """Offsets (K, 2) rotated clockwise by `quarter` quarter-turns on screen (rows down), rounded."""
+    """Offsets (..., 2) rotated clockwise by `quarter` quarter-turns on screen (rows down), rounded."""
     a = quarter * np.pi / 2
-    r, c = offsets[:, 0], offsets[:, 1]
+    r, c = offsets[..., 0], offsets[..., 1]
     # clockwise on screen: right (0, 1) -> down (1, 0), up (-1, 0) -> right (0, 1)
-    out = np.stack([r * np.cos(a) + c * np.sin(a), -r * np.sin(a) + c * np.cos(a)], axis=1)
+    out = np.stack([r * np.cos(a) + c * np.sin(a), -r * np.sin(a) + c * np.cos(a)], axis=-1)
     # round half up with a tolerance, so float noise at exact halves (sin 30 deg) cannot flip a block
     return np.floor(out + 0.5 + 1e-9).astype(np.int64)
 
@@ -83,6 +139,44 @@ def piece_indices(size: int, cells: set[tuple[int, int]] | tuple[tuple[int, int]
     return idx
 
 
+def pivot_range(rel: np.ndarray, n: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) (row, col) of the pivot places where a piece with offsets `rel` (..., K, 2) from its pivot stays on an n x n grid.
+
+    Every frame, and the wrong (counter-clockwise, half) turns, must fit wherever the pivot goes, so the grid's edge
+    never hints at the direction and every violation is drawable; lo > hi where no place fits.
+    """
+    quarters = [t / (n_frames - 1) for t in range(n_frames)] + [-1.0, 2.0]
+    swept = np.concatenate([turn(rel, q) for q in quarters], axis=-2)
+    return -swept.min(axis=-2), n - 1 - swept.max(axis=-2)
+
+
+@functools.lru_cache(maxsize=64)
+def _poses(shapes: tuple[tuple[str, Cells], ...], n: int, n_frames: int) -> tuple[list[str], list[Cells], list[tuple[int, int]],
+                                                                                 list[tuple[int, int]], np.ndarray]:
+    """Every pose (piece, reflection, quarter turn, pivot block) that fits the grid: names, offsets from the pivot,
+    the pivot's least place, the (rows, cols) of its places, and the running count of instances (cumulative places)."""
+    names, rels, los, dims = [], [], [], []
+    for name, blocks in shapes:
+        for mirror in (False, True):
+            base = np.array(blocks, dtype=np.float64)
+            if mirror:
+                base[:, 1] = -base[:, 1]
+            for q in range(4):
+                turned = turn(base, q).astype(np.float64)
+                rel_all = turned[None, :, :] - turned[:, None, :]  # (pivot block, block, 2)
+                lo_all, hi_all = pivot_range(rel_all, n, n_frames)
+                for rel, lo, hi in zip(rel_all, lo_all, hi_all):
+                    if np.any(lo > hi):
+                        continue
+                    names.append(name)
+                    rels.append(tuple((int(r), int(c)) for r, c in rel))
+                    los.append((int(lo[0]), int(lo[1])))
+                    dims.append((int(hi[0] - lo[0] + 1), int(hi[1] - lo[1] + 1)))
+    if not names:  # pragma: no cover - every piece fits the smallest size (test)
+        raise ValueError(f"rotate: no piece fits a {n}x{n} grid")
+    return names, rels, los, dims, np.cumsum([r * c for r, c in dims])
+
+
 class RotateTask(Task[RotateInstance]):
     name = "rotate"
     instance_type = RotateInstance
@@ -91,23 +185,44 @@ class RotateTask(Task[RotateInstance]):
     description = "Rotate the blue piece 90 degrees clockwise about its yellow pivot block."
     colors = ROTATE_COLORS
     scene_colors = (PIVOT,)
-    shapes = SHAPES
+    generator_version: ClassVar[int] = 2
+    shapes_by_version: ClassVar[dict[int, dict[str, Cells]]] = {1: SHAPES, 2: SHAPES_V2}
 
-    def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> RotateInstance:
+    @property
+    def shapes(self) -> dict[str, Cells]:
+        """The pieces the current generator draws."""
+        return self.shapes_by_version[self.generator_version]
+
+    def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
+                 **kw: Any) -> RotateInstance:
         n = self.check_generate_args(size, n_frames, kw, size_what="grid side in blocks")
+        v = self.generator_version if version is None else version
+        if v not in self.shapes_by_version:
+            raise ValueError(f"{self.name}: generator version must be one of {sorted(self.shapes_by_version)}, got {version}")
+        shapes = self.shapes_by_version[v]
         rng = np.random.default_rng([seed, n])
-        names = sorted(self.shapes)
+        if v == 1:
+            return self._generate_v1(rng, shapes, seed, n, n_frames, cell_px)
+        # version 2: uniform over every distinct instance (piece, reflection, turn, pivot block, place)
+        names, rels, los, dims, ends = _poses(tuple(sorted(shapes.items())), n, n_frames)
+        k = int(rng.integers(ends[-1]))
+        i = int(np.searchsorted(ends, k, side="right"))
+        place = k - (int(ends[i - 1]) if i else 0)
+        pivot = (los[i][0] + place // dims[i][1], los[i][1] + place % dims[i][1])
+        cells = tuple(sorted((r + pivot[0], c + pivot[1]) for r, c in rels[i]))
+        return RotateInstance(n, int(seed), names[i], cells, pivot, n_frames, cell_px)
+
+    def _generate_v1(self, rng: np.random.Generator, shapes: dict[str, Cells], seed: int, n: int, n_frames: int,
+                     cell_px: int) -> RotateInstance:
+        """Generator version 1 (the shipped models' training draws): piece, reflection, turn, pivot, then a place, one by one."""
+        names = sorted(shapes)
         shape = names[int(rng.integers(len(names)))]
-        base = np.array(self.shapes[shape], dtype=np.float64)
+        base = np.array(shapes[shape], dtype=np.float64)
         if rng.integers(2):
             base[:, 1] = -base[:, 1]  # mirror image
         base = turn(base, int(rng.integers(4))).astype(np.float64)
         rel = base - base[int(rng.integers(len(base)))]  # offsets from the pivot
-        # every frame, and the wrong (counter-clockwise, half) turns, must fit wherever the pivot goes,
-        # so the grid's edge never hints at the direction and every violation is drawable
-        quarters = [t / (n_frames - 1) for t in range(n_frames)] + [-1.0, 2.0]
-        swept = np.concatenate([turn(rel, q) for q in quarters])
-        lo, hi = -swept.min(axis=0), n - 1 - swept.max(axis=0)
+        lo, hi = pivot_range(rel, n, n_frames)
         if np.any(lo > hi):  # pragma: no cover - every sweep fits the smallest size (test)
             raise ValueError(f"{self.name}: a {shape} does not fit a {n}x{n} grid")
         pivot = (int(rng.integers(lo[0], hi[0] + 1)), int(rng.integers(lo[1], hi[1] + 1)))
@@ -193,4 +308,4 @@ class RotateLargeTask(RotateTask):
     default_size = 11
     sizes = tuple(range(9, 16))
     description = "Rotate the large blue piece (six or seven blocks) 90 degrees clockwise about its yellow pivot block."
-    shapes = LARGE_SHAPES
+    shapes_by_version: ClassVar[dict[int, dict[str, Cells]]] = {1: LARGE_SHAPES, 2: LARGE_SHAPES_V2}
