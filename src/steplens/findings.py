@@ -442,5 +442,7 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("causal switch minus observational commit", "splice/causal_minus_observational/diff", "steps"),
                 ("same crossing, reverse splice", "splice/crossing/reverse_step", "step")),
         note="Before the crossing the outcome follows the noise (the model still decides), after it the plan (committed). "
-             "A crossing at step 0-1 would mean the first steps already decide."),
+             "A crossing at step 0-1 would mean the first steps already decide. Null: null:shrink (every seed ends at the "
+             "answer: not measurable, the seeds agree); control:candidates (its noise decides at every step: never follows "
+             "the plan). Positive control: control:commit, which commits at step 10 of 20 (its crossing's CI contains 10)."),
 )
