@@ -331,6 +331,8 @@ def findings_lines(findings: list[dict[str, Any]]) -> list[str]:
     from .findings import format_value
 
     return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "")
+            + "".join(f"; {r['label']}: {format_value({**r, 'unit': f['unit']})} ({r['verdict']})" for r in f.get("requires", [])
+                      if r["value"] is not None)
             + (f"; needs n >= {f['needed_n']}" if f.get("needed_n") else "") for f in findings]
 
 

@@ -77,6 +77,9 @@ class FindingSpec:
     stats: str | None = None  # path to the stage's estimate record (steplens.stats): CIs at any level and a p-value
     min_effect_why: str = ""  # why that is the smallest effect that would matter
     min_effect_of: str | None = None  # a floor measured in the same run: the SEI is then min_effect x that floor
+    # further paired differences the claim needs beaten too, (label, value path, ci95 path, n path): the card reads
+    # reproduced only when its own comparison and each of these do (an intersection-union test: each at its own 95%)
+    requires: tuple[tuple[str, str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):
@@ -178,6 +181,10 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
                 need = _needed(adj, n, (value - s.null) * s.sign, sei)
         else:
             v = status
+        required = [_required(summary, s, *r) for r in s.requires]
+        if v == REPRODUCED and (short := next((r for r in required if r["verdict"] != REPRODUCED), None)):
+            v = short["verdict"]
+            why = f"{short['label']} reads {short['verdict']}: both comparisons must read reproduced. {why}".strip()
         commands = summary.get("commands", {})
         out.append({
             "id": s.id, "title": s.title, "claim": s.claim, "source": s.source,
@@ -190,9 +197,20 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
             "min_effect_why": (s.min_effect_why + sei_note).strip(),
             "extras": [{"label": label, "value": _num(resolve(summary, p)), "unit": unit} for label, p, unit in s.extras
                        if resolve(summary, p) is not _MISSING],
+            "requires": required,
             "note": why,
         })
     return out
+
+
+def _required(summary: Mapping[str, Any], s: FindingSpec, label: str, value: str, ci95: str, n: str) -> dict[str, Any]:
+    """One further comparison of a card, judged by the card's own rule, SEI and sign at its raw 95% CI."""
+    v, ci, k = (resolve(summary, p) for p in (value, ci95, n))
+    if v is _MISSING:
+        return {"label": label, "value": None, "ci95": None, "n": None, "verdict": NOT_MEASURED}
+    ci = widen(v, ci, k, s.unit)
+    return {"label": label, "value": _num(v), "ci95": _ci_json(ci), "n": k if isinstance(k, int) else None,
+            "verdict": verdict(v, ci, k, sign=s.sign, min_effect=_min_effect(summary, s)[0], null=s.null)}
 
 
 def _min_effect(summary: Mapping[str, Any], s: FindingSpec) -> tuple[float, str]:
@@ -400,13 +418,17 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Averaging three seeds' latents over the first steps solves more puzzles than one seed at about the same compute.",
         value="ensemble/methods/ensemble/diff_vs_single/solve_rate/0", ci95="ensemble/methods/ensemble/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/ensemble/n",
-        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar",
+        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar; "
+                "the verdict also needs the ensemble minus the cold-start control (one seed from noise / sqrt(K), the same "
+                "compute restarted) to read reproduced",
         unit="points", min_effect=0.02, figure="ensemble/compare.png", stats="ensemble/methods/ensemble/diff_vs_single/solve_rate_stats",
         min_effect_why="2 points of solve rate at about the same compute: less would not pay for running K seeds in step",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
                 ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),
-                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points"))),
+                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points")),
+        requires=(("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "derived/ensemble_minus_cold/ci95",
+                   "derived/ensemble_minus_cold/n"),)),
     FindingSpec(
         id="cold_start", title="Cold-start control", stage="ensemble", source="steplens",
         claim="One seed started from noise scaled by 1/sqrt(K) improves on a plain seed: the part of the ensemble's gain "
