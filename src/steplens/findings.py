@@ -444,12 +444,18 @@ SPECS: tuple[FindingSpec, ...] = (
         id="early_commitment", title="Early plan", stage="cos", source="steplens",
         claim="Most samples commit to their final answer within the first quarter of the steps, so an early read-out "
               "can steer search over seeds.",
-        value="derived/early_commit/rate", ci95="derived/early_commit/ci95", n="derived/early_commit/n",
-        measure="samples whose decoded answer never changes after the first quarter of the steps (Wilson CI; "
-                "no effect: half)",
-        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png", stats="derived/early_commit/stats",
-        min_effect_why="5 points above one half: an early read-out right barely more often than not cannot steer a search",
-        note="Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
+        value="cos/cards/early_plan/diff", ci95="cos/cards/early_plan/ci95", n="cos/cards/n",
+        measure="samples whose decoded answer is the same from the end of the first quarter of the steps on and is a "
+                "complete answer (right, or complete but different), model minus null (null:shrink on the same "
+                "instances; Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.05, figure="cos/commit_hist.png", stats="cos/cards/early_plan/stats",
+        min_effect_why="5 points over the null: an early read-out that holds on fewer than one sample in twenty more "
+                       "than a converging denoiser's cannot steer a search",
+        extras=(("model: early plan", "cos/cards/model/early_plan/rate", "%"),
+                ("null (null:shrink): early plan", "cos/cards/null/early_plan/rate", "%"),
+                ("decoded answer unchanged after the first quarter (any answer, drawn or not)", "derived/early_commit/rate", "%")),
+        note="An answer that never changes because nothing is drawn (null:noise) is no plan: the committed answer must be "
+             "complete. Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
     FindingSpec(
         id="decided_at", title="When the answer is decided", stage="splice", source="steplens",
         claim="The answer is decided along the steps, not by the first ones: another seed's clean estimate spliced into a "
