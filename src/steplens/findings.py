@@ -314,8 +314,18 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("same difference with unit noise (replace, the paper's wording)", "perturb/by_mode/replace/step_minus_frame_drop",
                  "points"),
                 ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step"),
-                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points")),
-        note="The verdict uses the level-matched injection (renoise). Replacing the latent with unit noise, the paper's "
+                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points"),
+                ("same difference, SNR-matched damage (destroy: damaged frames (1 - s)((1 - d) x0_hat + d eps_new) + s eps)",
+                 "perturb/by_mode/destroy/step_minus_frame_drop", "points"),
+                ("same difference (destroy), scored over every frame (process score)",
+                 "perturb/by_mode/destroy/process/step_minus_frame_drop", "points"),
+                ("same difference (renoise), scored over every frame (process score)",
+                 "perturb/by_mode/renoise/process/step_minus_frame_drop", "points"),
+                ("clean process score (every frame a legal successor)", "perturb/by_mode/renoise/process/clean_rate", "%")),
+        note="The verdict uses the level-matched injection (renoise). SNR-matched damage (destroy, d the fraction of signal "
+             "destroyed: each damaged frame leaves at SNR (1 - s)^2 (1 - d)^2 / (s^2 + (1 - s)^2 d^2), at a step on all frames "
+             "once, at a frame on one frame every step) and the process score (steplens.tasks.process: the final-frame "
+             "scorer cannot see damage to the other frames) are shown beside it. Replacing the latent with unit noise, the paper's "
              "wording, costs more the later the step, because fewer steps remain to denoise it: its worst step is the last."),
     FindingSpec(
         id="information_flow", title="Information flow", stage="cka",
