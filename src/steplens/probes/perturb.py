@@ -38,8 +38,8 @@ from ..interventions import MODES, NoiseAtFrame, NoiseAtStep
 from ..runner import Batch
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
-from ..tasks.process import process_score
 from ..stats import calibration_split, paired_diff, proportion_ci, t_interval
+from ..tasks.process import process_score
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
