@@ -79,3 +79,36 @@ def test_quick_demo_cards_on_the_controls(tmp_path, model, reproduced):
     cos = next(f for f in s["findings"] if f["id"] == "chain_of_steps")
     assert any(e["label"].startswith("null") for e in cos["extras"])  # the null beside the effect
     json.dumps(s, allow_nan=False)
+
+
+def _early_plan_card(model: str, n: int = 4):
+    """The Early plan card at the demo's quick size (4x4 mazes, 8 steps), the model against null:shrink on the same seeds."""
+    from steplens.findings import SPECS, evaluate
+    from steplens.models.registry import load
+    from steplens.probes.candidates import NULL_MODEL, card_measures
+    from steplens.probes.common import ProbeConfig
+    from steplens.probes.cos import trace_x0
+    from steplens.runner import SamplingConfig
+
+    def trace(spec):
+        return trace_x0(load(spec), ProbeConfig(model=spec, size=4, n=n, seed=40_000, sampling=SamplingConfig(steps=8), batch=n),
+                        progress=False)
+
+    m, null = trace(model), trace(NULL_MODEL)
+    cards = card_measures(get_task("maze"), m.insts, m.steps, null.steps)
+    return cards, next(f for f in evaluate({"cos": {"cards": cards}}, [s for s in SPECS if s.id == "early_commitment"]))
+
+
+@pytest.mark.parametrize("model", ["null:noise", "null:shrink"])
+def test_early_plan_does_not_read_reproduced_without_a_plan(model):
+    cards, card = _early_plan_card(model)
+    assert cards["model"]["early_plan"]["rate"] == 0.0 and cards["null"]["early_plan"]["rate"] == 0.0
+    assert card["value"] == 0.0 and card["verdict"] != "reproduced"
+
+
+def test_early_plan_reads_reproduced_on_a_control_that_commits_early():
+    cards, card = _early_plan_card("control:commit?commit=0.9", n=24)  # decided at step 1 of 8, inside the first quarter
+    assert cards["model"]["early_plan"]["rate"] == 1.0
+    assert card["verdict"] == "reproduced"
+    late = _early_plan_card("control:commit", n=4)[0]  # decided at step 4 of 8: no early plan
+    assert late["model"]["early_plan"]["rate"] == 0.0

@@ -65,8 +65,20 @@ def test_candidates_keep_option_and_every_task_has_an_alternative():
         assert alt is not None and alt.shape == task.blocks(inst).shape and not task.score(inst, alt[-1]).success, name
 
 
+def test_commit_holds_both_then_one_decided_by_its_state():
+    t = get_task("maze")
+    insts, x0s, final = run("control:commit", "maze", n=12, steps=8)  # commit at sigma 0.5: step 4 of 8
+    wins = [t.score(i, v).success for i, v in zip(insts, final)]
+    assert 0 < sum(wins) < len(wins)  # seeds disagree
+    for i, inst in enumerate(insts):
+        alt = alternative(t, inst)
+        assert not (x0s[0][i] == t.blocks(inst)).all() and not (x0s[0][i] == alt).all()  # half of each: neither whole
+        assert all((x0s[s][i] == x0s[4][i]).all() for s in range(4, 8))  # committed at step 4, kept
+        assert (final[i] == (t.blocks(inst) if wins[i] else alt)).all()
+
+
 def test_bad_control_specs():
-    for spec in ("null:nope", "control:candidates?prune=2", "control:candidates?bogus=1", "null:shrink?keep=1"):
+    for spec in ("null:nope", "control:commit?commit=1", "control:candidates?prune=2", "control:candidates?bogus=1", "null:shrink?keep=1"):
         with pytest.raises(ModelLoadError):
             load(spec)
 

@@ -198,3 +198,34 @@ def test_cka_smallest_effect_is_relative_to_the_fresh_seed_floor():
     assert r["verdict"] == NOT_REPRODUCED  # significant, but inside half of what an unrelated seed changes
     (r,) = evaluate({"s": {**summary["s"], "floor": None}}, [sp])
     assert r["min_effect"] == 0.0 and r["verdict"] == REPRODUCED and "not measured" in r["min_effect_why"]
+
+
+def _ensemble_card(single: list[float], cold: list[float] | None, n: int = 64) -> dict:
+    summary = {"ensemble": {"methods": {"ensemble": {"n": n, "diff_vs_single": {"solve_rate": single}}}}}
+    if cold is not None:
+        summary["derived"] = {"ensemble_minus_cold": {"diff": cold[0], "ci95": cold[1:], "n": n}}
+    return next(f for f in evaluate(summary, [s for s in SPECS if s.id == "ensemble"]))
+
+
+def test_ensemble_needs_to_beat_both_the_single_seed_and_the_cold_start():
+    both = _ensemble_card([0.2, 0.1, 0.3], [0.15, 0.05, 0.25])
+    assert both["verdict"] == REPRODUCED
+    assert both["requires"][0]["label"] == "ensemble minus cold start" and both["requires"][0]["verdict"] == REPRODUCED
+    cold_explains = _ensemble_card([0.2, 0.1, 0.3], [0.0, -0.1, 0.1])  # the gain is the colder start's
+    assert cold_explains["verdict"].startswith("inconclusive") and "cold start" in cold_explains["note"]
+    assert cold_explains["requires"][0]["ci95"] == [-0.1, 0.1]  # the card shows both paired differences
+    loses = _ensemble_card([0.2, 0.1, 0.3], [-0.2, -0.3, -0.1])
+    assert loses["verdict"] == "reversed" and "both comparisons" in loses["note"]
+    no_cold = _ensemble_card([0.2, 0.1, 0.3], None)
+    assert no_cold["verdict"] == NOT_MEASURED and no_cold["requires"][0]["value"] is None
+    single_fails = _ensemble_card([0.0, -0.1, 0.1], [0.15, 0.05, 0.25])
+    assert single_fails["verdict"].startswith("inconclusive") and single_fails["requires"][0]["verdict"] == REPRODUCED
+
+
+def test_the_ensemble_card_shows_the_cold_start_comparison(tmp_path):
+    from steplens.demo import findings_lines
+    from steplens.report.story import _card
+
+    f = _ensemble_card([0.2, 0.1, 0.3], [0.0, -0.1, 0.1])
+    assert "ensemble minus cold start: 0.0 points [-10.0, 10.0], n=64" in findings_lines([f])[0]
+    assert "ensemble minus cold start: 0.0 points [-10.0, 10.0], n=64" in _card(f, tmp_path, lambda p: str(p))

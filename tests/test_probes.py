@@ -309,3 +309,31 @@ def test_cka_read_off_a_perturb_run_equals_its_own_run(model_path, tmp_path):
         if fa:
             assert fa["diff"] == pytest.approx(fb["diff"], abs=1e-6) and fa["ci95"] == pytest.approx(fb["ci95"], abs=1e-6)
         assert a[key]["fresh_seed"]["mean"] == pytest.approx(b[key]["fresh_seed"]["mean"], abs=1e-6)
+
+
+def test_perturb_scores_every_frame_beside_the_final_one(tmp_path):
+    """The process score sees what the final-frame scorer cannot (an end-jump video), and the destroy mode's card
+    numbers come with it."""
+    from steplens.findings import SPECS, evaluate
+    from steplens.models.registry import load as load_model
+    from steplens.probes.common import ProbeConfig
+    from steplens.probes.perturb import _scores, run_perturb
+    from steplens.runner import SamplingConfig, prepare
+    from steplens.tasks import get_task
+    from steplens.tasks.process import end_jump
+
+    den, task = load_model("null:shrink"), get_task("maze")
+    insts = [task.generate(s, 4, n_frames=4, cell_px=1) for s in (40_000, 40_001)]
+    batch = prepare(den, task, insts)
+    truth = np.stack([task.blocks(i) for i in insts])
+    assert _scores(den, batch, den.encode(truth)) == ([1.0, 1.0], [1.0, 1.0])
+    assert _scores(den, batch, den.encode(np.stack([end_jump(v) for v in truth]))) == ([1.0, 1.0], [0.0, 0.0])
+
+    pcfg = ProbeConfig(model="null:shrink", size=4, n=4, sampling=SamplingConfig(steps=6), batch=4)
+    s = run_perturb(den, pcfg, str(tmp_path / "p"), every=2, mode="renoise,destroy", progress=False)
+    for m in ("renoise", "destroy"):
+        proc = s["by_mode"][m]["process"]
+        assert proc["clean_rate"] == 1.0 and proc["step_minus_frame_drop"] == 0.0  # the null ignores its state
+    card = next(f for f in evaluate({"perturb": s}) if f["id"] == "noise_step_vs_frame")
+    labels = {e["label"] for e in card["extras"]}
+    assert any("destroy" in l and "process" in l for l in labels) and any(l.startswith("same difference, SNR-matched") for l in labels)

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from steplens.cli import app
 from steplens.findings import NOT_MEASURABLE, SPECS, evaluate
-from steplens.models.controls import ControlDenoiser
 from steplens.models.registry import load
 from steplens.probes.common import ProbeConfig
 from steplens.probes.splice import NEVER_PLAN, SEEDS_AGREE, analyse, crossing, run_splice, splice_latent, switch_step
@@ -21,25 +20,7 @@ from steplens.sampling import get_sampler, run, seeded_noise
 from conftest import tiny_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PRUNE = 0.5  # sigma of the committing control's choice: step 10 of 20 Euler steps at shift 1
-
-
-def committing_x0(prune: float):
-    """A positive control that commits: both candidates superimposed at half strength while sigma > prune; then the one the
-    *state* leans to.
-
-    At the first step at or below `prune` the state holds the two candidates equally, so its noise decides; from then on
-    the chosen candidate dominates the state and the choice sticks. Splicing B's clean estimate in at or after that step
-    hands the state B's choice: the outcome follows the plan from step 10 on and the noise before it."""
-
-    def x0(x, s, cond):
-        truth, alt = cond.extra["answer"], cond.extra["alternative"]
-        mid, d = (truth + alt) / 2, truth - alt
-        lean = ((x - (1 - s) * mid) * d).sum((1, 2, 3, 4))  # > 0: the state leans to the truth; ~ sigma N(0, |d|^2) from mid
-        pick = (lean > 0).reshape(-1, 1, 1, 1, 1)
-        return torch.where(s > prune, mid, torch.where(pick, truth, alt))
-
-    return x0
+P = 10  # control:commit commits at sigma 0.5: step 10 of 20 Euler steps at shift 1
 
 
 def test_splice_formula_keeps_the_noise_and_swaps_the_plan():
@@ -94,9 +75,9 @@ def _candidates_run(den, tmp_path, name):
 
 
 def test_a_control_that_commits_at_p_crosses_at_p(tmp_path):
-    den = ControlDenoiser("control:commit", committing_x0(PRUNE), candidates=True)
+    den = load("control:commit")
     s = _candidates_run(den, tmp_path, "commit")
-    p = 10  # sigma_10 = 0.5 = PRUNE
+    p = P
     assert s["n_pairs"] >= 4 and s["self_check"]["rate"] == 1.0
     by_step = {r["step"]: r["follow_plan"] for r in s["curve"]}
     assert max(v for k, v in by_step.items() if k < p) == 0.0 and min(v for k, v in by_step.items() if k >= p) == 1.0
@@ -143,7 +124,7 @@ def test_splice_command(tmp_path):
 
 
 def test_splice_curves_draws_one_line_per_run(tmp_path):
-    den = ControlDenoiser("control:commit", committing_x0(PRUNE), candidates=True)
+    den = load("control:commit")
     for size in (4, 5):
         run_splice(den, ProbeConfig(model="control:commit", size=size, n=3, batch=3), str(tmp_path / f"r{size}"), k=3, every=5,
                    progress=False)

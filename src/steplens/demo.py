@@ -51,7 +51,7 @@ class DemoConfig:
     n_perturb: int = 48
     n_cka: int = 48  # = n_perturb with cka_mode among perturb_modes: read off the perturb stage's runs (no model runs of its own)
     every: int = 5  # perturb and cka inject at every k-th step
-    perturb_modes: str = "replace,renoise"  # the paper's wording and the level-matched control beside it
+    perturb_modes: str = "replace,renoise,destroy"  # the paper's wording, the level-matched control, SNR-matched damage (d=1)
     cka_mode: str = "renoise"  # fresh noise at the step's level, the clean estimate kept: unlike a late unit-noise replacement
     n_layers: int = 48  # each sample costs 2 + 2 x depth runs
     n_ensemble: int = 48  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
@@ -331,6 +331,8 @@ def findings_lines(findings: list[dict[str, Any]]) -> list[str]:
     from .findings import format_value
 
     return [f"{f['title']}: {f['verdict']}" + (f" ({format_value(f)})" if f["value"] is not None else "")
+            + "".join(f"; {r['label']}: {format_value({**r, 'unit': f['unit']})} ({r['verdict']})" for r in f.get("requires", [])
+                      if r["value"] is not None)
             + (f"; needs n >= {f['needed_n']}" if f.get("needed_n") else "") for f in findings]
 
 

@@ -77,6 +77,9 @@ class FindingSpec:
     stats: str | None = None  # path to the stage's estimate record (steplens.stats): CIs at any level and a p-value
     min_effect_why: str = ""  # why that is the smallest effect that would matter
     min_effect_of: str | None = None  # a floor measured in the same run: the SEI is then min_effect x that floor
+    # further paired differences the claim needs beaten too, (label, value path, ci95 path, n path): the card reads
+    # reproduced only when its own comparison and each of these do (an intersection-union test: each at its own 95%)
+    requires: tuple[tuple[str, str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):
@@ -178,6 +181,10 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
                 need = _needed(adj, n, (value - s.null) * s.sign, sei)
         else:
             v = status
+        required = [_required(summary, s, *r) for r in s.requires]
+        if v == REPRODUCED and (short := next((r for r in required if r["verdict"] != REPRODUCED), None)):
+            v = short["verdict"]
+            why = f"{short['label']} reads {short['verdict']}: both comparisons must read reproduced. {why}".strip()
         commands = summary.get("commands", {})
         out.append({
             "id": s.id, "title": s.title, "claim": s.claim, "source": s.source,
@@ -190,9 +197,20 @@ def evaluate(summary: Mapping[str, Any], specs: Sequence[FindingSpec] | None = N
             "min_effect_why": (s.min_effect_why + sei_note).strip(),
             "extras": [{"label": label, "value": _num(resolve(summary, p)), "unit": unit} for label, p, unit in s.extras
                        if resolve(summary, p) is not _MISSING],
+            "requires": required,
             "note": why,
         })
     return out
+
+
+def _required(summary: Mapping[str, Any], s: FindingSpec, label: str, value: str, ci95: str, n: str) -> dict[str, Any]:
+    """One further comparison of a card, judged by the card's own rule, SEI and sign at its raw 95% CI."""
+    v, ci, k = (resolve(summary, p) for p in (value, ci95, n))
+    if v is _MISSING:
+        return {"label": label, "value": None, "ci95": None, "n": None, "verdict": NOT_MEASURED}
+    ci = widen(v, ci, k, s.unit)
+    return {"label": label, "value": _num(v), "ci95": _ci_json(ci), "n": k if isinstance(k, int) else None,
+            "verdict": verdict(v, ci, k, sign=s.sign, min_effect=_min_effect(summary, s)[0], null=s.null)}
 
 
 def _min_effect(summary: Mapping[str, Any], s: FindingSpec) -> tuple[float, str]:
@@ -296,8 +314,18 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("same difference with unit noise (replace, the paper's wording)", "perturb/by_mode/replace/step_minus_frame_drop",
                  "points"),
                 ("worst injection step (replace)", "perturb/by_mode/replace/worst_step/index", "step"),
-                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points")),
-        note="The verdict uses the level-matched injection (renoise). Replacing the latent with unit noise, the paper's "
+                ("null (null:shrink): the same difference (renoise)", "perturb/null/by_mode/renoise/step_minus_frame_drop", "points"),
+                ("same difference, SNR-matched damage (destroy: damaged frames (1 - s)((1 - d) x0_hat + d eps_new) + s eps)",
+                 "perturb/by_mode/destroy/step_minus_frame_drop", "points"),
+                ("same difference (destroy), scored over every frame (process score)",
+                 "perturb/by_mode/destroy/process/step_minus_frame_drop", "points"),
+                ("same difference (renoise), scored over every frame (process score)",
+                 "perturb/by_mode/renoise/process/step_minus_frame_drop", "points"),
+                ("clean process score (every frame a legal successor)", "perturb/by_mode/renoise/process/clean_rate", "%")),
+        note="The verdict uses the level-matched injection (renoise). SNR-matched damage (destroy, d the fraction of signal "
+             "destroyed: each damaged frame leaves at SNR (1 - s)^2 (1 - d)^2 / (s^2 + (1 - s)^2 d^2), at a step on all frames "
+             "once, at a frame on one frame every step) and the process score (steplens.tasks.process: the final-frame "
+             "scorer cannot see damage to the other frames) are shown beside it. Replacing the latent with unit noise, the paper's "
              "wording, costs more the later the step, because fewer steps remain to denoise it: its worst step is the last."),
     FindingSpec(
         id="information_flow", title="Information flow", stage="cka",
@@ -400,13 +428,17 @@ SPECS: tuple[FindingSpec, ...] = (
         claim="Averaging three seeds' latents over the first steps solves more puzzles than one seed at about the same compute.",
         value="ensemble/methods/ensemble/diff_vs_single/solve_rate/0", ci95="ensemble/methods/ensemble/diff_vs_single/solve_rate/1:3",
         n="ensemble/methods/ensemble/n",
-        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar",
+        measure="solve rate of the K=3 mean_xt ensemble (steps 0-2) minus one seed, Newcombe paired CI, exact McNemar; "
+                "the verdict also needs the ensemble minus the cold-start control (one seed from noise / sqrt(K), the same "
+                "compute restarted) to read reproduced",
         unit="points", min_effect=0.02, figure="ensemble/compare.png", stats="ensemble/methods/ensemble/diff_vs_single/solve_rate_stats",
         min_effect_why="2 points of solve rate at about the same compute: less would not pay for running K seeds in step",
         extras=(("one seed solves", "ensemble/methods/single/solve_rate", "%"), ("network evaluations, ensemble", "ensemble/methods/ensemble/nfe", ""),
                 ("network evaluations, one seed", "ensemble/methods/single/nfe", ""),
                 ("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "points"),
-                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points"))),
+                ("null (null:shrink): ensemble minus one seed", "ensemble/null/diff_vs_single/0", "points")),
+        requires=(("ensemble minus cold start", "derived/ensemble_minus_cold/diff", "derived/ensemble_minus_cold/ci95",
+                   "derived/ensemble_minus_cold/n"),)),
     FindingSpec(
         id="cold_start", title="Cold-start control", stage="ensemble", source="steplens",
         claim="One seed started from noise scaled by 1/sqrt(K) improves on a plain seed: the part of the ensemble's gain "
@@ -422,12 +454,18 @@ SPECS: tuple[FindingSpec, ...] = (
         id="early_commitment", title="Early plan", stage="cos", source="steplens",
         claim="Most samples commit to their final answer within the first quarter of the steps, so an early read-out "
               "can steer search over seeds.",
-        value="derived/early_commit/rate", ci95="derived/early_commit/ci95", n="derived/early_commit/n",
-        measure="samples whose decoded answer never changes after the first quarter of the steps (Wilson CI; "
-                "no effect: half)",
-        unit="%", null=0.5, min_effect=0.05, figure="cos/commit_hist.png", stats="derived/early_commit/stats",
-        min_effect_why="5 points above one half: an early read-out right barely more often than not cannot steer a search",
-        note="Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
+        value="cos/cards/early_plan/diff", ci95="cos/cards/early_plan/ci95", n="cos/cards/n",
+        measure="samples whose decoded answer is the same from the end of the first quarter of the steps on and is a "
+                "complete answer (right, or complete but different), model minus null (null:shrink on the same "
+                "instances; Newcombe paired CI, exact McNemar)",
+        unit="points", min_effect=0.05, figure="cos/commit_hist.png", stats="cos/cards/early_plan/stats",
+        min_effect_why="5 points over the null: an early read-out that holds on fewer than one sample in twenty more "
+                       "than a converging denoiser's cannot steer a search",
+        extras=(("model: early plan", "cos/cards/model/early_plan/rate", "%"),
+                ("null (null:shrink): early plan", "cos/cards/null/early_plan/rate", "%"),
+                ("decoded answer unchanged after the first quarter (any answer, drawn or not)", "derived/early_commit/rate", "%")),
+        note="An answer that never changes because nothing is drawn (null:noise) is no plan: the committed answer must be "
+             "complete. Early-plan search itself (spend compute on seeds whose early plan looks right) is not run by the demo."),
     FindingSpec(
         id="decided_at", title="When the answer is decided", stage="splice", source="steplens",
         claim="The answer is decided along the steps, not by the first ones: another seed's clean estimate spliced into a "
@@ -442,5 +480,7 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("causal switch minus observational commit", "splice/causal_minus_observational/diff", "steps"),
                 ("same crossing, reverse splice", "splice/crossing/reverse_step", "step")),
         note="Before the crossing the outcome follows the noise (the model still decides), after it the plan (committed). "
-             "A crossing at step 0-1 would mean the first steps already decide."),
+             "A crossing at step 0-1 would mean the first steps already decide. Null: null:shrink (every seed ends at the "
+             "answer: not measurable, the seeds agree); control:candidates (its noise decides at every step: never follows "
+             "the plan). Positive control: control:commit, which commits at step 10 of 20 (its crossing's CI contains 10)."),
 )

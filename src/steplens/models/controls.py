@@ -15,6 +15,19 @@ prediction for flow matching), so every probe and `steplens demo --model SPEC` r
                  x0_hat the scorer reads as a complete but different answer); sigma <= S: one
                  candidate, chosen by the trajectory's own noise (so seeds disagree); with probability
                  `keep` the true one. Defaults S=0.5 (step 10 of 20 Euler steps at shift 1), E=0.75, P=0.5.
+- `control:commit[?commit=C]`  a positive control for the splice probe (an answer decided at a set step p):
+                 sigma > C: both candidates superimposed at half strength, (truth + alt) / 2; sigma <= C: the
+                 candidate the *state* leans to, sign of <x - (1 - sigma) mid, truth - alt>. At the first step at or
+                 below C the state holds the two equally, so its noise decides; from then on the chosen candidate
+                 dominates the state and the choice sticks. A clean estimate spliced in after p (x_s' = (1 - sigma)
+                 x0_hat_B + sigma eps_A) hands the state B's choice: the final follows the plan from p on and the
+                 noise before it. Default C=0.5 (p = step 10 of 20 Euler steps at shift 1).
+
+Why `control:candidates` never follows a spliced plan: its choice is read from the implied noise on the
+blocks where the candidates agree, and there every phase's clean estimate is the same content (the truth),
+so after the splice x_s' = (1 - sigma) x0_hat_B + sigma eps_A the implied noise on those blocks is eps_A
+exactly: A's noise, whatever B's plan. Its clean estimate depends on the state through nothing else, so the
+final is A's at every splice step (observationally committed at p, causally never): a null for the splice.
 
 What the wrong candidate is, per task (`alternative`): maze, a complete route from the start to a
 dead end that branches off the true route for >= 2 blocks (a perfect maze has no second route to
@@ -50,7 +63,7 @@ from .errors import resolve_device
 from .protocol import Cond, DenoiserBase, Prediction, velocity_from_x0
 from .serialize import ModelLoadError
 
-__all__ = ["ALTERNATIVE_VIOLATION", "CONTROLS", "ControlDenoiser", "alternative", "is_control", "load_control"]
+__all__ = ["ALTERNATIVE_VIOLATION", "CONTROLS", "ControlDenoiser", "alternative", "commit_x0", "is_control", "load_control"]
 
 PREFIXES = ("null", "control")
 # the rule violations each task's candidates control draws as its complete wrong answer, the first the instance has
@@ -198,6 +211,19 @@ def candidates_x0(prune: float, explore: float, keep: float) -> Callable[[Tensor
     return x0
 
 
+def commit_x0(commit: float) -> Callable[[Tensor, Tensor, Cond], Tensor]:
+    """The committing control's clean estimate: the two candidates at half strength, then the one the state leans to."""
+
+    def x0(x: Tensor, s: Tensor, cond: Cond) -> Tensor:
+        truth, alt = cond.extra["answer"], cond.extra["alternative"]
+        mid, d = (truth + alt) / 2, truth - alt
+        lean = ((x - (1 - s) * mid) * d).sum(dim=(1, 2, 3, 4))  # > 0: the state leans to the truth; ~ sigma N(0, |d|^2) at mid
+        pick_true = (lean > 0).reshape(-1, 1, 1, 1, 1)
+        return torch.where(s > commit, mid, torch.where(pick_true, truth, alt))
+
+    return x0
+
+
 def _options(spec: str, query: str, allowed: dict[str, float]) -> dict[str, float]:
     out = dict(allowed)
     for part in filter(None, query.split("&")):
@@ -218,6 +244,13 @@ def _candidates(spec: str, query: str, device: torch.device) -> ControlDenoiser:
     return ControlDenoiser(spec, candidates_x0(o["prune"], o["explore"], o["keep"]), candidates=True, device=device)
 
 
+def _commit(spec: str, query: str, device: torch.device) -> ControlDenoiser:
+    o = _options(spec, query, {"commit": 0.5})
+    if not 0.0 < o["commit"] < 1.0:
+        raise ModelLoadError(f"{spec}: need 0 < commit < 1, got {o}")
+    return ControlDenoiser(spec, commit_x0(o["commit"]), candidates=True, device=device)
+
+
 def _simple(fn: Callable[[Tensor, Tensor], Tensor] | None) -> Callable[[str, str, torch.device], ControlDenoiser]:
     def make(spec: str, query: str, device: torch.device) -> ControlDenoiser:
         _options(spec, query, {})
@@ -232,6 +265,7 @@ CONTROLS: dict[str, Callable[[str, str, torch.device], ControlDenoiser]] = {
     "null:blur": _simple(blur_x0),
     "null:noise": _simple(None),
     "control:candidates": _candidates,
+    "control:commit": _commit,
 }
 
 

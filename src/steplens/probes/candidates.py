@@ -15,7 +15,10 @@ Pure functions over decoded clean estimates per step (the Chain-of-Steps trace, 
   frame equals the final frame of one of the task's named rule violations (`task.violations`).
 - Per sample: `complete_alternatives` (a step of the first quarter, the Chain-of-Steps window, holds >= 2
   candidates); `corrected` (a step of the first half is a complete but different answer and the final answer
-  is right); `pruned` (a step of the first quarter holds >= 2 candidates and the final frame exactly one).
+  is right); `pruned` (a step of the first quarter holds >= 2 candidates and the final frame exactly one);
+  `early_plan` (the classified last frame of x0_hat is the same from the last step of the first quarter to the end,
+  and that final is a complete answer: right, or complete but different). An answer that never changes because
+  nothing is ever drawn (`null:noise`) is not an early plan.
 
 `card_measures(task, insts, steps, null_steps)` gives each rate on the model and on the null (the same
 instances through `null:shrink`), and the model minus the null, paired over instances (Newcombe CI, exact McNemar): the
@@ -36,7 +39,7 @@ from ..tasks.maze import MAZE_COLORS, PATH, START, MazeInstance, bfs_path, dead_
 from .metrics import LIT
 
 NULL_MODEL = "null:shrink"
-MEASURES = ("complete_alternatives", "corrected", "pruned")
+MEASURES = ("complete_alternatives", "corrected", "pruned", "early_plan")
 SCENE_GIVEN = "not measurable on this task: the scene is given"
 
 
@@ -93,7 +96,12 @@ def sample_measures(task: Task, inst: Any, steps: np.ndarray, early: int) -> dic
     else:
         alternatives = pruned = False  # candidates are counted on mazes only
     corrected = final_ok and any(complete_but_different(task, inst, f) for f in last[: max(early, len(last) // 2)])
-    return {"complete_alternatives": bool(alternatives), "corrected": bool(corrected), "pruned": bool(pruned)}
+    colors = MAZE_COLORS if task.name == "maze" else task.colors
+    answers = [classify_blocks(f.astype(np.float32), colors) for f in last[early - 1:]]
+    planned = all(np.array_equal(a, answers[-1]) for a in answers) and (
+        final_ok or complete_but_different(task, inst, last[-1]))
+    return {"complete_alternatives": bool(alternatives), "corrected": bool(corrected), "pruned": bool(pruned),
+            "early_plan": bool(planned)}
 
 
 def rates(flags: Sequence[dict[str, bool]]) -> dict[str, Any]:

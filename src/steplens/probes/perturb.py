@@ -39,6 +39,7 @@ from ..runner import Batch
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
 from ..stats import calibration_split, paired_diff, proportion_ci, t_interval
+from ..tasks.process import process_score
 from .cka import linear_cka
 from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
@@ -132,6 +133,13 @@ def _score(den: Any, batch: Batch, lat: Tensor) -> list[float]:
     return [float(batch.task.score(i, f).success) for i, f in zip(batch.instances, frames)]
 
 
+def _scores(den: Any, batch: Batch, lat: Tensor) -> tuple[list[float], list[float]]:
+    """(final-state success, process success) per sample: the scorer reads the last frame, the process score every frame."""
+    frames = den.decode(lat)
+    final = [float(batch.task.score(i, f).success) for i, f in zip(batch.instances, frames)]
+    return final, [float(process_score(batch.task, i, f).success) for i, f in zip(batch.instances, frames)]
+
+
 def _change(x: Tensor) -> Tensor:
     """Latents (B, C, F, H, W) -> each later frame minus frame 0 (the given image in image-to-video runs)."""
     return x[:, :, 1:] - x[:, :, :1]
@@ -201,7 +209,7 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
     clean = _States(layers, keep_x=True)
     out = _sample(den, batch, seeded_noise(batch.latent_shape, noise_seeds, device=den.device), cfg, 0, [], clean)
     require_finite(out)
-    recs: list[dict[str, Any]] = [{"clean": c} for c in _score(den, batch, out)]
+    recs: list[dict[str, Any]] = [{"clean": c, "clean_process": p} for c, p in zip(*_scores(den, batch, out))]
     arrays: dict[str, np.ndarray] = {}
     tick(b)
     if layers:  # the floor: a run that shares nothing with the clean one but the puzzle
@@ -211,12 +219,15 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
         tick(b)
     inj_seeds = tuple(s + 1 for s in noise_seeds)
     for m in modes:
-        scores: dict[str, list[list[float]]] = {f"step:{m}": [], f"frame:{m}": [], **({f"window:{m}": []} if frame_window else {})}
+        scores: dict[str, list[list[float]]] = {f"step:{m}": [], f"frame:{m}": [], f"pstep:{m}": [], f"pframe:{m}": [],
+                                                **({f"window:{m}": []} if frame_window else {})}
         flows = {k: np.full((b, len(inject_steps), n_steps + 1), np.nan) for k in _flow_keys(image, layers)} if layers else {}
         for si, s in enumerate(inject_steps):
             pert = _States(layers) if layers else None
             lat = _sample(den, batch, clean.x[s], cfg, s, [NoiseAtStep((s,), mode=m, strength=strength, seeds=inj_seeds)], pert)
-            scores[f"step:{m}"].append(_score(den, batch, lat))
+            final, proc = _scores(den, batch, lat)
+            scores[f"step:{m}"].append(final)
+            scores[f"pstep:{m}"].append(proc)
             if pert is not None:
                 for k, v in _flow_row(clean, pert, s, n_steps, image).items():
                     flows[k][:, si] = v
@@ -224,7 +235,9 @@ def perturb_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConf
         for f in frames:
             x_init = clean.x[0]
             lat = _sample(den, batch, x_init, cfg, 0, [NoiseAtFrame((f,), mode=m, strength=strength, seeds=inj_seeds)], None)
-            scores[f"frame:{m}"].append(_score(den, batch, lat))
+            final, proc = _scores(den, batch, lat)
+            scores[f"frame:{m}"].append(final)
+            scores[f"pframe:{m}"].append(proc)
             tick(b)
         if frame_window:
             a, z = frame_window
@@ -279,6 +292,10 @@ def perturb_sweep(den: Any, cfg: ProbeConfig, *, inject_steps: Sequence[int], fr
             "recovery": np.stack([r[f"recovery__{m}"] for r in ok]) if frame_window else None,
             "flows": stack(f"flow__{m}__"),
         }
+        if all(f"pstep:{m}" in r for r in ok):  # the process score (every frame); absent in records resumed from before it
+            res["modes"][m]["process"] = {"clean": [r["clean_process"] for r in ok],
+                                          "step": {s: [r[f"pstep:{m}"][i] for r in ok] for i, s in enumerate(inject_steps)},
+                                          "frame": {f: [r[f"pframe:{m}"][i] for r in ok] for i, f in enumerate(frames)}}
     return res
 
 
@@ -381,6 +398,12 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
         s["selection"] = {"step": step, "frame": frame, "calibration_n": len(cal), "held_out_n": len(held),
                           "how": ("worst step and frame chosen on the calibration half (even samples), the difference measured on "
                                   "the held-out half (odd samples)") if split else "worst step and frame chosen in-sample (n < 4)"}
+    if res.get("process"):  # the same comparison scored over every frame (steplens.tasks.process), beside the final-frame one
+        p = res["process"]
+        s["process"] = _mode_summary({"mode": res["mode"], "step": p["step"], "frame": p["frame"]}, sigmas,
+                                     float(np.mean(p["clean"])), None)
+        s["process"]["what"] = "process score: every frame a legal successor of the one before (steplens.tasks.process)"
+        s["process"]["clean_rate"] = float(np.mean(p["clean"]))
     if window:
         a, z = window
         rec = res["recovery"]  # (samples, frames, steps + 1)

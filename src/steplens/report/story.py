@@ -180,6 +180,8 @@ def _card(f: dict[str, Any], root: Path, src: Src) -> str:
                 "</span></p>")
     else:
         meas = f"<p class=meas><span class=muted>{html.escape(f.get('measure', ''))}</span></p>"
+    meas += "".join(f"<p class=meas><b>{html.escape(r['label'])}: {html.escape(format_value({**r, 'unit': f.get('unit', '')}))}</b> "
+                    f"({html.escape(r['verdict'])})</p>" for r in f.get("requires", []) if r.get("value") is not None)
     extras = "".join(f"<li>{html.escape(e['label'])}: <b>{html.escape(format_number(e['value'], e.get('unit', '')))}"
                      f"{'%' if e.get('unit') == '%' else ''}</b></li>" for e in f.get("extras", []) if e.get("value") is not None)
     note = f"<p class=fnote>{html.escape(f['note'])}</p>" if f.get("note") else ""
