@@ -187,9 +187,12 @@ def model_frames(denoiser: Any | None, spec: str) -> int:
     """The frame count a model samples (its instances are generated, and keyed, at that length)."""
     if denoiser is not None:
         return int(getattr(denoiser, "n_frames", 4))
+    from .models.controls import ControlDenoiser, is_control
     from .models.registry import parse_spec
     from .models.serialize import load_meta
 
+    if is_control(spec):  # null:*, control:*: no weights, no json
+        return ControlDenoiser.n_frames
     prefix, _, opts = parse_spec(spec)
     if prefix is not None:
         return int(opts.get("frames", 4))
