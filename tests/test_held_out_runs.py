@@ -113,3 +113,17 @@ def test_no_module_draws_instances_by_seed_range():
 
     cfg = ProbeConfig(model="multi", task="occlusion", size=12, n=2, allow_seen=True)
     assert cfg.seeds() == list(held_out(cfg).seeds) and all(held_out(cfg).seen)
+
+
+def test_every_probe_run_folder_fixes_its_held_out_instances():
+    """Each probe's ProbeRun gets its instances: a ProbeConfig (held out by itself) or `held=`; only run-merging folders have none."""
+    src = Path(steplens.__file__).parent
+    bare = []
+    for p in sorted([*(src / "probes").glob("*.py"), src / "search" / "run.py", src / "ensemble" / "report.py"]):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ProbeRun":
+                kind = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None)
+                conf = node.args[2] if len(node.args) > 2 else next((k.value for k in node.keywords if k.arg == "config"), None)
+                if not any(k.arg == "held" for k in node.keywords) and not (isinstance(conf, ast.Name) and conf.id == "cfg"):
+                    bare.append((p.name, kind))
+    assert bare == [("splice.py", "probe-splice-compare")], bare  # compares finished splice runs: draws nothing
