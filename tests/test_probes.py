@@ -130,7 +130,8 @@ def _batch(den, n=2, steps=6):
     from steplens.probes.common import ProbeConfig, make_batch
     from steplens.runner import SamplingConfig
 
-    c = ProbeConfig(size=3, n=n, batch=n, sampling=SamplingConfig(steps=steps))
+    # a spec without a seen-set (the default, the shipped maze model, drew every 3x3 maze in training)
+    c = ProbeConfig(model="null:noise", size=3, n=n, batch=n, sampling=SamplingConfig(steps=steps))
     return (*make_batch(den, c, c.seeds()), c)
 
 

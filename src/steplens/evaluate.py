@@ -187,13 +187,19 @@ def model_frames(denoiser: Any | None, spec: str) -> int:
     """The frame count a model samples (its instances are generated, and keyed, at that length)."""
     if denoiser is not None:
         return int(getattr(denoiser, "n_frames", 4))
+    from .models.controls import ControlDenoiser, is_control
     from .models.registry import parse_spec
-    from .models.serialize import load_meta
+    from .models.serialize import ModelLoadError, load_meta
 
+    if is_control(spec):  # null:*, control:*: no weights, no json
+        return ControlDenoiser.n_frames
     prefix, _, opts = parse_spec(spec)
     if prefix is not None:
         return int(opts.get("frames", 4))
-    return int(load_meta(spec)[0].get("data", {}).get("n_frames", 4))
+    try:
+        return int(load_meta(spec)[0].get("data", {}).get("n_frames", 4))
+    except ModelLoadError:  # a name that loads no export (an in-process model's label): no seen-set either (seen.load_seen)
+        return 4
 
 
 def evaluation_instances(denoiser: Any | None, spec: str, task: str, size: int, seed: int, n: int, *, allow_seen: bool = False) -> Any:

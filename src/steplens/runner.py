@@ -83,13 +83,6 @@ def _to(cond: Cond, device: torch.device) -> Cond:
                 {k: v.to(device) for k, v in cond.extra.items()})
 
 
-def held_out_seeds(seed: int, n: int) -> list[int]:
-    """Instance seeds for evaluation: below 2**31, a range training never draws from."""
-    if not 0 <= seed < 2**31 - n:
-        raise ValueError(f"evaluation seeds must lie in [0, 2**31 - n), got seed={seed}")
-    return list(range(seed, seed + n))
-
-
 @dataclass(frozen=True)
 class HeldOut:
     """Evaluation instances chosen by content: their seeds, which of them training drew, and what the walk skipped."""

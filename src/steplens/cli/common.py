@@ -194,6 +194,8 @@ RAY = typer.Option(None, "--ray", metavar="ADDRESS",
                    help="Run on Ray: 'local' starts a local cluster; else a cluster address ('auto', 'ray://host:10001'). "
                         "Needs steplens[ray].")
 WORKERS = typer.Option(None, "--workers", min=1, help="With --ray: most chunks in flight (default: the cluster's GPUs, else CPUs).")
+ALLOW_SEEN = typer.Option(False, "--allow-seen", help="Where a level has too few instances unseen in training, fill up with seen ones "
+                          "(marked seen_in_training) instead of failing.")
 OUT = typer.Option(..., "--out", help="Run folder (re-running the same command resumes).")
 
 

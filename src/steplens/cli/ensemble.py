@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..config import to_json
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
+from .common import (ALLOW_SEEN, BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
                      PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
                      choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, parse_window,
                      record_precision, sampling_config, seed_option, task_size)
@@ -58,6 +58,7 @@ def run_cmd(
     evalkit_entry: str = EVALKIT_ENTRY,
     device: str = DEVICE,
     sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=6;rotate=11'."),
+    allow_seen: bool = ALLOW_SEEN,
 ) -> None:
     """Evaluate one ensemble setting (and its baselines) on the same instances; prints the JSON summary.
 
@@ -93,7 +94,7 @@ def run_cmd(
 
         def one(t: str, sz: int, folder: Path) -> dict[str, list[dict]]:
             compare(den, t, sz, n, seed, sampling, methods, folder, max_batch=max_batch, ray_address=ray, num_workers=workers,
-                    model=model, device=device, progress=True)
+                    model=model, device=device, progress=True, allow_seen=allow_seen)
             record_precision(folder, choice, quiet=True)
             return rows_by_method(folder / "results.jsonl")
 
@@ -106,7 +107,7 @@ def run_cmd(
         raise fail("--sizes applies to --task suite only (one task: --size)")
     size = task_size(task, size)
     summary = compare(load_model(model, device, choice, prompt_embeds, ray), task, size, n, seed, sampling, methods, out, max_batch=max_batch,
-                      ray_address=ray, num_workers=workers, model=model, device=device)
+                      ray_address=ray, num_workers=workers, model=model, device=device, allow_seen=allow_seen)
     record_precision(out, choice)
     typer.echo(to_json(summary, indent=1))
 
@@ -134,6 +135,7 @@ def sweep_cmd(
     workers: int | None = WORKERS,
     device: str = DEVICE,
     precision: str = PRECISION,
+    allow_seen: bool = ALLOW_SEEN,
 ) -> None:
     """Sweep K x window x rule (x norm correction) against single seed; writes sweep.json/.md/.png."""
     from ..ensemble import sweep, sweep_methods
@@ -151,7 +153,7 @@ def sweep_cmd(
         m.ens.check(sampling.steps)
     sweep(load_model(model, device, choice), task, size, n, seed, sampling, out, ks=k_list, windows=wins, rules=rule_list,
           norm_correct=ncs, after=after, select=select, max_batch=max_batch, ray_address=ray, num_workers=workers, model=model,
-          device=device, matched=matched)
+          device=device, matched=matched, allow_seen=allow_seen)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
     typer.echo((Path(out) / "sweep.md").read_text())

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from ..config import to_json
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER,
+from .common import (ALLOW_SEEN, BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, HEIGHT, MODEL, OUT, PRECISION, PROMPT_EMBEDS, RAY, SAMPLER, SCORER,
                      SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, batch_option, choose_precision, data_run_seed,
                      fail, load_model, model_sampling, n_option, parse_ints, parse_names, parse_window, record_precision,
                      sample_failures, sampling_config, seed_option)
@@ -30,17 +30,18 @@ FRAMES = typer.Option(None, "--frames", min=1, help="wan: models: video frames, 
 def _run(out: str, body: Callable[..., dict[str, Any]], model: str, task: str, size: int | None, n: int, seed: int,
          steps: int | None, shift: float | None, batch: int, sampler: str = "euler", prompt_embeds: str | None = None,
          ray: str | None = None, workers: int | None = None, device: str = "auto", px: int | None = None,
-         frames: int | None = None, precision: str = "auto") -> None:
+         frames: int | None = None, precision: str = "auto", allow_seen: bool = False) -> None:
     """Build the probe config, load the model and run `body(den, cfg, ray_address=..., num_workers=...)`.
 
     Every probe folder is resumable: re-running the command skips the batches it already holds."""
     from ..models.registry import with_options
-    from ..probes.common import ProbeConfig
+    from ..probes.common import ProbeConfig, held_out
 
     model = with_options(model, px=px, frames=frames)  # in the spec: Ray workers load the same
     choice = choose_precision(precision, device)
     cfg = ProbeConfig(model=model, task=task, size=size, n=n, seed=seed, batch=batch, device=device, precision=choice.precision.value,
-                      sampling=sampling_config(model, steps, shift, sampler))
+                      sampling=sampling_config(model, steps, shift, sampler), allow_seen=allow_seen)
+    held_out(cfg)  # too few unseen instances: one error line before the model loads
     den = load_model(model, device, choice, prompt_embeds, ray)
     summary = body(den, cfg, ray_address=ray, num_workers=workers)
     record_precision(out, choice)
@@ -59,7 +60,7 @@ def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK
                                         "a wan: model, seed 1 unless --seed is given."),
         every: int = typer.Option(5, "--every", min=1, help="--data: score every k-th step's x0_hat (and the last step's)."),
         split: str = SPLITS, tasks: str = BENCH_TASKS, video_preset: str = VIDEO_PRESET, height: int = HEIGHT, width: int = WIDTH,
-        scorer: str = SCORER, evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY) -> None:
+        scorer: str = SCORER, evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY, allow_seen: bool = ALLOW_SEEN) -> None:
     """Chain-of-Steps: decode x0_hat at every step; candidate mass, lit branches, commit step."""
     from ..probes.cos import run_cos
 
@@ -71,7 +72,7 @@ def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK
     if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
         raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
-         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None, shift: float | None, sampler: str, precision: str,
@@ -107,7 +108,7 @@ def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | No
             frames: int | None = FRAMES, every: int = EVERY, mode: str = MODE, strength: float = STRENGTH,
             frame_window: str = typer.Option("", "--frame-window", metavar="A:B",
                                              help="Also corrupt each frame only at steps A..B-1, then release it: "
-                                                  "does the answer survive, how fast does the frame's x0_hat recover.")) -> None:
+                                                  "does the answer survive, how fast does the frame's x0_hat recover."), allow_seen: bool = ALLOW_SEEN) -> None:
     """Noise at a step (all frames) vs noise at a frame (every step): score vs injection index, 95% CIs.
 
     Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
@@ -117,7 +118,7 @@ def perturb(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | No
     parse_modes(mode)  # before the model loads
     _run(out, lambda den, cfg, **kw: run_perturb(den, cfg, out, every=every, mode=mode, strength=strength,
                                                  frame_window=parse_window(frame_window, "--frame-window") if frame_window else None, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 @probe_app.command("cka")
@@ -126,7 +127,7 @@ def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None =
         ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, precision: str = PRECISION,
         px: int | None = PX, frames: int | None = FRAMES, every: int = EVERY,
         layers: str = typer.Option("", "--layers", help="Comma-separated block indices (default: middle and last)."),
-        mode: str = MODE, strength: float = STRENGTH) -> None:
+        mode: str = MODE, strength: float = STRENGTH, allow_seen: bool = ALLOW_SEEN) -> None:
     """Information flow: 1 - CKA between clean and perturbed x0_hat, outputs and block streams, injection step x later step.
 
     Always samples with flow-matching Euler: a multistep corrector (UniPC) would undo most of the injected noise.
@@ -136,7 +137,7 @@ def cka(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None =
     parse_modes(mode)
     ls = parse_ints(layers, "--layers") or None
     _run(out, lambda den, cfg, **kw: run_cka(den, cfg, out, every=every, layers=ls, mode=mode, strength=strength, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 @probe_app.command("layers")
@@ -151,7 +152,7 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | Non
            skip: bool = typer.Option(True, "--skip/--no-skip", help="Also skip each block and measure the solve-rate drop."),
            token_maps: bool = typer.Option(True, "--token-maps/--no-token-maps", help="Linear probes of what each layer's tokens encode."),
            prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
-           px: int | None = PX, frames: int | None = FRAMES, precision: str = PRECISION) -> None:
+           px: int | None = PX, frames: int | None = FRAMES, precision: str = PRECISION, allow_seen: bool = ALLOW_SEEN) -> None:
     """Layer specialisation: norm/PCA maps, token-map probes, energy, layer CKA, block skipping, activation patching."""
     from ..probes.layers import run_layers
 
@@ -166,19 +167,19 @@ def layers(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | Non
         return run_layers(den, cfg, out, step=None if step < 0 else step, window=w, patch_window=pw, patch=patch, skip=skip,
                           token_maps=token_maps, **kw)
 
-    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
+    _run(out, body, model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 @probe_app.command("behaviour")
 def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = n_option(16), seed: int = SEED,
               steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(16), prompt_embeds: str | None = PROMPT_EMBEDS,
               ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
-              frames: int | None = FRAMES, precision: str = PRECISION) -> None:
+              frames: int | None = FRAMES, precision: str = PRECISION, allow_seen: bool = ALLOW_SEEN) -> None:
     """Emergent behaviours: self-correction, working memory, perception before action."""
     from ..probes.behaviour import run_behaviour
 
     _run(out, lambda den, cfg, **kw: run_behaviour(den, cfg, out, **kw),
-         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision)
+         model, task, size, n, seed, steps, shift, batch, "euler", prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 @probe_app.command("splice")
@@ -193,13 +194,13 @@ def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
                                            help="Also splice each A into itself (the control: must reproduce A's final)."),
            erase: bool = typer.Option(False, "--erase/--no-erase",
                                       help="Mazes: also erase A's largest lit dead-end branch from its clean estimate at each splice "
-                                           "step (A's noise kept): does the model re-draw it?")) -> None:
+                                           "step (A's noise kept): does the model re-draw it?"), allow_seen: bool = ALLOW_SEEN) -> None:
     """When is the answer decided: splice seed B's clean estimate into seed A's state at each step (A's noise kept)."""
     from ..probes.splice import run_splice
 
     _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check,
                                                  erase=erase, **kw),
-         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision)
+         model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
 
 @probe_app.command("splice-curves")

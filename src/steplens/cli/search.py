@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .common import (BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
+from .common import (ALLOW_SEEN, BENCH_TASKS, DEVICE, EVALKIT, EVALKIT_ENTRY, FRAMES, HEIGHT, LORA_HIGH, LORA_LOW, MODEL, OUT, PRECISION,
                      PROMPT_EMBEDS, RAY, SAMPLER, SCORER, SHIFT, SIZE, SPLITS, STEPS, TASK, VIDEO_PRESET, WIDTH, WORKERS, RunByDefault,
                      choose_precision, data_run_seed, fail, load_model, n_option, parse_ints, parse_names, record_precision,
                      sampling_config, seed_option, task_size)
@@ -53,6 +53,7 @@ def run_cmd(
     width: int = WIDTH, lora_high: str | None = LORA_HIGH, lora_low: str | None = LORA_LOW, scorer: str = SCORER,
     evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY,
     sizes: str = typer.Option("", "--sizes", help="--task suite: sizes other than each task's default, e.g. 'maze=7;rotate=11'."),
+    allow_seen: bool = ALLOW_SEEN,
 ) -> None:
     """Compare single, single_cold, the paper's ensemble, best-of-k and early screening at one budget; prints the table.
 
@@ -71,7 +72,7 @@ def run_cmd(
                    "apply to --data runs only")
     den, sampling, choice = _setup(model, sampler, steps, shift, prompt_embeds, ray, device, precision)
     if task == "suite":
-        _search_suite(den, model, out, budget, k, screen_step, sampling, n, seed, sizes, ray, workers, device, choice)
+        _search_suite(den, model, out, budget, k, screen_step, sampling, n, seed, sizes, ray, workers, device, choice, allow_seen)
         return
     if sizes:
         raise fail("--sizes applies to --task suite only (one task: --size)")
@@ -79,13 +80,13 @@ def run_cmd(
     default_methods(budget, k, screen_step, sampling, task)  # validate before sampling anything
     _check_k(k, budget, "--budget")
     run_search(den, task, size, n, seed, sampling, out, budget=budget, k=k, screen_step=screen_step,
-               ray_address=ray, num_workers=workers, model=model, device=device)
+               ray_address=ray, num_workers=workers, model=model, device=device, allow_seen=allow_seen)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())
 
 
 def _search_suite(den: Any, model: str, out: str, budget: float, k: int, screen_step: int, sampling: Any, n: int, seed: int, sizes: str,
-                  ray: str | None, workers: int | None, device: str, choice: Any) -> None:
+                  ray: str | None, workers: int | None, device: str, choice: Any, allow_seen: bool = False) -> None:
     """search run --task suite: one search run per task of the model, then steplens.suite's aggregate."""
     from ..search import default_methods, run_search
     from ..suite import model_tasks, rows_by_method, run_suite, suite_sizes
@@ -96,7 +97,7 @@ def _search_suite(den: Any, model: str, out: str, budget: float, k: int, screen_
 
     def one(task: str, size: int, folder: Path) -> dict[str, list[dict[str, Any]]]:
         run_search(den, task, size, n, seed, sampling, folder, budget=budget, k=k, screen_step=screen_step, ray_address=ray,
-                   num_workers=workers, model=model, device=device)
+                   num_workers=workers, model=model, device=device, allow_seen=allow_seen)
         record_precision(folder, choice, quiet=True)
         return rows_by_method(folder / f"results_b{budget:g}.jsonl")
 
@@ -133,6 +134,7 @@ def sweep_cmd(
     model: str = MODEL, task: str = TASK, size: int | None = SIZE, n: int = N, seed: int = SEED, k: int = K, screen_step: int = SCREEN_STEP,
     steps: int | None = STEPS, shift: float | None = SHIFT, sampler: str = SAMPLER, precision: str = PRECISION,
     prompt_embeds: str | None = PROMPT_EMBEDS, ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE,
+    allow_seen: bool = ALLOW_SEEN,
 ) -> None:
     """Solve rate vs NFE per method over K, s and m (writes sweep.json, sweep.md, curve.png)."""
     from ..search import run_sweep
@@ -152,6 +154,7 @@ def sweep_cmd(
     if min(lists["--ks"]) > k:
         raise fail(f"--ks: every K is above --k ({k}), the seeds sampled per instance, got {ks!r}")
     run_sweep(den, task, size, n, seed, sampling, out, budgets=lists["--budgets"], ks=lists["--ks"], ss=lists["--ss"], k=k,
-              screen_step=screen_step, ray_address=ray, num_workers=workers, model=model, device=device)
+              screen_step=screen_step, ray_address=ray, num_workers=workers, model=model, device=device,
+              allow_seen=allow_seen)
     record_precision(out, choice)
     typer.echo((Path(out) / "summary.txt").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..precision import precision_of
-from ..runner import SamplingConfig, held_out_seeds
+from ..runner import SamplingConfig
 from ..stats import calibration_split, fmt_ci, paired_diff as _paired, proportion_ci, wilson
 from .compute import matched_steps, nfe_per_instance
 from .merge import RULES
@@ -74,12 +74,29 @@ def _run_config(denoiser: Any, task: str, size: int, n: int, seed: int, sampling
             "sampling": to_dict(sampling), "methods": [to_dict(m) for m in methods], "precision": precision_of(denoiser), **extra}
 
 
+def _held_out(denoiser: Any, model: str | None, task: str, size: int, seed: int, n: int, allow_seen: bool) -> Any:
+    """The run's instances, held out by content from the model's seen-set (fixed in the manifest before any shard)."""
+    from ..evaluate import evaluation_instances
+
+    spec = model or getattr(denoiser, "name", type(denoiser).__name__)
+    return evaluation_instances(denoiser, str(spec), task, size, seed, n, allow_seen=allow_seen)
+
+
+def _mark_seen(results: dict[str, list[dict[str, Any]]], held: Any) -> None:
+    """Flag the results on instances the model trained on (only with allow_seen)."""
+    marked = {s for s, m in zip(held.seeds, held.seen) if m}
+    for rows in results.values():
+        for r in rows:
+            if r["seed"] in marked:
+                r["seen_in_training"] = True
+
+
 ENSEMBLE_CONTROLS = ("single_cold", "single_matched")  # a colder start at no cost; one seed with the ensemble's NFE
 
 
 def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, methods: Sequence[Method],
             out: str | Path, *, max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-            num_workers: int | None = None, model: str | None = None, device: str = "auto") -> dict[str, Any]:
+            num_workers: int | None = None, model: str | None = None, device: str = "auto", allow_seen: bool = False) -> dict[str, Any]:
     """Evaluate `methods` on the same n held-out instances into run folder `out` (resumable; on Ray with `ray_address`).
 
     Returns: the summary (also in summary.json): per method solve rate + Wilson CI, NFE, and the paired
@@ -92,10 +109,12 @@ def compare(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Sa
         raise ConfigError(f"method names must be unique, got {names}")
     for m in methods:
         m.ens.check(m.sampling(sampling).steps)
-    run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods))
-    seeds = held_out_seeds(seed, n)
+    held = _held_out(denoiser, model, task, size, seed, n, allow_seen)
+    run = ProbeRun(out, "ensemble-compare", _run_config(denoiser, task, size, n, seed, sampling, methods), held=held)
+    seeds = list(held.seeds)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
                                 ray_address=ray_address, num_workers=num_workers, model=model, device=device)
+    _mark_seen(results, held)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, controls={"ensemble": ENSEMBLE_CONTROLS})
     base = "single" if "single" in per else names[0]
@@ -173,7 +192,8 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
           ks: Sequence[int] = (2, 3, 4, 8), windows: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (0, 4)),
           rules: Sequence[str] = RULES, norm_correct: Sequence[bool] = (False, True), after: str = "single",
           select: str = "first", max_batch: int = 64, progress: bool = True, ray_address: str | None = None,
-          num_workers: int | None = None, model: str | None = None, device: str = "auto", matched: bool = True) -> dict[str, Any]:
+          num_workers: int | None = None, model: str | None = None, device: str = "auto", matched: bool = True,
+          allow_seen: bool = False) -> dict[str, Any]:
     """Sweep K, windows, rules and norm correction against single seed on the same instances.
 
     after="single" by default: with select="first" it gives the same answer as continuing all K, at
@@ -194,10 +214,12 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
         controls[m.name] = [f"k{m.ens.k}_single_cold"] + ([f"single_nfe{v}"] if v in nfes else [])
     for m in methods:
         m.ens.check(sampling.steps)
-    run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods))
-    seeds = held_out_seeds(seed, n)
+    held = _held_out(denoiser, model, task, size, seed, n, allow_seen)
+    run = ProbeRun(out, "ensemble-sweep", _run_config(denoiser, task, size, n, seed, sampling, methods), held=held)
+    seeds = list(held.seeds)
     results = evaluate_methods(denoiser, run.folder, task, size, seeds, sampling, methods, max_batch=max_batch, progress=progress,
                                 ray_address=ray_address, num_workers=num_workers, model=model, device=device)
+    _mark_seen(results, held)
     run.folder.write_jsonl("results.jsonl", [r for m in methods for r in results[m.name]])
     per = summarize_methods(results, methods, sampling, baseline="single", controls=controls)
     # the recommendation is chosen on a calibration half of the instances and its gain reported on the other half

@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..evaluate import sample_id
 from ..precision import Precision
-from ..runner import Batch, SamplingConfig, held_out_seeds, noise_seed, prepare
+from ..runner import Batch, HeldOut, SamplingConfig, noise_seed, prepare
 from ..runs import RunFolder
 from ..tasks import get_task
 
@@ -39,6 +39,7 @@ class ProbeConfig:
     batch: int = 16
     precision: str = "fp32"  # the network's precision as resolved (steplens.precision.choose), not "auto"
     device: str = "auto"  # where Ray workers load the model ("auto": cuda if they have one)
+    allow_seen: bool = False  # fill up with instances the model trained on when too few unseen ones exist (marked)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", get_task(self.task).check_size(self.size))
@@ -47,7 +48,20 @@ class ProbeConfig:
             raise ConfigError("n and batch must be >= 1")
 
     def seeds(self) -> list[int]:
-        return held_out_seeds(self.seed, self.n)
+        return list(held_out(self).seeds)
+
+
+@lru_cache(maxsize=64)
+def held_out(cfg: ProbeConfig) -> HeldOut:
+    """The probe's instances, held out by content from `cfg.model`'s seen-set (`evaluate.evaluation_instances`)."""
+    from ..evaluate import evaluation_instances
+
+    return evaluation_instances(None, cfg.model, cfg.task, cfg.size, cfg.seed, cfg.n, allow_seen=cfg.allow_seen)
+
+
+def held_out_record(held: HeldOut) -> dict[str, Any]:
+    """What a manifest fixes before any shard runs: the instance seeds, which were seen in training, and the walk's counts."""
+    return {"seeds": list(held.seeds), "seen_in_training": [s for s, m in zip(held.seeds, held.seen) if m], **held.to_dict()}
 
 
 def chunks(cfg: ProbeConfig) -> list[tuple[int, ...]]:
@@ -123,6 +137,8 @@ def run_sharded(den: Any, cfg: ProbeConfig, fn: BatchFn, *, folder: RunFolder | 
     from ..distributed import map_shards
 
     ids = {s: sample_id(cfg.task, cfg.size, s) for c in chunks(cfg) for s in c}
+    held = held_out(cfg)
+    marked = {s for s, m in zip(held.seeds, held.seen) if m}
     todo = [ProbeShard(cfg, c) for c in chunks(cfg) if folder is None or not all(folder.finished(ids[s]) for s in c)]
     if ray_address is not None and (getattr(den, "prompt_embeds", None) is not None or getattr(den, "prompt_lookup", None) is not None):
         raise ConfigError("--ray loads the model in each worker from its spec; precomputed prompt embeddings are not shipped")
@@ -132,6 +148,9 @@ def run_sharded(den: Any, cfg: ProbeConfig, fn: BatchFn, *, folder: RunFolder | 
         tid = bar.add_task(label, total=total, completed=total - sum(len(t.seeds) for t in todo) * work_per_sample)
 
         def commit(i: int, recs: list[Record]) -> None:
+            for r in recs:
+                if r["seed"] in marked:
+                    r["seen_in_training"] = True
             if folder is not None:
                 write_records(folder, {ids[r["seed"]]: r for r in recs})
             else:
@@ -187,8 +206,15 @@ def split_errors(records: Sequence[Record]) -> tuple[list[Record], list[dict[str
 class ProbeRun:
     """A probe's run folder: manifest, figures list and summaries."""
 
-    def __init__(self, out: str | Path, kind: str, config: Any):
-        self.folder = RunFolder(out, kind, to_dict(config) if not isinstance(config, dict) else config)
+    def __init__(self, out: str | Path, kind: str, config: Any, *, held: HeldOut | None = None):
+        """`held`: the run's instances (a ProbeConfig's own by default), fixed in the manifest and reported in the summary."""
+        if held is None and isinstance(config, ProbeConfig):
+            held = held_out(config)
+        self.held = held
+        conf = to_dict(config) if not isinstance(config, dict) else config
+        if held is not None:
+            conf = {**conf, "instances": held_out_record(held)}
+        self.folder = RunFolder(out, kind, conf)
         self.root = self.folder.root
         self.figures: list[dict[str, str]] = []
         self.command = " ".join(shlex.quote(a) for a in ["steplens", *sys.argv[1:]]) if Path(sys.argv[0]).name == "steplens" else ""
@@ -198,6 +224,8 @@ class ProbeRun:
         return str(self.root / path)
 
     def finish(self, summary: dict[str, Any], text: str) -> dict[str, Any]:
+        if self.held is not None:
+            summary = {**summary, **self.held.to_dict()}
         write_json(self.root / "figures.json", self.figures)
         write_json(self.root / "summary.json", summary)
         atomic_write_text(self.root / "summary.txt", text.rstrip() + "\n")

@@ -32,7 +32,7 @@ from ..runner import Batch, generate
 from ..config import write_json
 from ..stats import calibration_split, paired_diff, rate_record, wilson
 from .cka import cka_matrix
-from .common import ProbeConfig, ProbeRun, chunks, plt, require_finite, run_sharded, save_npz, split_errors
+from .common import ProbeConfig, ProbeRun, held_out, chunks, plt, require_finite, run_sharded, save_npz, split_errors
 from .tokenmaps import capture_last_frame, stack_capture, token_labels
 
 
@@ -208,7 +208,7 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
     if token_maps and cfg.n < 2:
         raise ValueError("token maps fit on half of the samples and test on the other half: need n >= 2")
     token_steps = sorted(set(np.linspace(0, n_steps - 1, min(n_steps, n_token_steps)).round().astype(int).tolist())) if token_maps else []
-    run_ = ProbeRun(out, "probe-layers", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "step": step,
+    run_ = ProbeRun(out, "probe-layers", held=held_out(cfg), config={"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "step": step,
                                           "window": list(window), "patch_window": list(patch_window), "patch": patch,
                                           "skip": skip, "token_steps": token_steps})
     fn = partial(layers_batch, step=step, window=tuple(window), patch_window=tuple(patch_window), patch=patch, skip=skip,

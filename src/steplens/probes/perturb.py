@@ -41,7 +41,7 @@ from ..sampling import get_sampler, run, seeded_noise
 from ..stats import calibration_split, paired_diff, proportion_ci, t_interval
 from ..tasks.process import process_score
 from .cka import linear_cka
-from .common import ProbeConfig, ProbeRun, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
+from .common import ProbeConfig, ProbeRun, held_out, make_batch, plt, require_finite, run_sharded, save_npz, split_errors
 
 MODE_NOTES = {
     "replace": "the paper's wording: the latent is replaced by unit Gaussian noise, whatever sigma the next step expects",
@@ -359,7 +359,7 @@ def run_perturb(den: Any, cfg: ProbeConfig, out: str, *, every: int = 2, mode: s
         frames = list(range(1, n_latent))
     frames = list(frames)
     steps = list(range(0, cfg.sampling.steps - 1, every))
-    run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
+    run_ = ProbeRun(out, "probe-perturb", held=held_out(cfg), config={"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
                                            "strength": strength, "frames": frames, "frame_window": list(window) if window else None,
                                            "cka_layers": list(cka_layers)})
     res = perturb_sweep(den, cfg, inject_steps=steps, frames=frames, modes=modes, strength=strength, cka_layers=cka_layers,
@@ -646,7 +646,7 @@ def cka_from_perturb(perturb: dict[str, Any], src: str | Path, out: str | Path, 
     if "cka" not in perturb or any(m not in perturb["cka"]["modes"] for m in modes):
         raise ValueError(f"the perturb run at {src} recorded no CKA flows for {modes}")
     src = Path(src)
-    run_ = ProbeRun(out, "probe-perturb", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
+    run_ = ProbeRun(out, "probe-perturb", held=held_out(cfg), config={"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "every": every, "modes": modes,
                                            "strength": 1.0, "frames": [], "frame_window": None, "cka_layers": list(layers),
                                            "shared_from": src.name})
     for name in ("cka_flow.json", "cka_flow.npz", "cka_flow.png"):

@@ -44,7 +44,7 @@ from ..sampling import get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, wilson
 from ..tasks.base import COLOR_INDEX, PALETTE_ARRAY, Task, classify_blocks
 from ..tasks.maze import FLOOR, MAZE_COLORS, PATH, floor_mask, solution_mask
-from .common import ProbeConfig, ProbeRun, plt, require_finite, run_sharded, split_errors
+from .common import ProbeConfig, ProbeRun, held_out, plt, require_finite, run_sharded, split_errors
 from .metrics import LIT, blueness, commit_step, components
 
 OUTCOMES = ("noise", "plan", "neither")
@@ -402,7 +402,7 @@ def run_splice(den: Any, cfg: ProbeConfig, out: str, *, k: int = 8, every: int =
     if erase and cfg.task != "maze":
         raise ValueError(f"--erase erases a lit dead-end branch: it is defined for mazes, got task {cfg.task!r}")
     grid = splice_grid(cfg.sampling.steps, every)
-    run_ = ProbeRun(out, "probe-splice", {"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "k": k, "every": every,
+    run_ = ProbeRun(out, "probe-splice", held=held_out(cfg), config={"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "k": k, "every": every,
                                           "pairs": max_pairs, "self_check": self_check, **({"erase": True} if erase else {})})
     fn = partial(splice_batch, k=k, grid=grid, max_pairs=max_pairs, self_check=self_check, erase=erase)
     recs = run_sharded(den, cfg, fn, folder=run_.folder, label="splice", work_per_sample=1 + len(grid) * (1 + erase), progress=progress,

@@ -32,7 +32,7 @@ from ..config import ConfigError, atomic_write_text, to_dict, write_json
 from ..ensemble import EnsembleConfig, run_ensemble, run_trajectories
 from ..models.protocol import Cond
 from ..precision import precision_of
-from ..runner import SamplingConfig, held_out_seeds, noise_seed, prepare
+from ..runner import SamplingConfig, noise_seed, prepare
 from ..sampling import StepEvent, get_sampler, run, seeded_noise
 from ..stats import calibration_split, fmt_ci, holm, holm_levels, interval, p_value, paired_diff, paired_rate_diff, wilson
 from ..tasks import get_task
@@ -135,7 +135,7 @@ def _config(denoiser: Any, model: str | None, task: str, size: int, seed: int, s
 
 def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, k: int, *,
             ray_address: str | None = None, num_workers: int | None = None, model: str | None = None, device: str = "auto",
-            progress: bool = True) -> tuple[Any, list[InstanceRecord]]:
+            progress: bool = True, allow_seen: bool = False) -> tuple[Any, list[InstanceRecord]]:
     """Sample (or resume) the K-seed trajectories of n held-out instances into run folder `out`; returns (ProbeRun, records).
 
     Ray workers load `model` on `device` ("auto": CUDA where the worker has one) in the denoiser's precision.
@@ -143,6 +143,7 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
     from rich.progress import Progress
 
     from ..distributed import map_shards
+    from ..evaluate import evaluation_instances
     from ..probes.common import ProbeRun, save_npz
 
     get_task(task)
@@ -151,9 +152,11 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
     spec = model or getattr(denoiser, "name", None)
     if ray_address is not None and not isinstance(spec, str):
         raise ConfigError("a Ray run needs a model spec the workers can load (a shipped name, a path or wan:DIR)")
-    prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k))
+    held = evaluation_instances(denoiser, str(spec), task, size, seed, n, allow_seen=allow_seen)  # fixed in the manifest before any shard
+    prun = ProbeRun(out, "search", _config(denoiser, model, task, size, seed, sampling, k), held=held)
     folder = prun.folder
-    seeds = held_out_seeds(seed, n)
+    seeds = list(held.seeds)
+    marked = {s for s, m in zip(held.seeds, held.seen) if m}
     todo = [SearchShard(str(spec), task, size, s, k, sampling, precision_of(denoiser), device) for s in seeds
             if not folder.done(sample_key(task, size, s))]
     (prun.root / "plans").mkdir(exist_ok=True)
@@ -163,6 +166,8 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
         def commit(i: int, rows: list[dict[str, Any]]) -> None:
             for r in rows:
                 key = sample_key(task, size, r["result"]["seed"])
+                if r["result"]["seed"] in marked:
+                    r["result"]["seen_in_training"] = True
                 save_npz(prun.root / "plans" / f"{key}.npz", plans=r["plans"], finals=r["finals"],  # before the sample: it marks done
                          cold_plans=r["cold_plans"], cold_finals=r["cold_finals"])
                 folder.write(key, r["result"])
@@ -274,7 +279,8 @@ def default_methods(budget: float, k: int, screen_step: int, sampling: SamplingC
 
 def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *, budget: float = 4.0,
                k: int = 12, screen_step: int = 4, ray_address: str | None = None, num_workers: int | None = None,
-               model: str | None = None, device: str = "auto", progress: bool = True, methods: Sequence[SearchMethod] | None = None) -> dict[str, Any]:
+               model: str | None = None, device: str = "auto", progress: bool = True, methods: Sequence[SearchMethod] | None = None,
+               allow_seen: bool = False) -> dict[str, Any]:
     """Compare the test-time methods at `budget` single runs of compute on n held-out instances (resumable; Ray with ray_address).
 
     Writes summary.json (per method: name, nfe, solve_rate, ci95, diff_vs_single, diff_vs_best_baseline, uses_ground_truth,
@@ -285,13 +291,13 @@ def run_search(denoiser: Any, task: str, size: int, n: int, seed: int, sampling:
         m.check(sampling, k)
     prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, ray_address=ray_address,
                             num_workers=num_workers, model=model, device=device,
-                            progress=progress)
+                            progress=progress, allow_seen=allow_seen)
     results = evaluate_methods(records, methods, sampling)
     per = summarize(results, methods, sampling)
     prun.folder.write_jsonl(f"results_b{budget:g}.jsonl", [{"method": k_, **r} for k_, rs in results.items() for r in rs])
     unit = method_nfe(SearchMethod("single", "single"), sampling)
     computed = 2 * k * unit + method_nfe(SearchMethod("single_cold", "single_cold"), sampling) + method_nfe(SearchMethod("ensemble", "ensemble"), sampling)
-    md = [f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
+    md = [f"{task} {size}x{size}, n={n} (held out by content, seeds walked from {seed}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
           f"budget {budget:g} single runs = {budget * unit:g} NFE per instance, {k} seeds per instance", "", *method_table(per), "",
           f"NFE: what each method spends per instance. The run computed {k} full trajectories from the prior's noise, the same {k} "
           "seeds cold-started, and the two controls per instance "
@@ -382,19 +388,19 @@ def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod]
 def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
               budgets: Sequence[float] = (1, 2, 4, 8), ks: Sequence[int] = (4, 8, 12), ss: Sequence[int] = (1, 2, 3, 4, 6, 8),
               k: int = 12, screen_step: int = 4, ray_address: str | None = None, num_workers: int | None = None,
-              model: str | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+              model: str | None = None, device: str = "auto", progress: bool = True, allow_seen: bool = False) -> dict[str, Any]:
     """Sweep K, s and m over budgets on one set of K-seed trajectories; writes sweep.json, sweep.md, curve.png, summary.json."""
     from ..probes.common import plt
 
     methods = sweep_grid(budgets, ks, ss, sampling, task, k)
     prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, ray_address=ray_address,
                             num_workers=num_workers, model=model, device=device,
-                            progress=progress)
+                            progress=progress, allow_seen=allow_seen)
     per = summarize(evaluate_methods(records, methods, sampling), methods, sampling)
     curves = curve_points(per, methods, budgets, k, screen_step, sampling)
     unit = method_nfe(SearchMethod("single", "single"), sampling)
     write_json(prun.root / "sweep.json", {"budgets": list(budgets), "unit_nfe": unit, "curves": curves, "methods": per})
-    head = (f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
+    head = (f"{task} {size}x{size}, n={n} (held out by content, seeds walked from {seed}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
             f"{k} seeds per instance; NFE of one single run: {unit}")
     atomic_write_text(prun.root / "sweep.md", "\n".join([head, "", *method_table(dict(sorted(per.items(), key=lambda kv: (kv[1]['nfe'], kv[0]))))]) + "\n")
 
