@@ -131,7 +131,8 @@ class OcclusionTask(Task[OcclusionInstance]):
         side = "right" if inst.direction > 0 else "left"
         return (
             f"A red block moves {side} at a constant {inst.speed} block{'s' if inst.speed > 1 else ''} per frame "
-            "(the cyan trail shows its last step) and passes behind the gray wall. Show it where it comes out in the last frame; the wall stays."
+            "(the cyan trail shows its last step) and passes behind the gray wall. Show it where it comes out in the last frame; the wall stays"
+            + (f", and so do the {' and '.join(sorted({c for _, c in inst.distractors}))} blocks." if inst.distractors else ".")
         )
 
     def violations(self, inst: OcclusionInstance) -> dict[str, np.ndarray]:

@@ -162,6 +162,7 @@ class ShuttleTask(Task[ShuttleInstance]):
         return (
             "A blue agent in a walled room. Walk it to the red target, which turns green once visited, "
             "then walk it back to exactly the block where it started; the start is not marked once the agent has left."
+            + (" The black pillars stay where they are." if inst.pillars else "")
         )
 
     def recall(self, inst: ShuttleInstance) -> Recall:
