@@ -104,6 +104,10 @@ def test_a_checkpoint_without_versions_replays_version_1(tmp_path):
     del ck["generator_versions"]
     torch.save(ck, ck_path)
     assert set(init_keys(str(ck_path))[0].tolist()) == _keys_at(c, 2, 1)
+    from steplens.config import ConfigError
+
+    with pytest.raises(ConfigError, match="generator versions"):  # resuming it with version 2 would mix the draws
+        train(c, tmp_path / "run", progress=False)
 
 
 def test_replaying_a_shipped_recipe_gives_keys_of_its_shipped_seen_set():

@@ -253,6 +253,10 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str = "cpu") -> TrainS
     if _identity(saved) != _identity(cfg):
         raise ConfigError(f"{path} was written by a different training config; use another --out or the same arguments.\n"
                           f"  saved: {_identity(saved)}\n  asked: {_identity(cfg)}")
+    drew, today = recorded_versions(ck), generator_versions(cfg.tasks)
+    if any(drew.get(t, 1) != v for t, v in today.items()):  # resuming would draw other instances than the steps before
+        raise ConfigError(f"{path} drew with generator versions {({t: drew.get(t, 1) for t in today})}, today's are {today}; "
+                          "use another --out to train afresh")
     st = new_state(cfg, device)
     st.model.load_state_dict(ck["model"])
     st.ema.load_state_dict(ck["ema"])
