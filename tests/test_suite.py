@@ -53,19 +53,21 @@ def test_suite_sizes():
 def test_evaluate_suite_cli(tmp_path):
     out = tmp_path / "suite"
     r = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "suite", "--n", "2", "--steps", "4",
-                                 "--sizes", "maze=4;occlusion=10", "--allow-seen", "--out", str(out)])
-    assert r.exit_code == 0, r.output  # maze 4 and occlusion 10 were drawn whole in training: seen instances, marked
-    occ = json.loads((out / "occlusion_10" / "summary.json").read_text())
-    assert occ["held_out"] == "content" and occ["n_seen_in_training"] == 2
-    refused = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "occlusion", "--size", "10", "--n", "2", "--out", str(tmp_path / "r")])
+                                 "--sizes", "maze=3;occlusion=10", "--allow-seen", "--out", str(out)])
+    assert r.exit_code == 0, r.output  # maze 3 was drawn whole in training: seen instances, marked
+    small = json.loads((out / "maze_3" / "summary.json").read_text())
+    assert small["held_out"] == "content" and small["n_seen_in_training"] == 2
+    occ = json.loads((out / "occlusion_10" / "summary.json").read_text())  # occlusion's version-2 scenes: never trained on
+    assert occ["held_out"] == "content" and occ["n_seen_in_training"] == 0
+    refused = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "maze", "--size", "3", "--n", "2", "--out", str(tmp_path / "r")])
     assert refused.exit_code == 2 and "unseen in training" in refused.output
     s = json.loads((out / "summary.json").read_text())
-    assert s["sizes"] == {"maze": 4, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11,
+    assert s["sizes"] == {"maze": 3, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11,
                           "tictactoe_fork": 3}
     assert set(s["tasks"]) == set(s["sizes"]) and all(e["n"] == 2 for e in s["tasks"].values())
     per_task = [json.loads((out / f"{t}_{z}" / "summary.json").read_text())["solve_rate"] for t, z in s["sizes"].items()]
     assert s["methods"]["single"]["solve_rate"][0] == pytest.approx(sum(per_task) / 8)  # each task's own run folder
-    assert "suite score" in r.output and (out / "maze_4" / "precision.json").is_file()
+    assert "suite score" in r.output and (out / "maze_3" / "precision.json").is_file()
     bad = CliRunner().invoke(app, ["evaluate", "--model", "maze", "--task", "maze", "--sizes", "maze=4", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--task suite only" in bad.output
 

@@ -146,10 +146,12 @@ def test_checkpoints_load_safely_and_export(tmp_path):
     st = train(cfg(steps=2), tmp_path / "a", progress=False)
     ckpt = tmp_path / "a" / "checkpoint.pt"
     raw = torch.load(ckpt, weights_only=True)  # plain dicts, lists, numbers and tensors: no pickled code needed
-    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log", "precision"}
+    assert raw["step"] == 2 and set(raw) == {"config", "model", "ema", "opt", "step", "elapsed", "log", "precision",
+                                            "generator_versions"}
     prefix = export_checkpoint(ckpt, tmp_path / "exp" / "m").with_suffix("")
     meta = json.loads(prefix.with_suffix(".json").read_text())
     assert meta["trained_steps"] == 2 and meta["train"]["preset"] == "tiny" and meta["data"] == {"n_frames": 4, "sizes": [3]}
+    assert raw["generator_versions"] == meta["generator_versions"] == {"maze": 1}
     assert all(torch.equal(st.ema.state_dict()[k], v) for k, v in load(str(prefix)).model.state_dict().items())
 
     from fractions import Fraction  # any pickled class: a safe load refuses it instead of constructing it

@@ -109,11 +109,34 @@ def batch_draw(cfg: TrainConfig, step: int) -> tuple[int, int, list[int]]:
     return ti, size, [int(s) for s in rng.integers(TRAIN_SEED_BASE, 2**62, size=cfg.batch)]
 
 
-def batch_instances(cfg: TrainConfig, step: int) -> tuple[int, list[Any]]:
-    """The instances of `step`'s batch (as `make_batch` trains on them) and their task index."""
+def generator_versions(tasks: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """Each task's current `generator_version` (what a run trained today draws; recorded in the model's json)."""
+    return {t: int(get_task(t).generator_version) for t in tasks}
+
+
+def recorded_versions(meta: dict[str, Any]) -> dict[str, int]:
+    """The generator versions a model json or checkpoint records (`generator_versions`); absent: {} (version 1 everywhere)."""
+    return {str(t): int(v) for t, v in (meta.get("generator_versions") or {}).items()}
+
+
+def generate_versioned(task: Any, seed: int, size: int, version: int, **kw: Any) -> Any:
+    """`task.generate` with generator `version` (a task still at version 1 takes no `version` argument)."""
+    if task.generator_version == 1:
+        if version != 1:
+            raise ConfigError(f"{task.name} has only generator version 1, asked for {version}")
+        return task.generate(seed, size, **kw)
+    return task.generate(seed, size, version=version, **kw)
+
+
+def batch_instances(cfg: TrainConfig, step: int, versions: dict[str, int] | None = None) -> tuple[int, list[Any]]:
+    """The instances of `step`'s batch (as `make_batch` trains on them) and their task index.
+
+    `versions`: each task's generator version (missing: 1); None: today's (`generator_versions`).
+    """
     ti, size, seeds = batch_draw(cfg, step)
     task = get_task(cfg.tasks[ti])
-    return ti, [task.generate(s, size, n_frames=cfg.n_frames, cell_px=1) for s in seeds]
+    v = task.generator_version if versions is None else versions.get(task.name, 1)
+    return ti, [generate_versioned(task, s, size, v, n_frames=cfg.n_frames, cell_px=1) for s in seeds]
 
 
 def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -199,7 +222,7 @@ def save_checkpoint(path: Path, cfg: TrainConfig, st: TrainState) -> None:
     buf = io.BytesIO()
     torch.save({"config": to_dict(cfg), "model": st.model.state_dict(), "ema": st.ema.state_dict(),
                 "opt": st.opt.state_dict(), "step": st.step, "elapsed": st.elapsed, "log": st.log,
-                "precision": st.precision}, buf)
+                "precision": st.precision, "generator_versions": generator_versions(cfg.tasks)}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -230,6 +253,10 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device: str = "cpu") -> TrainS
     if _identity(saved) != _identity(cfg):
         raise ConfigError(f"{path} was written by a different training config; use another --out or the same arguments.\n"
                           f"  saved: {_identity(saved)}\n  asked: {_identity(cfg)}")
+    drew, today = recorded_versions(ck), generator_versions(cfg.tasks)
+    if any(drew.get(t, 1) != v for t, v in today.items()):  # resuming would draw other instances than the steps before
+        raise ConfigError(f"{path} drew with generator versions {({t: drew.get(t, 1) for t in today})}, today's are {today}; "
+                          "use another --out to train afresh")
     st = new_state(cfg, device)
     st.model.load_state_dict(ck["model"])
     st.ema.load_state_dict(ck["ema"])
@@ -341,34 +368,43 @@ def export_checkpoint(ckpt: str | Path, prefix: str | Path) -> Path:
     cfg = from_dict(TrainConfig, ck["config"])
     model = VideoDiT(cfg.model_config())
     model.load_state_dict(ck["ema"])
-    return export_model(model, cfg, prefix, seen_steps=ck["step"], trained_steps=ck["step"], train_elapsed_s=round(ck["elapsed"], 1))
+    return export_model(model, cfg, prefix, seen_steps=ck["step"], versions=recorded_versions(ck), trained_steps=ck["step"],
+                        train_elapsed_s=round(ck["elapsed"], 1))
 
 
-def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, *, seen_steps: int | None = None, **extra: Any) -> Path:
+def export_model(model: VideoDiT, cfg: TrainConfig, prefix: str | Path, *, seen_steps: int | None = None,
+                 versions: dict[str, int] | None = None, **extra: Any) -> Path:
     """`steplens.models.serialize.export` with this training config's data and settings recorded.
 
     `seen_steps`: also write the seen-set of the run's steps 0..seen_steps-1 and its `--init`'s (`steplens.seen`) beside the weights.
+    `versions`: the generator versions the run drew with (None: today's); recorded as `generator_versions` for every task.
     """
+    versions = generator_versions(cfg.tasks) if versions is None else versions
+    extra["generator_versions"] = {t: int(versions.get(t, 1)) for t in cfg.tasks}
     if seen_steps is not None:
         from .seen import write_seen
 
         inherited, complete = init_keys(cfg.init)
-        extra["seen_set"] = write_seen(prefix, np.union1d(drawn_keys(cfg, seen_steps), inherited), steps=seen_steps,
+        extra["seen_set"] = write_seen(prefix, np.union1d(drawn_keys(cfg, seen_steps, versions), inherited), steps=seen_steps,
                                        init=cfg.init or None, complete=complete)
     return export(model, prefix, n_frames=cfg.n_frames, sizes=cfg.sizes, train=to_dict(cfg),
                   task_sizes={t: list(cfg.sizes_of(i)) for i, t in enumerate(cfg.tasks)} if cfg.task_sizes else None, **extra)
 
 
 # -- replay: what a run drew (seen-sets, steplens.seen), from its seed stream alone ---------------------------
-def drawn_keys(cfg: Any, steps: int) -> np.ndarray:
-    """Content keys of every instance training config `cfg` draws in steps 0..steps-1 (generation only, no model)."""
+def drawn_keys(cfg: Any, steps: int, versions: dict[str, int] | None = None) -> np.ndarray:
+    """Content keys of every instance training config `cfg` draws in steps 0..steps-1 (generation only, no model).
+
+    `versions`: the generator versions the run drew with (`recorded_versions` of its json or checkpoint; a task missing
+    from it: version 1, as every model trained before versions were recorded); None: today's generators.
+    """
     from .seen import unique_keys
 
     keys: set[int] = set()
     for step in range(steps):
-        ti, size, seeds = batch_draw(cfg, step)
+        ti, insts = batch_instances(cfg, step, versions)
         task = get_task(cfg.tasks[ti])
-        keys.update(task.key(task.generate(s, size, n_frames=cfg.n_frames, cell_px=1)) for s in seeds)
+        keys.update(task.key(i) for i in insts)
     return unique_keys(keys)
 
 
@@ -382,7 +418,7 @@ def init_keys(init: str) -> tuple[np.ndarray, bool]:
     if init.endswith(".pt"):
         ck = read_checkpoint(init)
         cfg = from_dict(TrainConfig, ck["config"])
-        own = drawn_keys(cfg, int(ck["step"]))
+        own = drawn_keys(cfg, int(ck["step"]), recorded_versions(ck))
         inherited, complete = init_keys(cfg.init)
         return np.union1d(own, inherited), complete
     from .seen import load_seen

@@ -8,24 +8,30 @@ before the last (and in 0..T-3 frames before that) and comes out in the last fra
 position can only be found by carrying its speed through the frames where it is invisible. The
 object's column at frame t is `start + direction * speed * t`.
 
+Generator version 2 (the default) adds three static distractor blocks, each blue or yellow, in the
+rows above and below the occluder (rows 0 and 4); they never move and must be left where they are.
+Version 1 (`generate(..., version=1)`) draws the old scenes without them, seed for seed.
+
 Scoring (final frame only): success iff the one red block is exactly at the final position, the
-occluder is intact and every other block is white (no trail, no off-palette block). Failure
+occluder and the distractors are intact and every other block is white (no trail, no off-palette block). Failure
 examples: the object stopped before or inside the occluder, one block short or past the target,
-drawn on top of the occluder, vanished, or the occluder removed. Partial score: IoU of the red
+drawn on top of the occluder, vanished, the occluder removed, or a distractor moved or erased. Partial score: IoU of the red
 blocks with the expected red block.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 BG, OBJECT, OCCLUDER, TRAIL = "white", "red", "gray", "cyan"
-OCCLUSION_COLORS = (BG, OBJECT, OCCLUDER, TRAIL)
+DISTRACTOR_COLORS = ("blue", "yellow")  # static blocks (version 2): colours the task uses for nothing else
+OCCLUSION_COLORS = (BG, OBJECT, OCCLUDER, TRAIL, *DISTRACTOR_COLORS)
+N_DISTRACTORS = 3
 ROWS, ROW = 5, 2  # grid height; the object's row
 OCC_ROWS = (1, 4)  # occluder rows [1, 4): taller than the object, so it reads as in front
 SPEEDS = (1, 2, 3)
@@ -41,6 +47,7 @@ class OcclusionInstance:
     occluder: tuple[int, int]  # first and last occluded column
     n_frames: int = 8
     cell_px: int = 8
+    distractors: tuple[tuple[tuple[int, int], str], ...] = ()  # ((row, column), colour) of static blocks (version 2)
 
 
 def position(inst: OcclusionInstance, t: int) -> int:
@@ -54,6 +61,8 @@ def hidden(inst: OcclusionInstance, col: int) -> bool:
 def scene_indices(inst: OcclusionInstance, obj: int | None, *, trail: bool = False, occluder: bool = True) -> np.ndarray:
     """(ROWS, width) palette indices with the object at column `obj` (None: absent), drawn behind the occluder."""
     idx = np.full((ROWS, inst.width), COLOR_INDEX[BG], dtype=np.int64)
+    for cell, color in inst.distractors:
+        idx[cell] = COLOR_INDEX[color]
     if trail:
         for k in range(1, inst.speed + 1):
             idx[ROW, inst.start - inst.direction * k] = COLOR_INDEX[TRAIL]
@@ -63,6 +72,14 @@ def scene_indices(inst: OcclusionInstance, obj: int | None, *, trail: bool = Fal
         a, b = inst.occluder
         idx[OCC_ROWS[0] : OCC_ROWS[1], a : b + 1] = COLOR_INDEX[OCCLUDER]
     return idx
+
+
+def check_version(task: Task[Any], version: int | None) -> int:
+    """`version`, or the task's `generator_version` when None; outside 1..generator_version is a ValueError."""
+    v = task.generator_version if version is None else version
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= task.generator_version:
+        raise ValueError(f"{task.name} generator version must be in 1..{task.generator_version}, got {version!r}")
+    return v
 
 
 def fitting_speeds(width: int, n_frames: int) -> list[int]:
@@ -77,9 +94,13 @@ class OcclusionTask(Task[OcclusionInstance]):
     sizes = tuple(range(9, 17))
     description = "Keep track of a block moving behind an occluder; show where it comes out."
     colors = OCCLUSION_COLORS
-    scene_colors = (OCCLUDER,)
+    scene_colors = (OCCLUDER, *DISTRACTOR_COLORS)
+    generator_version: ClassVar[int] = 2
 
-    def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> OcclusionInstance:
+    def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
+                 **kw: Any) -> OcclusionInstance:
+        """Version 2 (default) adds the static distractors; version 1 reproduces the old generator's scenes exactly."""
+        version = check_version(self, version)
         w = self.check_generate_args(size, n_frames, kw, size_what="grid columns", min_frames=3, frames_why="visible, hidden, visible")
         speeds = fitting_speeds(w, n_frames)
         if not speeds:
@@ -95,7 +116,12 @@ class OcclusionTask(Task[OcclusionInstance]):
         slack_in, slack_out = int(rng.integers(v)), int(rng.integers(v))
         first = start + d * v * (n_frames - 1 - h) - d * slack_in
         last = start + d * v * (n_frames - 2) + d * slack_out
-        return OcclusionInstance(w, int(seed), start, v, d, (min(first, last), max(first, last)), n_frames, cell_px)
+        distractors: tuple[tuple[tuple[int, int], str], ...] = ()
+        if version >= 2:
+            free = [(r, c) for r in (0, ROWS - 1) for c in range(w)]  # off the object's row and the occluder's rows
+            picks = sorted(int(i) for i in rng.choice(len(free), size=N_DISTRACTORS, replace=False))
+            distractors = tuple((free[i], DISTRACTOR_COLORS[int(rng.integers(len(DISTRACTOR_COLORS)))]) for i in picks)
+        return OcclusionInstance(w, int(seed), start, v, d, (min(first, last), max(first, last)), n_frames, cell_px, distractors)
 
     def blocks(self, inst: OcclusionInstance) -> np.ndarray:
         video = np.stack([scene_indices(inst, position(inst, t), trail=t == 0) for t in range(inst.n_frames)])
@@ -105,7 +131,8 @@ class OcclusionTask(Task[OcclusionInstance]):
         side = "right" if inst.direction > 0 else "left"
         return (
             f"A red block moves {side} at a constant {inst.speed} block{'s' if inst.speed > 1 else ''} per frame "
-            "(the cyan trail shows its last step) and passes behind the gray wall. Show it where it comes out in the last frame; the wall stays."
+            "(the cyan trail shows its last step) and passes behind the gray wall. Show it where it comes out in the last frame; the wall stays"
+            + (f", and so do the {' and '.join(sorted({c for _, c in inst.distractors}))} blocks." if inst.distractors else ".")
         )
 
     def violations(self, inst: OcclusionInstance) -> dict[str, np.ndarray]:
@@ -123,6 +150,16 @@ class OcclusionTask(Task[OcclusionInstance]):
             finals["one_short"] = scene_indices(inst, goal - d)
         if 0 <= goal + d < inst.width:
             finals["one_past"] = scene_indices(inst, goal + d)
+        if inst.distractors:
+            (r, c), color = inst.distractors[0]
+            taken = {cell for cell, _ in inst.distractors}
+            to = next((r2, c2) for r2 in (0, ROWS - 1) for c2 in range(inst.width) if (r2, c2) not in taken)
+            moved = scene_indices(inst, goal)
+            moved[r, c], moved[to] = COLOR_INDEX[BG], COLOR_INDEX[color]
+            finals["distractor_moved"] = moved
+            erased = scene_indices(inst, goal)
+            erased[r, c] = COLOR_INDEX[BG]
+            finals["distractor_erased"] = erased
         in_front = scene_indices(inst, None)
         in_front[ROW, position(inst, t_last - 1)] = COLOR_INDEX[OBJECT]  # seen through the occluder
         finals["in_front"] = in_front

@@ -8,10 +8,14 @@ remembered. The agent goes vertically then horizontally to the target (reached a
 green (visited) once the agent steps off it; it returns by the other corner of the rectangle,
 vertically first, so the way back is not the way out retraced.
 
+Generator version 2 (the default) adds three black pillars (wall blocks) on the floor, never on either
+route, start or target; they stay where they are. Version 1 (`generate(..., version=1)`) draws the old
+rooms without them, seed for seed.
+
 Scoring (final frame only): success iff the one blue block is exactly the start, the target block
 is green, and every other block is its floor or wall colour (no off-palette block). Failure
 examples: the agent still on the target, one block off the start, at the route's corner, two
-agents, the target still red (never visited) or erased. The final frame cannot show that the agent
+agents, the target still red (never visited) or erased, a pillar removed. The final frame cannot show that the agent
 really travelled: an agent that stays put but turns the target green also succeeds. Partial score:
 IoU of the (block, colour) pairs of agent and target with the expected pairs.
 """
@@ -19,15 +23,17 @@ IoU of the (block, colour) pairs of agent and target with the expected pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
+from .occlusion import check_version
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
 SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
 MIN_DISTANCE = 3  # Manhattan steps between start and target
+N_PILLARS = 3  # wall blocks on the floor (version 2)
 
 Cell = tuple[int, int]
 
@@ -40,6 +46,7 @@ class ShuttleInstance:
     target: tuple[int, int]
     n_frames: int = 8
     cell_px: int = 8
+    pillars: tuple[tuple[int, int], ...] = ()  # wall blocks on the floor, off both routes (version 2)
 
 
 def l_path(a: Cell, b: Cell) -> list[Cell]:
@@ -123,25 +130,39 @@ class ShuttleTask(Task[ShuttleInstance]):
     description = "Walk the blue agent to the red target and back to where it started."
     colors = SHUTTLE_COLORS
     scene_colors = (WALL,)
+    generator_version: ClassVar[int] = 2
 
-    def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> ShuttleInstance:
+    def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
+                 **kw: Any) -> ShuttleInstance:
+        """Version 2 (default) adds the pillars; version 1 reproduces the old generator's rooms exactly."""
+        version = check_version(self, version)
         n = self.check_generate_args(size, n_frames, kw, size_what="room side in blocks", min_frames=3, frames_why="start, target, back")
         rng = np.random.default_rng([seed, n])
         cells = [(r, c) for r in range(1, n - 1) for c in range(1, n - 1)]
         start = cells[int(rng.integers(len(cells)))]
         far = [p for p in cells if abs(p[0] - start[0]) + abs(p[1] - start[1]) >= MIN_DISTANCE]
         target = far[int(rng.integers(len(far)))]
-        return ShuttleInstance(n, int(seed), start, target, n_frames, cell_px)
+        pillars: tuple[Cell, ...] = ()
+        if version >= 2:
+            route = set(l_path(start, target)) | set(l_path(target, start))
+            free = [p for p in cells if p not in route]
+            pillars = tuple(sorted(free[int(i)] for i in rng.choice(len(free), size=min(N_PILLARS, len(free)), replace=False)))
+        return ShuttleInstance(n, int(seed), start, target, n_frames, cell_px, pillars)
+
+    def room(self, inst: ShuttleInstance, agents: tuple[Cell, ...], target_color: str | None) -> np.ndarray:
+        """`room_indices` of this instance's room (its pillars drawn as wall)."""
+        return room_indices(inst.size, agents, inst.target, target_color, tuple((p, WALL) for p in inst.pillars))
 
     def blocks(self, inst: ShuttleInstance) -> np.ndarray:
         t_goal = (inst.n_frames - 1) // 2
-        frames = [room_indices(inst.size, (a,), inst.target, TARGET if t <= t_goal else VISITED) for t, a in enumerate(agent_track(inst))]
+        frames = [self.room(inst, (a,), TARGET if t <= t_goal else VISITED) for t, a in enumerate(agent_track(inst))]
         return PALETTE_ARRAY[np.stack(frames)]
 
     def prompt(self, inst: ShuttleInstance) -> str:
         return (
             "A blue agent in a walled room. Walk it to the red target, which turns green once visited, "
             "then walk it back to exactly the block where it started; the start is not marked once the agent has left."
+            + (" The black pillars stay where they are." if inst.pillars else "")
         )
 
     def recall(self, inst: ShuttleInstance) -> Recall:
@@ -149,22 +170,26 @@ class ShuttleTask(Task[ShuttleInstance]):
         return start_recall(inst.start, agent_track(inst))
 
     def final_indices(self, inst: ShuttleInstance) -> np.ndarray:
-        return room_indices(inst.size, (inst.start,), inst.target, VISITED)
+        return self.room(inst, (inst.start,), VISITED)
 
     def violations(self, inst: ShuttleInstance) -> dict[str, np.ndarray]:
         """Named block videos whose final frame breaks the rule in one specific way (all must fail)."""
         n, s, g = inst.size, inst.start, inst.target
-        near = beside(n, s, (g,))
+        near = beside(n, s, (g, *inst.pillars))
         finals = {
-            "stayed_at_target": room_indices(n, (g,), g, VISITED),
-            "off_by_one": room_indices(n, (near,), g, VISITED),
-            "two_agents": room_indices(n, (s, g), g, VISITED),
-            "target_not_visited": room_indices(n, (s,), g, TARGET),
-            "target_erased": room_indices(n, (s,), g, None),
+            "stayed_at_target": self.room(inst, (g,), VISITED),
+            "off_by_one": self.room(inst, (near,), VISITED),
+            "two_agents": self.room(inst, (s, g), VISITED),
+            "target_not_visited": self.room(inst, (s,), TARGET),
+            "target_erased": self.room(inst, (s,), None),
         }
         corner = (s[0], g[1])  # the turn of the way back
         if corner not in (s, g):
-            finals["at_corner"] = room_indices(n, (corner,), g, VISITED)
+            finals["at_corner"] = self.room(inst, (corner,), VISITED)
+        if inst.pillars:
+            removed = self.room(inst, (s,), VISITED)
+            removed[inst.pillars[0]] = COLOR_INDEX[FLOOR]
+            finals["pillar_removed"] = removed
         return with_finals(self.blocks(inst), finals)
 
     def score_blocks(self, inst: ShuttleInstance, final: np.ndarray, video: np.ndarray) -> Score:
