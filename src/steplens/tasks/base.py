@@ -152,6 +152,7 @@ class Task(abc.ABC, Generic[I]):
     description: ClassVar[str]
     colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
     scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
+    generator_version: ClassVar[int] = 1  # an enlarged generator's `generate(..., version=1)` reproduces the old draws
 
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
