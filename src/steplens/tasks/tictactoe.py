@@ -10,10 +10,10 @@ the old generator (sizes 2..5 only, default 3), whose draws version 2 repeats at
 White squares, black grid lines between them. An X is a blue diagonal cross in its square, an O a red
 ring. Positions come from random play with as many Xs as Os (X to move, nobody has won) and are kept
 only if the correct move is unique: either X has exactly one winning square ("win"), or X cannot
-win and O threatens exactly one square, which X must block ("block"). Two to five squares are
-empty on the 3x3 board (3 or 5), four to ten on the 4x4 board (3 to 6 of each piece), so several placements are
-possible and only one is right. Frame 0 is the puzzle; later
-frames draw the new X block by block; the last frame shows it complete.
+win and O threatens exactly one square, which X must block ("block"). Three or five squares are
+empty on the 3x3 board (2 or 3 of each piece), four to ten on the 4x4 board (3 to 6 of each), so several
+placements are possible and only one is right. Frame 0 is the puzzle; later frames draw the new X block by
+block; the last frame shows it complete.
 
 Scoring (final frame only): success iff every block's nearest colour equals the expected final
 board: exactly one new X, on the correct square, drawn as the X pattern, and no other change (no
