@@ -40,12 +40,12 @@ def more(inputs, tmp_path_factory) -> dict[str, str]:  # noqa: F811
 CASES = [
     # task sizes: the task's own default, a size out of its range refused once before any sample
     (["evaluate", "--out", "OUT", "--task", "occlusion", "--size", "5", *MULTI], "occlusion size must be in 9..16, got 5"),
-    (["evaluate", "--out", "OUT", "--task", "tictactoe", "--size", "9", *MULTI], "tictactoe size must be in 2..5"),
+    (["evaluate", "--out", "OUT", "--task", "tictactoe", "--size", "9", *MULTI], "tictactoe size must be in one of (2, 3, 4, 5, 42, 43, 44), got 9"),
     (["evaluate", "--out", "OUT", "--task", "shuttle", "--size", "99", *MULTI], "shuttle size must be in 7..21"),
     (["ensemble", "run", "--out", "OUT", "--task", "rotate", "--size", "3", "--k", "2", *MULTI], "rotate size must be in 7..15"),
     (["ensemble", "sweep", "--out", "OUT", "--task", "rotate_large", "--size", "3", "--ks", "2", *MULTI], "rotate_large size must be in 9..15"),
     (["search", "run", "--out", "OUT", "--task", "shuttle_near", "--size", "3", *MULTI], "shuttle_near size must be in 7..21"),
-    (["search", "sweep", "--out", "OUT", "--task", "tictactoe_fork", "--size", "9", *MULTI], "tictactoe_fork size must be in 2..5"),
+    (["search", "sweep", "--out", "OUT", "--task", "tictactoe_fork", "--size", "9", *MULTI], "tictactoe_fork size must be in one of (2, 3, 4, 5, 42, 43, 44), got 9"),
     (["probe", "cos", "--out", "OUT", "--task", "occlusion", "--size", "3", *MULTI], "occlusion size must be in 9..16"),
     (["probe", "behaviour", "--out", "OUT", "--task", "maze", "--size", "2", *MULTI], "maze size must be in 3..10"),
     (["trace", "--out", "OUT", "--task", "rotate", "--size", "4", *MULTI], "rotate size must be in 7..15"),

@@ -62,8 +62,8 @@ def test_evaluate_suite_cli(tmp_path):
     refused = CliRunner().invoke(app, ["evaluate", "--model", "multi", "--task", "maze", "--size", "3", "--n", "2", "--out", str(tmp_path / "r")])
     assert refused.exit_code == 2 and "unseen in training" in refused.output
     s = json.loads((out / "summary.json").read_text())
-    assert s["sizes"] == {"maze": 3, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 3, "shuttle_near": 11, "rotate_large": 11,
-                          "tictactoe_fork": 3}
+    assert s["sizes"] == {"maze": 3, "occlusion": 10, "shuttle": 9, "rotate": 9, "tictactoe": 43, "shuttle_near": 11, "rotate_large": 11,
+                          "tictactoe_fork": 43}
     assert set(s["tasks"]) == set(s["sizes"]) and all(e["n"] == 2 for e in s["tasks"].values())
     per_task = [json.loads((out / f"{t}_{z}" / "summary.json").read_text())["solve_rate"] for t, z in s["sizes"].items()]
     assert s["methods"]["single"]["solve_rate"][0] == pytest.approx(sum(per_task) / 8)  # each task's own run folder

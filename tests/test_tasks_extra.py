@@ -16,8 +16,8 @@ from steplens.tasks.rotate import (LARGE_SHAPES, LARGE_SHAPES_V2, SHAPES, SHAPES
                                    turn, turn_distinct_polyominoes)
 from steplens.tasks.shuttle import ShuttleTask, agent_track, shuttle_track
 from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, distance_gap, steps
-from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, correct_move, fork_squares, has_line, place,
-                                      winning_squares)
+from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, board_lines, correct_move, fork_squares, has_line,
+                                      place, winning_squares)
 
 NEW = ("tictactoe", "tictactoe_fork", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
 SEEDS = range(12)
@@ -126,10 +126,57 @@ def test_tictactoe_fork_rules_by_hand():
     assert correct_move("...XOO..X") is None  # the base task has no rule for it
 
 
+def test_tictactoe_4x4_rules_by_hand():
+    assert len(board_lines(4)) == 10 and (3, 6, 9, 12) in board_lines(4) and (0, 5, 10, 15) in board_lines(4)
+    b = "XXX.OO.O........"  # X completes row 0 at 3, which comes before blocking O at 6 (row 1)
+    assert winning_squares(b, "X") == [3] and winning_squares(b, "O") == [6] and correct_move(b) == (3, "win")
+    assert winning_squares("XX..OO..........", "X") == []  # two of four is no threat on the 4x4 board
+    assert correct_move("X.X.OOO.X.......") == (7, "block")
+    assert has_line("XXXX" + "." * 12, "X") and not has_line("XXX." + "." * 12, "X")
+    # X at 9 makes col 1 (1, 5, 9, 13) and the anti-diagonal (3, 6, 9, 12) three of four: a fork
+    fork = "...X" "OXXO" "..OX" ".XOO"
+    assert fork_squares(fork) == [9] and correct_move(fork, forks=True) == (9, "fork") and correct_move(fork) is None
+
+
+# sha256 over the 8-byte little-endian keys of seeds 0..49, recorded from the generator before version 2 (commit 087518d)
+OLD_KEYS = {("tictactoe", 3): "89bb14682a696e68", ("tictactoe", 2): "69d60f2ffd261cfb",
+            ("tictactoe_fork", 4): "88e3dc5cb2907d17", ("tictactoe_fork", 3): "851214cb87a8102b"}
+
+
+@pytest.mark.parametrize("level", sorted(OLD_KEYS), ids=lambda lv: f"{lv[0]}-{lv[1]}")
+def test_tictactoe_version_1_reproduces_the_old_draws(level):
+    import hashlib
+
+    name, size = level
+    task = get_task(name)
+    for version in (1, None):  # version 2 draws the 3x3 levels as version 1 did
+        h = hashlib.sha256()
+        for s in range(50):
+            h.update(task.key(task.generate(s, size, version=version)).to_bytes(8, "little"))
+        assert h.hexdigest()[:16] == OLD_KEYS[level], (version, level)
+    assert task.generate(7, version=1) == task.generate(7, 3)  # version 1's default level is the old default, 3
+
+
+def test_tictactoe_versions_and_levels():
+    task = get_task("tictactoe")
+    assert task.generator_version == 2 and task.default_size == 43 and get_task("maze").generator_version == 1
+    with pytest.raises(ValueError, match="version 1"):
+        task.generate(0, 43, version=1)
+    with pytest.raises(ValueError, match="version"):
+        task.generate(0, version=3)
+    for size, (n, side) in {42: (4, 11), 43: (4, 15), 44: (4, 19), 3: (3, 11), 5: (3, 17)}.items():
+        inst = task.generate(1, size)
+        assert len(inst.board) == n * n and task.grid_hw(inst) == (side, side) and inst.square == size % 10
+        assert side <= DiTConfig().max_hw
+    assert "4x4" in task.prompt(task.generate(0)) and "4x4" not in task.prompt(task.generate(0, 3))
+    assert len({task.key(task.generate(s)) for s in range(200)}) >= 195  # the 3x3 board repeats within 200 draws, the 4x4 hardly
+
+
+@pytest.mark.parametrize("size", [3, 43])
 @pytest.mark.parametrize("task", [TicTacToeTask(), TicTacToeForkTask()], ids=lambda t: t.name)
-def test_tictactoe_positions_have_one_correct_move_among_several(task):
+def test_tictactoe_positions_have_one_correct_move_among_several(task, size):
     for s in range(40):
-        inst = task.generate(s)
+        inst = task.generate(s, size)
         b = inst.board
         assert b.count("X") == b.count("O") and not has_line(b, "X") and not has_line(b, "O")
         empties = [k for k, m in enumerate(b) if m == "."]
@@ -147,18 +194,20 @@ def test_tictactoe_positions_have_one_correct_move_among_several(task):
             assert task.score_blocks(inst, final, final[None]).success == (k == inst.move)
 
 
-def test_tictactoe_fork_is_tictactoe_one_rule_deeper():
+@pytest.mark.parametrize("size", [3, 43])
+def test_tictactoe_fork_is_tictactoe_one_rule_deeper(size):
     base, fork = get_task("tictactoe"), get_task("tictactoe_fork")
-    counts = {k: sum(fork.generate(s).kind == k for s in range(90)) for k in ("win", "block", "fork")}
+    counts = {k: sum(fork.generate(s, size).kind == k for s in range(90)) for k in ("win", "block", "fork")}
     assert min(counts.values()) >= 20, counts
-    inst = next(i for i in map(fork.generate, range(20)) if i.kind == "fork")
+    inst = next(i for i in (fork.generate(s, size) for s in range(20)) if i.kind == "fork")
     assert base.render(inst).tobytes() == fork.render(inst).tobytes()  # same drawing and scorer
     assert "two ways to win" in fork.prompt(inst) and "two ways" not in base.prompt(inst)
 
 
-@pytest.mark.parametrize("size", [2, 4, 5])
-def test_tictactoe_fork_audit_passes(size):
-    report = audit_task("tictactoe_fork", n=12, seed=50, size=size)
+@pytest.mark.parametrize("name,size", [("tictactoe_fork", 2), ("tictactoe_fork", 4), ("tictactoe_fork", 5), ("tictactoe_fork", 43),
+                                       ("tictactoe_fork", 42), ("tictactoe", 43), ("tictactoe", 44)])
+def test_tictactoe_fork_audit_passes(name, size):
+    report = audit_task(name, n=12, seed=50, size=size)
     assert report.passed, format_report(report)
     assert report.case("violation:wrong_square").success_rate == 0.0
 

@@ -23,7 +23,8 @@ def tasks_list() -> None:
 
     table = Table("task", "sizes", "default", "description")
     for name, t in sorted(TASKS.items()):
-        table.add_row(name, f"{min(t.sizes)}..{max(t.sizes)}", str(t.default_size), t.description)
+        lo, hi = min(t.sizes), max(t.sizes)
+        table.add_row(name, f"{lo}..{hi}" if list(t.sizes) == list(range(lo, hi + 1)) else ",".join(map(str, t.sizes)), str(t.default_size), t.description)
     Console().print(table)
 
 

@@ -97,16 +97,16 @@ def _point(shape: tuple[int, ...], p: tuple[int, int]) -> np.ndarray:
 
 
 def tictactoe_rule(task: Task, inst: Any, cls: np.ndarray) -> Violation:
-    from .tictactoe import X, square_origin
+    from .tictactoe import X, board_side, square_origin
 
     truth = truth_classified(task, inst)
     changed = cls != truth[0]
     limit = growth_limit(truth != truth[0])
-    s = inst.square
+    s, n = inst.square, board_side(inst.board)
     squares = [k for k, m in enumerate(inst.board) if m == "."]
     where = np.full(changed.shape[1:], -1)
     for k in squares:
-        r, c = square_origin(k, s)
+        r, c = square_origin(k, s, n)
         where[r : r + s, c : c + s] = k
     used: set[int] = set()
     for t, ch in enumerate(changed):
