@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,15 @@ def test_sigkilled_demo_resumes_to_the_uninterrupted_records(quick_demo, tmp_pat
     assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in before.items())  # nothing finished was recomputed
     assert demo_records(out).keys() == demo_records(whole).keys()
     assert demo_records(out) == demo_records(whole)
+
+
+@pytest.mark.parametrize("cmd", [["search", "run", "--k", "2", "--budget", "2", "--screen-step", "1"],
+                                 ["ensemble", "sweep", "--ks", "2", "--windows", "0:1", "--rules", "mean_xt", "--no-norm-correct",
+                                  "--no-matched"]], ids=["search run", "ensemble sweep"])
+def test_the_long_commands_show_an_instance_bar_on_stderr(model, tmp_path, cmd):
+    """done/total instances with an ETA on stderr (issue 34), none of it on stdout."""
+    r = steplens(*cmd, "--model", model, "--size", "3", "--n", "3", "--steps", "2", "--precision", "fp32", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    done = re.findall(r"\b(\d+)/(\d+)\b", r.stderr)  # instances (ensemble: instances x methods) done / all
+    assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) % 3 == 0, r.stderr
+    assert "━" not in r.stdout and f"{done[-1][0]}/{done[-1][1]}" not in r.stdout, r.stdout
