@@ -1,9 +1,10 @@
-"""SIGKILL during the long commands that tests/test_resume.py does not kill: search run, ensemble sweep and train
-(between checkpoints and while one is written). The re-run resumes to the same result records as an uninterrupted run."""
+"""SIGKILL during the long commands that tests/test_resume.py does not kill: search run, ensemble sweep, train
+(between checkpoints and while one is written) and demo. The re-run resumes to the same result records as an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,43 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(trained, tmp_pa
     drop = lambda log: [{k: v for k, v in e.items() if k not in ("elapsed_s", "loss")} for e in log]  # noqa: E731
     assert drop(final["log"]) == drop(trained["log"])
     assert (out / "model.safetensors").is_file() and json.loads((out / "metrics.json").read_text())["done"]
+
+
+def demo_records(out: Path) -> dict[str, object]:
+    """A demo folder's result records: every stage's sample files and result tables, and summary.json without its
+    wall times (the figures and the report are drawn from these)."""
+    recs: dict[str, object] = {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("samples/*.json"))}
+    recs |= {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*.jsonl"))}
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("timings_s", "total_s"):
+        summary.pop(k)
+    recs["summary.json"] = summary
+    return recs
+
+
+def test_sigkilled_demo_resumes_to_the_uninterrupted_records(quick_demo, tmp_path):
+    """SIGKILL the quick demo (both of its processes) after its first commit of samples; the re-run equals the
+    uninterrupted quick demo of tests/conftest.py in every result record (the mp4s and pngs are not compared)."""
+    whole, code, output = quick_demo
+    assert code == 0, output
+    out = tmp_path / "run"
+    start_and_kill(tmp_path, HANG_AT, ["steplens.runs:RunFolder.write_many", "demo", "--quick", "--out", str(out)], chunks=1, group=True)
+    assert any(out.rglob("samples/*.json")) and not (out / "summary.json").exists()
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("samples/*.json")}
+    r = steplens("demo", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in before.items())  # nothing finished was recomputed
+    assert demo_records(out).keys() == demo_records(whole).keys()
+    assert demo_records(out) == demo_records(whole)
+
+
+@pytest.mark.parametrize("cmd", [["search", "run", "--k", "2", "--budget", "2", "--screen-step", "1"],
+                                 ["ensemble", "sweep", "--ks", "2", "--windows", "0:1", "--rules", "mean_xt", "--no-norm-correct",
+                                  "--no-matched"]], ids=["search run", "ensemble sweep"])
+def test_the_long_commands_show_an_instance_bar_on_stderr(model, tmp_path, cmd):
+    """done/total instances with an ETA on stderr (issue 34), none of it on stdout."""
+    r = steplens(*cmd, "--model", model, "--size", "3", "--n", "3", "--steps", "2", "--precision", "fp32", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    done = re.findall(r"\b(\d+)/(\d+)\b", r.stderr)  # instances (ensemble: instances x methods) done / all
+    assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) % 3 == 0, r.stderr
+    assert "━" not in r.stdout and f"{done[-1][0]}/{done[-1][1]}" not in r.stdout, r.stdout

@@ -79,3 +79,13 @@ class RunFolder:
         p = self.root / name
         atomic_write_text(p, "".join(to_json(r) + "\n" for r in rows))
         return p
+
+
+def instance_bar(progress: bool) -> Any:
+    """The instance-level bar of the long commands (search run, ensemble sweep): done/total, elapsed and ETA, on stderr
+    (stdout keeps the JSON lines); rich draws it live on a terminal and once, at the end, elsewhere."""
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(*Progress.get_default_columns(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                    disable=not progress)

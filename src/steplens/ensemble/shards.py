@@ -54,7 +54,7 @@ def evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[
     """
     from functools import partial
 
-    from rich.progress import Progress
+    from ..runs import instance_bar
 
     from ..distributed import map_shards
 
@@ -75,7 +75,7 @@ def evaluate_methods(denoiser: Any, run: Any, task: str, size: int, seeds: list[
                                             lead.noise_scale, tuple((m.name, m.ens.select) for m in group), device=device))
     total = len(seeds) * len(methods)
     done = sum(run.done(sample_key(m.name, task, size, s)) for m in methods for s in seeds)
-    with Progress(disable=not progress) as bar:
+    with instance_bar(progress) as bar:
         tid = bar.add_task(f"ensemble {task} {size}x{size}", total=total, completed=done)
 
         def commit(i: int, rows: list[dict[str, Any]]) -> None:

@@ -140,7 +140,7 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
 
     Ray workers load `model` on `device` ("auto": CUDA where the worker has one) in the denoiser's precision.
     """
-    from rich.progress import Progress
+    from ..runs import instance_bar
 
     from ..distributed import map_shards
     from ..evaluate import evaluation_instances
@@ -160,7 +160,7 @@ def collect(denoiser: Any, out: str | Path, task: str, size: int, n: int, seed: 
     todo = [SearchShard(str(spec), task, size, s, k, sampling, precision_of(denoiser), device) for s in seeds
             if not folder.done(sample_key(task, size, s))]
     (prun.root / "plans").mkdir(exist_ok=True)
-    with Progress(disable=not progress) as bar:
+    with instance_bar(progress) as bar:
         tid = bar.add_task(f"search {task} {size}x{size}, {k} seeds", total=len(seeds), completed=len(seeds) - len(todo))
 
         def commit(i: int, rows: list[dict[str, Any]]) -> None:
