@@ -152,6 +152,7 @@ class Task(abc.ABC, Generic[I]):
     description: ClassVar[str]
     colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
     scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
+    conditions_as: ClassVar[str | None] = None  # a level of another task: the task name a model trained on that task conditions on
 
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
