@@ -88,3 +88,17 @@ def test_cli_search_run_on_braids_has_verifier_and_oracle(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "summary.json").read_text())["methods"]
     assert rows["best_of_2_verifier"]["uses_task_rules"] and rows["best_of_2_oracle"]["uses_ground_truth"]
+
+
+@pytest.mark.parametrize("layout", ["flat", "vbvr"])
+def test_vbvr_writer_round_trips_braids(tmp_path, layout):
+    from steplens.tasks.vbvr import bench_instance, generate_set, iter_bench, iter_samples, read_sample
+
+    generate_set("maze_braid", 2, 5, tmp_path, 4, progress=False, layout=layout)
+    if layout == "flat":
+        got = [read_sample(r) for r in iter_samples(tmp_path)]
+    else:
+        got = [bench_instance(r) for r in iter_bench(tmp_path)]
+    assert [s.task.name for s in got] == ["maze_braid"] * 2
+    assert sorted(s.inst.seed for s in got) == [5, 6]
+    assert all(s.inst == TASK.generate(s.inst.seed, 4) for s in got)
