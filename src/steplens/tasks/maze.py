@@ -8,6 +8,10 @@ start to goal through floor blocks only (the induced 4-neighbour graph is a chai
 start and goal). A perfect maze has exactly one simple path between two cells, so any success is
 the shortest path: a "longer valid route" must cross a wall (fails) or revisit a block, which
 makes a branch (fails). Partial score: IoU of blue blocks with the true path blocks.
+
+`maze_braid` is a level with loops: the same carving with inner walls removed, so several valid routes lead to the
+goal; the braiding is kept only when the shortest route is unique, and success needs that route (`valid_route` in the
+details says whether the drawing is any valid route). A model trained on `maze` runs on it with its maze conditioning.
 """
 
 from __future__ import annotations
