@@ -24,7 +24,7 @@ SEEDS = range(12)
 
 
 def test_registered():
-    assert set(NEW) | {"maze"} == set(TASKS)
+    assert set(NEW) | {"maze", "maze_braid"} == set(TASKS)
 
 
 # -- shared behaviour --------------------------------------------------------------------------------

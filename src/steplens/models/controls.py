@@ -67,7 +67,7 @@ __all__ = ["ALTERNATIVE_VIOLATION", "CONTROLS", "ControlDenoiser", "alternative"
 
 PREFIXES = ("null", "control")
 # the rule violations each task's candidates control draws as its complete wrong answer, the first the instance has
-ALTERNATIVE_VIOLATION = {"tictactoe": ("wrong_square",), "tictactoe_fork": ("wrong_square",), "rotate": ("counterclockwise",),
+ALTERNATIVE_VIOLATION = {"maze_braid": ("longer_route",), "tictactoe": ("wrong_square",), "tictactoe_fork": ("wrong_square",), "rotate": ("counterclockwise",),
                          "rotate_large": ("counterclockwise",), "occlusion": ("one_past", "one_short", "stopped_before"),
                          "shuttle": ("off_by_one",), "shuttle_near": ("visited_wrong_target",)}
 

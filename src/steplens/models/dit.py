@@ -363,7 +363,7 @@ class ReferenceDenoiser(DenoiserBase):
         return BlockCodec.decode(latents)
 
     def make_cond(self, first: Tensor, task, instances) -> Cond:
-        tid = torch.full((first.shape[0],), self.task_index(task.name), dtype=torch.long, device=first.device)
+        tid = torch.full((first.shape[0],), self.task_index(task.conditions_as or task.name), dtype=torch.long, device=first.device)
         return Cond(image=first, task_id=tid)
 
     def task_index(self, task: str) -> int:

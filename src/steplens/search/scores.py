@@ -163,7 +163,7 @@ SCORES: dict[str, EarlyScore] = {
     "ambiguity": EarlyScore("ambiguity", ambiguity),
     "stability": EarlyScore("stability", stability),
     "agreement": EarlyScore("agreement", agreement),
-    "route": EarlyScore("route", route, uses_task_rules=True, tasks=("maze",)),
+    "route": EarlyScore("route", route, uses_task_rules=True, tasks=("maze", "maze_braid")),
 }
 
 
@@ -174,13 +174,13 @@ def get_score(name: str) -> EarlyScore:
         raise ValueError(f"unknown early score {name!r}; choose from {sorted(SCORES)}") from None
 
 
-VERIFIER_TASKS = ("maze",)  # the tasks with a rule verifier of complete answers (final_verifier)
+VERIFIER_TASKS = ("maze", "maze_braid")  # the tasks with a rule verifier of complete answers (final_verifier)
 
 
 def final_verifier(task: str, inst: Any, finals: np.ndarray) -> np.ndarray:
     """Task rules on complete answers (K, T, H, W, 3): the route score of each last frame (about 1 for a clean valid answer)."""
-    if task != "maze":
-        raise ValueError(f"no rule verifier for task {task!r} (known: maze)")
+    if task not in VERIFIER_TASKS:
+        raise ValueError(f"no rule verifier for task {task!r} (known: {', '.join(VERIFIER_TASKS)})")
     return np.array([maze_route_score(inst, f[-1]) for f in finals])
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
-from .maze import MazeInstance, MazeTask
+from .maze import MazeBraidTask, MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateLargeTask, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
@@ -19,6 +19,7 @@ def register(task: Task) -> Task:
 
 
 register(MazeTask())
+register(MazeBraidTask())
 register(TicTacToeTask())
 register(TicTacToeForkTask())
 register(RotateTask())
@@ -39,6 +40,7 @@ def get_task(name: str) -> Task:
 __all__ = [
     "PALETTE",
     "TASKS",
+    "MazeBraidTask",
     "MazeInstance",
     "MazeTask",
     "OcclusionInstance",

@@ -153,6 +153,7 @@ class Task(abc.ABC, Generic[I]):
     colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
     scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
     generator_version: ClassVar[int] = 1  # bumped when a task's generator draws different instances; generate(version=1) redraws the old ones
+    conditions_as: ClassVar[str | None] = None  # a level of another task: the task name a model trained on that task conditions on
 
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:

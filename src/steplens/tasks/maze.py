@@ -8,6 +8,10 @@ start to goal through floor blocks only (the induced 4-neighbour graph is a chai
 start and goal). A perfect maze has exactly one simple path between two cells, so any success is
 the shortest path: a "longer valid route" must cross a wall (fails) or revisit a block, which
 makes a branch (fails). Partial score: IoU of blue blocks with the true path blocks.
+
+`maze_braid` is a level with loops: the same carving with inner walls removed, so several valid routes lead to the
+goal; the braiding is kept only when the shortest route is unique, and success needs that route (`valid_route` in the
+details says whether the drawing is any valid route). A model trained on `maze` runs on it with its maze conditioning.
 """
 
 from __future__ import annotations
@@ -205,3 +209,97 @@ class MazeTask(Task[MazeInstance]):
             "unclassified": int((cls < 0).sum()),
         }
         return Score(success, iou, details)
+
+
+# -- braided mazes: loops, several valid routes, one shortest ------------------------------------
+def count_shortest(floor: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> int:
+    """Number of distinct shortest 4-neighbour routes from start to goal over floor blocks (0 if unreachable)."""
+    h, w = floor.shape
+    dist = {start: 0}
+    ways = {start: 1}
+    q = deque([start])
+    while q:
+        p = q.popleft()
+        r, c = p
+        for nb in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if not (0 <= nb[0] < h and 0 <= nb[1] < w and floor[nb]):
+                continue
+            if nb not in dist:
+                dist[nb], ways[nb] = dist[p] + 1, ways[p]
+                q.append(nb)
+            elif dist[nb] == dist[p] + 1:
+                ways[nb] += ways[p]
+    return ways.get(goal, 0)
+
+
+def longer_route(floor: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> list[tuple[int, int]]:
+    """A valid route other than the shortest one: the shortest route once one block of the shortest is walled ([] if none).
+
+    Being shortest in the maze minus that block, it has no chord, so it is a simple path (`is_simple_path`)."""
+    path = bfs_path(floor, start, goal)
+    for p in path[1:-1]:
+        cut = floor.copy()
+        cut[p] = False
+        if alt := bfs_path(cut, start, goal):
+            return alt
+    return []
+
+
+def braid(floor: np.ndarray, n_open: int, rng: np.random.Generator) -> np.ndarray:
+    """The perfect maze `floor` with `n_open` random inner walls between two cells removed (each one closes a loop)."""
+    h, w = floor.shape
+    walls = [(r, c) for r in range(1, h - 1) for c in range(1, w - 1)
+             if not floor[r, c] and (r % 2) != (c % 2)]  # between two cells, not a lattice corner
+    out = floor.copy()
+    for i in rng.permutation(len(walls))[:n_open]:
+        out[walls[int(i)]] = True
+    return out
+
+
+class MazeBraidTask(MazeTask):
+    """A braided maze: the same drawing as `maze`, with loops. Several valid routes; the rule is the shortest (unique)."""
+
+    name = "maze_braid"
+    conditions_as = "maze"  # a model trained on `maze` draws these with its maze conditioning (same puzzle, same palette)
+    description = "Draw the shortest path from the green start to the red goal through a maze with loops (several valid routes)."
+    max_tries = 200
+
+    def generate(self, seed: int, size: int | tuple[int, int] | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> MazeInstance:
+        """A perfect maze of `maze` (same seed, same carving), braided (rejecting each braiding until the shortest
+        route is unique and a longer valid one exists)."""
+        base = super().generate(seed, size, n_frames=n_frames, cell_px=cell_px, **kw)
+        floor = floor_mask(base)
+        n_open = max(1, base.rows * base.cols // 8)  # about 4 loops in a 6x6 maze
+        rng = np.random.default_rng([seed, base.rows, base.cols, 1])
+        for i in range(self.max_tries):
+            f = braid(floor, n_open - i % n_open, rng)  # fewer openings on later tries: a small maze may admit only one
+            if count_shortest(f, base.start, base.goal) == 1 and longer_route(f, base.start, base.goal):
+                grid = tuple("".join("." if v else "#" for v in row) for row in f)
+                return MazeInstance(base.rows, base.cols, base.seed, grid, base.start, base.goal, n_frames, cell_px)
+        raise ValueError(f"maze_braid: no braiding of seed {seed} gave a unique shortest route in {self.max_tries} tries")
+
+    def prompt(self, inst: MazeInstance) -> str:
+        return (
+            f"A {inst.rows}x{inst.cols} maze with loops, so several routes lead to the goal. Starting from the green square in the "
+            "top-left corner, draw in blue the shortest path through the white corridors to the red square, without crossing black walls."
+        )
+
+    def score_blocks(self, inst: MazeInstance, final: np.ndarray, video: np.ndarray) -> Score:
+        """Success iff the drawn route is the (unique) shortest; `valid_route` says whether it is any valid route."""
+        s = super().score_blocks(inst, final, video)
+        valid = s.success  # start and goal kept, no wall crossed, the blue blocks one simple floor route
+        cls = classify_blocks(final, MAZE_COLORS)
+        shortest = valid and bool(np.array_equal(cls == MAZE_COLORS.index(PATH), solution_mask(inst)))
+        return Score(shortest, s.score, {**s.details, "valid_route": bool(valid), "shortest_route": bool(shortest)})
+
+    def violations(self, inst: MazeInstance) -> dict[str, np.ndarray]:
+        """The maze's rule violations plus `longer_route`: a valid route that is not the shortest."""
+        from .audit import maze_violations
+
+        out = maze_violations(self, inst)
+        video = self.blocks(inst)
+        video[-1] = video[0]
+        for p in longer_route(floor_mask(inst), inst.start, inst.goal)[1:-1]:
+            video[-1][p] = PALETTE_ARRAY[COLOR_INDEX[PATH]]
+        out["longer_route"] = video
+        return out

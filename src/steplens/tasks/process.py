@@ -177,7 +177,7 @@ def shuttle_rule(task: Task, inst: Any, cls: np.ndarray) -> Violation:
     return None
 
 
-RULES: dict[str, Rule] = {"maze": maze_rule, "tictactoe": tictactoe_rule, "tictactoe_fork": tictactoe_rule, "rotate": rotate_rule,
+RULES: dict[str, Rule] = {"maze": maze_rule, "maze_braid": maze_rule, "tictactoe": tictactoe_rule, "tictactoe_fork": tictactoe_rule, "rotate": rotate_rule,
                           "rotate_large": rotate_rule, "occlusion": occlusion_rule, "shuttle": shuttle_rule, "shuttle_near": shuttle_rule}
 
 
