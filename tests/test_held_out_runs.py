@@ -73,8 +73,8 @@ def test_runs_skip_seen_instances_and_report_them(tmp_path, what):
 
 @pytest.mark.parametrize("what", sorted(COMMANDS))
 def test_too_few_unseen_is_an_error_unless_allow_seen(tmp_path, what):
-    # the multi model drew every occlusion 12x12 instance (48 in all) in training
-    args = [*COMMANDS[what], "--model", "multi", "--task", "occlusion", "--size", "12", "--n", "2", "--out", str(tmp_path / "r")]
+    # the multi model drew every 3x3 maze (84 in all) in training
+    args = [*COMMANDS[what], "--model", "multi", "--task", "maze", "--size", "3", "--n", "2", "--out", str(tmp_path / "r")]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
@@ -111,7 +111,7 @@ def test_no_module_draws_instances_by_seed_range():
     assert users == [], users
     from steplens.probes.common import ProbeConfig, held_out
 
-    cfg = ProbeConfig(model="multi", task="occlusion", size=12, n=2, allow_seen=True)
+    cfg = ProbeConfig(model="multi", task="maze", size=3, n=2, allow_seen=True)
     assert cfg.seeds() == list(held_out(cfg).seeds) and all(held_out(cfg).seen)
 
 
