@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--jobs", type=int, default=None, help="Demo processes (default: run_demo's: 2 on a 2+ core CPU).")
     ap.add_argument("--repeat", type=int, default=1, help="Demo runs; wall and stage times are medians over them.")
-    ap.add_argument("--before", action="store_true", help="Also time the pre-issue-35 sizes (BEFORE), interleaved, same process.")
+    ap.add_argument("--before", action="store_true", help="Also time the same config unshared (BEFORE: share=False), interleaved, same process.")
     ap.add_argument("--reference", action="store_true", help="Also time a fixed workload before and after (load-normalised estimate).")
     ap.add_argument("--n", type=int, default=None, help="Every stage's n (a reduced size to measure; verdicts need 24).")
     a = ap.parse_args()
