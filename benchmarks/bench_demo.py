@@ -1,16 +1,18 @@
 """Wall time and peak memory of `steplens demo` (every stage) on the shipped reference model, 2 CPU cores.
 
-    python benchmarks/bench_demo.py --out runs/bench_demo [--quick] [--reference] [--repeat 3] [--before]
+    python benchmarks/bench_demo.py --out runs/bench_demo [--quick] [--reference] [--repeat 3] [--before] [--n 8]
 
 Target (issue 19): the full demo in <= 180 s and <= 2 GB peak resident memory on 2 CPU cores;
 `--quick` in <= 60 s. Prints JSON: total and per-stage seconds, peak resident memory, the findings'
 verdicts, and whether the targets hold.
 
 `--repeat R` runs the demo R times and reports the median wall time and the median of each stage's
-seconds. `--before` also runs, in the same process and interleaved with the current config, the demo at
-the sizes before issue 35 (`BEFORE`: perturb 8, CKA 4 on its own runs, layers 4, ensemble 8), so each
-stage's before/after seconds come from the same machine under the same load. With two processes the
-stages of `demo.GROUPS` overlap: the wall time is the longer group's, not the sum.
+seconds. `--before` also runs, in the same process and interleaved with the shared run, the same config
+with `share=False` (each stage computes alone: Chain-of-Steps, behaviours and the cards each trace the
+instances, CKA samples its own runs), and prints each stage's seconds unshared and shared side by side
+(`stages_before_after_s`), so both come from the same machine under the same load. `--n N` sets every
+stage's n to N (a reduced size to measure on a shared machine; its verdicts mean nothing below 24).
+With two processes the stages of `demo.GROUPS` overlap: the wall time is the longer group's, not the sum.
 
 `--reference` also times a fixed sampling workload (16 5x5 mazes, 20 Euler steps, one batch) before
 and after the demo. On a shared machine the wall time says little by itself; the ratio demo /
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -38,7 +41,19 @@ from steplens.demo import DemoConfig, run_demo
 from steplens.precision import detect
 
 REFERENCE_IDLE_S = 16 * 53.7 / 100  # bench_sampling on an idle machine (README), per maze, times 16
-BEFORE = dict(n_perturb=8, n_cka=4, n_layers=4, n_ensemble=8, min_n=2)  # the demo's sizes before issue 35
+BEFORE = dict(share=False)  # every stage computed alone
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+
+
+def cpu_flags() -> list[str]:
+    """The vector flags of this CPU that decide the matmul speed (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return []
+    line = next((l for l in text.splitlines() if l.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in FLAGS if f in have]
 
 
 def reference_s() -> float:
@@ -68,9 +83,10 @@ def time_demo(out: str, cfg: DemoConfig, jobs: int | None) -> tuple[float, dict[
 
 def medians(runs: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
     """Median wall time and per-stage seconds over runs, with each run's figures beside them."""
-    stages = {k for _, s in runs for k in s["timings_s"]}
+    stages = {k for _, s in runs for k in s.get("stage_s", s["timings_s"])}
     return {"wall_s": _median([w for w, _ in runs]), "wall_s_runs": [round(w, 1) for w, _ in runs],
-            "stages_s": {k: _median([s["timings_s"][k] for _, s in runs if k in s["timings_s"]]) for k in sorted(stages)},
+            "stages_s": {k: _median([s.get("stage_s", s["timings_s"])[k] for _, s in runs if k in s.get("stage_s", s["timings_s"])])
+                         for k in sorted(stages)},
             "n": {k: v for k, v in runs[-1][1]["config"].items() if k.startswith("n_")}}
 
 
@@ -81,11 +97,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--jobs", type=int, default=None, help="Demo processes (default: run_demo's: 2 on a 2+ core CPU).")
     ap.add_argument("--repeat", type=int, default=1, help="Demo runs; wall and stage times are medians over them.")
-    ap.add_argument("--before", action="store_true", help="Also time the pre-issue-35 sizes (BEFORE), interleaved, same process.")
+    ap.add_argument("--before", action="store_true", help="Also time the same config unshared (BEFORE: share=False), interleaved, same process.")
     ap.add_argument("--reference", action="store_true", help="Also time a fixed workload before and after (load-normalised estimate).")
+    ap.add_argument("--n", type=int, default=None, help="Every stage's n (a reduced size to measure; verdicts need 24).")
     a = ap.parse_args()
     keep_freed_memory()  # as the CLI does
-    cfg = DemoConfig.make(model=a.model, quick=a.quick)
+    sizes = {} if a.n is None else dict(n_cos=a.n, n_perturb=a.n, n_cka=a.n, n_layers=a.n, n_ensemble=a.n, min_n=min(a.n, 24))
+    cfg = DemoConfig.make(model=a.model, quick=a.quick, **sizes)
+    load0 = os.getloadavg()
     ref = [reference_s()] if a.reference else []
     runs, before = [], []
     for _ in range(a.repeat):
@@ -99,7 +118,8 @@ def main() -> None:
     target = 60.0 if a.quick else 180.0
     # with jobs=2 the second process runs beside this one: the sum of both peaks bounds the demo's peak
     peak_mb = round(sum(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024)
-    res = {"allocator": allocator_state(), "capability": detect().to_dict(), "model": a.model, "quick": a.quick,
+    res = {"allocator": allocator_state(), "capability": detect().to_dict(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+           "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "model": a.model, "quick": a.quick,
            "jobs": summary["jobs"], "threads": torch.get_num_threads(), "config": summary["config"], "repeat": a.repeat,
            **medians(runs), "peak_rss_mb": peak_mb,
            "verdicts": {f["id"]: f["verdict"] for f in summary["findings"]},
@@ -107,6 +127,8 @@ def main() -> None:
            "target_s": target, "target_rss_mb": 2048, "within_target": wall <= target and peak_mb <= 2048}
     if before:
         res["before"] = medians(before) | {"verdicts": {f["id"]: f["verdict"] for f in before[-1][1]["findings"]}}
+        b, s = res["before"]["stages_s"], res["stages_s"]
+        res["stages_before_after_s"] = {k: [b.get(k), s.get(k)] for k in sorted(set(b) | set(s))} | {"wall": [res["before"]["wall_s"], res["wall_s"]]}
     if ref:
         ratio = wall / (sum(ref) / len(ref))
         res |= {"reference_s": [round(r, 1) for r in ref], "demo_over_reference": round(ratio, 2),

@@ -35,6 +35,9 @@ def test_quick_demo(quick_demo):
     html = (out / "report.html").read_text()
     assert "<section class=findings" in html and "data:image/gif;base64," in html
     assert "steplens demo" in (out / "summary.txt").read_text()
+    # held out by content: the quick 4x4 mazes are all memorisable, so the quick demo says it used seen ones
+    assert s["held_out"]["held_out"] == "content" and s["held_out"]["seen_set_sha256"]
+    assert s["held_out"]["n_seen_in_training"] == max(c[k] for k in ("n_cos", "n_perturb", "n_cka", "n_layers", "n_ensemble"))
 
 
 def test_default_sizes_are_where_the_model_reasons():
@@ -99,3 +102,42 @@ def test_jobs_must_be_one_or_two(tmp_path):
 
     with pytest.raises(ConfigError, match="jobs must be 1 or 2"):
         run_demo(tmp_path, DemoConfig.make(quick=True), jobs=3)
+
+
+def test_demo_instances_are_held_out_by_content(monkeypatch):
+    from steplens import seen
+    from steplens.demo import demo_instances
+    from steplens.tasks import get_task
+
+    cfg = DemoConfig.make()
+    held = demo_instances(cfg)  # the default 6x6 range from seed 40000 is unseen by the shipped model
+    n = max(cfg.stage_ns().values())
+    assert list(held.seeds) == list(range(cfg.seed, cfg.seed + n)) and held.to_dict()["n_seen_in_training"] == 0
+    task = get_task("maze")
+    from steplens.models.registry import load
+
+    key = task.key(task.generate(cfg.seed + 3, cfg.size, n_frames=load("maze").n_frames, cell_px=1))
+    monkeypatch.setattr(seen, "load_seen", lambda spec: seen.SeenSet(seen.unique_keys([key]), "x" * 64))
+    with pytest.raises(ConfigError, match=f"seed {cfg.seed + 3}:"):  # a stage would draw a seen instance: refused, not run
+        demo_instances(cfg)
+
+
+def test_shared_stages_equal_stages_computed_alone(tmp_path):
+    """The trajectory bank (cos, behaviour, cards) and CKA read off perturb's runs give the records each stage computes alone."""
+    from dataclasses import replace
+
+    from steplens.config import to_json
+    from steplens.demo import run_stages
+
+    cfg = DemoConfig.make(quick=True)
+    names = ("cos", "perturb", "cka")
+    shared, t_shared = run_stages(cfg, str(tmp_path / "shared"), names, False, "cpu")
+    alone, t_alone = run_stages(replace(cfg, share=False), str(tmp_path / "alone"), names, False, "cpu")
+    assert "sample" in t_shared and "sample" not in t_alone  # the bank was traced once, and only when shared
+    shared["perturb"].pop("cka")  # what perturb captured for CKA: the only record sharing adds
+    for k in ("cos", "behaviour", "perturb"):
+        assert json.loads(to_json(shared[k])) == json.loads(to_json(alone[k])), k
+    # CKA read off perturb records what the findings read (fewer side tables than run_cka): those fields are equal
+    a, b = json.loads(to_json(shared["cka"])), json.loads(to_json(alone["cka"]))
+    common = (set(a) & set(b)) - {"shared_with"}
+    assert {"cka", "n", "step_sigmas"} <= common and {k: a[k] for k in common} == {k: b[k] for k in common}

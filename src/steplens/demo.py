@@ -12,7 +12,9 @@ field of DemoConfig: at least findings.MIN_N (24) wherever a card bears a verdic
 information-flow, layer and ensemble cards; a card its n does not decide prints the n it needs.
 Stages share compute: the Chain-of-Steps trace feeds the behaviour stage and the early-commitment
 card, perturbations at a step branch from the clean run's cached latents, and CKA is read off the
-perturb stage's runs (same instances and injections). benchmarks/bench_demo.py times each stage.
+perturb stage's runs (same instances and injections); DemoConfig(share=False) computes each stage alone
+(benchmarks/bench_demo.py --before times both side by side). The instances are held out by content
+(`runner.held_out_instances` with the model's seen-set), reported as DIR/summary.json["held_out"].
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class DemoConfig:
     n_ensemble: int = 48  # x3 methods; the ensemble's gain needs n in the hundreds to decide (README): inconclusive here
     quick: bool = False
     precision: str = "fp32"  # resolved (steplens.precision.choose), not "auto"
-    min_n: int = MIN_N  # the config check's floor; bench_demo lowers it to time the pre-issue-35 sizes (verdicts still need MIN_N)
+    min_n: int = MIN_N  # the config check's floor; bench_demo lowers it to time reduced sizes (verdicts still need MIN_N)
+    share: bool = True  # False: each stage computes alone (its own traces, CKA its own runs); bench_demo --before times it
 
     def __post_init__(self) -> None:
         if min(self.n_cos, self.n_perturb, self.n_cka, self.n_layers, self.n_ensemble) < 2 or self.steps < 4:
@@ -138,7 +141,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
         jobs = 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     if jobs not in (1, 2):
         raise ConfigError(f"jobs must be 1 or 2, got {jobs}")
-    summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg)}
+    summary: dict[str, Any] = {"config": asdict(cfg), "commands": stage_commands(cfg), "held_out": demo_instances(cfg, device).to_dict()}
     if cfg.quick:
         summary["banner"] = QUICK_BANNER
         if progress:
@@ -152,6 +155,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
     summary["derived"] = derived(summary, out)
     summary["findings"] = evaluate(summary)
     summary["timings_s"] = {k: timings[k] for k in ("sample", *ORDER) if k in timings}
+    summary["stage_s"] = timings  # every timed step, the cards and layer thirds included (benchmarks/bench_demo.py)
     summary["jobs"] = jobs
     summary["total_s"] = round(time.perf_counter() - t0, 2)  # wall time (stage timings overlap with jobs=2)
     _write(out, cfg, summary)
@@ -163,6 +167,27 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
         summary["timings_s"]["report"] = round(time.perf_counter() - t, 2)
         write_json(out / "summary.json", summary)
     return summary
+
+
+def demo_instances(cfg: DemoConfig, device: str = "cpu") -> Any:
+    """The demo's instances held out by content (`runner.HeldOut`): the first max(n) the model's seen-set lacks, from cfg.seed.
+
+    Every stage draws the seeds cfg.seed, cfg.seed + 1, ... (a prefix of one range), so the held-out walk must find that
+    range unseen and free of duplicates; a ConfigError names the first seed it skipped otherwise. The quick demo's 4x4
+    mazes are all memorisable (README): it allows seen instances and reports how many it used.
+    """
+    from .evaluate import evaluation_instances
+    from .models.registry import load
+    from .runner import held_out_seeds
+
+    n = max(cfg.stage_ns().values())
+    held = evaluation_instances(load(cfg.model, device=device), cfg.model, "maze", cfg.size, cfg.seed, n, allow_seen=cfg.quick)
+    want = held_out_seeds(cfg.seed, n)
+    if list(held.seeds) != want:
+        bad = next(s for s, h in zip(want, held.seeds, strict=True) if s != h)
+        raise ConfigError(f"seed {bad}: the {cfg.size}x{cfg.size} instance it draws is seen in training or repeats an earlier one, and every "
+                          f"demo stage draws the seeds {cfg.seed}..{cfg.seed + n - 1}; choose another seed")
+    return held
 
 
 def _run_two(cfg: DemoConfig, out: Path, progress: bool, device: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -222,7 +247,12 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
         return r
 
     for name in names:
-        if name == "cos":
+        if name == "cos" and not cfg.share:  # each consumer traces the same instances alone: what the bank saves
+            cos_cfg = probe(cfg.n_cos)
+            res["cos"] = stage("cos", lambda: run_cos(den, cos_cfg, str(root / "cos"), n_views=min(cfg.views, cfg.n_cos), progress=progress))
+            res["behaviour"] = stage("behaviour", lambda: run_behaviour(den, cos_cfg, str(root / "behaviour"), progress=progress))
+            res["cos"]["cards"] = stage("cards", lambda: null_cards(den, cfg, cos_cfg, trace_x0(den, cos_cfg, progress=False)))
+        elif name == "cos":
             cos_cfg = probe(cfg.n_cos)
             # sampled once into the cos folder (resumable), shared by the Chain-of-Steps and behaviour stages
             traced = stage("sample", lambda: trace_x0(den, cos_cfg, progress, folder=ProbeRun(root / "cos", "probe-cos", cos_cfg).folder))
@@ -233,7 +263,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
             res["cos"]["cards"] = stage("cards", lambda: null_cards(den, cfg, cos_cfg, traced))
             del traced
         elif name == "perturb":
-            shared = cfg.cka_shared and "cka" in names and bool(den.hook_blocks())
+            shared = cfg.share and cfg.cka_shared and "cka" in names and bool(den.hook_blocks())
             res["perturb"] = stage("perturb", lambda: run_perturb(den, probe(cfg.n_perturb), str(root / "perturb"), every=cfg.every,
                                                                   mode=cfg.perturb_modes, progress=progress,
                                                                   cka_layers=default_cka_layers(den) if shared else ()))
@@ -243,7 +273,7 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
                                                                        for m, d in p["summary"].get("by_mode", {}).items()}}
         elif name == "cka" and not den.hook_blocks():  # CKA compares block activations beside x0_hat
             res["cka"] = {"n": 0, "applicable": NO_BLOCKS}
-        elif name == "cka" and cfg.cka_shared and "perturb" in res:
+        elif name == "cka" and cfg.share and cfg.cka_shared and "perturb" in res:
             res["cka"] = stage("cka", lambda: cka_from_perturb(res["perturb"], root / "perturb", root / "cka", probe(cfg.n_cka),
                                                                every=cfg.every, mode=cfg.cka_mode, layers=default_cka_layers(den)))
         elif name == "cka":
