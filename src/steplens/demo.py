@@ -172,22 +172,15 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, progress: bool = True, report:
 def demo_instances(cfg: DemoConfig, device: str = "cpu") -> Any:
     """The demo's instances held out by content (`runner.HeldOut`): the first max(n) the model's seen-set lacks, from cfg.seed.
 
-    Every stage draws the seeds cfg.seed, cfg.seed + 1, ... (a prefix of one range), so the held-out walk must find that
-    range unseen and free of duplicates; a ConfigError names the first seed it skipped otherwise. The quick demo's 4x4
-    mazes are all memorisable (README): it allows seen instances and reports how many it used.
+    Every stage (and every null run beside it) draws through the same walk with the model's seen-set, so a stage of n
+    instances gets the first n of this list: the stages and their nulls share instances. The quick demo's 4x4 mazes are
+    all memorisable (README): it allows seen instances and reports how many it used.
     """
     from .evaluate import evaluation_instances
     from .models.registry import load
-    from .runner import held_out_seeds
 
     n = max(cfg.stage_ns().values())
-    held = evaluation_instances(load(cfg.model, device=device), cfg.model, "maze", cfg.size, cfg.seed, n, allow_seen=cfg.quick)
-    want = held_out_seeds(cfg.seed, n)
-    if list(held.seeds) != want:
-        bad = next(s for s, h in zip(want, held.seeds, strict=True) if s != h)
-        raise ConfigError(f"seed {bad}: the {cfg.size}x{cfg.size} instance it draws is seen in training or repeats an earlier one, and every "
-                          f"demo stage draws the seeds {cfg.seed}..{cfg.seed + n - 1}; choose another seed")
-    return held
+    return evaluation_instances(load(cfg.model, device=device), cfg.model, "maze", cfg.size, cfg.seed, n, allow_seen=cfg.quick)
 
 
 def _run_two(cfg: DemoConfig, out: Path, progress: bool, device: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -236,7 +229,8 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
     res: dict[str, Any] = {}
 
     def probe(n: int) -> ProbeConfig:
-        return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n), precision=cfg.precision)
+        return ProbeConfig(model=cfg.model, size=cfg.size, n=n, seed=cfg.seed, sampling=sampling, batch=_batch(n), precision=cfg.precision,
+                           allow_seen=cfg.quick)
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
         t = time.perf_counter()
@@ -287,9 +281,11 @@ def run_stages(cfg: DemoConfig, out: str, names: tuple[str, ...], progress: bool
         elif name == "ensemble":
             methods = [Method("single"), cold_single(3), Method("ensemble", EnsembleConfig(k=3, window=(0, 2), rule="mean_xt", after="single"))]
             res["ensemble"] = stage("ensemble", lambda: compare(den, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
-                                                                root / "ensemble", progress=progress))
+                                                                root / "ensemble", progress=progress, model=cfg.model,
+                                                                allow_seen=cfg.quick))
             p = null_stage(cfg, den, res["ensemble"], lambda nd: compare(nd, "maze", cfg.size, cfg.n_ensemble, cfg.seed, sampling, methods,
-                                                                         root / "nulls" / "ensemble", progress=False))
+                                                                         root / "nulls" / "ensemble", progress=False,
+                                                                         model=cfg.model, allow_seen=cfg.quick))
             res["ensemble"]["null"] = {"model": p["model"],
                                        "diff_vs_single": p["summary"]["methods"]["ensemble"]["diff_vs_single"]["solve_rate"]}
         else:
