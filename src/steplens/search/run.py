@@ -409,7 +409,8 @@ def select_per_budget(results: dict[str, list[dict[str, Any]]], methods: Sequenc
             row: dict[str, Any] = {"method": best.name, "nfe": nfes[best.name], "candidates": len(fit),
                                    "calibration": {"n": len(cal), "solved": int(wins[best.name][cal].sum()),
                                                    "solve_rate": float(wins[best.name][cal].mean())},
-                                   "n": len(held), "solved": int(w.sum()), "solve_rate": float(w.mean()), "ci95": list(wilson(int(w.sum()), len(held))),
+                                   "n": len(held), "solved": int(w.sum()), "solve_rate": float(w.mean()),
+                                   "ci95": list(wilson(int(w.sum()), len(held))),
                                    "uses_ground_truth": best.uses_ground_truth, "uses_task_rules": best.uses_task_rules}
             if single is not None and best.name != "single":
                 row["diff_vs_single"] = list(paired_rate_diff(single[held], w))
@@ -430,7 +431,8 @@ def selection_table(selected: dict[str, dict[str, dict[str, Any]]]) -> list[str]
     for fam, per_b in selected.items():
         for b, r in per_b.items():
             d = r.get("diff_vs_single")
-            lines.append(f"| {fam} | {b} | {r['method']} | {r['nfe']} | {r['candidates']} | {r['calibration']['solved']}/{r['calibration']['n']} | "
+            cal = r["calibration"]
+            lines.append(f"| {fam} | {b} | {r['method']} | {r['nfe']} | {r['candidates']} | {cal['solved']}/{cal['n']} | "
                          f"{fmt_ci(r['solve_rate'], r['ci95'])} ({r['solved']}/{r['n']}) | {fmt_ci(d[0], d[1:]) if d else '-'} |")
     return lines
 
@@ -455,9 +457,10 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
                                           "selected": selected, "methods": per})
     head = (f"{task} {size}x{size}, n={n} (seeds {seed}..{seed + n - 1}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
             f"{k} seeds per instance; NFE of one single run: {unit}")
-    atomic_write_text(prun.root / "sweep.md", "\n".join([head, "", f"Best per family and budget: {selection}.", "", *selection_table(selected), "",
-                                                         "Every method, on all instances (descriptive: no choice is made on this table):", "",
-                                                         *method_table(dict(sorted(per.items(), key=lambda kv: (kv[1]['nfe'], kv[0]))))]) + "\n")
+    by_nfe = dict(sorted(per.items(), key=lambda kv: (kv[1]["nfe"], kv[0])))
+    md = [head, "", f"Best per family and budget: {selection}.", "", *selection_table(selected), "",
+          "Every method on all instances (descriptive: nothing is chosen on this table):", "", *method_table(by_nfe)]
+    atomic_write_text(prun.root / "sweep.md", "\n".join(md) + "\n")
 
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(7.5, 4.5))
