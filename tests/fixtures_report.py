@@ -96,6 +96,8 @@ def demo_summary() -> dict:
             "blocks.3.resid_post": {"observed": "step 19", "first_minus_last_injection": {"diff": 0.02, "ci95": [0.01, 0.03]}}}}}},
         "layers": {"n": 24, "depth": 2, "most_important_layers": [1, 0], "patch_flip_layer": None,
                    "skip_drop": {"0": {"drop": 0.25, "ci95": [0.0, 0.5]}, "1": {"drop": 0.75, "ci95": [0.5, 1.0]}},
+                   "skip_drop_held_out": {"layer": 1, "drop": 0.667, "ci95": [0.35, 0.86], "n": 12,
+                                          "selection": "chosen on the calibration half (even samples), measured on the held-out half"},
                    "thirds": {"n": 0, "applicable": "not measurable on this model: 2 blocks, fewer than one per third"}},
         "ensemble": {"n": 16, "methods": {"single": {"n": 16, "solve_rate": 0.75, "solve_rate_ci95": [0.5, 0.9], "nfe": 20},
                                           "ensemble": {"n": 16, "solve_rate": 0.8125, "solve_rate_ci95": [0.57, 0.93], "nfe": 22,

@@ -226,6 +226,8 @@ def test_layers(model_path, tmp_path):
     s = run_layers(load(model_path), cfg(model_path), str(tmp_path), progress=False)
     _check_run(tmp_path, "layers.npz", "layers_summary.png", "layers_norm.png", "layers_pca.png", "token_maps.json", "token_maps.png")
     assert s["depth"] == 2 and len(s["skip_drop"]) == 2
+    top = s["skip_drop_held_out"]  # the text names the block chosen on the calibration half with its held-out drop
+    assert f"most important block L{top['layer']}: drop {top['drop']:+.2f}" in (tmp_path / "summary.txt").read_text()
     cka = np.array(s["layer_cka"])
     assert np.allclose(np.diag(cka), 1.0, atol=1e-6)
     assert s["patching"]["variant"] == "resid" and set(s["patching"]["per_layer"]) == {"0", "1"}

@@ -175,6 +175,8 @@ def test_demo_report_shows_labels_not_keys(tmp_path):
     lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())
     assert row.startswith("91.7%") and 0 <= lo < 91.7 < hi <= 100 and [round(lo / 100, 3), round(hi / 100, 3)] == [0.646, 0.985]
     assert "renoise: worst injection step (chosen on the calibration half)" in shown
+    assert "most important block (largest skip drop on the calibration half)" in shown
+    assert "solve-rate drop when it is skipped (held-out half)" in shown
     # per-sample figure series: the first is shown, the others folded away
     assert shown.count("<h3>Chain-of-Steps strip, s0</h3>") == 1 and "Chain-of-Steps strip, s1" not in shown
     assert "2 more figures (Chain-of-Steps strip)" in page

@@ -361,7 +361,7 @@ SPECS: tuple[FindingSpec, ...] = (
                 ("late third: answer drop 95% CI", "layers/thirds/by_third/late/answer_drop_ci95", "points"),
                 ("late third skipped: scene kept", "layers/thirds/by_third/late/scene_kept", "%"),
                 ("one block skipped: the largest drop (true of any network: not the verdict)", "derived/skip_drop_top/drop", "points"),
-                ("most important blocks", "layers/most_important_layers", "blocks")),
+                ("the block of that drop (chosen on the calibration half)", "derived/skip_drop_top/layer", "block")),
         note="A division of labour by depth, not 'some block matters': skipping a network's input block breaks any answer."),
     FindingSpec(
         id="patching_flip", title="Activation patching flip", stage="layers",
