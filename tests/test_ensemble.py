@@ -356,4 +356,5 @@ def test_sweep_recommendation_is_reported_on_held_out_instances():
     rec = held_out(recommend(per(cal)), per(held), split)
     assert rec["name"] == "lucky" and rec["calibration"]["solve_rate"] == 1.0  # chosen where it looked best ...
     assert rec["solve_rate"] == 0.0 and "held-out" in rec["selection"]  # ... and reported where it was not chosen
+    assert rec["held_out_diffs"] == {"single": per(held)["lucky"]["diff_vs_single"]}  # its differences to controls, too
     assert "in-sample" in held_out(recommend(per(results)), per(results), False)["selection"]

@@ -74,6 +74,9 @@ def test_perturb_and_cka(model_path, tmp_path):
         sel = r["selection"]  # the worst step and frame are chosen on one half, the difference measured on the other
         assert sel["calibration_n"] == sel["held_out_n"] == r["step_minus_frame_drop_n"] == 2 and "held-out" in sel["how"]
         assert sel["step"] in [p["index"] for p in r["noise_at_step"]] and sel["frame"] in [1, 2]
+        ws, wf = r["worst_step_held_out"], r["worst_frame_before_answer_held_out"]  # the chosen points' rates on the held-out half
+        assert (ws["index"], wf["index"], ws["n"], wf["n"]) == (sel["step"], sel["frame"], 2, 2)
+        assert r["step_minus_frame_drop"] == pytest.approx(wf["mean"] - ws["mean"])
         assert r["step_minus_frame_drop_stats"]["method"] == "paired_rates" and sum(r["step_minus_frame_drop_stats"]["table"]) == 2
         w = r["frame_window"]
         assert w["window"] == [1, 3] and w["released_from_step"] == 3 and [p["index"] for p in w["scores"]] == [1, 2, 3]
@@ -224,6 +227,8 @@ def test_layers(model_path, tmp_path):
     s = run_layers(load(model_path), cfg(model_path), str(tmp_path), progress=False)
     _check_run(tmp_path, "layers.npz", "layers_summary.png", "layers_norm.png", "layers_pca.png", "token_maps.json", "token_maps.png")
     assert s["depth"] == 2 and len(s["skip_drop"]) == 2
+    top = s["skip_drop_held_out"]  # the text names the block chosen on the calibration half with its held-out drop
+    assert f"most important block L{top['layer']}: drop {top['drop']:+.2f}" in (tmp_path / "summary.txt").read_text()
     cka = np.array(s["layer_cka"])
     assert np.allclose(np.diag(cka), 1.0, atol=1e-6)
     assert s["patching"]["variant"] == "resid" and set(s["patching"]["per_layer"]) == {"0", "1"}

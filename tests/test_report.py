@@ -170,10 +170,13 @@ def test_demo_report_shows_labels_not_keys(tmp_path):
         assert key in page.replace("<wbr>", ""), key  # ... but one click away, in "all values"
     assert "1 - CKA at the end after the earliest minus the latest injection, renoise, block 3 output" in shown
     assert "solve-rate drop, block 1 skipped" in shown and "ensemble minus one seed (Newcombe paired CI)" in shown
-    # the perturb stage's mean_ci interval [0.753, 1.08] of a rate is shown as a Wilson interval inside [0, 100]%
-    row = re.search(r"renoise: solve rate after noise on that frame</th><td class=v>([^<]+)<", shown).group(1)
+    # a held-out rate with no CI is shown with the Wilson interval of its own n (12, not the run's 24), inside [0, 100]%
+    row = re.search(r"renoise: solve rate after noise on that frame \(held-out half\)</th><td class=v>([^<]+)<", shown).group(1)
     lo, hi = (float(x) for x in re.search(r"\[([\d.]+), ([\d.]+)\]", row).groups())
-    assert row.startswith("91.7%") and 0 <= lo < 91.7 < hi <= 100
+    assert row.startswith("91.7%") and 0 <= lo < 91.7 < hi <= 100 and [round(lo / 100, 3), round(hi / 100, 3)] == [0.646, 0.985]
+    assert "renoise: worst injection step (chosen on the calibration half)" in shown
+    assert "most important block (largest skip drop on the calibration half)" in shown
+    assert "solve-rate drop when it is skipped (held-out half)" in shown
     # per-sample figure series: the first is shown, the others folded away
     assert shown.count("<h3>Chain-of-Steps strip, s0</h3>") == 1 and "Chain-of-Steps strip, s1" not in shown
     assert "2 more figures (Chain-of-Steps strip)" in page

@@ -17,9 +17,10 @@ from steplens.models.dit import BlockCodec, ReferenceDenoiser, random_tiny
 from steplens.models.protocol import Cond, DenoiserBase, Prediction, velocity_from_x0
 from steplens.runner import SamplingConfig, noise_seed, prepare
 from steplens.sampling import seeded_noise
+from steplens.stats import paired_rate_diff, wilson
 from steplens.search import (InstanceRecord, SearchMethod, collect, evaluate_methods, get_score, maze_route_score, method_nfe,
                              sample_trajectories, screen_latents, screen_nfe, summarize, survivors, widest_route)
-from steplens.search.run import default_methods, sweep_grid
+from steplens.search.run import default_methods, select_per_budget, selection_table, sweep_grid
 from steplens.search.scores import decided, palette_margin
 from steplens.tasks import PALETTE, get_task
 from steplens.tasks.maze import solution_mask
@@ -242,6 +243,53 @@ class Crashing(StandIn):
         return super().__call__(x, sigma, cond)
 
 
+def _wins(*rows: list[int]) -> dict[str, list[dict[str, bool]]]:
+    return {name: [{"success": bool(v)} for v in row] for name, row in zip(("single", "bo2", "bo4"), rows)}
+
+
+def test_sweep_selection_is_made_on_calibration_and_reported_on_held_out():
+    sampling = SamplingConfig(steps=6)
+    methods = [SearchMethod("single", "single"), SearchMethod("bo2", "best_of_k", k=2, m=2, final="vote"),
+               SearchMethod("bo4", "best_of_k", k=4, m=4, final="vote")]
+    # calibration = even instances, held-out = odd: bo2 wins every calibration instance and no held-out one, bo4 the reverse
+    # on held-out (4 of 6 on calibration), so an in-sample pick (bo2 6/12, bo4 10/12) would name bo4
+    single = [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+    bo2 = [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    bo4 = [1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1]
+    sel, text = select_per_budget(_wins(single, bo2, bo4), methods, (1, 2, 4), sampling)
+    assert "calibration half" in text and "held-out half" in text and "n=6" in text
+    fam = sel["best_of_k_vote"]
+    assert "1" not in fam and fam["2"]["method"] == "bo2" and fam["2"]["candidates"] == 1
+    row = fam["4"]
+    assert row["method"] == "bo2" and row["candidates"] == 2 and row["calibration"] == {"n": 6, "solved": 6, "solve_rate": 1.0}
+    held = slice(1, None, 2)
+    assert row["n"] == 6 and row["solved"] == 0 and row["ci95"] == list(wilson(0, 6))  # numbers from the held-out half only
+    assert row["diff_vs_single"] == list(paired_rate_diff(np.array(single[held], float), np.array(bo2[held], float)))
+    assert sel["single"]["4"]["method"] == "single" and "diff_vs_single" not in sel["single"]["4"]
+    assert any("| best_of_k_vote | 4 | bo2 |" in line for line in selection_table(sel))
+    # held-out records cannot change the choice, whatever they are; calibration records can
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rows = [list(r) for r in (single, bo2, bo4)]
+        for r in rows:
+            r[1::2] = rng.integers(0, 2, 6).tolist()
+        again, _ = select_per_budget(_wins(*rows), methods, (1, 2, 4), sampling)
+        assert {f: {b: r["method"] for b, r in per.items()} for f, per in again.items()} == \
+            {f: {b: r["method"] for b, r in per.items()} for f, per in sel.items()}
+        assert again["best_of_k_vote"]["4"]["solved"] == sum(rows[1][1::2])
+    flipped = list(bo4)
+    flipped[8] = flipped[10] = 1  # bo4 now wins every calibration instance too: a tie, broken by fewer NFE (still bo2) ...
+    assert select_per_budget(_wins(single, bo2, flipped), methods, (4,), sampling)[0]["best_of_k_vote"]["4"]["method"] == "bo2"
+    worse = list(bo2)
+    worse[0] = 0  # ... and bo2 losing one calibration instance hands the choice to bo4
+    assert select_per_budget(_wins(single, worse, flipped), methods, (4,), sampling)[0]["best_of_k_vote"]["4"]["method"] == "bo4"
+    # too few instances to split: says so
+    small, text = select_per_budget(_wins(single[:3], bo2[:3], bo4[:3]), methods, (4,), sampling)
+    assert "in-sample" in text and small["best_of_k_vote"]["4"]["n"] == 3
+    with pytest.raises(ConfigError, match="same instances"):
+        select_per_budget(_wins(single, bo2[:4], bo4), methods, (4,), sampling)
+
+
 def _folder(root: Path) -> dict[str, bytes]:
     files = sorted([*root.glob("samples/*.json"), *root.glob("plans/*.npz")])
     return {f.name: (f.read_bytes() if f.suffix == ".json" else np.load(f)["plans"].tobytes()) for f in files}
@@ -290,6 +338,11 @@ def test_cli_run_and_sweep_share_a_folder(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     sweep = json.loads((out / "sweep.json").read_text())
     assert (out / "curve.png").stat().st_size > 0 and sweep["curves"]["best_of_k_oracle"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "best_in_sample" not in summary and "in-sample" in summary["selection"]  # n=2: too few to split, and it says so
+    assert summary["selected"]["best_of_k_oracle"]["2"]["method"] == "best_of_2_oracle"
+    assert sweep["selected"] == summary["selected"] and sweep["selection"] == summary["selection"]
+    assert "Best per family and budget" in (out / "sweep.md").read_text() and "in-sample" in r.output
     figures = json.loads((out / "figures.json").read_text())
     assert sorted(f["path"] for f in figures) == ["compare.png", "curve.png"]  # the sweep keeps the run's figure
 

@@ -168,6 +168,7 @@ def held_out(rec: dict[str, Any], per_held: dict[str, dict[str, Any]], split: bo
     row = per_held.get(rec["name"], {})
     return rec | {"calibration": {"solve_rate": rec.get("solve_rate"), "diff": rec.get("diff")},
                   "solve_rate": row.get("solve_rate"), "diff": row.get("diff_vs_" + base), "n_held_out": row.get("n"),
+                  "held_out_diffs": {k[len("diff_vs_"):]: v for k, v in row.items() if k.startswith("diff_vs_")},
                   "selection": f"chosen on the calibration half (even instances), its numbers from the held-out half "
                                f"(odd instances, n={row.get('n')})"}
 
@@ -250,7 +251,7 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
                   f"{fmt_ci(p['solve_rate'], p['solve_rate_ci95'])} | {fmt_ci(d[0], d[1:])}{star} | {ctl[0]} | {ctl[1]} |")
     md.append(f"\nRecommended: `{rec['name']}` ({rec['reason']}). {rec['selection']}.")
     if rec_ens is not rec:
-        md.append(f"Best ensemble (the cold-start controls aside): `{rec_ens['name']}` ({rec_ens['reason']}).")
+        md.append(f"Best ensemble (the cold-start controls aside): `{rec_ens['name']}` ({rec_ens['reason']}). {rec_ens['selection']}.")
     atomic_write_text(run.root / "sweep.md", "\n".join(md) + "\n")
 
     pyplot = plt()
@@ -288,12 +289,14 @@ def sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: Samp
     shown = [rec] if rec_ens is rec else [rec, rec_ens]
     for i, r in enumerate(shown):
         if i:
-            text.append(f"best ensemble (cold-start controls aside): {r['name']}: {r['reason']}")
+            text.append(f"best ensemble (cold-start controls aside): {r['name']}: {r['reason']}; {r['selection']}")
         if r.get("diff"):
             text.append(f"  solve rate {r['solve_rate']:.3f}, diff vs single {fmt_ci(r['diff']['solve_rate'][0], r['diff']['solve_rate'][1:])}")
-        pt = next((p for p in points if p["name"] == r["name"]), {})
-        for key, label in (("diff_vs_cold", "single_cold"), ("diff_vs_matched", "a single seed with the same NFE")):
-            if pt.get(key):
-                text.append(f"  diff vs {label}: {fmt_ci(pt[key]['solve_rate'][0], pt[key]['solve_rate'][1:])}")
+        # its controls, like its gain, on the held-out half when it was chosen on the other half
+        held_diffs, where = r.get("held_out_diffs"), " (held-out half)" if "held_out_diffs" in r else ""
+        for c, label in zip(controls.get(r["name"], []), ("single_cold", "a single seed with the same NFE")):
+            d = held_diffs.get(c) if held_diffs is not None else per[r["name"]].get(f"diff_vs_{c}")
+            if d:
+                text.append(f"  diff vs {label}{where}: {fmt_ci(d['solve_rate'][0], d['solve_rate'][1:])}")
     return run.finish(summary, "\n".join(text))
 

@@ -244,10 +244,12 @@ def run_layers(den: Any, cfg: ProbeConfig, out: str, *, step: int | None = None,
             f"clean solve rate {base_all.mean():.2f}"]
     if skip:
         ranked = sorted(drops, key=lambda l: -drops[l][0])
+        top = _held_out_skip(ok, base_all, depth)
         summary |= {"skip_drop": {str(l): {"drop": d[0], "ci95": [d[1], d[2]], "stats": d[3]} for l, d in drops.items()},
-                    "most_important_layers": ranked[:3], "skip_drop_held_out": _held_out_skip(ok, base_all, depth)}
+                    "most_important_layers": ranked[:3], "skip_drop_held_out": top}
         text += ["solve-rate drop when a block is skipped (steps %d-%d): " % window + ", ".join(f"L{l} {drops[l][0]:+.2f}" for l in range(depth)),
-                 f"most important layers: {ranked[:3]}"]
+                 f"largest drops, in-sample (descriptive): {ranked[:3]}; most important block L{top['layer']}: drop {top['drop']:+.2f} "
+                 f"[{top['ci95'][0]:+.2f}, {top['ci95'][1]:+.2f}] (n={top['n']}), {top['selection']}"]
     text += [f"patching {patch} from another puzzle (steps {patch_window[0]}-{patch_window[1]}), flip/keep/break per layer: "
              + ", ".join(f"L{l} {rates['flip'][l]:.2f}/{rates['keep'][l]:.2f}/{rates['break'][l]:.2f}" for l in range(depth)),
              flips["note"]]

@@ -395,6 +395,9 @@ def _mode_summary(res: dict[str, Any], sigmas: list[float], clean: float, window
         d = paired_diff(np.asarray(res["step"][step])[held], np.asarray(res["frame"][frame])[held], rates=True)
         s["step_minus_frame_drop"], s["step_minus_frame_drop_ci95"], s["step_minus_frame_drop_stats"] = d[0], [d[1], d[2]], d[3]
         s["step_minus_frame_drop_n"] = len(held)
+        for key, scores, k in (("worst_step_held_out", res["step"], step), ("worst_frame_before_answer_held_out", res["frame"], frame)):
+            m, lo, hi = proportion_ci(np.asarray(scores[k])[held])  # the chosen point's rate where it was not chosen
+            s[key] = {"index": k, "mean": m, "lo": lo, "hi": hi, "ci95": [lo, hi], "n": len(held)}
         s["selection"] = {"step": step, "frame": frame, "calibration_n": len(cal), "held_out_n": len(held),
                           "how": ("worst step and frame chosen on the calibration half (even samples), the difference measured on "
                                   "the held-out half (odd samples)") if split else "worst step and frame chosen in-sample (n < 4)"}
@@ -448,7 +451,7 @@ def _mode_text(m: str, s: dict[str, Any]) -> list[str]:
     t = [f"[{m}] {s['what']}",
          "  noise at step s (all frames), solve rate per s (sigma of the injected latent): "
          + "; ".join(f"{r['index']} ({r['sigma']:.2f}) {r['mean']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]" for r in s["noise_at_step"]),
-         f"  worst: {_worst_text(s['worst_step'], 'step')}" if s["worst_step"] else "  no step injections",
+         f"  lowest point (in-sample, descriptive): {_worst_text(s['worst_step'], 'step')}" if s["worst_step"] else "  no step injections",
          "  by third of the injections: " + ", ".join(f"{r['third']} (steps {r['steps'][0]}-{r['steps'][-1]}) {r['mean']:.2f} "
                                                      f"[{r['lo']:.2f}, {r['hi']:.2f}]" for r in s["step_by_third"])]
     if s["noise_at_frame"]:
@@ -460,6 +463,9 @@ def _mode_text(m: str, s: dict[str, Any]) -> list[str]:
         sel = s["selection"]
         t.append(f"  worst step ({sel['step']}) costs {s['step_minus_frame_drop']:.2f} more than the worst frame before the answer "
                  f"({sel['frame']}; Newcombe paired 95% CI [{lo:.2f}, {hi:.2f}], n={s['step_minus_frame_drop_n']}): {sel['how']}")
+        ws, wf = s["worst_step_held_out"], s["worst_frame_before_answer_held_out"]
+        t.append(f"  held-out solve rate after noise at step {ws['index']}: {ws['mean']:.2f} [{ws['lo']:.2f}, {ws['hi']:.2f}], "
+                 f"on frame {wf['index']}: {wf['mean']:.2f} [{wf['lo']:.2f}, {wf['hi']:.2f}] (n={ws['n']})")
     if w := s.get("frame_window"):
         a, z = w["window"]
         t.append(f"  frame corrupted after steps {a}-{z - 1} only, then released: solve rate per frame "

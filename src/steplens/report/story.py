@@ -32,7 +32,7 @@ class Label:
     path: str
     unit: str = ""  # as findings.format_number
     ci: str | None = None  # path to [lo, hi]
-    n: str | None = None  # for a rate without `ci`: its Wilson interval from n (a proportion's CI stays in [0, 1])
+    n: str | None = None  # for a rate without `ci`: its Wilson interval from n (a proportion's CI stays in [0, 1]); '*' as in path
 
 
 def _state(key: str) -> str:
@@ -75,12 +75,14 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("samples", "n"),
         Label("noise", "modes"),
         Label("solve rate without noise", "clean_solve_rate", "%", n="n"),
-        Label("{}: worst injection step", "by_mode/*/worst_step/index", "step"),
-        Label("{}: solve rate after noise at that step", "by_mode/*/worst_step/mean", "%", n="n"),
-        Label("{}: worst frame before the answer frame", "by_mode/*/worst_frame_before_answer/index", "frame"),
-        Label("{}: solve rate after noise on that frame", "by_mode/*/worst_frame_before_answer/mean", "%", n="n"),
-        Label("{}: worst step minus worst frame, extra cost (paired bootstrap)", "by_mode/*/step_minus_frame_drop", "points",
-              ci="by_mode/*/step_minus_frame_drop_ci95"),
+        Label("{}: worst injection step (chosen on the calibration half)", "by_mode/*/selection/step", "step"),
+        Label("{}: solve rate after noise at that step (held-out half)", "by_mode/*/worst_step_held_out/mean", "%",
+              n="by_mode/*/worst_step_held_out/n"),
+        Label("{}: worst frame before the answer frame (chosen on the calibration half)", "by_mode/*/selection/frame", "frame"),
+        Label("{}: solve rate after noise on that frame (held-out half)", "by_mode/*/worst_frame_before_answer_held_out/mean", "%",
+              n="by_mode/*/worst_frame_before_answer_held_out/n"),
+        Label("{}: worst step minus worst frame, extra cost (held-out half, Newcombe paired CI)", "by_mode/*/step_minus_frame_drop",
+              "points", ci="by_mode/*/step_minus_frame_drop_ci95"),
         Label("injection steps", "cka/injection_steps", "step"),
         *(Label(f"1 - CKA at the end after the earliest minus the latest injection, {m}, {{}}",
                 f"cka/modes/{m}/*/first_minus_last_injection/diff", ci=f"cka/modes/{m}/*/first_minus_last_injection/ci95")
@@ -90,7 +92,8 @@ LABELS: dict[str, tuple[Label, ...]] = {
         Label("samples", "n"),
         Label("blocks", "depth"),
         Label("solve rate, no intervention", "clean_solve_rate", "%", n="n"),
-        Label("most important blocks (largest drop first)", "most_important_layers", "blocks"),
+        Label("most important block (largest skip drop on the calibration half)", "skip_drop_held_out/layer", "block"),
+        Label("solve-rate drop when it is skipped (held-out half)", "skip_drop_held_out/drop", "points", ci="skip_drop_held_out/ci95"),
         Label("solve-rate drop, block {} skipped", "skip_drop/*/drop", "points", ci="skip_drop/*/ci95"),
         Label("first block whose patch follows the donor's answer (a kept block before it)", "patch_flip_layer", "block"),
     ),
@@ -111,7 +114,7 @@ def _expand(summary: dict[str, Any], label: Label) -> list[tuple[str, Any, Any]]
     """(text, value, ci) rows of one label; a '*' gives one row per key (absent values give no row)."""
     if "*" not in label.path:
         v = resolve(summary, label.path)
-        return [] if _absent(v) else [(label.text, v, _ci(summary, label, v, label.ci))]
+        return [] if _absent(v) else [(label.text, v, _ci(summary, v, label.ci, label.n))]
     head, _, _ = label.path.partition("/*")
     group = resolve(summary, head)
     rows = []
@@ -120,7 +123,8 @@ def _expand(summary: dict[str, Any], label: Label) -> list[tuple[str, Any, Any]]
         if _absent(v):
             continue
         name = _state(key) if head.startswith("cka/") else _words(key)
-        rows.append((label.text.format(name), v, _ci(summary, label, v, label.ci.replace("*", key, 1) if label.ci else None)))
+        sub = lambda path: path.replace("*", key, 1) if path else None  # noqa: E731
+        rows.append((label.text.format(name), v, _ci(summary, v, sub(label.ci), sub(label.n))))
     return rows
 
 
@@ -128,11 +132,11 @@ def _absent(v: Any) -> bool:
     return v is None or (not isinstance(v, int | float | str | list)) or (isinstance(v, list) and not v)
 
 
-def _ci(summary: dict[str, Any], label: Label, value: Any, ci_path: str | None) -> list[float] | None:
+def _ci(summary: dict[str, Any], value: Any, ci_path: str | None, n_path: str | None) -> list[float] | None:
     ci = resolve(summary, ci_path) if ci_path else None
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci):
         return ci
-    n = resolve(summary, label.n) if label.n else None
+    n = resolve(summary, n_path) if n_path else None
     if isinstance(n, int) and n > 0 and isinstance(value, int | float) and 0 <= value <= 1:
         return list(wilson(round(value * n), n))
     return None

@@ -385,6 +385,64 @@ def curve_points(per: dict[str, dict[str, Any]], methods: Sequence[SearchMethod]
     return curves
 
 
+def select_per_budget(results: dict[str, list[dict[str, Any]]], methods: Sequence[SearchMethod], budgets: Sequence[float],
+                      sampling: SamplingConfig) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
+    """Per method family and budget, the best method chosen out of sample: (selected, selection text).
+
+    Among the family's methods that spend at most `budget` single runs, the one with the highest solve rate on the calibration
+    half of the instances (stats.calibration_split; ties: fewer NFE, then name). Its numbers come from the held-out half only:
+    solve rate with Wilson CI and the paired difference to single (Newcombe's interval). Below 4 instances there is no split
+    and the choice is in-sample (the text says so). selected[family][f"{budget:g}"] = {method, nfe, candidates, calibration,
+    n, solved, solve_rate, ci95, diff_vs_single}.
+    """
+    lengths = {len(results[m.name]) for m in methods}
+    if len(lengths) > 1:
+        raise ConfigError(f"every method needs the same instances, got {sorted(lengths)} results")
+    n_all = lengths.pop() if lengths else 0
+    cal, held, split = calibration_split(n_all)
+    unit = method_nfe(SearchMethod("single", "single"), sampling)
+    nfes = {m.name: method_nfe(m, sampling) for m in methods}
+    wins = {m.name: np.array([float(r["success"]) for r in results[m.name]]) for m in methods}
+    single = wins.get("single")
+    selected: dict[str, dict[str, dict[str, Any]]] = {}
+    for fam in sorted({_family(m) for m in methods}):
+        for b in budgets:
+            fit = [m for m in methods if _family(m) == fam and nfes[m.name] <= b * unit]
+            if not fit or not n_all:
+                continue
+            best = min(fit, key=lambda m: (-float(wins[m.name][cal].mean()), nfes[m.name], m.name))
+            w = wins[best.name][held]
+            row: dict[str, Any] = {"method": best.name, "nfe": nfes[best.name], "candidates": len(fit),
+                                   "calibration": {"n": len(cal), "solved": int(wins[best.name][cal].sum()),
+                                                   "solve_rate": float(wins[best.name][cal].mean())},
+                                   "n": len(held), "solved": int(w.sum()), "solve_rate": float(w.mean()),
+                                   "ci95": list(wilson(int(w.sum()), len(held))),
+                                   "uses_ground_truth": best.uses_ground_truth, "uses_task_rules": best.uses_task_rules}
+            if single is not None and best.name != "single":
+                row["diff_vs_single"] = list(paired_rate_diff(single[held], w))
+            selected.setdefault(fam, {})[f"{b:g}"] = row
+    if split:
+        text = (f"within each family and budget, the method with the highest solve rate on the calibration half (even instances, "
+                f"n={len(cal)}; ties: fewer NFE), reported on the held-out half (odd instances, n={len(held)}): solve rate "
+                "[Wilson 95% CI] and paired difference to single [Newcombe 95% CI]")
+    else:
+        text = f"chosen in-sample (n={n_all} < 4, too few to split): the numbers are from the instances the choice was made on"
+    return selected, text
+
+
+def selection_table(selected: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """A markdown table of `select_per_budget` rows."""
+    lines = ["| family | budget | chosen (calibration half) | NFE | of | calibration solve rate | held-out solve rate [95% CI] | "
+             "held-out diff vs single [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    for fam, per_b in selected.items():
+        for b, r in per_b.items():
+            d = r.get("diff_vs_single")
+            cal = r["calibration"]
+            lines.append(f"| {fam} | {b} | {r['method']} | {r['nfe']} | {r['candidates']} | {cal['solved']}/{cal['n']} | "
+                         f"{fmt_ci(r['solve_rate'], r['ci95'])} ({r['solved']}/{r['n']}) | {fmt_ci(d[0], d[1:]) if d else '-'} |")
+    return lines
+
+
 def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: SamplingConfig, out: str | Path, *,
               budgets: Sequence[float] = (1, 2, 4, 8), ks: Sequence[int] = (4, 8, 12), ss: Sequence[int] = (1, 2, 3, 4, 6, 8),
               k: int = 12, screen_step: int = 4, ray_address: str | None = None, num_workers: int | None = None,
@@ -396,13 +454,19 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
     prun, records = collect(denoiser, out, task, size, n, seed, sampling, k, ray_address=ray_address,
                             num_workers=num_workers, model=model, device=device,
                             progress=progress, allow_seen=allow_seen)
-    per = summarize(evaluate_methods(records, methods, sampling), methods, sampling)
+    results = evaluate_methods(records, methods, sampling)
+    per = summarize(results, methods, sampling)
     curves = curve_points(per, methods, budgets, k, screen_step, sampling)
+    selected, selection = select_per_budget(results, methods, budgets, sampling)
     unit = method_nfe(SearchMethod("single", "single"), sampling)
-    write_json(prun.root / "sweep.json", {"budgets": list(budgets), "unit_nfe": unit, "curves": curves, "methods": per})
+    write_json(prun.root / "sweep.json", {"budgets": list(budgets), "unit_nfe": unit, "curves": curves, "selection": selection,
+                                          "selected": selected, "methods": per})
     head = (f"{task} {size}x{size}, n={n} (held out by content, seeds walked from {seed}), {sampling.sampler} {sampling.steps} steps, {precision_of(denoiser)}, "
             f"{k} seeds per instance; NFE of one single run: {unit}")
-    atomic_write_text(prun.root / "sweep.md", "\n".join([head, "", *method_table(dict(sorted(per.items(), key=lambda kv: (kv[1]['nfe'], kv[0]))))]) + "\n")
+    by_nfe = dict(sorted(per.items(), key=lambda kv: (kv[1]["nfe"], kv[0])))
+    md = [head, "", f"Best per family and budget: {selection}.", "", *selection_table(selected), "",
+          "Every method on all instances (descriptive: nothing is chosen on this table):", "", *method_table(by_nfe)]
+    atomic_write_text(prun.root / "sweep.md", "\n".join(md) + "\n")
 
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(7.5, 4.5))
@@ -425,21 +489,16 @@ def run_sweep(denoiser: Any, task: str, size: int, n: int, seed: int, sampling: 
                             f"{head}. Dotted: needs ground truth (oracle); dashed: uses task rules. Early screens: K = 3 x budget seeds "
                             f"(at most {k}), screened after {screen_step} steps, as many survivors as fit."), dpi=120)
     pyplot.close(fig)
-    best = {}
-    for fam in {_family(m) for m in methods}:
-        rows = [per[m.name] for m in methods if _family(m) == fam]
-        for b in budgets:
-            fit = [r for r in rows if r["nfe"] <= b * unit]
-            if fit:
-                best.setdefault(fam, {})[f"{b:g}"] = max(fit, key=lambda r: (r["solve_rate"], -r["nfe"]))["name"]
     summary = {"kind": "search-sweep", "task": task, "size": size, "n": n, "seed": seed, "budgets": list(budgets), "unit_nfe": unit,
                "k": k, "screen_step": screen_step, "precision": precision_of(denoiser), "curves": curves,
-               "best_in_sample": best, "methods": per}
+               "selection": selection, "selected": selected, "methods": per}
     text = [head, ""]
     for fam, pts in sorted(curves.items()):
         text.append(f"{fam}: " + ", ".join(f"{p['nfe']} NFE {fmt_ci(p['solve_rate'], p['ci95'])}" for p in pts))
+    text += ["", f"Best per family and budget: {selection}.", *selection_table(selected)]
     return _finish(prun, summary, "\n".join(text))
 
 
 __all__ = ["SearchShard", "collect", "curve_points", "default_methods", "evaluate_methods", "load_records", "method_table",
-           "run_search", "run_sweep", "sample_trajectories", "screen_latents", "search_shard", "summarize", "sweep_grid"]
+           "run_search", "run_sweep", "sample_trajectories", "screen_latents", "search_shard", "select_per_budget", "selection_table",
+           "summarize", "sweep_grid"]
