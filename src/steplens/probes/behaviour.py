@@ -6,13 +6,16 @@ Each behaviour comes with the control that separates the paper's claim from an a
   drew the kept answer plus more (several candidates superimposed, one kept). `corrected`: the sample
   ends right and at some earlier step held one wrong answer for `hold` steps in a row that does not
   contain the kept one (a committed wrong answer, replaced later). A sample can do both.
-- Working memory, only where the information is out of sight when needed: the task's `recall` names
-  an object that must be at a block in the last frame after being away from it (the occluded object
-  coming out, the agent back on a start it has left). `memory`: in the model's last step the object is
-  back at its block and away from it in the gap frames; `copied`: at its block in every generated frame
-  (never left). A task without a recall (the maze: its markers are in the given first frame, which the
-  reference model sees at every frame) gets the verdict that its marker retention is copying; a model
-  not trained on the task gets "not measurable on this model" and is not run.
+- Working memory, only where the information is out of sight when needed AND absent from the
+  conditioning: the task's `recall` names an object that must be at a block in the last frame after
+  being away from it, and declares where that content is (`Recall.source`). `memory`: in the model's
+  last step the object is back at its block and away from it in the gap frames; `copied`: at its block
+  in every generated frame (never left). Measured only on instances whose content is in no
+  conditioning frame and not computable from it; elsewhere the verdict is "not measurable on this
+  task: the needed content is in the conditioning / computable from the conditioning: <reason>" (the
+  maze's markers, shuttle's start in frame 0, occlusion's exit column computed from frame 0's trail),
+  with what the model restored kept as a diagnostic. A task without a recall gets "not measurable",
+  and a model not trained on the task gets "not measurable on this model" and is not run.
 - Perception before action: scene blocks (walls, objects: `Task.roles`, unchanged in the ground truth
   and drawn in a scene colour) and action blocks (what the ground truth changes: path, moved object).
   Background blocks (e.g. a maze's dead-end floor, where fading candidates live) count as neither.
@@ -35,8 +38,6 @@ from .cos import Traced, trace_x0
 from .metrics import commit_step, self_correction
 
 HOLD = 2  # steps a wrong answer must be held to count as committed
-COPYING = ("copying, not memory: the start and goal markers are in the given first frame (the reference model sees it "
-           "concatenated to every frame), so keeping them needs no memory")
 
 
 def known_tasks(den: Any) -> tuple[str, ...] | None:
@@ -106,6 +107,43 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"rate": k / n, "ci95": list(wilson(k, n)), "count": int(k), "n": int(n), "stats": rate_record(k, n)}
 
 
+def _recall_rates(task: Task, insts: list[Any], blocks: list[np.ndarray]) -> dict[str, Any]:
+    """Memory, copied, back and away at the model's last step, and memory per step, over `insts` (non-empty)."""
+    per = [recall_per_step(task, i, b) for i, b in zip(insts, blocks)]
+    last = {k: np.array([p[k][-1] for p in per]) for k in ("back", "away", "memory", "copied")}
+    n = len(insts)
+    return {"memory": _rate(int(last["memory"].sum()), n), "copied": _rate(int(last["copied"].sum()), n),
+            "back": _rate(int(last["back"].sum()), n), "away": _rate(int(last["away"].sum()), n),
+            "memory_per_step": np.stack([p["memory"] for p in per]).mean(0).tolist()}
+
+
+def memory(task: Task, insts: list[Any], blocks: list[np.ndarray]) -> dict[str, Any]:
+    """The working-memory record: measured only on the instances whose recalled content is absent from every
+    conditioning frame and not computable from it (`Recall.measurable`); else "not measurable on this task" with
+    the task's reason, and what the model restored beside it as a diagnostic (a read of the conditioning, not memory)."""
+    recalls = [task.recall(i) for i in insts]
+    if all(r is None for r in recalls):
+        return {"verdict": f"not measurable on this task: {task.name!r} defines no object to remember (Task.recall)"}
+    keep = [k for k, r in enumerate(recalls) if r is not None and r.measurable]
+    if keep:
+        what = next(recalls[k].what for k in keep)  # type: ignore[union-attr]
+        return {"verdict": "measured", "what": what, "source": recalls[keep[0]].source,  # type: ignore[union-attr]
+                "reason": recalls[keep[0]].reason, "n_excluded": len(insts) - len(keep),  # type: ignore[union-attr]
+                **_recall_rates(task, [insts[k] for k in keep], [blocks[k] for k in keep])}
+    first = next(r for r in recalls if r is not None)
+    out: dict[str, Any] = {"verdict": first.not_measurable(), "what": first.what, "source": first.source, "reason": first.reason}
+    gap = [k for k, r in enumerate(recalls) if r is not None and r.away]
+    if gap:  # the object leaves and comes back: how often the model restores it (from the conditioning)
+        rates = _recall_rates(task, [insts[k] for k in gap], [blocks[k] for k in gap])
+        out["restored_from_conditioning"] = {"restored": rates["memory"], "copied": rates["copied"],
+                                             "restored_per_step": rates["memory_per_step"],
+                                             "note": "back at its block after being away: read from the conditioning, not memory"}
+    if task.name == "maze":
+        markers = maze_markers(insts, blocks)
+        out.update(markers_kept_all_steps=float(markers.all(1).mean()), markers_present_per_step=markers.mean(0).tolist())
+    return out
+
+
 def maze_markers(insts: list[Any], blocks: np.ndarray) -> np.ndarray:
     """(n, S) bool: the last frame shows the start and goal markers in place."""
     out = []
@@ -151,21 +189,7 @@ def analyse(task_name: str, insts: list[Any], steps: np.ndarray, *, hold: int = 
         "scene_blocks": f"unchanged in the ground truth and drawn in {list(task.scene_colors)}",
         "action_blocks": "changed between the ground truth's first and last frame",
     }
-    if task.recall(insts[0]) is not None:
-        per = [recall_per_step(task, i, b) for i, b in zip(insts, blocks)]
-        last = {k: np.array([p[k][-1] for p in per]) for k in ("back", "away", "memory", "copied")}
-        out["memory"] = {
-            "verdict": "measured", "what": task.recall(insts[0]).what,
-            "memory": _rate(int(last["memory"].sum()), n), "copied": _rate(int(last["copied"].sum()), n),
-            "back": _rate(int(last["back"].sum()), n), "away": _rate(int(last["away"].sum()), n),
-            "memory_per_step": np.stack([p["memory"] for p in per]).mean(0).tolist(),
-        }
-    elif task_name == "maze":
-        markers = maze_markers(insts, blocks)
-        out["memory"] = {"verdict": COPYING, "markers_kept_all_steps": float(markers.all(1).mean()),
-                         "markers_present_per_step": markers.mean(0).tolist()}
-    else:
-        out["memory"] = {"verdict": f"not measurable on this task: {task_name!r} defines no object to remember (Task.recall)"}
+    out["memory"] = memory(task, insts, blocks)
     return out
 
 

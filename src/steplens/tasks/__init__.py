@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
+from .base import ABSENT, COMPUTABLE, IN_CONDITIONING, PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
 from .maze import MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateLargeTask, RotateTask
@@ -37,6 +37,9 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
+    "ABSENT",
+    "COMPUTABLE",
+    "IN_CONDITIONING",
     "PALETTE",
     "TASKS",
     "MazeInstance",

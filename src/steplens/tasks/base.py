@@ -128,18 +128,46 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 I = TypeVar("I")
 
 
+IN_CONDITIONING = "in the conditioning"
+COMPUTABLE = "computable from the conditioning"
+ABSENT = "absent from the conditioning"
+RECALL_SOURCES = (IN_CONDITIONING, COMPUTABLE, ABSENT)
+
+
 @dataclass(frozen=True)
 class Recall:
     """What a task asks the model to remember: an object that must be at `at` in the last frame after being away.
 
     `away`: ground-truth frames (after frame 0) in which the object is not at `at`, the gap memory must
     bridge. A model that shows the object at `at` in every frame has copied, not remembered.
+    `source`: where the needed content is, declared by the task: IN_CONDITIONING (drawn in a frame the
+    model is given, e.g. frame 0, which an image-to-video model sees at every frame: a copy), COMPUTABLE
+    (a function of the conditioning alone, e.g. a position from a start and a speed shown in frame 0), or
+    ABSENT (in no conditioning frame and not computable from it: only the model's own earlier frames
+    hold it). Only ABSENT is working memory; `reason` says why, in words, whichever it is.
     """
 
     what: str
     color: str
     at: tuple[int, int]
     away: tuple[int, ...]
+    source: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.source not in RECALL_SOURCES:
+            raise ValueError(f"Recall.source must be one of {RECALL_SOURCES}, got {self.source!r}")
+        if not self.reason.strip():
+            raise ValueError("Recall.reason must say why the content is where `source` says")
+
+    @property
+    def measurable(self) -> bool:
+        """Whether recalling it needs memory: the content is in no conditioning frame and not computable from it."""
+        return self.source == ABSENT
+
+    def not_measurable(self) -> str:
+        """The verdict for a recall that needs no memory ("" when it does)."""
+        return "" if self.measurable else f"not measurable on this task: the needed content is {self.source}: {self.reason}"
 
 
 class Task(abc.ABC, Generic[I]):
@@ -223,7 +251,10 @@ class Task(abc.ABC, Generic[I]):
         return (cls >= 0) & (cls != first)
 
     def recall(self, inst: I) -> Recall | None:
-        """The object this task asks the model to remember (None: nothing is out of sight when it is needed)."""
+        """The object this task asks the model to remember, with where its content is (`Recall.source`).
+
+        None: the task asks for nothing that is out of sight when it is needed.
+        """
         return None
 
     def render(self, inst: I) -> np.ndarray:

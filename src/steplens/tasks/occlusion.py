@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
+from .base import COLOR_INDEX, COMPUTABLE, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 BG, OBJECT, OCCLUDER, TRAIL = "white", "red", "gray", "cyan"
 OCCLUSION_COLORS = (BG, OBJECT, OCCLUDER, TRAIL)
@@ -129,9 +129,13 @@ class OcclusionTask(Task[OcclusionInstance]):
         return with_finals(self.blocks(inst), finals)
 
     def recall(self, inst: OcclusionInstance) -> Recall:
-        """The object where it comes out: a place it has never been, reached only by carrying its speed through the hidden frames."""
+        """The object where it comes out: a place it has never been, but a function of frame 0 alone."""
         t_last = inst.n_frames - 1
-        return Recall("the object where it comes out from behind the occluder", OBJECT, (ROW, position(inst, t_last)), tuple(range(1, t_last)))
+        return Recall("the object where it comes out from behind the occluder", OBJECT, (ROW, position(inst, t_last)),
+                      tuple(range(1, t_last)), COMPUTABLE,
+                      "frame 0, the given frame the model sees at every frame, shows the object's column and, by its "
+                      "cyan trail, its speed and direction, so its column in the last frame (start + direction * speed * "
+                      "(T - 1)) is computed from the conditioning; nothing needs carrying through the hidden frames")
 
     def score_blocks(self, inst: OcclusionInstance, final: np.ndarray, video: np.ndarray) -> Score:
         if final.shape[:2] != (ROWS, inst.width):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
+from .base import COLOR_INDEX, IN_CONDITIONING, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
 SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
@@ -85,7 +85,9 @@ def room_indices(size: int, agents: tuple[Cell, ...], target: Cell, target_color
 def start_recall(start: Cell, track: list[Cell]) -> Recall:
     """The start block, to be shown again by the agent after the frames of `track` in which it is away from it."""
     away = tuple(t for t, a in enumerate(track) if t > 0 and a != start)
-    return Recall("the agent back on the start block it has left", AGENT, start, away)
+    return Recall("the agent back on the start block it has left", AGENT, start, away, IN_CONDITIONING,
+                  "the agent stands on the start block in frame 0, the given frame the model sees at every frame, "
+                  "so putting it back there is a copy of the conditioning, not a memory")
 
 
 def beside(size: int, start: Cell, avoid: tuple[Cell, ...]) -> Cell:
