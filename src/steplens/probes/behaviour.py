@@ -14,7 +14,9 @@ Each behaviour comes with the control that separates the paper's claim from an a
   conditioning frame and not computable from it; elsewhere the verdict is "not measurable on this
   task: the needed content is in the conditioning / computable from the conditioning: <reason>" (the
   maze's markers, shuttle's start in frame 0, occlusion's exit column computed from frame 0's trail),
-  with what the model restored kept as a diagnostic. A task without a recall gets "not measurable",
+  with what the model restored kept as a diagnostic. Where measured (`shuttle_choice`: the target the model's
+  own walk chose, marked after every trace of the visit is gone, `Task.recalled`), memory is read against
+  `Recall.chance` (a video that forgets but does the rest right). A task without a recall gets "not measurable",
   and a model not trained on the task gets "not measurable on this model" and is not run.
 - Perception before action: scene blocks (walls, objects: `Task.roles`, unchanged in the ground truth
   and drawn in a scene colour) and action blocks (what the ground truth changes: path, moved object).
@@ -96,8 +98,10 @@ def recall_per_step(task: Task, inst: Any, blocks: np.ndarray) -> dict[str, np.n
     rec = task.recall(inst)
     assert rec is not None
     colour = task.colors.index(rec.color)
-    at = blocks[:, :, rec.at[0], rec.at[1]]  # (S, T, 3)
-    present = classify_blocks(at, task.colors) == colour  # (S, T)
+    present = np.zeros(blocks.shape[:2], dtype=bool)  # (S, T); a step whose video commits to no block: never present
+    for s, video in enumerate(blocks):
+        if (at := task.recalled(inst, video)) is not None:
+            present[s] = classify_blocks(video[:, at[0], at[1]], task.colors) == colour
     back = present[:, -1]
     away = ~present[:, list(rec.away)].any(1) if rec.away else np.ones(len(present), dtype=bool)
     return {"back": back, "away": away, "memory": back & away, "copied": present[:, 1:].all(1)}
@@ -126,10 +130,17 @@ def memory(task: Task, insts: list[Any], blocks: list[np.ndarray]) -> dict[str, 
         return {"verdict": f"not measurable on this task: {task.name!r} defines no object to remember (Task.recall)"}
     keep = [k for k, r in enumerate(recalls) if r is not None and r.measurable]
     if keep:
-        what = next(recalls[k].what for k in keep)  # type: ignore[union-attr]
-        return {"verdict": "measured", "what": what, "source": recalls[keep[0]].source,  # type: ignore[union-attr]
-                "reason": recalls[keep[0]].reason, "n_excluded": len(insts) - len(keep),  # type: ignore[union-attr]
-                **_recall_rates(task, [insts[k] for k in keep], [blocks[k] for k in keep])}
+        first = recalls[keep[0]]
+        assert first is not None
+        rates = _recall_rates(task, [insts[k] for k in keep], [blocks[k] for k in keep])
+        chance = np.array([recalls[k].chance for k in keep])  # type: ignore[union-attr]
+        hits = np.array([recall_per_step(task, insts[k], blocks[k])["memory"][-1] for k in keep], dtype=np.float64)
+        d, lo, hi, rec = paired_diff(chance, hits, rates=False)  # mean(memory - chance), Student t
+        over = {"diff": d, "ci95": [lo, hi], "stats": rec, "chance": float(chance.mean()), "n": len(keep),
+                "definition": "memory minus the rate of a video that forgets the content but does the rest right "
+                              "(Recall.chance), per sample; Student t"}
+        return {"verdict": "measured", "what": first.what, "source": first.source, "reason": first.reason,
+                "n_excluded": len(insts) - len(keep), **rates, "over_chance": over}
     first = next(r for r in recalls if r is not None)
     out: dict[str, Any] = {"verdict": first.not_measurable(), "what": first.what, "source": first.source, "reason": first.reason}
     gap = [k for k, r in enumerate(recalls) if r is not None and r.away]
@@ -236,7 +247,8 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
             f"{p['action_settle_step_mean']:.1f}; action minus scene {p['action_minus_scene']:.2f} steps (95% CI "
             f"{p['action_minus_scene_ci95'][0]:.2f}..{p['action_minus_scene_ci95'][1]:.2f}): {p['verdict']}"]
     if m["verdict"] == "measured":
-        text.append(f"working memory ({m['what']}): memory {_ci(m['memory'])}; copied (never left) {_ci(m['copied'])}")
+        text.append(f"working memory ({m['what']}): memory {_ci(m['memory'])} against chance {m['over_chance']['chance']:.2f}; "
+                    f"copied (never left) {_ci(m['copied'])}")
     elif "markers_kept_all_steps" in m:
         text.append(f"markers kept at every step in {m['markers_kept_all_steps']:.2f} of samples: {m['verdict']}")
     else:

@@ -7,6 +7,7 @@ from .maze import MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateLargeTask, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
+from .shuttle_choice import ShuttleChoiceInstance, ShuttleChoiceTask
 from .shuttle_near import ShuttleNearInstance, ShuttleNearTask
 from .tictactoe import TicTacToeForkTask, TicTacToeInstance, TicTacToeTask
 
@@ -26,6 +27,7 @@ register(RotateLargeTask())
 register(OcclusionTask())
 register(ShuttleTask())
 register(ShuttleNearTask())
+register(ShuttleChoiceTask())
 
 
 def get_task(name: str) -> Task:
@@ -52,6 +54,8 @@ __all__ = [
     "RotateTask",
     "Score",
     "ShuttleInstance",
+    "ShuttleChoiceInstance",
+    "ShuttleChoiceTask",
     "ShuttleNearInstance",
     "ShuttleNearTask",
     "ShuttleTask",
