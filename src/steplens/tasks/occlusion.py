@@ -4,9 +4,11 @@ The grid is 5 rows by `size` columns, white. The red object moves along the midd
 blocks per frame (1 to 3) towards a gray occluder (rows 1..3). Frame 0 shows a cyan trail of
 `speed` blocks behind the object: where it came from, so the first frame alone gives its speed and
 direction. While the object is under the occluder it is not drawn; it is hidden in the frame
-before the last (and in 0..T-3 frames before that) and comes out in the last frame, so its final
-position can only be found by carrying its speed through the frames where it is invisible. The
-object's column at frame t is `start + direction * speed * t`.
+before the last (and in 0..T-3 frames before that) and comes out in the last frame. The object's
+column at frame t is `start + direction * speed * t`: a function of frame 0 alone, which an
+image-to-video model is given at every frame, so drawing it where it comes out needs no memory
+(`recall` declares it computable from the conditioning; `shuttle_choice` is the task where memory is
+measurable).
 
 Scoring (final frame only): success iff the one red block is exactly at the final position, the
 occluder is intact and every other block is white (no trail, no off-palette block). Failure

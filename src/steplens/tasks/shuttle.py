@@ -2,8 +2,9 @@
 
 An n x n room (n is the size, 7 to 21): black border walls, white floor, a blue agent and a red target on
 the floor at least 3 steps apart. The start is marked only by the agent standing on it in frame 0:
-once the agent leaves, the start block is plain floor like every other, so the way back must be
-remembered. The agent goes vertically then horizontally to the target (reached at frame
+once the agent leaves, the start block is plain floor like every other in the generated frames, but
+frame 0 is the conditioning an image-to-video model sees at every frame, so the way back is a copy,
+not a memory (`recall` declares it in the conditioning). The agent goes vertically then horizontally to the target (reached at frame
 (T-1)//2, jumping several blocks per frame when the route is longer than the frames), which turns
 green (visited) once the agent steps off it; it returns by the other corner of the rectangle,
 vertically first, so the way back is not the way out retraced.
