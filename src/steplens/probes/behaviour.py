@@ -253,6 +253,10 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
         text.append(f"markers kept at every step in {m['markers_kept_all_steps']:.2f} of samples: {m['verdict']}")
     else:
         text.append(f"working memory: {m['verdict']}")
+    if "restored_from_conditioning" in m:
+        r = m["restored_from_conditioning"]
+        text.append(f"restored after being away (read from the conditioning, not memory): {_ci(r['restored'])}; "
+                    f"copied (never left) {_ci(r['copied'])}")
     return text
 
 
