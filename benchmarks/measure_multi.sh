@@ -26,7 +26,7 @@ pn="${PAIRED_N:-$((4 * n))}"
 log "maze 5x5 with the single-task maze model on $pn instances, paired with the suite's first $n and with $pn of $model"
 steplens evaluate --model maze --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/maze_model_5" | tail -1
 steplens evaluate --model "$model" --task maze --size 5 --n "$pn" --seed 10000 --steps 20 --out "$out/paired/multi_5" | tail -1
-log "working memory and perception before action where the conditioning does not hold the answer"
+log "working memory (not measurable on these tasks: the content is in or computable from the conditioning; the restored rate is a diagnostic) and perception before action"
 steplens probe behaviour --model "$model" --task occlusion --size 12 --n "$n" --batch 25 --out "$out/behaviour_occlusion" | tail -6
 steplens probe behaviour --model "$model" --task shuttle --size 9 --n "$n" --batch 25 --out "$out/behaviour_shuttle" | tail -6
 case " $known " in *" shuttle_near "*)

@@ -1,5 +1,6 @@
 """Behaviour measurements against stand-in denoisers whose Chain-of-Steps is written down (answers known by construction)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from steplens.probes.behaviour import analyse, revisions, run_behaviour
 from steplens.probes.common import ProbeConfig
 from steplens.runner import SamplingConfig
 from steplens.tasks import get_task
-from steplens.tasks.base import PALETTE
+from steplens.tasks.base import ABSENT, COMPUTABLE, IN_CONDITIONING, PALETTE
 from steplens.tasks.maze import floor_mask, solution_mask
 
 STEPS = 6
@@ -102,24 +103,90 @@ def test_perception_before_action_ignores_fading_candidates(tmp_path):
     assert p["verdict"] == "scene settles before the action"
 
 
-@pytest.mark.parametrize("task_name, size", [("shuttle", 7), ("occlusion", 9)])
-def test_memory_remembering_vs_copying(tmp_path, task_name, size):
-    """The ground-truth video remembers (memory 1, copied 0); frame 0 held in every frame copies (memory 0)."""
-    truth = lambda task, inst, s: task.blocks(inst)  # noqa: E731
-    copy = lambda task, inst, s: np.repeat(task.blocks(inst)[:1], inst.n_frames, 0)  # noqa: E731
+TRUTH = lambda task, inst, s: task.blocks(inst)  # noqa: E731
+COPY = lambda task, inst, s: np.repeat(task.blocks(inst)[:1], inst.n_frames, 0)  # noqa: E731  frame 0 held
+
+
+@pytest.mark.parametrize("task_name, size, source", [("shuttle", 7, IN_CONDITIONING), ("shuttle_near", 9, IN_CONDITIONING),
+                                                     ("occlusion", 9, COMPUTABLE)])
+def test_memory_is_not_measurable_where_the_content_is_in_the_conditioning(tmp_path, task_name, size, source):
+    """Shuttle's start is in frame 0 and occlusion's exit column is computed from frame 0: no memory number, the
+    task's reason instead; what the model restored is kept as a diagnostic (ground truth 1, frame 0 held 0)."""
     c = cfg(task=task_name, size=size)
-    good = run_behaviour(ScriptedDenoiser(truth, tasks=(task_name,)), c, str(tmp_path / "good"), progress=False)["memory"]
-    bad = run_behaviour(ScriptedDenoiser(copy, tasks=(task_name,)), c, str(tmp_path / "bad"), progress=False)["memory"]
-    assert good["verdict"] == "measured" and good["memory"]["rate"] == 1.0 and good["copied"]["rate"] == 0.0
-    assert bad["memory"]["rate"] == 0.0
-    if task_name == "shuttle":  # the agent never leaves its start: copying, which the old marker metric would count as kept
-        assert bad["copied"]["rate"] == 1.0 and bad["back"]["rate"] == 1.0
+    good = run_behaviour(ScriptedDenoiser(TRUTH, tasks=(task_name,)), c, str(tmp_path / "good"), progress=False)["memory"]
+    bad = run_behaviour(ScriptedDenoiser(COPY, tasks=(task_name,)), c, str(tmp_path / "bad"), progress=False)["memory"]
+    rec = get_task(task_name).recall(get_task(task_name).generate(0, size))
+    assert rec.source == source and not rec.measurable and rec.reason
+    for m in (good, bad):
+        assert m["verdict"] == f"not measurable on this task: the needed content is {source}: {rec.reason}"
+        assert m["source"] == source and "memory" not in m and "memory_per_step" not in m
+    assert good["restored_from_conditioning"]["restored"]["rate"] == 1.0 and good["restored_from_conditioning"]["copied"]["rate"] == 0.0
+    assert bad["restored_from_conditioning"]["restored"]["rate"] == 0.0
+    if task_name == "shuttle":  # the agent never leaves its start: copying
+        assert bad["restored_from_conditioning"]["copied"]["rate"] == 1.0
+
+
+def _absent(rec):
+    return dataclasses.replace(rec, source=ABSENT, reason="synthetic: as if the start were in no conditioning frame")
+
+
+def test_a_recall_absent_from_the_conditioning_is_measured(tmp_path, monkeypatch):
+    """A synthetic recall declared absent from the conditioning: the rate is measured (truth 1, frame 0 held 0), and
+    only on the instances that declare it (the others are excluded, not counted)."""
+    from steplens.tasks.shuttle import ShuttleTask
+
+    plain = ShuttleTask.recall
+    monkeypatch.setattr(ShuttleTask, "recall", lambda self, inst: _absent(plain(self, inst)))
+    c = cfg(task="shuttle", size=7)
+    good = run_behaviour(ScriptedDenoiser(TRUTH, tasks=("shuttle",)), c, str(tmp_path / "good"), progress=False)["memory"]
+    bad = run_behaviour(ScriptedDenoiser(COPY, tasks=("shuttle",)), c, str(tmp_path / "bad"), progress=False)["memory"]
+    assert good["verdict"] == "measured" and good["source"] == ABSENT and good["n_excluded"] == 0
+    assert good["memory"]["rate"] == 1.0 and good["memory"]["n"] == 4 and good["copied"]["rate"] == 0.0
+    assert bad["memory"]["rate"] == 0.0 and bad["copied"]["rate"] == 1.0 and len(good["memory_per_step"]) == STEPS
+    odd = {s for s in c.seeds() if s % 2}
+    monkeypatch.setattr(ShuttleTask, "recall", lambda self, inst: _absent(plain(self, inst)) if inst.seed in odd else plain(self, inst))
+    mixed = run_behaviour(ScriptedDenoiser(TRUTH, tasks=("shuttle",)), c, str(tmp_path / "mixed"), progress=False)["memory"]
+    assert 0 < len(odd) < 4 and mixed["memory"]["n"] == len(odd) and mixed["n_excluded"] == 4 - len(odd)
+
+
+def test_recall_declares_where_its_content_is():
+    rec = get_task("shuttle").recall(get_task("shuttle").generate(0, 7))
+    with pytest.raises(ValueError, match="source"):
+        dataclasses.replace(rec, source="somewhere")
+    with pytest.raises(ValueError, match="reason"):
+        dataclasses.replace(rec, reason=" ")
+    assert _absent(rec).measurable and _absent(rec).not_measurable() == ""
+
+
+def test_the_card_reads_not_measurable_with_the_tasks_reason(monkeypatch):
+    """The working-memory card on the behaviour summary: not measurable with the reason on the maze, shuttle and
+    occlusion; a value on a synthetic recall absent from the conditioning."""
+    from steplens.findings import NOT_MEASURABLE, SPECS, evaluate
+    from steplens.tasks.shuttle import ShuttleTask
+
+    spec = [s for s in SPECS if s.id == "working_memory"]
+    for name, size in (("maze", 3), ("shuttle", 7), ("occlusion", 9)):
+        task = get_task(name)
+        insts = [task.generate(sd, size, n_frames=4, cell_px=1) for sd in range(3)]
+        steps = np.stack([np.stack([task.blocks(i)] * 3) for i in insts])
+        (card,) = evaluate({"behaviour": analyse(name, insts, steps) | {"n": 3}}, spec)
+        assert card["verdict"] == NOT_MEASURABLE and card["value"] is None, name
+        assert card["note"].startswith("not measurable on this task: the needed content is"), name
+        assert task.recall(insts[0]).reason in card["note"], name
+    plain = ShuttleTask.recall
+    monkeypatch.setattr(ShuttleTask, "recall", lambda self, inst: _absent(plain(self, inst)))
+    task = get_task("shuttle")
+    insts = [task.generate(sd, 7, n_frames=4, cell_px=1) for sd in range(12)]
+    steps = np.stack([np.stack([task.blocks(i)] * 3) for i in insts])
+    (card,) = evaluate({"behaviour": analyse("shuttle", insts, steps) | {"n": 12}}, spec)
+    assert card["value"] == 1.0 and card["n"] == 12 and card["verdict"] != NOT_MEASURABLE
 
 
 def test_maze_marker_retention_is_called_copying(tmp_path):
     s = run_behaviour(ScriptedDenoiser(lambda task, inst, s: task.blocks(inst)), cfg(), str(tmp_path), progress=False)
-    assert s["memory"]["verdict"].startswith("copying, not memory") and s["memory"]["markers_kept_all_steps"] == 1.0
-    assert "memory_rate" not in s["memory"]
+    assert s["memory"]["verdict"].startswith(f"not measurable on this task: the needed content is {IN_CONDITIONING}")
+    assert "copying, not memory" in s["memory"]["verdict"] and s["memory"]["markers_kept_all_steps"] == 1.0
+    assert "memory" not in s["memory"]
 
 
 def test_a_model_that_does_not_know_the_task_is_not_measurable(tmp_path):
@@ -132,7 +199,7 @@ def test_a_model_that_does_not_know_the_task_is_not_measurable(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["verdict"] == s["verdict"]
 
 
-def test_an_untrained_multitask_model_is_measured(tmp_path, one_thread):
+def test_an_untrained_multitask_model_runs_the_memory_diagnostic(tmp_path, one_thread):
     """A tiny model built here, trained on nothing, that declares occlusion: the probe runs and reports numbers."""
     import torch
 
@@ -147,9 +214,10 @@ def test_an_untrained_multitask_model_is_measured(tmp_path, one_thread):
     den.n_frames = 4
     s = run_behaviour(den, cfg(task="occlusion", size=9), str(tmp_path), progress=False)
     mem = s["memory"]
-    assert mem["verdict"] == "measured" and 0.0 <= mem["memory"]["rate"] <= 1.0
-    assert 0.0 <= mem["memory"]["ci95"][0] <= mem["memory"]["rate"] <= mem["memory"]["ci95"][1] <= 1.0
-    assert len(mem["memory_per_step"]) == STEPS
+    assert mem["verdict"].startswith("not measurable on this task: the needed content is computable from the conditioning")
+    r = mem["restored_from_conditioning"]["restored"]
+    assert 0.0 <= r["ci95"][0] <= r["rate"] <= r["ci95"][1] <= 1.0
+    assert len(mem["restored_from_conditioning"]["restored_per_step"]) == STEPS
     assert (tmp_path / "perception_vs_action.png").stat().st_size > 0
 
 

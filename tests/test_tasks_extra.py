@@ -19,7 +19,7 @@ from steplens.tasks.shuttle_near import ShuttleNearInstance, ShuttleNearTask, di
 from steplens.tasks.tictactoe import (TicTacToeForkTask, TicTacToeTask, board_indices, board_lines, correct_move, fork_squares, has_line,
                                       place, winning_squares)
 
-NEW = ("tictactoe", "tictactoe_fork", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near")
+NEW = ("tictactoe", "tictactoe_fork", "rotate", "rotate_large", "occlusion", "shuttle", "shuttle_near", "shuttle_choice")
 SEEDS = range(12)
 
 

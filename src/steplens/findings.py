@@ -379,15 +379,20 @@ SPECS: tuple[FindingSpec, ...] = (
     FindingSpec(
         id="working_memory", title="Working memory", stage="behaviour",
         claim="An object seen early (a start point, an occluded object) is kept and reused at later steps.",
-        value="behaviour/memory/memory/rate", ci95="behaviour/memory/memory/ci95", n="behaviour/n",
+        value="behaviour/memory/over_chance/diff", ci95="behaviour/memory/over_chance/ci95", n="behaviour/memory/over_chance/n",
         applicable="behaviour/memory/verdict",
-        measure="objects back where they belong after being away from the view (Wilson CI)", unit="%",
-        min_effect=0.1, stats="behaviour/memory/memory/stats",
-        min_effect_why="one object in ten restored: rarer returns are what a model that forgets redraws by chance",
+        measure="objects back where they belong after being away from the view, on instances whose needed content is "
+                "absent from every conditioning frame and not computable from it (Task.recall's source), minus the rate "
+                "of a video that forgets it but does the rest right (Recall.chance: 1/K for one of K equal choices), "
+                "per sample (Student t); null: null:forget, positive control: null:shrink on shuttle_choice",
+        unit="points", min_effect=0.1, stats="behaviour/memory/over_chance/stats",
+        min_effect_why="ten points over chance: rarer returns are what a model that forgets redraws by luck",
         figure="behaviour/behaviour_per_step.png",
-        extras=(("start and goal markers kept at every step", "behaviour/memory/markers_kept_all_steps", "%"),),
-        note="The maze model sees the first frame, markers included, concatenated to every frame: keeping the markers "
-             "is copying, not memory."),
+        extras=(("memory rate", "behaviour/memory/memory/rate", "%"), ("chance (forgets, does the rest right)", "behaviour/memory/over_chance/chance", "%"),
+                ("restored, read from the conditioning (not memory)", "behaviour/memory/restored_from_conditioning/restored/rate", "%"),
+                ("start and goal markers kept at every step (copying)", "behaviour/memory/markers_kept_all_steps", "%")),
+        note="Content the model is given (frame 0, concatenated to every frame) or can compute from it needs no memory: "
+             "each task's Recall declares which, and the card reads \"not measurable on this task\" with that reason."),
     FindingSpec(
         id="self_correction", title="Self-correction", stage="cos",
         claim="A wrong intermediate answer is revised into the right one at later steps.",

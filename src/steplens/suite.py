@@ -26,6 +26,7 @@ CATEGORIES: dict[str, str] = {
     "occlusion": "working memory",
     "shuttle": "working memory",
     "shuttle_near": "working memory",
+    "shuttle_choice": "working memory",
     "rotate": "spatial transformation",
     "rotate_large": "spatial transformation",
     "tictactoe": "logic",

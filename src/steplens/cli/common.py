@@ -181,7 +181,7 @@ def task_size(task: str, size: int | None) -> int | None:
 
 
 MODEL = typer.Option("maze", "--model", help="Shipped model name (maze, multi), path to an exported model, or a diffusers folder: "
-                     "wan:DIR, hunyuan15:DIR, ltx2:DIR; or a control: null:shrink, null:blur, null:noise, control:candidates, control:commit.")
+                     "wan:DIR, hunyuan15:DIR, ltx2:DIR; or a control: null:shrink, null:blur, null:noise, null:forget, control:candidates, control:commit.")
 TASK = typer.Option("maze", "--task", help="Task name (see `steplens tasks list`); evaluate, ensemble run and search run also take "
                                         "`suite` (every task of the model).")
 SIZE = typer.Option(None, "--size", show_default=False, help=f"Task size (default: the task's own: {_default_sizes()}; "

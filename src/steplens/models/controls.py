@@ -9,6 +9,9 @@ prediction for flow matching), so every probe and `steplens demo --model SPEC` r
 - `null:blur`    x0_hat = the true answer box-blurred floor(3 sigma) times (3 passes at sigma 1, none
                  below 1/3). Converges; never holds a candidate.
 - `null:noise`   velocity 0: the latent stays the starting noise (frame 0 re-imposed). Never solves.
+- `null:forget`  as `null:shrink`, towards the task's `forgetful` video where it has one (a walk to one of
+                 equal targets and the mark on another: every frame right, the choice forgotten), else the
+                 answer: the null of the working-memory card, at its chance rate.
 - `control:candidates[?prune=S&explore=E&keep=P]`  a positive control for Chain-of-Steps and pruning:
                  sigma > E: both candidates drawn at full strength (the true answer and one complete
                  wrong answer, `alternative`); E >= sigma > S: the wrong candidate alone (an early
@@ -69,7 +72,8 @@ PREFIXES = ("null", "control")
 # the rule violations each task's candidates control draws as its complete wrong answer, the first the instance has
 ALTERNATIVE_VIOLATION = {"maze_braid": ("longer_route",), "tictactoe": ("wrong_square",), "tictactoe_fork": ("wrong_square",), "rotate": ("counterclockwise",),
                          "rotate_large": ("counterclockwise",), "occlusion": ("one_past", "one_short", "stopped_before"),
-                         "shuttle": ("off_by_one",), "shuttle_near": ("visited_wrong_target",)}
+                         "shuttle": ("off_by_one",), "shuttle_near": ("visited_wrong_target",),
+                         "shuttle_choice": ("off_by_one",)}
 
 
 # -- the complete wrong answer ---------------------------------------------------------------------
@@ -149,10 +153,11 @@ class ControlDenoiser(DenoiserBase):
     n_frames = 4  # as the shipped reference models
 
     def __init__(self, name: str, x0_fn: Callable[[Tensor, Tensor, Cond], Tensor] | None, *, candidates: bool = False,
-                 device: torch.device | str = "cpu"):
+                 forget: bool = False, device: torch.device | str = "cpu"):
         self.name = name
         self.x0_fn = x0_fn
         self.candidates = candidates
+        self.forget = forget  # the answer is the task's forgetful video where it has one
         self._device = torch.device(device)
 
     @property
@@ -184,6 +189,8 @@ class ControlDenoiser(DenoiserBase):
     def make_cond(self, first: Tensor, task: Task, instances: Sequence[Any]) -> Cond:
         """The first frame, plus each instance's answer (its ground truth, from the task's solver) and candidates."""
         truth = np.stack([task.blocks(i) for i in instances])  # (B, T, Hb, Wb, 3)
+        if self.forget:
+            truth = np.stack([t if (f := task.forgetful(i)) is None else f for t, i in zip(truth, instances)])
         extra = {"answer": self.encode(truth).to(first)}
         if self.candidates:
             alts = [alternative(task, i) for i in instances]
@@ -259,11 +266,17 @@ def _simple(fn: Callable[[Tensor, Tensor], Tensor] | None) -> Callable[[str, str
     return make
 
 
+def _forget(spec: str, query: str, device: torch.device) -> ControlDenoiser:
+    _options(spec, query, {})
+    return ControlDenoiser(spec, lambda x, s, cond: shrink_x0(cond.extra["answer"], s), forget=True, device=device)
+
+
 # name -> factory(spec, query, device); the keys are what `--model` takes
 CONTROLS: dict[str, Callable[[str, str, torch.device], ControlDenoiser]] = {
     "null:shrink": _simple(shrink_x0),
     "null:blur": _simple(blur_x0),
     "null:noise": _simple(None),
+    "null:forget": _forget,
     "control:candidates": _candidates,
     "control:commit": _commit,
 }

@@ -6,13 +6,18 @@ Each behaviour comes with the control that separates the paper's claim from an a
   drew the kept answer plus more (several candidates superimposed, one kept). `corrected`: the sample
   ends right and at some earlier step held one wrong answer for `hold` steps in a row that does not
   contain the kept one (a committed wrong answer, replaced later). A sample can do both.
-- Working memory, only where the information is out of sight when needed: the task's `recall` names
-  an object that must be at a block in the last frame after being away from it (the occluded object
-  coming out, the agent back on a start it has left). `memory`: in the model's last step the object is
-  back at its block and away from it in the gap frames; `copied`: at its block in every generated frame
-  (never left). A task without a recall (the maze: its markers are in the given first frame, which the
-  reference model sees at every frame) gets the verdict that its marker retention is copying; a model
-  not trained on the task gets "not measurable on this model" and is not run.
+- Working memory, only where the information is out of sight when needed AND absent from the
+  conditioning: the task's `recall` names an object that must be at a block in the last frame after
+  being away from it, and declares where that content is (`Recall.source`). `memory`: in the model's
+  last step the object is back at its block and away from it in the gap frames; `copied`: at its block
+  in every generated frame (never left). Measured only on instances whose content is in no
+  conditioning frame and not computable from it; elsewhere the verdict is "not measurable on this
+  task: the needed content is in the conditioning / computable from the conditioning: <reason>" (the
+  maze's markers, shuttle's start in frame 0, occlusion's exit column computed from frame 0's trail),
+  with what the model restored kept as a diagnostic. Where measured (`shuttle_choice`: the target the model's
+  own walk chose, marked after every trace of the visit is gone, `Task.recalled`), memory is read against
+  `Recall.chance` (a video that forgets but does the rest right). A task without a recall gets "not measurable",
+  and a model not trained on the task gets "not measurable on this model" and is not run.
 - Perception before action: scene blocks (walls, objects: `Task.roles`, unchanged in the ground truth
   and drawn in a scene colour) and action blocks (what the ground truth changes: path, moved object).
   Background blocks (e.g. a maze's dead-end floor, where fading candidates live) count as neither.
@@ -35,8 +40,6 @@ from .cos import Traced, trace_x0
 from .metrics import commit_step, self_correction
 
 HOLD = 2  # steps a wrong answer must be held to count as committed
-COPYING = ("copying, not memory: the start and goal markers are in the given first frame (the reference model sees it "
-           "concatenated to every frame), so keeping them needs no memory")
 
 
 def known_tasks(den: Any) -> tuple[str, ...] | None:
@@ -95,8 +98,10 @@ def recall_per_step(task: Task, inst: Any, blocks: np.ndarray) -> dict[str, np.n
     rec = task.recall(inst)
     assert rec is not None
     colour = task.colors.index(rec.color)
-    at = blocks[:, :, rec.at[0], rec.at[1]]  # (S, T, 3)
-    present = classify_blocks(at, task.colors) == colour  # (S, T)
+    present = np.zeros(blocks.shape[:2], dtype=bool)  # (S, T); a step whose video commits to no block: never present
+    for s, video in enumerate(blocks):
+        if (at := task.recalled(inst, video)) is not None:
+            present[s] = classify_blocks(video[:, at[0], at[1]], task.colors) == colour
     back = present[:, -1]
     away = ~present[:, list(rec.away)].any(1) if rec.away else np.ones(len(present), dtype=bool)
     return {"back": back, "away": away, "memory": back & away, "copied": present[:, 1:].all(1)}
@@ -104,6 +109,50 @@ def recall_per_step(task: Task, inst: Any, blocks: np.ndarray) -> dict[str, np.n
 
 def _rate(k: int, n: int) -> dict[str, Any]:
     return {"rate": k / n, "ci95": list(wilson(k, n)), "count": int(k), "n": int(n), "stats": rate_record(k, n)}
+
+
+def _recall_rates(task: Task, insts: list[Any], blocks: list[np.ndarray]) -> dict[str, Any]:
+    """Memory, copied, back and away at the model's last step, and memory per step, over `insts` (non-empty)."""
+    per = [recall_per_step(task, i, b) for i, b in zip(insts, blocks)]
+    last = {k: np.array([p[k][-1] for p in per]) for k in ("back", "away", "memory", "copied")}
+    n = len(insts)
+    return {"memory": _rate(int(last["memory"].sum()), n), "copied": _rate(int(last["copied"].sum()), n),
+            "back": _rate(int(last["back"].sum()), n), "away": _rate(int(last["away"].sum()), n),
+            "memory_per_step": np.stack([p["memory"] for p in per]).mean(0).tolist()}
+
+
+def memory(task: Task, insts: list[Any], blocks: list[np.ndarray]) -> dict[str, Any]:
+    """The working-memory record: measured only on the instances whose recalled content is absent from every
+    conditioning frame and not computable from it (`Recall.measurable`); else "not measurable on this task" with
+    the task's reason, and what the model restored beside it as a diagnostic (a read of the conditioning, not memory)."""
+    recalls = [task.recall(i) for i in insts]
+    if all(r is None for r in recalls):
+        return {"verdict": f"not measurable on this task: {task.name!r} defines no object to remember (Task.recall)"}
+    keep = [k for k, r in enumerate(recalls) if r is not None and r.measurable]
+    if keep:
+        first = recalls[keep[0]]
+        assert first is not None
+        rates = _recall_rates(task, [insts[k] for k in keep], [blocks[k] for k in keep])
+        chance = np.array([recalls[k].chance for k in keep])  # type: ignore[union-attr]
+        hits = np.array([recall_per_step(task, insts[k], blocks[k])["memory"][-1] for k in keep], dtype=np.float64)
+        d, lo, hi, rec = paired_diff(chance, hits, rates=False)  # mean(memory - chance), Student t
+        over = {"diff": d, "ci95": [lo, hi], "stats": rec, "chance": float(chance.mean()), "n": len(keep),
+                "definition": "memory minus the rate of a video that forgets the content but does the rest right "
+                              "(Recall.chance), per sample; Student t"}
+        return {"verdict": "measured", "what": first.what, "source": first.source, "reason": first.reason,
+                "n_excluded": len(insts) - len(keep), **rates, "over_chance": over}
+    first = next(r for r in recalls if r is not None)
+    out: dict[str, Any] = {"verdict": first.not_measurable(), "what": first.what, "source": first.source, "reason": first.reason}
+    gap = [k for k, r in enumerate(recalls) if r is not None and r.away]
+    if gap:  # the object leaves and comes back: how often the model restores it (from the conditioning)
+        rates = _recall_rates(task, [insts[k] for k in gap], [blocks[k] for k in gap])
+        out["restored_from_conditioning"] = {"restored": rates["memory"], "copied": rates["copied"],
+                                             "restored_per_step": rates["memory_per_step"],
+                                             "note": "back at its block after being away: read from the conditioning, not memory"}
+    if task.name == "maze":
+        markers = maze_markers(insts, blocks)
+        out.update(markers_kept_all_steps=float(markers.all(1).mean()), markers_present_per_step=markers.mean(0).tolist())
+    return out
 
 
 def maze_markers(insts: list[Any], blocks: np.ndarray) -> np.ndarray:
@@ -151,21 +200,7 @@ def analyse(task_name: str, insts: list[Any], steps: np.ndarray, *, hold: int = 
         "scene_blocks": f"unchanged in the ground truth and drawn in {list(task.scene_colors)}",
         "action_blocks": "changed between the ground truth's first and last frame",
     }
-    if task.recall(insts[0]) is not None:
-        per = [recall_per_step(task, i, b) for i, b in zip(insts, blocks)]
-        last = {k: np.array([p[k][-1] for p in per]) for k in ("back", "away", "memory", "copied")}
-        out["memory"] = {
-            "verdict": "measured", "what": task.recall(insts[0]).what,
-            "memory": _rate(int(last["memory"].sum()), n), "copied": _rate(int(last["copied"].sum()), n),
-            "back": _rate(int(last["back"].sum()), n), "away": _rate(int(last["away"].sum()), n),
-            "memory_per_step": np.stack([p["memory"] for p in per]).mean(0).tolist(),
-        }
-    elif task_name == "maze":
-        markers = maze_markers(insts, blocks)
-        out["memory"] = {"verdict": COPYING, "markers_kept_all_steps": float(markers.all(1).mean()),
-                         "markers_present_per_step": markers.mean(0).tolist()}
-    else:
-        out["memory"] = {"verdict": f"not measurable on this task: {task_name!r} defines no object to remember (Task.recall)"}
+    out["memory"] = memory(task, insts, blocks)
     return out
 
 
@@ -212,11 +247,16 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
             f"{p['action_settle_step_mean']:.1f}; action minus scene {p['action_minus_scene']:.2f} steps (95% CI "
             f"{p['action_minus_scene_ci95'][0]:.2f}..{p['action_minus_scene_ci95'][1]:.2f}): {p['verdict']}"]
     if m["verdict"] == "measured":
-        text.append(f"working memory ({m['what']}): memory {_ci(m['memory'])}; copied (never left) {_ci(m['copied'])}")
+        text.append(f"working memory ({m['what']}): memory {_ci(m['memory'])} against chance {m['over_chance']['chance']:.2f}; "
+                    f"copied (never left) {_ci(m['copied'])}")
     elif "markers_kept_all_steps" in m:
         text.append(f"markers kept at every step in {m['markers_kept_all_steps']:.2f} of samples: {m['verdict']}")
     else:
         text.append(f"working memory: {m['verdict']}")
+    if "restored_from_conditioning" in m:
+        r = m["restored_from_conditioning"]
+        text.append(f"restored after being away (read from the conditioning, not memory): {_ci(r['restored'])}; "
+                    f"copied (never left) {_ci(r['copied'])}")
     return text
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .base import PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
+from .base import ABSENT, COMPUTABLE, IN_CONDITIONING, PALETTE, Recall, Score, Task, TaskInputError, blocks_to_frames, classify_blocks, frame_to_blocks
 from .maze import MazeBraidTask, MazeInstance, MazeTask
 from .occlusion import OcclusionInstance, OcclusionTask
 from .rotate import RotateInstance, RotateLargeTask, RotateTask
 from .shuttle import ShuttleInstance, ShuttleTask
+from .shuttle_choice import ShuttleChoiceInstance, ShuttleChoiceTask
 from .shuttle_near import ShuttleNearInstance, ShuttleNearTask
 from .tictactoe import TicTacToeForkTask, TicTacToeInstance, TicTacToeTask
 
@@ -27,6 +28,7 @@ register(RotateLargeTask())
 register(OcclusionTask())
 register(ShuttleTask())
 register(ShuttleNearTask())
+register(ShuttleChoiceTask())
 
 
 def get_task(name: str) -> Task:
@@ -38,6 +40,9 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
+    "ABSENT",
+    "COMPUTABLE",
+    "IN_CONDITIONING",
     "PALETTE",
     "TASKS",
     "MazeBraidTask",
@@ -51,6 +56,8 @@ __all__ = [
     "RotateTask",
     "Score",
     "ShuttleInstance",
+    "ShuttleChoiceInstance",
+    "ShuttleChoiceTask",
     "ShuttleNearInstance",
     "ShuttleNearTask",
     "ShuttleTask",

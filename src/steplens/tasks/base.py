@@ -128,18 +128,51 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 I = TypeVar("I")
 
 
+IN_CONDITIONING = "in the conditioning"
+COMPUTABLE = "computable from the conditioning"
+ABSENT = "absent from the conditioning"
+RECALL_SOURCES = (IN_CONDITIONING, COMPUTABLE, ABSENT)
+
+
 @dataclass(frozen=True)
 class Recall:
     """What a task asks the model to remember: an object that must be at `at` in the last frame after being away.
 
     `away`: ground-truth frames (after frame 0) in which the object is not at `at`, the gap memory must
     bridge. A model that shows the object at `at` in every frame has copied, not remembered.
+    `source`: where the needed content is, declared by the task: IN_CONDITIONING (drawn in a frame the
+    model is given, e.g. frame 0, which an image-to-video model sees at every frame: a copy), COMPUTABLE
+    (a function of the conditioning alone, e.g. a position from a start and a speed shown in frame 0), or
+    ABSENT (in no conditioning frame and not computable from it: only the model's own earlier frames
+    hold it). Only ABSENT is working memory; `reason` says why, in words, whichever it is.
+    `chance`: how often a video that forgets the content but does the rest right still shows it (1/K where the
+    answer is one of K equivalent choices): the memory rate is read against it.
     """
 
     what: str
     color: str
     at: tuple[int, int]
     away: tuple[int, ...]
+    source: str
+    reason: str
+    chance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.source not in RECALL_SOURCES:
+            raise ValueError(f"Recall.source must be one of {RECALL_SOURCES}, got {self.source!r}")
+        if not self.reason.strip():
+            raise ValueError("Recall.reason must say why the content is where `source` says")
+        if not 0.0 <= self.chance < 1.0:
+            raise ValueError(f"Recall.chance must be in [0, 1), got {self.chance!r}")
+
+    @property
+    def measurable(self) -> bool:
+        """Whether recalling it needs memory: the content is in no conditioning frame and not computable from it."""
+        return self.source == ABSENT
+
+    def not_measurable(self) -> str:
+        """The verdict for a recall that needs no memory ("" when it does)."""
+        return "" if self.measurable else f"not measurable on this task: the needed content is {self.source}: {self.reason}"
 
 
 class Task(abc.ABC, Generic[I]):
@@ -224,7 +257,22 @@ class Task(abc.ABC, Generic[I]):
         return (cls >= 0) & (cls != first)
 
     def recall(self, inst: I) -> Recall | None:
-        """The object this task asks the model to remember (None: nothing is out of sight when it is needed)."""
+        """The object this task asks the model to remember, with where its content is (`Recall.source`).
+
+        None: the task asks for nothing that is out of sight when it is needed.
+        """
+        return None
+
+    def recalled(self, inst: I, video: np.ndarray) -> tuple[int, int] | None:
+        """The block a generated block video (T, Hb, Wb, 3) must show the recall at: `recall(inst).at` unless the
+        content is the model's own choice (a task where any of several answers is right overrides this); None: the
+        video commits to none."""
+        rec = self.recall(inst)
+        return None if rec is None else rec.at
+
+    def forgetful(self, inst: I) -> np.ndarray | None:
+        """A block video that does everything right but forgets the recall (the last frame shows another of the
+        equally valid contents than the walk chose), for the memory null `null:forget`; None: the task has none."""
         return None
 
     def render(self, inst: I) -> np.ndarray:

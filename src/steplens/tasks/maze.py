@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Score, Task, TaskInputError, classify_blocks
+from .base import COLOR_INDEX, IN_CONDITIONING, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks
 
 WALL, FLOOR, START, GOAL, PATH = "black", "white", "green", "red", "blue"
 MAZE_COLORS = (WALL, FLOOR, START, GOAL, PATH)
@@ -177,6 +177,12 @@ class MazeTask(Task[MazeInstance]):
             f"A {inst.rows}x{inst.cols} maze. Starting from the green square in the top-left corner, "
             "draw in blue the shortest path through the white corridors to the red square, without crossing black walls."
         )
+
+    def recall(self, inst: MazeInstance) -> Recall:
+        """The start marker, kept in every frame: it never leaves, and it is in the given frame."""
+        return Recall("the start and goal markers kept in place", START, inst.start, (), IN_CONDITIONING,
+                      "the start and goal markers are drawn in frame 0, the given frame the model sees at every frame, "
+                      "so keeping them is copying, not memory")
 
     def candidates(self, inst: MazeInstance, final: np.ndarray) -> np.ndarray:
         """Blocks lit in path colour at least half way (a faint candidate route counts, as in the Chain-of-Steps metrics)."""

@@ -4,9 +4,11 @@ The grid is 5 rows by `size` columns, white. The red object moves along the midd
 blocks per frame (1 to 3) towards a gray occluder (rows 1..3). Frame 0 shows a cyan trail of
 `speed` blocks behind the object: where it came from, so the first frame alone gives its speed and
 direction. While the object is under the occluder it is not drawn; it is hidden in the frame
-before the last (and in 0..T-3 frames before that) and comes out in the last frame, so its final
-position can only be found by carrying its speed through the frames where it is invisible. The
-object's column at frame t is `start + direction * speed * t`.
+before the last (and in 0..T-3 frames before that) and comes out in the last frame. The object's
+column at frame t is `start + direction * speed * t`: a function of frame 0 alone, which an
+image-to-video model is given at every frame, so drawing it where it comes out needs no memory
+(`recall` declares it computable from the conditioning; `shuttle_choice` is the task where memory is
+measurable).
 
 Generator version 2 (the default) adds three static distractor blocks, each blue or yellow, in the
 rows above and below the occluder (rows 0 and 4); they never move and must be left where they are.
@@ -26,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
+from .base import COLOR_INDEX, COMPUTABLE, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 
 BG, OBJECT, OCCLUDER, TRAIL = "white", "red", "gray", "cyan"
 DISTRACTOR_COLORS = ("blue", "yellow")  # static blocks (version 2): colours the task uses for nothing else
@@ -166,9 +168,13 @@ class OcclusionTask(Task[OcclusionInstance]):
         return with_finals(self.blocks(inst), finals)
 
     def recall(self, inst: OcclusionInstance) -> Recall:
-        """The object where it comes out: a place it has never been, reached only by carrying its speed through the hidden frames."""
+        """The object where it comes out: a place it has never been, but a function of frame 0 alone."""
         t_last = inst.n_frames - 1
-        return Recall("the object where it comes out from behind the occluder", OBJECT, (ROW, position(inst, t_last)), tuple(range(1, t_last)))
+        return Recall("the object where it comes out from behind the occluder", OBJECT, (ROW, position(inst, t_last)),
+                      tuple(range(1, t_last)), COMPUTABLE,
+                      "frame 0, the given frame the model sees at every frame, shows the object's column and, by its "
+                      "cyan trail, its speed and direction, so its column in the last frame (start + direction * speed * "
+                      "(T - 1)) is computed from the conditioning; nothing needs carrying through the hidden frames")
 
     def score_blocks(self, inst: OcclusionInstance, final: np.ndarray, video: np.ndarray) -> Score:
         if final.shape[:2] != (ROWS, inst.width):

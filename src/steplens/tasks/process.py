@@ -14,7 +14,7 @@ length per frame):
   truth's angles, never turning back and never more than one frame's turn at once (it turns monotonically);
 - occlusion: the object is where its speed (shown by the trail of frame 0) puts it, or hidden behind the
   occluder when that place is (it keeps its speed);
-- shuttle, shuttle_near: one agent in every frame, moving at most as far per frame as the ground truth's
+- shuttle, shuttle_near, shuttle_choice: one agent in every frame, moving at most as far per frame as the ground truth's
   largest move (Manhattan), and a target turns green only after the agent has stood on it.
 
 `process_score(task, inst, frames)` -> Score: success iff no frame breaks its rule; score: the fraction of
@@ -178,7 +178,8 @@ def shuttle_rule(task: Task, inst: Any, cls: np.ndarray) -> Violation:
 
 
 RULES: dict[str, Rule] = {"maze": maze_rule, "maze_braid": maze_rule, "tictactoe": tictactoe_rule, "tictactoe_fork": tictactoe_rule, "rotate": rotate_rule,
-                          "rotate_large": rotate_rule, "occlusion": occlusion_rule, "shuttle": shuttle_rule, "shuttle_near": shuttle_rule}
+                          "rotate_large": rotate_rule, "occlusion": occlusion_rule, "shuttle": shuttle_rule, "shuttle_near": shuttle_rule,
+                          "shuttle_choice": shuttle_rule}
 
 
 def process_score(task: Task, inst: Any, frames: np.ndarray) -> Score:

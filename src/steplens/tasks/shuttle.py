@@ -2,8 +2,9 @@
 
 An n x n room (n is the size, 7 to 21): black border walls, white floor, a blue agent and a red target on
 the floor at least 3 steps apart. The start is marked only by the agent standing on it in frame 0:
-once the agent leaves, the start block is plain floor like every other, so the way back must be
-remembered. The agent goes vertically then horizontally to the target (reached at frame
+once the agent leaves, the start block is plain floor like every other in the generated frames, but
+frame 0 is the conditioning an image-to-video model sees at every frame, so the way back is a copy,
+not a memory (`recall` declares it in the conditioning). The agent goes vertically then horizontally to the target (reached at frame
 (T-1)//2, jumping several blocks per frame when the route is longer than the frames), which turns
 green (visited) once the agent steps off it; it returns by the other corner of the rectangle,
 vertically first, so the way back is not the way out retraced.
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import COLOR_INDEX, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
+from .base import COLOR_INDEX, IN_CONDITIONING, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
 from .occlusion import check_version
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
@@ -92,7 +93,9 @@ def room_indices(size: int, agents: tuple[Cell, ...], target: Cell, target_color
 def start_recall(start: Cell, track: list[Cell]) -> Recall:
     """The start block, to be shown again by the agent after the frames of `track` in which it is away from it."""
     away = tuple(t for t, a in enumerate(track) if t > 0 and a != start)
-    return Recall("the agent back on the start block it has left", AGENT, start, away)
+    return Recall("the agent back on the start block it has left", AGENT, start, away, IN_CONDITIONING,
+                  "the agent stands on the start block in frame 0, the given frame the model sees at every frame, "
+                  "so putting it back there is a copy of the conditioning, not a memory")
 
 
 def beside(size: int, start: Cell, avoid: tuple[Cell, ...]) -> Cell:
