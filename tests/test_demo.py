@@ -118,8 +118,14 @@ def test_demo_instances_are_held_out_by_content(monkeypatch):
 
     key = task.key(task.generate(cfg.seed + 3, cfg.size, n_frames=load("maze").n_frames, cell_px=1))
     monkeypatch.setattr(seen, "load_seen", lambda spec: seen.SeenSet(seen.unique_keys([key]), "x" * 64))
-    with pytest.raises(ConfigError, match=f"seed {cfg.seed + 3}:"):  # a stage would draw a seen instance: refused, not run
-        demo_instances(cfg)
+    walked = demo_instances(cfg)  # a seen instance in the range is skipped, and the walk takes one seed more
+    assert list(walked.seeds) == [s for s in range(cfg.seed, cfg.seed + n + 1) if s != cfg.seed + 3]
+    assert walked.to_dict()["n_skipped_seen"] == 1 and walked.to_dict()["seen_set_sha256"] == "x" * 64
+    # every stage draws through the same walk: a stage of fewer instances gets a prefix of it
+    from steplens.evaluate import evaluation_instances
+
+    small = evaluation_instances(None, cfg.model, "maze", cfg.size, cfg.seed, 8)
+    assert list(small.seeds) == list(walked.seeds[:8])
 
 
 def test_shared_stages_equal_stages_computed_alone(tmp_path):

@@ -14,7 +14,7 @@ from steplens.models.controls import alternative
 from steplens.models.dit import ReferenceDenoiser, random_tiny
 from steplens.search.scores import final_verifier
 from steplens.tasks import get_task
-from steplens.tasks.audit import audit_task
+from steplens.tasks.audit import audit_task, task_violations
 from steplens.tasks.maze import bfs_path, count_shortest, floor_mask, is_simple_path, longer_route
 from steplens.tasks.process import process_score
 
@@ -49,12 +49,12 @@ def test_scorer_separates_valid_from_shortest_and_the_verifier_does_not():
         truth = TASK.blocks(inst)
         ok = TASK.score_blocks(inst, truth[-1], truth)
         assert ok.success and ok.details["valid_route"] and ok.details["shortest_route"]
-        longer = TASK.violations(inst)["longer_route"]
+        longer = task_violations(TASK, inst)["longer_route"]
         s = TASK.score_blocks(inst, longer[-1], longer)
         assert not s.success and s.details["valid_route"] and not s.details["shortest_route"]
         v = final_verifier("maze_braid", inst, np.stack([truth, longer]))
         assert v[0] > 0.9 and v[1] > 0.9  # the route verifier accepts both: on braids it is not the oracle
-        wall = TASK.violations(inst)["through_wall"]
+        wall = task_violations(TASK, inst)["through_wall"]
         assert not TASK.score_blocks(inst, wall[-1], wall).details["valid_route"]
 
 

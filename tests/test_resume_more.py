@@ -139,7 +139,7 @@ def demo_records(out: Path) -> dict[str, object]:
     recs: dict[str, object] = {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("samples/*.json"))}
     recs |= {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*.jsonl"))}
     summary = json.loads((out / "summary.json").read_text())
-    for k in ("timings_s", "total_s"):
+    for k in ("timings_s", "stage_s", "total_s"):
         summary.pop(k)
     recs["summary.json"] = summary
     return recs

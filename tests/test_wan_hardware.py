@@ -276,13 +276,13 @@ def test_every_command_takes_device(tmp_path):
     res = r.invoke(app, ["evaluate", "--model", "maze", "--size", "6", "--n", "2", "--batch", "2", "--steps", "2", "--device", "cpu",
                          "--out", str(tmp_path / "e")])  # 6x6: unseen in training (3x3 has only 84 mazes, all seen)
     assert res.exit_code == 0, res.output
-    res = r.invoke(app, ["trace", "--model", "maze", "--size", "3", "--n", "1", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "t")])
+    res = r.invoke(app, ["trace", "--model", "maze", "--size", "6", "--n", "1", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "t")])
     assert res.exit_code == 0, res.output
-    res = r.invoke(app, ["probe", "cos", "--size", "3", "--n", "1", "--batch", "1", "--steps", "2", "--device", "nonsense",
+    res = r.invoke(app, ["probe", "cos", "--size", "6", "--n", "1", "--batch", "1", "--steps", "2", "--device", "nonsense",
                          "--out", str(tmp_path / "p")])
     assert res.exit_code == 2 and "unknown device 'nonsense'" in res.output
-    res = r.invoke(app, ["ensemble", "--k", "2", "--window", "0:1", "--size", "3", "--n", "1", "--steps", "2", "--no-baselines",
+    res = r.invoke(app, ["ensemble", "--k", "2", "--window", "0:1", "--size", "6", "--n", "1", "--steps", "2", "--no-baselines",
                          "--device", "cpu", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
-    res = r.invoke(app, ["probe", "cos", "--size", "3", "--n", "1", "--px", "32", "--out", str(tmp_path / "q")])
+    res = r.invoke(app, ["probe", "cos", "--size", "6", "--n", "1", "--px", "32", "--out", str(tmp_path / "q")])
     assert res.exit_code == 2 and "diffusers models" in res.output

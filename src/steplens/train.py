@@ -3,6 +3,8 @@
 Every step's data and noise come from generators seeded by (seed, step), so a run that is
 interrupted and resumed from its checkpoint reproduces the uninterrupted run exactly (on CPU).
 """
+# long module: the step's data, its replay (seen-sets, generator versions) and the checkpoint must stay in one file, so that
+# what a replay enumerates is provably what a training step drew
 
 from __future__ import annotations
 

@@ -106,6 +106,10 @@ def alternative(task: Task, inst: Any) -> np.ndarray | None:
     """A complete but wrong answer as a block video (T, Hb, Wb, 3) uint8, or None when the task has none."""
     if task.name == "maze":
         return maze_dead_end_route(task, inst)
+    if task.name == "maze_braid":
+        from ..tasks.maze import longer_route_video
+
+        return longer_route_video(task, inst)
     own = getattr(task, "violations", None)
     if task.name not in ALTERNATIVE_VIOLATION or not callable(own):
         return None

@@ -159,8 +159,26 @@ def numbers_html(summary: dict[str, Any], skip: tuple[str, ...] = (), show: int 
     return f"<div class=nums>{''.join(cards)}</div>" if cards else ""
 
 
+def instances_text(inst: dict[str, Any]) -> str:
+    """A run's fixed instance list (manifest `config.instances`) in words: how many, how chosen, what the walk skipped."""
+    seeds = inst.get("seeds") or []
+    seen = inst.get("seen_in_training") or []
+    words = [f"{len(seeds)} instances" + (f", seeds {seeds[0]}..{seeds[-1]}" if seeds else "")]
+    if inst.get("held_out") == "content":
+        words.append("held out by content")
+    for key, what in (("n_skipped_seen", "skipped as seen in training"), ("n_skipped_duplicate", "skipped as repeats")):
+        if inst.get(key):
+            words.append(f"{inst[key]} {what}")
+    if seen:
+        words.append(f"{len(seen)} seen in training (allowed)")
+    return "; ".join(words)
+
+
 def config_html(config: dict[str, Any]) -> str:
-    chips = "".join(f"<span><b>{html.escape(k)}</b> {cell(v)}</span>" for k, v, _ in flatten(config))
+    rest = {k: v for k, v in config.items() if k != "instances"}
+    chips = "".join(f"<span><b>{html.escape(k)}</b> {cell(v)}</span>" for k, v, _ in flatten(rest))
+    if isinstance(config.get("instances"), dict):
+        chips += f"<span><b>instances</b> {html.escape(instances_text(config['instances']))}</span>"
     return f"<div class=cfg>{chips}</div>" if chips else ""
 
 

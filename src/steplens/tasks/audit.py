@@ -170,7 +170,14 @@ def maze_violations(task: Task, inst: Any) -> dict[str, np.ndarray]:
     return out
 
 
-VIOLATIONS: dict[str, Callable[[Task, Any], dict[str, np.ndarray]]] = {"maze": maze_violations}
+def maze_braid_violations(task: Task, inst: Any) -> dict[str, np.ndarray]:
+    """The maze's violations plus `longer_route`: a valid route from start to goal that is not the (unique) shortest."""
+    from .maze import longer_route_video
+
+    return maze_violations(task, inst) | {"longer_route": longer_route_video(task, inst)}
+
+
+VIOLATIONS: dict[str, Callable[[Task, Any], dict[str, np.ndarray]]] = {"maze": maze_violations, "maze_braid": maze_braid_violations}
 
 
 def task_violations(task: Task, inst: Any) -> dict[str, np.ndarray]:

@@ -298,14 +298,11 @@ class MazeBraidTask(MazeTask):
         shortest = valid and bool(np.array_equal(cls == MAZE_COLORS.index(PATH), solution_mask(inst)))
         return Score(shortest, s.score, {**s.details, "valid_route": bool(valid), "shortest_route": bool(shortest)})
 
-    def violations(self, inst: MazeInstance) -> dict[str, np.ndarray]:
-        """The maze's rule violations plus `longer_route`: a valid route that is not the shortest."""
-        from .audit import maze_violations
 
-        out = maze_violations(self, inst)
-        video = self.blocks(inst)
-        video[-1] = video[0]
-        for p in longer_route(floor_mask(inst), inst.start, inst.goal)[1:-1]:
-            video[-1][p] = PALETTE_ARRAY[COLOR_INDEX[PATH]]
-        out["longer_route"] = video
-        return out
+def longer_route_video(task: Task, inst: MazeInstance) -> np.ndarray:
+    """A braided maze's ground truth with a valid but longer route drawn in the last frame instead of the shortest."""
+    video = task.blocks(inst)
+    video[-1] = video[0]
+    for q in longer_route(floor_mask(inst), inst.start, inst.goal)[1:-1]:
+        video[-1][q] = PALETTE_ARRAY[COLOR_INDEX[PATH]]
+    return video
