@@ -149,3 +149,18 @@ def load_run(folder: str | Path) -> Run:
 
 def is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def describe_instances(inst: dict[str, Any]) -> str:
+    """A run's fixed instance list (manifest `config.instances`) in words: how many, how chosen, what the walk skipped."""
+    seeds = inst.get("seeds") or []
+    seen = inst.get("seen_in_training") or []
+    words = [f"{len(seeds)} instances" + (f", seeds {seeds[0]}..{seeds[-1]}" if seeds else "")]
+    if inst.get("held_out") == "content":
+        words.append("held out by content")
+    for key, what in (("n_skipped_seen", "skipped as seen in training"), ("n_skipped_duplicate", "skipped as repeats")):
+        if inst.get(key):
+            words.append(f"{inst[key]} {what}")
+    if seen:
+        words.append(f"{len(seen)} seen in training (allowed)")
+    return "; ".join(words)

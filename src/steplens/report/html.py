@@ -1,9 +1,8 @@
 """Self-contained HTML reports built only from saved run folders (never re-runs a model).
 
 Run folders are read and validated by `folders.py`. A parent folder (a demo) may hold several run folders; each becomes a section, listed in a table
-of contents in the order the parent's summary.json names them (then by name). The dashboard
-(`serve.py`) uses the same renderer; only `src`, which turns a file into the URL an <img> loads,
-differs (a base64 data URI here, a /files/ URL there).
+of contents in the order the parent's summary.json names them (then by name). The dashboard (`serve.py`) uses the same renderer;
+only `src`, which turns a file into the URL an <img> loads, differs (a base64 data URI here, a /files/ URL there).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_text, to_json
-from .folders import VIDEO_TYPES, Figure, ReportError, Run, Sample, image_size, is_num, is_run, load_run, sub_runs
+from .folders import VIDEO_TYPES, Figure, ReportError, Run, Sample, describe_instances, image_size, is_num, is_run, load_run, sub_runs
 
 Src = Callable[[Path], str]  # a file of the run -> the URL that loads it
 
@@ -159,26 +158,9 @@ def numbers_html(summary: dict[str, Any], skip: tuple[str, ...] = (), show: int 
     return f"<div class=nums>{''.join(cards)}</div>" if cards else ""
 
 
-def instances_text(inst: dict[str, Any]) -> str:
-    """A run's fixed instance list (manifest `config.instances`) in words: how many, how chosen, what the walk skipped."""
-    seeds = inst.get("seeds") or []
-    seen = inst.get("seen_in_training") or []
-    words = [f"{len(seeds)} instances" + (f", seeds {seeds[0]}..{seeds[-1]}" if seeds else "")]
-    if inst.get("held_out") == "content":
-        words.append("held out by content")
-    for key, what in (("n_skipped_seen", "skipped as seen in training"), ("n_skipped_duplicate", "skipped as repeats")):
-        if inst.get(key):
-            words.append(f"{inst[key]} {what}")
-    if seen:
-        words.append(f"{len(seen)} seen in training (allowed)")
-    return "; ".join(words)
-
-
 def config_html(config: dict[str, Any]) -> str:
-    rest = {k: v for k, v in config.items() if k != "instances"}
-    chips = "".join(f"<span><b>{html.escape(k)}</b> {cell(v)}</span>" for k, v, _ in flatten(rest))
-    if isinstance(config.get("instances"), dict):
-        chips += f"<span><b>instances</b> {html.escape(instances_text(config['instances']))}</span>"
+    chips = "".join(f"<span><b>{html.escape(k)}</b> {cell(v)}</span>" for k, v, _ in flatten(config) if not k.startswith("instances."))
+    chips += "".join(f"<span><b>instances</b> {html.escape(describe_instances(v))}</span>" for k, v in config.items() if k == "instances")
     return f"<div class=cfg>{chips}</div>" if chips else ""
 
 
