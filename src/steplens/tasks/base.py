@@ -188,6 +188,13 @@ class Task(abc.ABC, Generic[I]):
     generator_version: ClassVar[int] = 1  # bumped when a task's generator draws different instances; generate(version=1) redraws the old ones
     conditions_as: ClassVar[str | None] = None  # a level of another task: the task name a model trained on that task conditions on
 
+    def check_version(self, version: int | None) -> int:
+        """`version`, or the task's `generator_version` when None; anything outside 1..generator_version is a ValueError."""
+        v = self.generator_version if version is None else version
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= self.generator_version:
+            raise ValueError(f"{self.name} generator version must be one of {list(range(1, self.generator_version + 1))}, got {version!r}")
+        return v
+
     @abc.abstractmethod
     def generate(self, seed: int, size: int | None = None, **kw: Any) -> I:
         """A new instance from an explicit seed (same seed and arguments, same instance).

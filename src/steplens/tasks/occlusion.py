@@ -76,14 +76,6 @@ def scene_indices(inst: OcclusionInstance, obj: int | None, *, trail: bool = Fal
     return idx
 
 
-def check_version(task: Task[Any], version: int | None) -> int:
-    """`version`, or the task's `generator_version` when None; outside 1..generator_version is a ValueError."""
-    v = task.generator_version if version is None else version
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= task.generator_version:
-        raise ValueError(f"{task.name} generator version must be in 1..{task.generator_version}, got {version!r}")
-    return v
-
-
 def fitting_speeds(width: int, n_frames: int) -> list[int]:
     """Speeds whose trail and whole trip fit in `width` columns."""
     return [v for v in SPEEDS if v + 1 + v * (n_frames - 1) <= width]
@@ -102,7 +94,7 @@ class OcclusionTask(Task[OcclusionInstance]):
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> OcclusionInstance:
         """Version 2 (default) adds the static distractors; version 1 reproduces the old generator's scenes exactly."""
-        version = check_version(self, version)
+        version = self.check_version(version)
         w = self.check_generate_args(size, n_frames, kw, size_what="grid columns", min_frames=3, frames_why="visible, hidden, visible")
         speeds = fitting_speeds(w, n_frames)
         if not speeds:

@@ -196,9 +196,7 @@ class RotateTask(Task[RotateInstance]):
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> RotateInstance:
         n = self.check_generate_args(size, n_frames, kw, size_what="grid side in blocks")
-        v = self.generator_version if version is None else version
-        if v not in self.shapes_by_version:
-            raise ValueError(f"{self.name}: generator version must be one of {sorted(self.shapes_by_version)}, got {version}")
+        v = self.check_version(version)
         shapes = self.shapes_by_version[v]
         rng = np.random.default_rng([seed, n])
         if v == 1:

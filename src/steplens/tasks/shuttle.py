@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import COLOR_INDEX, IN_CONDITIONING, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
-from .occlusion import check_version
 
 WALL, FLOOR, AGENT, TARGET, VISITED = "black", "white", "blue", "red", "green"
 SHUTTLE_COLORS = (WALL, FLOOR, AGENT, TARGET, VISITED)
@@ -138,7 +137,7 @@ class ShuttleTask(Task[ShuttleInstance]):
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> ShuttleInstance:
         """Version 2 (default) adds the pillars; version 1 reproduces the old generator's rooms exactly."""
-        version = check_version(self, version)
+        version = self.check_version(version)
         n = self.check_generate_args(size, n_frames, kw, size_what="room side in blocks", min_frames=3, frames_why="start, target, back")
         rng = np.random.default_rng([seed, n])
         cells = [(r, c) for r in range(1, n - 1) for c in range(1, n - 1)]

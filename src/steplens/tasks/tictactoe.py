@@ -174,9 +174,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> TicTacToeInstance:
         """`version` 1: the old generator (3x3 boards only, sizes 2..5, default 3); 2 (default): also the 4x4 boards."""
-        version = self.generator_version if version is None else version
-        if version not in (1, 2):
-            raise ValueError(f"{self.name} generator version must be 1 or 2, got {version!r}")
+        version = self.check_version(version)
         if version == 1:
             if size is None:
                 size = 3
