@@ -4,10 +4,10 @@
 
 Each stage is its card command's data arguments (tasks, --sizes, --task-weights, --frames, --batch, --seed, --steps)
 and the number of steps it actually ran (`--stop-after`, or where `--minutes` stopped it, from its metrics.json as the
-card gives it). Only those arguments decide the draws (`steplens.train.batch_draw`). The `multi` model started from the
-shipped `maze` model, so its seen-set includes the maze stages'. Instances are generated with the generator versions the
-model's JSON records (`generator_versions`; absent, as in every shipped model: version 1 of every task, the generators
-they trained on), so an enlarged generator (version 2) does not change a replayed seen-set.
+card gives it), and from stage multi9 on its `--reserve` (the bucket it never drew). Only those arguments decide the
+draws (`steplens.train.batch_instances`). The `multi` model started from the shipped `maze` model, so its seen-set
+includes the maze stages'. Each stage's instances are generated with the generator versions it drew with (`Stage.versions`:
+version 1 of every task up to multi8; multi9 drew the enlarged version-2 generators, as its model JSON records).
 Writes src/steplens/models/weights/{maze,multi}.seen.npy and records each in the model's JSON (`seen_set`).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,26 @@ from steplens.train import TrainConfig, drawn_keys, recorded_versions
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "steplens" / "models" / "weights"
 SIZES = "maze=4,5,5,6;occlusion=10,12,14;shuttle=7,9,11;rotate=7,9,11;tictactoe=2,3"
 TASKS = "maze,occlusion,shuttle,rotate,tictactoe"
+V2 = {"occlusion": 2, "shuttle": 2, "rotate": 2, "tictactoe": 2, "rotate_large": 2, "tictactoe_fork": 2}
 W7 = "maze=6;occlusion=1.25;shuttle=0.25;rotate=1;tictactoe=4;shuttle_near=3;rotate_large=1.25;tictactoe_fork=3"
+ALL8 = TASKS + ",shuttle_near,rotate_large,tictactoe_fork"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    tasks: str
+    sizes: str
+    weights: str
+    seed: int
+    steps: int  # in the config (the learning-rate schedule; not the draws)
+    ran: int  # steps it ran
+    versions: dict[str, int] = field(default_factory=dict)  # generator versions it drew with ({}: version 1 of every task)
+    reserve: int = 0  # its --reserve: the content keys 0 mod reserve it never drew
+
+
 # (stage, tasks, sizes, task weights, seed, steps in the config, steps run)
-STAGES = {
+ROWS = {
     "maze": [
         ("stage1", "maze", "3,4,5,5", "", 0, 1500, 800),
         ("stage2", "maze", "4,5,5", "", 1, 2200, 2200),
@@ -52,29 +70,39 @@ STAGES = {
          "tictactoe_fork=2,3,3,3,3,4", W7, 18, 2800, 2800),
     ],
 }
+RAN9 = 1900  # steps stage multi9 ran (its metrics.json)
+STAGES = {model: [Stage(*row) for row in rows] for model, rows in ROWS.items()}
+STAGES["multi"].append(Stage(
+    "multi9", ALL8, "maze=4,5,5,6;occlusion=10,12,14,16;shuttle=7,9,11;rotate=7,9,11;tictactoe=3,42,43,43,44;shuttle_near=7,11,15;"
+    "rotate_large=9,11,13;tictactoe_fork=3,42,43,43,44",
+    "maze=3;occlusion=3;shuttle=0.75;rotate=1.5;tictactoe=3.5;shuttle_near=1.5;rotate_large=2;tictactoe_fork=3.5",
+    19, 1900, RAN9, V2, 64))
 
 
-def stage_config(tasks: str, sizes: str, weights: str, seed: int, steps: int) -> TrainConfig:
+def stage_config(st: Stage) -> TrainConfig:
     """The TrainConfig the card's command builds (as `steplens train` parses it); only the data arguments matter."""
-    names = tuple(tasks.split(","))
-    flat, per = _train_sizes(sizes, names)
-    return TrainConfig(tasks=names, sizes=flat, task_sizes=per, task_weights=_task_weights(weights, names), n_frames=4,
-                       batch=32, seed=seed, steps=steps)
+    names = tuple(st.tasks.split(","))
+    flat, per = _train_sizes(st.sizes, names)
+    return TrainConfig(tasks=names, sizes=flat, task_sizes=per, task_weights=_task_weights(st.weights, names), n_frames=4,
+                       batch=32, seed=st.seed, steps=st.steps, reserve=st.reserve)
 
 
 def model_versions(model: str) -> dict[str, int]:
-    """The generator versions the shipped model's JSON records ({}: version 1 of every task)."""
+    """The generator versions the shipped model's JSON records: those of its last stage ({}: version 1 of every task)."""
     return recorded_versions(json.loads((WEIGHTS / f"{model}.json").read_text()))
 
 
 def replay(model: str, inherited: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    keys, log, versions = inherited, [], model_versions(model)
-    for name, tasks, sizes, weights, seed, steps, ran in STAGES[model]:
+    keys, log = inherited, []
+    if STAGES[model][-1].versions != model_versions(model):
+        raise SystemExit(f"{model}.json records generator versions {model_versions(model)}, its last stage here {STAGES[model][-1].versions}")
+    for st in STAGES[model]:
         t0 = time.time()
-        own = drawn_keys(stage_config(tasks, sizes, weights, seed, steps), ran, versions)
+        own = drawn_keys(stage_config(st), st.ran, st.versions)
         keys = np.union1d(keys, own)
-        log.append({"stage": name, "steps": ran, "instances": ran * 32, "distinct": int(len(own))})
-        print(f"{model} {name}: {ran} steps, {len(own)} distinct keys ({time.time() - t0:.0f} s); union {len(keys)}", flush=True)
+        log.append({"stage": st.name, "steps": st.ran, "instances": st.ran * 32, "distinct": int(len(own))}
+                   | ({"reserve": st.reserve} if st.reserve else {}))
+        print(f"{model} {st.name}: {st.ran} steps, {len(own)} distinct keys ({time.time() - t0:.0f} s); union {len(keys)}", flush=True)
     return keys, log
 
 

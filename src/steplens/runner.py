@@ -92,11 +92,16 @@ class HeldOut:
     n_skipped_seen: int
     n_skipped_duplicate: int
     seen_sha256: str | None
+    reserve: int = 0  # the model's reserved bucket (key % reserve == 0 never drawn in training); 0: none
+    n_reserved: int = 0  # how many of `seeds` (the first ones) lie in it
 
     def to_dict(self) -> dict[str, Any]:
         """The summary fields every evaluation reports."""
-        return {"held_out": "content", "n_skipped_seen": self.n_skipped_seen, "n_skipped_duplicate": self.n_skipped_duplicate,
-                "n_seen_in_training": sum(self.seen), "seen_set_sha256": self.seen_sha256}
+        out = {"held_out": "content", "n_skipped_seen": self.n_skipped_seen, "n_skipped_duplicate": self.n_skipped_duplicate,
+               "n_seen_in_training": sum(self.seen), "seen_set_sha256": self.seen_sha256}
+        if self.reserve:
+            out |= {"reserved_bucket": f"key % {self.reserve} == 0", "n_reserved": self.n_reserved}
+        return out
 
 
 def held_out_instances(task: Task, size: int | None, seed: int, n: int, *, n_frames: int, seen: Any = None,
@@ -105,20 +110,27 @@ def held_out_instances(task: Task, size: int | None, seed: int, n: int, *, n_fra
 
     Deterministic given the seen-set. When fewer than `n` unseen instances turn up within `max_walk` seeds (default
     max(20 n, 2000)), raise ConfigError, or with `allow_seen` fill up with distinct seen instances (marked in `seen`).
+    A seen-set with a reserved bucket (`seen.reserve` = m > 0: the model's training never drew an instance whose key
+    is 0 mod m) makes the bucket the first choice: the walk goes on (up to 3 m n seeds more) until n unseen instances
+    of the bucket turn up, and fills up with the other unseen ones, in walk order, where the bucket has too few.
     """
     if not 0 <= seed < 2**31 - n:
         raise ValueError(f"evaluation seeds must lie in [0, 2**31 - n), got seed={seed}")
+    m = int(getattr(seen, "reserve", 0) or 0)
     walk = max(20 * n, 2000) if max_walk is None else max_walk
+    walk += 3 * m * n
     taken: set[int] = set()
-    unseen: list[int] = []
+    unseen: list[int] = []  # outside the reserved bucket (every unseen instance without one)
+    bucket: list[int] = []  # unseen instances of the reserved bucket
     spare: list[int] = []  # distinct seen instances, in walk order
     n_seen = n_dup = 0
+    target = bucket if m else unseen
     for s in range(seed, min(seed + walk, 2**31)):
         try:
             k = task.key(task.generate(s, size, n_frames=n_frames, cell_px=1))
         except Exception:  # noqa: BLE001 - kept: the evaluation records its error as a sample's (and retries it on re-run)
             unseen.append(s)
-            if len(unseen) == n:
+            if len(target) == n:
                 break
             continue
         if k in taken:
@@ -126,20 +138,22 @@ def held_out_instances(task: Task, size: int | None, seed: int, n: int, *, n_fra
         elif seen is not None and k in seen:
             n_seen += 1
             spare.append(s)
+        elif m and k % m == 0:
+            bucket.append(s)
         else:
             unseen.append(s)
         taken.add(k)
-        if len(unseen) == n:
+        if len(target) == n:
             break
     sha = None if seen is None else seen.sha256
-    if len(unseen) < n and not (allow_seen and len(unseen) + len(spare) >= n):
+    chosen = (bucket + unseen)[:n]
+    if len(chosen) < n and not (allow_seen and len(chosen) + len(spare) >= n):
         level = f"{task.name} size {size if size is not None else task.default_size}"
-        raise ConfigError(f"{level} has only {len(unseen)} instances unseen in training (and {len(spare)} seen) in {walk} seeds from {seed}; "
+        raise ConfigError(f"{level} has only {len(chosen)} instances unseen in training (and {len(spare)} seen) in {walk} seeds from {seed}; "
                           f"asked n={n}: ask fewer, a larger level, or --allow-seen to fill up with instances seen in training")
-    if len(unseen) == n:
-        return HeldOut(tuple(unseen), (False,) * n, n_seen, n_dup, sha)
-    fill = spare[: n - len(unseen)]
-    return HeldOut(tuple(unseen + fill), (False,) * len(unseen) + (True,) * len(fill), n_seen - len(fill), n_dup, sha)
+    fill = spare[: n - len(chosen)]
+    return HeldOut(tuple(chosen + fill), (False,) * len(chosen) + (True,) * len(fill), n_seen - len(fill), n_dup, sha,
+                   reserve=m, n_reserved=min(len(bucket), n))
 
 
 def noise_seed(instance_seed: int, k: int = 0) -> int:

@@ -29,6 +29,7 @@ class SeenSet:
 
     keys: np.ndarray  # (K,) uint64, sorted, unique
     sha256: str | None = None
+    reserve: int = 0  # the model's reserved bucket: its training never drew an instance with key % reserve == 0 (0: none)
 
     @classmethod
     def empty(cls) -> SeenSet:
@@ -83,7 +84,8 @@ def load_seen(spec: str) -> SeenSet:
         raise ConfigError(f"{spec}: its seen-set {file} is unreadable ({e})") from None
     if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
         raise ConfigError(f"{spec}: its seen-set {file} does not match the sha256 in {path.name}")
-    return SeenSet(np.load(io.BytesIO(blob), allow_pickle=False).astype(np.uint64), entry["sha256"])
+    reserve = int((meta.get("train") or {}).get("reserve", 0))
+    return SeenSet(np.load(io.BytesIO(blob), allow_pickle=False).astype(np.uint64), entry["sha256"], reserve)
 
 
 def add_to_meta(json_path: str | Path, entry: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ class TrainConfig:
     minutes: float = 0.0  # wall-clock cap (0: none); the schedule still follows `steps`
     init: str = ""  # start from a checkpoint.pt's model and EMA weights, or an exported model's (a later stage)
     precision: str = "auto"  # network precision, resolved per run by steplens.precision.choose (auto: bf16 on CUDA/AMX, else fp32)
+    reserve: int = 0  # > 0: never draw an instance whose content key is 0 mod `reserve` (the reserved bucket evaluation takes first)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -74,6 +75,8 @@ class TrainConfig:
             raise ConfigError("need sizes, n_frames >= 2, steps >= 1, batch >= 1")
         if not 0 < self.ema < 1:
             raise ConfigError(f"ema must be in (0, 1), got {self.ema}")
+        if self.reserve < 0 or self.reserve == 1:
+            raise ConfigError(f"reserve must be 0 (none) or >= 2 (the bucket key % reserve == 0), got {self.reserve}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
@@ -133,12 +136,25 @@ def generate_versioned(task: Any, seed: int, size: int, version: int, **kw: Any)
 def batch_instances(cfg: TrainConfig, step: int, versions: dict[str, int] | None = None) -> tuple[int, list[Any]]:
     """The instances of `step`'s batch (as `make_batch` trains on them) and their task index.
 
-    `versions`: each task's generator version (missing: 1); None: today's (`generator_versions`).
+    `versions`: each task's generator version (missing: 1); None: today's (`generator_versions`). With `cfg.reserve`
+    = m, an instance of the reserved bucket (content key 0 mod m) is replaced by the next draw of the stream seeded by
+    (seed, step, 1) that lies outside it, so the bucket stays unseen.
     """
     ti, size, seeds = batch_draw(cfg, step)
     task = get_task(cfg.tasks[ti])
     v = task.generator_version if versions is None else versions.get(task.name, 1)
-    return ti, [generate_versioned(task, s, size, v, n_frames=cfg.n_frames, cell_px=1) for s in seeds]
+    draw = lambda s: generate_versioned(task, s, size, v, n_frames=cfg.n_frames, cell_px=1)  # noqa: E731
+    insts = [draw(s) for s in seeds]
+    if cfg.reserve:
+        spare = np.random.default_rng([cfg.seed, step, 1])
+        for j in range(len(insts)):
+            for _ in range(1000):
+                if task.key(insts[j]) % cfg.reserve:
+                    break
+                insts[j] = draw(int(spare.integers(TRAIN_SEED_BASE, 2**62)))
+            else:
+                raise ConfigError(f"{task.name} size {size}: 1000 draws in a row fell in the reserved bucket (key % {cfg.reserve} == 0)")
+    return ti, insts
 
 
 def make_batch(cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -26,6 +26,7 @@ def train(
     warmup: int = typer.Option(100, "--warmup"),
     init: str = typer.Option("", "--init", help="Start from another run's checkpoint.pt (model and EMA weights) or an exported model (a path or shipped name)."),
     stop_after: int = typer.Option(0, "--stop-after", help="End this call after N steps in total (resumable)."),
+    reserve: int = typer.Option(0, "--reserve", help="Never draw an instance whose content key is 0 mod N: a bucket kept for evaluation (0: none)."),
     device: str = DEVICE,
     precision: str = PRECISION,
 ) -> None:
@@ -36,7 +37,8 @@ def train(
     tasks = tuple(task.split(","))
     flat, per_task = _train_sizes(sizes, tasks)
     cfg = TrainConfig(tasks=tasks, sizes=flat, task_sizes=per_task, task_weights=_task_weights(task_weights, tasks), n_frames=frames, preset=preset,
-                      steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init, precision=precision)
+                      steps=steps, batch=batch, lr=lr, seed=seed, minutes=minutes, warmup=warmup, init=init, precision=precision,
+                      reserve=reserve)
     st = run_train(cfg, out, device=str(resolve_device(device)), stop_after=stop_after or None)
     typer.echo(f"trained {st.step} steps in {st.elapsed:.0f} s -> {out}")
 
