@@ -156,3 +156,14 @@ def test_erase_is_for_mazes(tmp_path):
     den = load("null:shrink")
     with pytest.raises(ValueError, match="mazes"):
         run_splice(den, ProbeConfig(model="null:shrink", task="rotate", size=9, n=1), str(tmp_path / "x"), k=2, erase=True)
+
+
+def test_a_wide_crossing_ci_says_why_and_what_n_would_narrow_it():
+    from steplens.probes.splice import why_wide
+
+    grid = list(range(0, 20, 2))
+    assert why_wide(2.0, 25, grid) is None and why_wide(None, 25, grid) is None
+    msg = why_wide(6.0, 25, grid)
+    assert "6 steps wide" in msg and "n=25" in msg and "225 such instances" in msg  # 25 x (6 / 2)^2
+    coarse = why_wide(5.0, 40, list(range(0, 20, 5)))
+    assert "cannot be narrower" in coarse and "--every" in coarse

@@ -346,9 +346,28 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
     out["causal_minus_observational"] = {"diff": d, "ci95": [lo, hi],
                                          "definition": "per instance: causal switch step minus the observational commit step "
                                                        "(mean of A's and B's), paired bootstrap"}
+    out["crossing"]["why_wide"] = why_wide(out["crossing"]["ci_width"], len(with_pairs), grid)
     out["verdict"] = "measured" if c is not None else NEVER_PLAN
-    out["reading"] = _reading(c, ci, out["observational_commit_pairs"]["median"])
+    out["reading"] = _reading(c, ci, out["observational_commit_pairs"]["median"]) + (
+        f"; {out['crossing']['why_wide']}" if out["crossing"]["why_wide"] else "")
     return out
+
+
+CI_TARGET = 4.0  # steps: a crossing CI narrower than this places the decision within a fifth of a 20-step trajectory
+
+
+def why_wide(width: float | None, n: int, grid: Sequence[int]) -> str | None:
+    """Why the crossing's CI is not narrower than CI_TARGET steps (None when it is, or when there is no CI)."""
+    if width is None or width < CI_TARGET:
+        return None
+    spacing = min(b - a for a, b in zip(grid, grid[1:])) if len(grid) > 1 else float("inf")
+    if spacing >= CI_TARGET:
+        return (f"the CI ({width:g} steps) cannot be narrower than {CI_TARGET:g} steps on this grid: its bounds lie on splice "
+                f"steps {spacing} apart; splice more often (--every)")
+    need = int(np.ceil(n * (width / spacing) ** 2))  # the width brought to one grid spacing, shrinking as 1/sqrt(n)
+    return (f"the CI is {width:g} steps wide, not narrower than {CI_TARGET:g}, at n={n} instances with a differing pair: "
+            f"its bounds are bootstrap quantiles widened to the splice grid ({spacing} steps), so the instance-to-instance "
+            f"spread sets it; at this spread about {need} such instances would bring it to one grid spacing (width ~ 1/sqrt(n))")
 
 
 def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[str, Any]:
