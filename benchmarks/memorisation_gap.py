@@ -1,6 +1,6 @@
 """Solve rates of a model on instances it never trained on vs instances it did (the memorisation gap), per task.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/memorisation_gap.py --model multi --n 50 [--sizes maze=6;occlusion=16]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/memorisation_gap.py --model multi --n 50 [--sizes maze=6;occlusion=16] [--tasks maze,rotate]
 
 Per task (its default size unless --sizes): `n` unseen instances as `steplens evaluate` draws them
 (`runner.held_out_instances` from seed 10000), and `n` distinct instances from the model's seen-set (walking the same
@@ -46,20 +46,22 @@ def main() -> None:
     ap.add_argument("--model", default="multi")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--seed", type=int, default=10_000)
+    ap.add_argument("--tasks", default="", help="Comma-separated subset of the model's tasks (default: all; split a run over processes)")
     ap.add_argument("--sizes", default="", help="e.g. 'maze=6;occlusion=16' (others: the task's default size)")
     args = ap.parse_args()
     den = load(args.model)
     seen = load_seen(args.model)
     frames = model_frames(den, args.model)
     sizes = {name: int(v) for _, name, v in named_parts(args.sizes)} if args.sizes else {}
-    for name in den.model.cfg.tasks:
+    for name in (args.tasks.split(",") if args.tasks else den.model.cfg.tasks):
         task = get_task(name)
         size = sizes.get(name, task.default_size)
         try:
-            unseen = list(held_out_instances(task, size, args.seed, args.n, n_frames=frames, seen=seen).seeds)
+            held = held_out_instances(task, size, args.seed, args.n, n_frames=frames, seen=seen)
+            unseen, n_reserved = list(held.seeds), held.n_reserved
         except ConfigError:
-            unseen = []  # the level has fewer than n unseen instances
-        row = {"task": name, "size": size, "unseen": rate(den, name, size, unseen),
+            unseen, n_reserved = [], 0  # the level has fewer than n unseen instances
+        row = {"task": name, "size": size, "n_reserved": n_reserved, "unseen": rate(den, name, size, unseen),
                "seen": rate(den, name, size, seen_seeds(task, size, args.seed, args.n, frames, seen))}
         u, s = row["unseen"]["solve_rate"], row["seen"]["solve_rate"]
         row["gap"] = None if u is None or s is None else round(s - u, 4)
