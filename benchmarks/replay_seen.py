@@ -70,7 +70,7 @@ ROWS = {
          "tictactoe_fork=2,3,3,3,3,4", W7, 18, 2800, 2800),
     ],
 }
-RAN9 = 1900  # steps stage multi9 ran (its metrics.json)
+RAN9 = 1200  # steps stage multi9 ran (its metrics.json)
 STAGES = {model: [Stage(*row) for row in rows] for model, rows in ROWS.items()}
 STAGES["multi"].append(Stage(
     "multi9", ALL8, "maze=4,5,5,6;occlusion=10,12,14,16;shuttle=7,9,11;rotate=7,9,11;tictactoe=3,42,43,43,44;shuttle_near=7,11,15;"
@@ -92,9 +92,14 @@ def model_versions(model: str) -> dict[str, int]:
     return recorded_versions(json.loads((WEIGHTS / f"{model}.json").read_text()))
 
 
+def _above_1(versions: dict[str, int]) -> dict[str, int]:
+    """The tasks drawn at a version above 1 (a json lists every task; version 1 is the default)."""
+    return {t: v for t, v in versions.items() if v != 1}
+
+
 def replay(model: str, inherited: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     keys, log = inherited, []
-    if STAGES[model][-1].versions != model_versions(model):
+    if _above_1(STAGES[model][-1].versions) != _above_1(model_versions(model)):
         raise SystemExit(f"{model}.json records generator versions {model_versions(model)}, its last stage here {STAGES[model][-1].versions}")
     for st in STAGES[model]:
         t0 = time.time()

@@ -118,7 +118,7 @@ def test_replaying_a_shipped_recipe_gives_keys_of_its_shipped_seen_set():
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclass looks its module up
     spec.loader.exec_module(mod)
-    assert mod.model_versions("maze") == {} and mod.STAGES["multi"][-1].versions == mod.model_versions("multi")
+    assert mod.model_versions("maze") == {} and mod._above_1(mod.STAGES["multi"][-1].versions) == mod._above_1(mod.model_versions("multi"))
     st = mod.STAGES["multi"][0]
     assert st.versions == {} and st.reserve == 0
     cfg = mod.stage_config(st)
