@@ -33,11 +33,15 @@ def seen_seeds(task, size: int, seed: int, n: int, n_frames: int, seen, walk: in
     return out
 
 
+def eval_rows(den, task: str, size: int, seeds: list[int]) -> list[dict]:
+    """`steplens evaluate`'s per-sample results for `seeds` (20 Euler steps), in batches of 25, in seed order."""
+    return [r for i in range(0, len(seeds), 25) for r in eval_seeds(den, task, size, seeds[i : i + 25], SamplingConfig())]
+
+
 def rate(den, task: str, size: int, seeds: list[int]) -> dict:
     if not seeds:
         return {"n": 0, "solve_rate": None, "solve_rate_ci95": None}
-    rows = [r for i in range(0, len(seeds), 25) for r in eval_seeds(den, task, size, seeds[i : i + 25], SamplingConfig())]
-    s = summarize(rows)
+    s = summarize(eval_rows(den, task, size, seeds))
     return {k: s[k] for k in ("n", "solve_rate", "solve_rate_ci95")}
 
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from steplens.evaluate import eval_seeds, model_frames
+from memorisation_gap import eval_rows
+from steplens.evaluate import model_frames
 from steplens.models.registry import load
-from steplens.runner import SamplingConfig, held_out_instances
+from steplens.runner import held_out_instances
 from steplens.seen import load_seen
-from steplens.stats import mcnemar_exact, paired_rate_diff, wilson
+from steplens.stats import p_value, paired_diff, wilson
 from steplens.tasks import get_task
 
 
 def successes(den, task: str, size: int, seeds: list[int]) -> list[float]:
-    rows = [r for i in range(0, len(seeds), 25) for r in eval_seeds(den, task, size, seeds[i : i + 25], SamplingConfig())]
-    return [float(bool(r.get("success", False))) for r in rows]
+    """0/1 per seed, in seed order (a sample that errored counts as unsolved, so the pairs stay aligned)."""
+    return [float(bool(r.get("success", False))) for r in eval_rows(den, task, size, seeds)]
 
 
 def main() -> None:
@@ -44,15 +45,14 @@ def main() -> None:
         held = held_out_instances(task, size, args.seed, args.n, n_frames=frames, seen=seen)
         seeds = list(held.seeds)
         a, b = successes(before, name, size, seeds), successes(after, name, size, seeds)
-        d, lo, hi = paired_rate_diff(a, b)
-        only_b = sum(y > x for x, y in zip(a, b))
-        only_a = sum(x > y for x, y in zip(a, b))
+        d, lo, hi, rec = paired_diff(a, b, rates=True)
+        _, only_a, only_b, _ = rec["table"]  # both, before only, after only, neither
         print(json.dumps({"task": name, "size": size, "n": len(seeds), "n_reserved": held.n_reserved,
                           "before": {"solved": int(sum(a)), "ci95": wilson(int(sum(a)), len(a))},
                           "after": {"solved": int(sum(b)), "ci95": wilson(int(sum(b)), len(b))},
                           "diff": round(d, 4), "diff_ci95": [round(lo, 4), round(hi, 4)],
                           "discordant": {"after_only": only_b, "before_only": only_a},
-                          "mcnemar_p": mcnemar_exact(only_b, only_a)}), flush=True)
+                          "mcnemar_p": p_value(rec)}), flush=True)
 
 
 if __name__ == "__main__":
