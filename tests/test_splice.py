@@ -138,24 +138,44 @@ def test_splice_curves_draws_one_line_per_run(tmp_path):
     assert bad.exit_code == 2
 
 
-def test_erasing_a_branch_changes_nothing_for_a_control_that_ignores_the_state(tmp_path):
-    """control:candidates draws its answer from its conditioning and its noise: an erased branch comes back exactly when
-    A's own final draws it, and the answer stays A's."""
+@pytest.mark.parametrize(("task", "size"), [("maze", 5), ("occlusion", 12), ("rotate", 9)])
+def test_erasing_a_candidate_changes_nothing_for_a_control_that_ignores_the_state(tmp_path, task, size):
+    """control:candidates draws its answer from its conditioning and its noise: an erased candidate (a maze's dead-end
+    branch, occlusion's object one block past, rotate's counter-clockwise turn) comes back exactly when A's own final
+    draws it, and the answer stays A's."""
     den = load("control:candidates")
-    s = run_splice(den, ProbeConfig(model=den.name, size=5, n=4, batch=4), str(tmp_path / "e"), k=4, every=4, erase=True,
-                   progress=False)
+    s = run_splice(den, ProbeConfig(model=den.name, task=task, size=size, n=4, batch=4), str(tmp_path / "e"), k=4, every=4,
+                   erase=True, progress=False)
     rows = [r for r in s["erase"]["per_step"] if r["n"]]
-    assert rows and rows[0]["step"] == 0  # the explore phase draws the dead-end route from the first step
+    assert rows and rows[0]["step"] == 0  # the explore phase draws the wrong candidate from the first step
     for r in rows:
         assert r["same_answer_rate"] == 1.0
         assert r["kept_by_a"]["rate"] in (None, 1.0) and r["pruned_by_a"]["rate"] in (None, 0.0)
     assert sum(r["kept_by_a"]["n"] for r in rows) and sum(r["pruned_by_a"]["n"] for r in rows)
 
 
-def test_erase_is_for_mazes(tmp_path):
-    den = load("null:shrink")
-    with pytest.raises(ValueError, match="mazes"):
-        run_splice(den, ProbeConfig(model="null:shrink", task="rotate", size=9, n=1), str(tmp_path / "x"), k=2, erase=True)
+def test_the_wrong_candidate_is_what_the_frame_draws_and_the_answer_does_not():
+    from steplens.probes.splice import erase_blocks, wrong_candidate
+    from steplens.tasks import get_task
+    from steplens.tasks.base import classify_blocks
+
+    rot, occ = get_task("rotate"), get_task("occlusion")
+    inst = rot.generate(3, 9)
+    truth = rot.blocks(inst)
+    assert wrong_candidate(rot, inst, truth[-1]) is None  # the answer itself draws nothing wrong
+    ccw = rot.violations(inst)["counterclockwise"][-1]
+    mask, col = wrong_candidate(rot, inst, ccw)
+    want = (classify_blocks(ccw.astype(np.float32), rot.colors) == 1) & (classify_blocks(truth[-1].astype(np.float32), rot.colors) != 1)
+    assert mask.sum() and not (mask & ~want).any() and (col[mask] == 1).all()  # blue blocks off the rotated piece
+    oi = occ.generate(5, 12)
+    mask, col = wrong_candidate(occ, oi, occ.violations(oi)["stopped_before"][-1])
+    assert mask.sum() == 1 and col[mask][0] == occ.colors.index("red")  # the object where it stopped
+    # erasing paints the true colours back in every frame after the first (identity codec: the reference DiT's)
+    den, _ = tiny_reference()
+    video = rot.violations(inst)["counterclockwise"]
+    x0 = den.encode(video[None])
+    back = den.decode(erase_blocks(den, x0, [wrong_candidate(rot, inst, video[-1])[0]], [truth]))[0]
+    assert wrong_candidate(rot, inst, back[-1]) is None and np.array_equal(back[0], video[0])
 
 
 def test_a_wide_crossing_ci_says_why_and_what_n_would_narrow_it():

@@ -193,8 +193,8 @@ def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
            self_check: bool = typer.Option(False, "--self-check/--no-self-check",
                                            help="Also splice each A into itself (the control: must reproduce A's final)."),
            erase: bool = typer.Option(False, "--erase/--no-erase",
-                                      help="Mazes: also erase A's largest lit dead-end branch from its clean estimate at each splice "
-                                           "step (A's noise kept): does the model re-draw it?"), allow_seen: bool = ALLOW_SEEN) -> None:
+                                      help="Also erase A's largest drawn wrong candidate (a maze: lit dead-end branch) from its clean "
+                                           "estimate at each splice step (A's noise kept): does the model re-draw it?"), allow_seen: bool = ALLOW_SEEN) -> None:
     """When is the answer decided: splice seed B's clean estimate into seed A's state at each step (A's noise kept)."""
     from ..probes.splice import run_splice
 

@@ -15,8 +15,10 @@ and sampling continues from x_s' at step s (the sampler started mid-way, `first_
 answer is scored against A's (the noise donor) and B's (the plan donor): "noise", "plan" or "neither".
 Controls beside it: the reverse splice (B's noise, A's plan) and, optionally, A spliced into A, which
 reproduces A's final (x_s' = x_s up to rounding). At step 0 (sigma = 1) the plan has weight 0, so every
-splice there follows the noise by construction. The partial splice (`erase`, mazes): A's own clean estimate
-with its largest lit dead-end branch painted floor, A's noise kept: is the branch re-drawn?
+splice there follows the noise by construction. The partial splice (`erase`): A's own clean estimate with its
+largest drawn wrong candidate painted back to the true video's colours (a maze: its largest lit dead-end branch, painted
+floor; another task: the largest group of blocks drawn in a colour the true final frame does not have there), A's noise
+kept: is the candidate re-drawn?
 
 The reading (pure, `analyse`): the follow-plan rate per splice step (Wilson 95% CI over pairs), the
 step where it crosses 50% from below for the last time (linear interpolation between grid steps; a
@@ -42,8 +44,9 @@ from ..runner import Batch, _to, noise_seed
 from ..runs import RunFolder
 from ..sampling import get_sampler, run, seeded_noise
 from ..stats import bootstrap_diff, wilson
-from ..tasks.base import COLOR_INDEX, PALETTE_ARRAY, Task, classify_blocks
-from ..tasks.maze import FLOOR, MAZE_COLORS, PATH, floor_mask, solution_mask
+from ..tasks.base import Task, classify_blocks
+from ..tasks import get_task
+from ..tasks.maze import PATH, MazeInstance, floor_mask, solution_mask
 from .common import ProbeConfig, ProbeRun, held_out, plt, require_finite, run_sharded, split_errors
 from .metrics import LIT, blueness, commit_step, components
 
@@ -110,43 +113,61 @@ def dead_end_branch(inst: Any, last: np.ndarray) -> np.ndarray | None:
     return max(groups, key=lambda g: int(g.sum())) if groups else None
 
 
-def erase_blocks(den: Any, x0: Tensor, masks: Sequence[np.ndarray]) -> Tensor:
-    """x0_hat (B, C, F, H, W) with each sample's masked blocks painted floor in every frame after the given first one.
+def wrong_candidate(task: Task, inst: Any, last: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The candidate a last frame (Hb, Wb, 3) of x0_hat draws that the answer does not use: (mask, colour index per block).
+
+    Maze: the largest lit dead-end branch (`dead_end_branch`), in path colour. Any other task with a background colour:
+    the largest 4-connected group of blocks classified as a colour other than the background that the true final frame
+    does not have there (occlusion: the object drawn short of, inside or past its exit; rotate: blue blocks off the
+    rotated piece). None when there is none."""
+    if isinstance(inst, MazeInstance):
+        m = dead_end_branch(inst, last)
+        return None if m is None else (m, np.full(m.shape, task.colors.index(PATH)))
+    if task.background is None:
+        raise ValueError(f"--erase needs a task with a background colour; {task.name} has none")
+    cls = classify_blocks(np.asarray(last, dtype=np.float32), task.colors)
+    truth = classify_blocks(task.blocks(inst)[-1].astype(np.float32), task.colors)
+    groups = components((cls >= 0) & (cls != task.colors.index(task.background)) & (cls != truth))
+    return (max(groups, key=lambda g: int(g.sum())), cls) if groups else None
+
+
+def erase_blocks(den: Any, x0: Tensor, masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> Tensor:
+    """x0_hat (B, C, F, H, W) with each sample's masked blocks painted the true video's colours (`truths`, (T, Hb, Wb, 3))
+    in every frame after the given first one (a maze's off-path floor: floor).
 
     The edit is made on the decoded block video and added as the difference of its encodings (exact for a linear codec)."""
     video = den.decode(x0)  # (B, T, Hb, Wb, 3) uint8
-    if video.shape[2:4] != masks[0].shape:
+    if video.shape[1:4] != truths[0].shape[:3]:
         raise ValueError("--erase edits blocks in latent space: it needs a model whose latents are the task's block grid")
     edited = video.copy()
-    for v, m in zip(edited, masks):
-        v[1:, m] = PALETTE_ARRAY[COLOR_INDEX[FLOOR]]
+    for v, m, t in zip(edited, masks, truths):
+        v[1:, m] = t[1:, m]
     return x0 + (den.encode(edited) - den.encode(video)).to(x0)
 
 
 def _erase(den: Any, cfg: ProbeConfig, cache: _Cache, cond: Any, recs: list[dict[str, Any]], k: int, grid: Sequence[int],
            fin: list[np.ndarray], tick: Callable[[int], None]) -> None:
-    """The partial splice: per pair, A's clean estimate at s with its largest lit dead-end branch erased, A's noise kept.
+    """The partial splice: per pair, A's clean estimate at s with its largest drawn wrong candidate erased, A's noise kept.
 
-    Per pair and grid step: None (A lights no dead-end branch there), else {redrawn: the final draws path on an erased
-    block, in_final: A's own final does, same: the final answer is A's}."""
+    Per pair and grid step: None (A draws no wrong candidate there), else {redrawn: the final draws the erased colour on
+    an erased block, in_final: A's own final does, same: the final answer is A's}."""
     task, insts = cache.task, cache.insts
     rows = [(i, p, i * k + a) for i, r in enumerate(recs) for p, (a, _) in enumerate(r["pairs"])]
     for r in recs:
         r["erase"] = [[] for _ in r["pairs"]]
-    path = MAZE_COLORS.index(PATH)
     for s in grid:
         x0 = cache.x0[s][torch.tensor([n for _, _, n in rows], device=cache.x0[s].device)]
         lasts = [task.video_blocks(insts[n], v)[-1] for (_, _, n), v in zip(rows, den.decode(x0))]
-        masks = [dead_end_branch(insts[n], last) for (_, _, n), last in zip(rows, lasts)]
-        todo = [j for j, m in enumerate(masks) if m is not None]
+        found = [wrong_candidate(task, insts[n], last) for (_, _, n), last in zip(rows, lasts)]
+        todo = [j for j, c in enumerate(found) if c is not None]
         got: dict[int, dict[str, bool]] = {}
         if todo:
             idx = torch.tensor([rows[j][2] for j in todo], device=x0.device)
-            plan = erase_blocks(den, x0[todo], [masks[j] for j in todo])
+            plan = erase_blocks(den, x0[todo], [found[j][0] for j in todo], [task.blocks(insts[rows[j][2]]) for j in todo])
             out = _continue(den, cfg, splice_latent(cache.x[s][idx], cache.x0[s][idx], plan, cache.sigma[s]), cond.index(idx), s)
             for j, a in zip(todo, answers(task, [insts[rows[j][2]] for j in todo], den.decode(out))):
-                m, n = masks[j], rows[j][2]
-                got[j] = {"redrawn": bool((a[m] == path).any()), "in_final": bool((fin[n][m] == path).any()),
+                (m, col), n = found[j], rows[j][2]
+                got[j] = {"redrawn": bool((a[m] == col[m]).any()), "in_final": bool((fin[n][m] == col[m]).any()),
                           "same": bool(np.array_equal(a, fin[n]))}
         for j, (i, p, _) in enumerate(rows):
             recs[i]["erase"][p].append(got.get(j))
@@ -165,7 +186,7 @@ def splice_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfi
     Per instance: `final_success` (K), `commit` (K observational commit steps), `n_differ`, `n_agree`, `pairs`
     [[a, b]], and per pair and grid step the outcome ("noise", "plan", "neither") of `forward` (A's noise, B's plan),
     `reverse` (B's noise, A's plan) and, with `self_check`, `self` (A into A: "noise" when A's final is reproduced);
-    with `erase` (mazes), `erase`: the partial splice of `_erase`.
+    with `erase`, `erase`: the partial splice of `_erase`.
     """
     tick = tick or (lambda n: None)
     task, insts, b = batch.task, batch.instances, len(batch.instances)
@@ -371,7 +392,7 @@ def why_wide(width: float | None, n: int, grid: Sequence[int]) -> str | None:
 
 
 def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[str, Any]:
-    """Per splice step: of the runs whose largest lit dead-end branch was erased, how many re-draw it (Wilson CI), split by
+    """Per splice step: of the runs whose largest drawn wrong candidate was erased, how many re-draw it (Wilson CI), split by
     whether A's own final draws it (a kept branch) or not (a candidate A prunes anyway), and how many keep A's answer."""
     rows = []
     for t, s in enumerate(grid):
@@ -384,8 +405,9 @@ def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[st
                          "ci95": list(wilson(k, len(sub))) if sub else None}
         row["same_answer_rate"] = sum(e["same"] for e in got) / len(got) if got else None
         rows.append(row)
-    return {"per_step": rows, "what": "A's clean estimate at the step with its largest lit dead-end branch painted floor, A's noise "
-                                      "kept (the splice formula with the edited plan); redrawn: the final draws path on an erased block"}
+    return {"per_step": rows, "what": "A's clean estimate at the step with its largest drawn wrong candidate (a maze: lit dead-end "
+                                      "branch) painted back to the true video's colours, A's noise kept (the splice formula with the "
+                                      "edited plan); redrawn: the final draws the erased colour on an erased block"}
 
 
 def _stats(v: Sequence[float]) -> dict[str, float | None]:
@@ -418,8 +440,8 @@ def run_splice(den: Any, cfg: ProbeConfig, out: str, *, k: int = 8, every: int =
         raise ValueError(f"--k must be >= 2 (pairs of seeds), got {k}")
     if max_pairs < 1:
         raise ValueError(f"--pairs must be >= 1, got {max_pairs}")
-    if erase and cfg.task != "maze":
-        raise ValueError(f"--erase erases a lit dead-end branch: it is defined for mazes, got task {cfg.task!r}")
+    if erase and get_task(cfg.task).background is None:
+        raise ValueError(f"--erase paints a drawn candidate back to the background: task {cfg.task!r} has no background colour")
     grid = splice_grid(cfg.sampling.steps, every)
     run_ = ProbeRun(out, "probe-splice", held=held_out(cfg), config={"probe": cfg.__dict__ | {"sampling": cfg.sampling.__dict__}, "k": k, "every": every,
                                           "pairs": max_pairs, "self_check": self_check, **({"erase": True} if erase else {})})
@@ -451,7 +473,7 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
         t.append(f"both directions, {name.replace('_', ' ')}: " + "; ".join(f"{r['step']} {r['follow_plan']:.2f} (n={r['n']})" for r in d["curve"])
                  + f"; crossing {_fmt(d['crossing'])}")
     if "erase" in s:
-        t.append("erased dead-end branch re-drawn (kept by A / pruned by A) per splice step: " + "; ".join(
+        t.append("erased wrong candidate re-drawn (kept by A / pruned by A) per splice step: " + "; ".join(
             f"{r['step']} {_fmt_rate(r['kept_by_a'])} / {_fmt_rate(r['pruned_by_a'])}" for r in s["erase"]["per_step"] if r["n"]))
     t.append(s["reading"])
     cm = s["causal_minus_observational"]

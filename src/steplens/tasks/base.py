@@ -185,6 +185,7 @@ class Task(abc.ABC, Generic[I]):
     description: ClassVar[str]
     colors: ClassVar[tuple[str, ...]]  # the palette the scorer classifies against
     scene_colors: ClassVar[tuple[str, ...]] = ()  # colours of what the puzzle is (walls, objects), as opposed to background
+    background: ClassVar[str | None] = None  # the colour of empty ground (nothing drawn), where the task has one
     generator_version: ClassVar[int] = 1  # bumped when a task's generator draws different instances; generate(version=1) redraws the old ones
     conditions_as: ClassVar[str | None] = None  # a level of another task: the task name a model trained on that task conditions on
 

@@ -138,6 +138,7 @@ class MazeTask(Task[MazeInstance]):
     description = "Draw the shortest path from the green start to the red goal through a perfect maze."
     colors = MAZE_COLORS
     scene_colors = (WALL, START, GOAL)
+    background = FLOOR
 
     def generate(self, seed: int, size: int | tuple[int, int] | None = None, *, n_frames: int = 8, cell_px: int = 8, **kw: Any) -> MazeInstance:
         if kw:

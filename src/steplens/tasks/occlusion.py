@@ -89,6 +89,7 @@ class OcclusionTask(Task[OcclusionInstance]):
     description = "Keep track of a block moving behind an occluder; show where it comes out."
     colors = OCCLUSION_COLORS
     scene_colors = (OCCLUDER, *DISTRACTOR_COLORS)
+    background = BG
     generator_version: ClassVar[int] = 2
 
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,

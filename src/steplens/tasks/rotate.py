@@ -185,6 +185,7 @@ class RotateTask(Task[RotateInstance]):
     description = "Rotate the blue piece 90 degrees clockwise about its yellow pivot block."
     colors = ROTATE_COLORS
     scene_colors = (PIVOT,)
+    background = BG
     generator_version: ClassVar[int] = 2
     shapes_by_version: ClassVar[dict[int, dict[str, Cells]]] = {1: SHAPES, 2: SHAPES_V2}
 

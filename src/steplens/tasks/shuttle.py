@@ -132,6 +132,7 @@ class ShuttleTask(Task[ShuttleInstance]):
     description = "Walk the blue agent to the red target and back to where it started."
     colors = SHUTTLE_COLORS
     scene_colors = (WALL,)
+    background = FLOOR
     generator_version: ClassVar[int] = 2
 
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .base import ABSENT, PALETTE_ARRAY, Recall, Score, Task, TaskInputError, classify_blocks, with_finals
-from .shuttle import AGENT, MIN_DISTANCE, SHUTTLE_COLORS, TARGET, VISITED, WALL, Cell, beside, match_room, room_indices, shuttle_track
+from .shuttle import AGENT, FLOOR, MIN_DISTANCE, SHUTTLE_COLORS, TARGET, VISITED, WALL, Cell, beside, match_room, room_indices, shuttle_track
 from .shuttle_near import steps
 
 N_TARGETS = 3
@@ -64,6 +64,7 @@ class ShuttleChoiceTask(Task[ShuttleChoiceInstance]):
     description = "Walk the blue agent to any one of three equally near red targets and back; mark the one visited."
     colors = SHUTTLE_COLORS
     scene_colors = (WALL,)
+    background = FLOOR
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> ShuttleChoiceInstance:

@@ -35,6 +35,7 @@ import numpy as np
 from .base import PALETTE_ARRAY, Recall, Score, Task, TaskInputError, with_finals
 from .shuttle import (
     AGENT,
+    FLOOR,
     MIN_DISTANCE,
     SHUTTLE_COLORS,
     TARGET,
@@ -95,6 +96,7 @@ class ShuttleNearTask(Task[ShuttleNearInstance]):
     description = "Walk the blue agent to the nearest of three red targets and back to where it started."
     colors = SHUTTLE_COLORS
     scene_colors = (WALL, TARGET)  # the farther targets are part of the puzzle in every frame
+    background = FLOOR
 
     def generate(self, seed: int, size: int | None = None, *, n_frames: int = 8, cell_px: int = 8,
                  **kw: Any) -> ShuttleNearInstance:

@@ -169,6 +169,7 @@ class TicTacToeTask(Task[TicTacToeInstance]):
                    "Size 10n+s: n x n board, s-block squares (42-44: 4x4); 2..5: the 3x3 board's s (memorisable).")
     colors = TTT_COLORS
     scene_colors = (LINE, X, O)
+    background = BG
     kinds: tuple[str, ...] = KINDS  # with "fork": the fork rule applies (correct_move's `forks`)
 
     def generate(self, seed: int, size: int | None = None, *, version: int | None = None, n_frames: int = 8, cell_px: int = 8,
