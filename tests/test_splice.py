@@ -152,6 +152,8 @@ def test_erasing_a_candidate_changes_nothing_for_a_control_that_ignores_the_stat
         assert r["same_answer_rate"] == 1.0
         assert r["kept_by_a"]["rate"] in (None, 1.0) and r["pruned_by_a"]["rate"] in (None, 0.0)
     assert sum(r["kept_by_a"]["n"] for r in rows) and sum(r["pruned_by_a"]["n"] for r in rows)
+    figs = [f["path"] for f in json.loads((tmp_path / "e" / "figures.json").read_text())]
+    assert "splice_erase.png" in figs and (tmp_path / "e" / "splice_erase.png").stat().st_size > 0
 
 
 def test_the_wrong_candidate_is_what_the_frame_draws_and_the_answer_does_not():

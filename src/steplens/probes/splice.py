@@ -453,6 +453,8 @@ def run_splice(den: Any, cfg: ProbeConfig, out: str, *, k: int = 8, every: int =
     summary = analyse(ok, grid, sigmas) | {"task": cfg.task, "size": cfg.size, "k": k, "n_errors": len(errors), "errors": errors}
     if "curve" in summary:
         plot_curves(run_, [(f"{cfg.task} {cfg.size}", summary)])
+    if "erase" in summary:
+        plot_erase(run_, [(f"{cfg.task} {cfg.size}", summary)])
     return run_.finish(summary, "\n".join(_text(cfg, summary)))
 
 
@@ -512,6 +514,33 @@ def plot_curves(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], nam
     pyplot.close(fig)
 
 
+def plot_erase(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], name: str = "splice_erase.png") -> None:
+    """Re-draw rate of an erased wrong candidate vs splice step, one line per (label, splice summary with `erase`): solid, the
+    candidates A's own final keeps (Wilson CI); dotted, those A prunes anyway."""
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(6, 3.6))
+    for label, s in lines:
+        rows = [r for r in s["erase"]["per_step"] if r["kept_by_a"]["n"]]
+        xs, ys = [r["step"] for r in rows], [r["kept_by_a"]["rate"] for r in rows]
+        err = [[y - r["kept_by_a"]["ci95"][0] for y, r in zip(ys, rows)], [r["kept_by_a"]["ci95"][1] - y for y, r in zip(ys, rows)]]
+        n = sum(r["kept_by_a"]["n"] for r in rows)
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{label}: kept by A ({n} erasures)")[0]
+        pruned = [r for r in s["erase"]["per_step"] if r["pruned_by_a"]["n"]]
+        if pruned:
+            ax.plot([r["step"] for r in pruned], [r["pruned_by_a"]["rate"] for r in pruned], ":", marker=".", color=line.get_color(),
+                    label=f"{label}: pruned by A ({sum(r['pruned_by_a']['n'] for r in pruned)})")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("splice step")
+    ax.set_ylabel("erased candidate re-drawn (95% CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run_.figure(name, "Does the model re-draw an erased candidate? (splice --erase)",
+                            "A's clean estimate at the step with its largest drawn wrong candidate painted back to the true video's "
+                            "colours, A's noise kept: the fraction whose final draws it again; solid, candidates A's own final keeps; "
+                            "dotted, those A prunes anyway."), dpi=120)
+    pyplot.close(fig)
+
+
 def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     """One figure over several splice run folders (one line per task/size) and their crossings, in a folder `steplens report` renders."""
     from ..report.folders import load_run
@@ -527,6 +556,9 @@ def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     measured = [(label, s) for label, s, _ in lines if "curve" in s]
     if measured:
         plot_curves(run_, measured)
+    erased = [(label, s) for label, s in measured if "erase" in s]
+    if erased:
+        plot_erase(run_, erased)
     rows = [{"run": p, "label": label, "n": s.get("n"), "verdict": s.get("verdict"), "crossing": s.get("crossing", {}).get("step"),
              "crossing_ci95": s.get("crossing", {}).get("ci95"),
              "observational_commit_median": s.get("observational_commit_pairs", {}).get("median")} for label, s, p in lines]
