@@ -502,15 +502,20 @@ def plot_curves(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], nam
         obs = s["observational_commit_pairs"]["median"]
         ax.axvline(obs, color=line.get_color(), ls="--", lw=1, label=f"{label}: observational commit (median)")
     ax.axhline(0.5, color="k", ls=":", lw=0.8)
+    _save_rate_figure(pyplot, fig, ax, run_, name, "final follows the plan (95% CI)", "When is the answer decided? (splice)",
+                      "Fraction of spliced runs (A's noise, B's clean estimate at the step) whose final answer is B's; dotted: the "
+                      "reverse splice; solid line and band: the 50% crossing with its bootstrap CI; dashed: the step after which "
+                      "the decoded answer stops changing (observational).")
+
+
+def _save_rate_figure(pyplot: Any, fig: Any, ax: Any, run_: ProbeRun, name: str, ylabel: str, title: str, caption: str) -> None:
+    """A rate-per-splice-step axis finished (limits 0-1, labels, legend) and saved as the run's figure `name`."""
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("splice step")
-    ax.set_ylabel("final follows the plan (95% CI)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(run_.figure(name, "When is the answer decided? (splice)",
-                            "Fraction of spliced runs (A's noise, B's clean estimate at the step) whose final answer is B's; dotted: the "
-                            "reverse splice; solid line and band: the 50% crossing with its bootstrap CI; dashed: the step after which "
-                            "the decoded answer stops changing (observational)."), dpi=120)
+    fig.savefig(run_.figure(name, title, caption), dpi=120)
     pyplot.close(fig)
 
 
@@ -529,16 +534,11 @@ def plot_erase(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], name
         if pruned:
             ax.plot([r["step"] for r in pruned], [r["pruned_by_a"]["rate"] for r in pruned], ":", marker=".", color=line.get_color(),
                     label=f"{label}: pruned by A ({sum(r['pruned_by_a']['n'] for r in pruned)})")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("splice step")
-    ax.set_ylabel("erased candidate re-drawn (95% CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(run_.figure(name, "Does the model re-draw an erased candidate? (splice --erase)",
-                            "A's clean estimate at the step with its largest drawn wrong candidate painted back to the true video's "
-                            "colours, A's noise kept: the fraction whose final draws it again; solid, candidates A's own final keeps; "
-                            "dotted, those A prunes anyway."), dpi=120)
-    pyplot.close(fig)
+    _save_rate_figure(pyplot, fig, ax, run_, name, "erased candidate re-drawn (95% CI)",
+                      "Does the model re-draw an erased candidate? (splice --erase)",
+                      "A's clean estimate at the step with its largest drawn wrong candidate painted back to the true video's "
+                      "colours, A's noise kept: the fraction whose final draws it again; solid, candidates A's own final keeps; "
+                      "dotted, those A prunes anyway.")
 
 
 def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
