@@ -152,8 +152,29 @@ def test_erasing_a_candidate_changes_nothing_for_a_control_that_ignores_the_stat
         assert r["same_answer_rate"] == 1.0
         assert r["kept_by_a"]["rate"] in (None, 1.0) and r["pruned_by_a"]["rate"] in (None, 0.0)
     assert sum(r["kept_by_a"]["n"] for r in rows) and sum(r["pruned_by_a"]["n"] for r in rows)
+    assert s["erase"]["sticks"]["step"] is None  # a candidate it keeps is re-drawn at every step: an erasure never sticks
     figs = [f["path"] for f in json.loads((tmp_path / "e" / "figures.json").read_text())]
     assert "splice_erase.png" in figs and (tmp_path / "e" / "splice_erase.png").stat().st_size > 0
+
+
+def test_the_erase_crossing_is_where_erasures_of_kept_candidates_start_to_stick():
+    from steplens.probes.splice import _erase_curve
+
+    grid = list(range(0, 20, 2))
+    rng = np.random.default_rng(0)
+
+    def rec(stick_from):  # one pair; A keeps its candidate; erasures before `stick_from` are re-drawn, from it they stick
+        row = [{"redrawn": s < stick_from, "in_final": True, "same": s < stick_from} for s in grid]
+        pruned = [{"redrawn": False, "in_final": False, "same": True} if s < 4 else None for s in grid]
+        return {"erase": [row, pruned]}
+
+    recs = [rec(int(rng.choice([8, 10]))) for _ in range(40)]
+    st = _erase_curve(recs, grid)["sticks"]
+    assert 6 < st["step"] <= 10 and st["ci95"][0] <= st["step"] <= st["ci95"][1] and st["ci95"][1] - st["ci95"][0] <= 4
+    few = _erase_curve(recs[:3], grid)["sticks"]
+    assert few["ci95"] is None and "fewer than 5" in few["why"]
+    never = _erase_curve([rec(99) for _ in range(8)], grid)["sticks"]
+    assert never["step"] is None and "every step" in never["why"]
 
 
 def test_the_wrong_candidate_is_what_the_frame_draws_and_the_answer_does_not():

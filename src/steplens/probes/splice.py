@@ -405,9 +405,38 @@ def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[st
                          "ci95": list(wilson(k, len(sub))) if sub else None}
         row["same_answer_rate"] = sum(e["same"] for e in got) / len(got) if got else None
         rows.append(row)
-    return {"per_step": rows, "what": "A's clean estimate at the step with its largest drawn wrong candidate (a maze: lit dead-end "
+    return {"per_step": rows, "sticks": _erase_sticks(recs, grid, rows), "what": "A's clean estimate at the step with its largest drawn wrong candidate (a maze: lit dead-end "
                                       "branch) painted back to the true video's colours, A's noise kept (the splice formula with the "
                                       "edited plan); redrawn: the final draws the erased colour on an erased block"}
+
+
+ERASE_MIN_N = 5  # erasures of kept candidates per splice step below which the erase crossing gets no bootstrap CI
+
+
+def _erase_sticks(recs: Sequence[dict[str, Any]], grid: Sequence[int], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The step from which erasing a candidate A's own final keeps sticks: the not-re-drawn rate of those erasures crosses
+    50% from below (as `crossing`), over the splice steps that have such erasures; a percentile bootstrap CI over instances
+    when every one of those steps has at least ERASE_MIN_N."""
+    at = [t for t, r in enumerate(rows) if r["kept_by_a"]["n"]]
+    out: dict[str, Any] = {"definition": "last step where the fraction of erased kept-by-A candidates that are not re-drawn "
+                                         "crosses 50% from below, linear between splice steps that have such erasures"}
+    if not at:
+        return out | {"step": None, "ci95": None, "why": "no erasure of a candidate A's final keeps"}
+    steps = [grid[t] for t in at]
+    counts = np.zeros((len(recs), len(at), len(OUTCOMES)), dtype=int)  # "plan": the erasure sticks, "noise": re-drawn
+    for n, r in enumerate(recs):
+        for row in r["erase"]:
+            for j, t in enumerate(at):
+                e = row[t]
+                if e is not None and e["in_final"]:
+                    counts[n, j, OUTCOMES.index("noise" if e["redrawn"] else "plan")] += 1
+    tot = counts.sum((0, 2))
+    step = crossing(counts[:, :, OUTCOMES.index("plan")].sum(0) / tot, steps)
+    if step is None or min(tot) < ERASE_MIN_N:
+        why = None if step is None else f"fewer than {ERASE_MIN_N} erasures at some splice step (at least {int(min(tot))})"
+        return out | {"step": step, "ci95": None, "why": why or "the erasures are re-drawn at every step"}
+    ci, _ = bootstrap_crossing(counts, steps)
+    return out | {"step": step, "ci95": ci}
 
 
 def _stats(v: Sequence[float]) -> dict[str, float | None]:
@@ -477,6 +506,10 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
     if "erase" in s:
         t.append("erased wrong candidate re-drawn (kept by A / pruned by A) per splice step: " + "; ".join(
             f"{r['step']} {_fmt_rate(r['kept_by_a'])} / {_fmt_rate(r['pruned_by_a'])}" for r in s["erase"]["per_step"] if r["n"]))
+        st = s["erase"]["sticks"]
+        t.append("an erased candidate that A keeps stops being re-drawn at step " + (
+            f"{st['step']:.1f}" + (f" (95% CI {_fmt(st['ci95'][0])}-{_fmt(st['ci95'][1])})" if st["ci95"] else f" (no CI: {st['why']})")
+            if st["step"] is not None else f"- ({st['why']})"))
     t.append(s["reading"])
     cm = s["causal_minus_observational"]
     t.append(f"causal switch step minus observational commit step, paired over instances: {cm['diff']:.2f} "
