@@ -208,5 +208,8 @@ def test_a_wide_crossing_ci_says_why_and_what_n_would_narrow_it():
     assert why_wide(2.0, 25, grid) is None and why_wide(None, 25, grid) is None
     msg = why_wide(6.0, 25, grid)
     assert "6 steps wide" in msg and "n=25" in msg and "225 such instances" in msg  # 25 x (6 / 2)^2
+    straddle = why_wide(4.0, 194, grid, [9.6, 11.1])  # the bounds alone are 1.5 steps apart: the grid, not n, widens them
+    assert "[9.6, 11.1]" in straddle and "step 10" in straddle and "--every 1" in straddle and "such instances" not in straddle
+    assert "such instances" in why_wide(6.0, 25, grid, [7.1, 12.9])  # the bounds themselves are wide: n sets it
     coarse = why_wide(5.0, 40, list(range(0, 20, 5)))
     assert "cannot be narrower" in coarse and "--every" in coarse

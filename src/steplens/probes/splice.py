@@ -292,8 +292,10 @@ def _curve_and_crossing(counts: np.ndarray, grid: Sequence[int], sigmas: Sequenc
     return {"curve": curve, "crossing": crossing([r["follow_plan"] for r in curve], grid)}
 
 
-def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int = 2000, seed: int = 0) -> tuple[list[float | None], float]:
-    """Percentile 95% CI of the crossing step, resampling instances; (ci, fraction of replicates that never cross).
+def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int = 2000, seed: int = 0,
+                       raw: bool = False) -> tuple[list[float | None], float] | tuple[list[float | None], float, list[float | None]]:
+    """Percentile 95% CI of the crossing step, resampling instances; (ci, fraction of replicates that never cross), and with
+    `raw` the percentile bounds before they are widened to the grid.
 
     A bound is None when more than 2.5% of the replicates lie beyond it (never cross)."""
     plan, tot = counts[:, :, OUTCOMES.index("plan")], counts.sum(2)  # (instances, G)
@@ -308,7 +310,10 @@ def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int =
     v = np.array(vals)
     big = never + grid[-1]
     lo, hi = float(np.quantile(v, 0.025, method="lower")), float(np.quantile(v, 0.975, method="higher"))
-    return [None if lo >= big else _to_grid(lo, grid, -1), None if hi >= big else _to_grid(hi, grid, 1)], float(np.mean(v >= big))
+    ci = [None if lo >= big else _to_grid(lo, grid, -1), None if hi >= big else _to_grid(hi, grid, 1)]
+    if raw:
+        return ci, float(np.mean(v >= big)), [None if lo >= big else lo, None if hi >= big else hi]
+    return ci, float(np.mean(v >= big))
 
 
 def _to_grid(x: float, grid: Sequence[int], side: int) -> float:
@@ -351,9 +356,10 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
         out["self_check"] = {"reproduced": int(sc[0]), "n": int(sc.sum()), "rate": float(sc[0] / sc.sum())}
     rates = [row["follow_plan"] for row in out["curve"]]
     c = crossing(rates, grid)
-    ci, never = bootstrap_crossing(fwd, grid)
+    ci, never, ci_raw = bootstrap_crossing(fwd, grid, raw=True)
     rev = crossing([row["follow_plan"] for row in out["reverse_curve"]], grid)
     out["crossing"] = {"step": c, "ci95": ci if c is not None else None, "bootstrap_never_cross": never,
+                       "ci95_before_grid": ci_raw if c is not None else None,
                        "ci_width": None if c is None or None in ci else ci[1] - ci[0], "reverse_step": rev,
                        "definition": "last step where the follow-plan rate of the forward splice (A's noise, B's plan) crosses 50% "
                                      "from below, linear between grid steps; 95% CI: percentile bootstrap over instances, each bound "
@@ -367,7 +373,7 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
     out["causal_minus_observational"] = {"diff": d, "ci95": [lo, hi],
                                          "definition": "per instance: causal switch step minus the observational commit step "
                                                        "(mean of A's and B's), paired bootstrap"}
-    out["crossing"]["why_wide"] = why_wide(out["crossing"]["ci_width"], len(with_pairs), grid)
+    out["crossing"]["why_wide"] = why_wide(out["crossing"]["ci_width"], len(with_pairs), grid, out["crossing"]["ci95_before_grid"])
     out["verdict"] = "measured" if c is not None else NEVER_PLAN
     out["reading"] = _reading(c, ci, out["observational_commit_pairs"]["median"]) + (
         f"; {out['crossing']['why_wide']}" if out["crossing"]["why_wide"] else "")
@@ -377,14 +383,24 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
 CI_TARGET = 4.0  # steps: a crossing CI narrower than this places the decision within a fifth of a 20-step trajectory
 
 
-def why_wide(width: float | None, n: int, grid: Sequence[int]) -> str | None:
-    """Why the crossing's CI is not narrower than CI_TARGET steps (None when it is, or when there is no CI)."""
+def why_wide(width: float | None, n: int, grid: Sequence[int], before_grid: Sequence[float | None] | None = None) -> str | None:
+    """Why the crossing's CI is not narrower than CI_TARGET steps (None when it is, or when there is no CI).
+
+    `before_grid`: the bootstrap bounds before widening; when they are narrower than CI_TARGET, the grid sets the width
+    (the bounds straddle a splice step), not n."""
     if width is None or width < CI_TARGET:
         return None
     spacing = min(b - a for a, b in zip(grid, grid[1:])) if len(grid) > 1 else float("inf")
     if spacing >= CI_TARGET:
         return (f"the CI ({width:g} steps) cannot be narrower than {CI_TARGET:g} steps on this grid: its bounds lie on splice "
                 f"steps {spacing} apart; splice more often (--every)")
+    lo, hi = before_grid if before_grid is not None else (None, None)
+    if lo is not None and hi is not None and hi - lo < CI_TARGET:
+        inside = [g for g in grid if lo < g < hi]
+        return (f"the CI is {width:g} steps wide, not narrower than {CI_TARGET:g}, although its bootstrap bounds before widening, "
+                f"[{lo:.1f}, {hi:.1f}], are {hi - lo:.1f} steps apart: widened to the splice steps outside them they straddle "
+                f"step{'s' if len(inside) > 1 else ''} {', '.join(str(g) for g in inside)}, so the {spacing}-step grid sets the "
+                "width, not n; splice every step near the crossing (--every 1) to resolve it")
     need = int(np.ceil(n * (width / spacing) ** 2))  # the width brought to one grid spacing, shrinking as 1/sqrt(n)
     return (f"the CI is {width:g} steps wide, not narrower than {CI_TARGET:g}, at n={n} instances with a differing pair: "
             f"its bounds are bootstrap quantiles widened to the splice grid ({spacing} steps), so the instance-to-instance "
