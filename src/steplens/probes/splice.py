@@ -292,10 +292,10 @@ def _curve_and_crossing(counts: np.ndarray, grid: Sequence[int], sigmas: Sequenc
     return {"curve": curve, "crossing": crossing([r["follow_plan"] for r in curve], grid)}
 
 
-def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int = 2000, seed: int = 0,
-                       raw: bool = False) -> tuple[list[float | None], float] | tuple[list[float | None], float, list[float | None]]:
-    """Percentile 95% CI of the crossing step, resampling instances; (ci, fraction of replicates that never cross), and with
-    `raw` the percentile bounds before they are widened to the grid.
+def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int = 2000,
+                       seed: int = 0) -> tuple[list[float | None], float, list[float | None]]:
+    """Percentile 95% CI of the crossing step, resampling instances: (ci widened to the grid, fraction of replicates that
+    never cross, the percentile bounds before widening).
 
     A bound is None when more than 2.5% of the replicates lie beyond it (never cross)."""
     plan, tot = counts[:, :, OUTCOMES.index("plan")], counts.sum(2)  # (instances, G)
@@ -311,9 +311,7 @@ def bootstrap_crossing(counts: np.ndarray, grid: Sequence[int], *, n_boot: int =
     big = never + grid[-1]
     lo, hi = float(np.quantile(v, 0.025, method="lower")), float(np.quantile(v, 0.975, method="higher"))
     ci = [None if lo >= big else _to_grid(lo, grid, -1), None if hi >= big else _to_grid(hi, grid, 1)]
-    if raw:
-        return ci, float(np.mean(v >= big)), [None if lo >= big else lo, None if hi >= big else hi]
-    return ci, float(np.mean(v >= big))
+    return ci, float(np.mean(v >= big)), [None if lo >= big else lo, None if hi >= big else hi]
 
 
 def _to_grid(x: float, grid: Sequence[int], side: int) -> float:
@@ -356,7 +354,7 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
         out["self_check"] = {"reproduced": int(sc[0]), "n": int(sc.sum()), "rate": float(sc[0] / sc.sum())}
     rates = [row["follow_plan"] for row in out["curve"]]
     c = crossing(rates, grid)
-    ci, never, ci_raw = bootstrap_crossing(fwd, grid, raw=True)
+    ci, never, ci_raw = bootstrap_crossing(fwd, grid)
     rev = crossing([row["follow_plan"] for row in out["reverse_curve"]], grid)
     out["crossing"] = {"step": c, "ci95": ci if c is not None else None, "bootstrap_never_cross": never,
                        "ci95_before_grid": ci_raw if c is not None else None,
@@ -451,7 +449,7 @@ def _erase_sticks(recs: Sequence[dict[str, Any]], grid: Sequence[int], rows: Seq
     if step is None or min(tot) < ERASE_MIN_N:
         why = None if step is None else f"fewer than {ERASE_MIN_N} erasures at some splice step (at least {int(min(tot))})"
         return out | {"step": step, "ci95": None, "why": why or "the erasures are re-drawn at every step"}
-    ci, _ = bootstrap_crossing(counts, steps)
+    ci, _, _ = bootstrap_crossing(counts, steps)
     return out | {"step": step, "ci95": ci}
 
 
