@@ -26,7 +26,10 @@ percentile bootstrap CI resampling instances), and the observational commit step
 which the decoded answer of x0_hat never changes, `metrics.commit_step`) of the same trajectories,
 compared paired per instance with each pair's causal switch step (the first grid step from which every
 later splice follows the plan). Before the crossing the outcome follows the noise (the model still
-decides); after it, the plan (the answer is committed).
+decides); after it, the plan (the answer is committed). The CI's bounds are widened to the grid's steps; the
+bounds before widening are kept, and a CI that only the widening makes wide says so. With `erase`: the
+re-draw rate per step of candidates A keeps and of those A prunes, and the step from which erasing a kept
+candidate sticks (the same crossing, of its not-re-drawn rate).
 """
 
 from __future__ import annotations
