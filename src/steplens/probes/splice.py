@@ -116,21 +116,21 @@ def dead_end_branch(inst: Any, last: np.ndarray) -> np.ndarray | None:
     return max(groups, key=lambda g: int(g.sum())) if groups else None
 
 
-def wrong_candidate(task: Task, inst: Any, last: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def wrong_candidate(task: Task, inst: Any, last: np.ndarray, truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The candidate a last frame (Hb, Wb, 3) of x0_hat draws that the answer does not use: (mask, colour index per block).
 
     Maze: the largest lit dead-end branch (`dead_end_branch`), in path colour. Any other task with a background colour:
     the largest 4-connected group of blocks classified as a colour other than the background that the true final frame
     does not have there (occlusion: the object drawn short of, inside or past its exit; rotate: blue blocks off the
-    rotated piece). None when there is none."""
+    rotated piece). None when there is none. `truth`: the instance's true video (`task.blocks`), when the caller has it."""
     if isinstance(inst, MazeInstance):
         m = dead_end_branch(inst, last)
         return None if m is None else (m, np.full(m.shape, task.colors.index(PATH)))
     if task.background is None:
         raise ValueError(f"--erase needs a task with a background colour; {task.name} has none")
     cls = classify_blocks(np.asarray(last, dtype=np.float32), task.colors)
-    truth = classify_blocks(task.blocks(inst)[-1].astype(np.float32), task.colors)
-    groups = components((cls >= 0) & (cls != task.colors.index(task.background)) & (cls != truth))
+    want = classify_blocks((task.blocks(inst) if truth is None else truth)[-1].astype(np.float32), task.colors)
+    groups = components((cls >= 0) & (cls != task.colors.index(task.background)) & (cls != want))
     return (max(groups, key=lambda g: int(g.sum())), cls) if groups else None
 
 
@@ -158,15 +158,16 @@ def _erase(den: Any, cfg: ProbeConfig, cache: _Cache, cond: Any, recs: list[dict
     rows = [(i, p, i * k + a) for i, r in enumerate(recs) for p, (a, _) in enumerate(r["pairs"])]
     for r in recs:
         r["erase"] = [[] for _ in r["pairs"]]
+    truths = [task.blocks(insts[n]) for _, _, n in rows]  # each A's true video (runs the solver): once, not per step
     for s in grid:
         x0 = cache.x0[s][torch.tensor([n for _, _, n in rows], device=cache.x0[s].device)]
         lasts = [task.video_blocks(insts[n], v)[-1] for (_, _, n), v in zip(rows, den.decode(x0))]
-        found = [wrong_candidate(task, insts[n], last) for (_, _, n), last in zip(rows, lasts)]
+        found = [wrong_candidate(task, insts[n], last, t) for (_, _, n), last, t in zip(rows, lasts, truths)]
         todo = [j for j, c in enumerate(found) if c is not None]
         got: dict[int, dict[str, bool]] = {}
         if todo:
             idx = torch.tensor([rows[j][2] for j in todo], device=x0.device)
-            plan = erase_blocks(den, x0[todo], [found[j][0] for j in todo], [task.blocks(insts[rows[j][2]]) for j in todo])
+            plan = erase_blocks(den, x0[todo], [found[j][0] for j in todo], [truths[j] for j in todo])
             out = _continue(den, cfg, splice_latent(cache.x[s][idx], cache.x0[s][idx], plan, cache.sigma[s]), cond.index(idx), s)
             for j, a in zip(todo, answers(task, [insts[rows[j][2]] for j in todo], den.decode(out))):
                 (m, col), n = found[j], rows[j][2]
