@@ -157,6 +157,16 @@ def test_erasing_a_candidate_changes_nothing_for_a_control_that_ignores_the_stat
     assert "splice_erase.png" in figs and (tmp_path / "e" / "splice_erase.png").stat().st_size > 0
 
 
+def test_erase_needs_a_task_with_a_background(tmp_path, monkeypatch):
+    from steplens.tasks.rotate import RotateTask
+
+    monkeypatch.setattr(RotateTask, "background", None)
+    with pytest.raises(ValueError, match="no background colour"):
+        run_splice(load("null:shrink"), ProbeConfig(model="null:shrink", task="rotate", size=9, n=1), str(tmp_path / "x"), k=2,
+                   erase=True)
+    assert not (tmp_path / "x").exists()  # refused before the run folder is made
+
+
 def test_the_erase_crossing_is_where_erasures_of_kept_candidates_start_to_stick():
     from steplens.probes.splice import _erase_curve
 

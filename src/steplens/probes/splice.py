@@ -423,9 +423,10 @@ def _erase_curve(recs: Sequence[dict[str, Any]], grid: Sequence[int]) -> dict[st
                          "ci95": list(wilson(k, len(sub))) if sub else None}
         row["same_answer_rate"] = sum(e["same"] for e in got) / len(got) if got else None
         rows.append(row)
-    return {"per_step": rows, "sticks": _erase_sticks(recs, grid, rows), "what": "A's clean estimate at the step with its largest drawn wrong candidate (a maze: lit dead-end "
-                                      "branch) painted back to the true video's colours, A's noise kept (the splice formula with the "
-                                      "edited plan); redrawn: the final draws the erased colour on an erased block"}
+    return {"per_step": rows, "sticks": _erase_sticks(recs, grid, rows),
+            "what": "A's clean estimate at the step with its largest drawn wrong candidate (a maze: lit dead-end branch) painted "
+                    "back to the true video's colours, A's noise kept (the splice formula with the edited plan); redrawn: the "
+                    "final draws the erased colour on an erased block"}
 
 
 ERASE_MIN_N = 5  # erasures of kept candidates per splice step below which the erase crossing gets no bootstrap CI
@@ -468,6 +469,14 @@ def _reading(c: float | None, ci: list[float | None], obs_median: float | None) 
     span = f"95% CI {_fmt(ci[0])}-{_fmt(ci[1])}"
     return (f"the answer is decided at step {c:.1f} ({span}): before it the outcome follows the noise (the model still decides), "
             f"after it the plan (committed); the decoded answer stops changing at step {obs_median:.1f} (median, observational)")
+
+
+def _sticks_text(st: dict[str, Any]) -> str:
+    head = "an erased candidate that A keeps stops being re-drawn at step "
+    if st["step"] is None:
+        return f"{head}- ({st['why']})"
+    ci = f"95% CI {_fmt(st['ci95'][0])}-{_fmt(st['ci95'][1])}" if st["ci95"] else f"no CI: {st['why']}"
+    return f"{head}{st['step']:.1f} ({ci})"
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:
@@ -524,10 +533,7 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
     if "erase" in s:
         t.append("erased wrong candidate re-drawn (kept by A / pruned by A) per splice step: " + "; ".join(
             f"{r['step']} {_fmt_rate(r['kept_by_a'])} / {_fmt_rate(r['pruned_by_a'])}" for r in s["erase"]["per_step"] if r["n"]))
-        st = s["erase"]["sticks"]
-        t.append("an erased candidate that A keeps stops being re-drawn at step " + (
-            f"{st['step']:.1f}" + (f" (95% CI {_fmt(st['ci95'][0])}-{_fmt(st['ci95'][1])})" if st["ci95"] else f" (no CI: {st['why']})")
-            if st["step"] is not None else f"- ({st['why']})"))
+        t.append(_sticks_text(s["erase"]["sticks"]))
     t.append(s["reading"])
     cm = s["causal_minus_observational"]
     t.append(f"causal switch step minus observational commit step, paired over instances: {cm['diff']:.2f} "
