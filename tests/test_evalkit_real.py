@@ -164,6 +164,44 @@ def test_evaluate_vbvr_relative_data_with_trivial_baselines(sets, tmp_path, monk
             assert summary["methods"][method][key]["overall"]["score"] == pytest.approx(kit_overall)
 
 
+def test_probe_splice_data_reads_answers_off_the_real_kit(sets, tmp_path, one_thread):
+    """probe splice --data with the real kit: each seed's final scored by the kit's task rules, the widest-gap pair spliced,
+    every splice scored by the kit; the kit's per-sample scores are what the records hold, and at step 0 (sigma = 1) the
+    splice is the noise donor's own trajectory, so it scores exactly like it."""
+    pytest.importorskip("diffusers")
+    import torch
+    from test_wan import build
+
+    model = tmp_path / "m"
+    build("i2v_moe").save_pretrained(model)
+    g = torch.Generator().manual_seed(0)
+    torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
+               model / "emb.pt")
+    out = tmp_path / "splice"
+    res = CliRunner().invoke(app, ["probe", "splice", "--model", f"wan:{model}", "--data", str(sets / "GT"), "--prompt-embeds",
+                                   str(model / "emb.pt"), "--steps", "4", "--frames", "5", "--height", "32", "--width", "32", "--k", "3",
+                                   "--every", "2", "--tasks", KEY_DOOR, "--scorer", "vbvr-evalkit", "--evalkit", KIT, "--evalkit-entry", "evaluate",
+                                   "--margin", "1e-9",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    key = "vbvr-evalkit.evaluate"  # its weighted dimensions vary with the video (run_evaluation's task rule gives 0 here)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_instances"] == 2 and s["scorer"]["kit"] == str(Path(KIT).resolve()) and s["margin"] == 1e-9
+    kit_rows = {name: {f"{r['split']}__{r['task']}__{r['index']}": r["score"] for r in map(json.loads, (folder / "scores" /
+                f"{name}.{key}.jsonl").read_text().splitlines())}
+                for folder, names in ((out / "seeds", ["seed_0", "seed_1", "seed_2"]), (out / "splices", ["fwd_00", "rev_00"]))
+                for name in names if (folder / "scores" / f"{name}.{key}.jsonl").is_file()}
+    recs = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and all(r["final_score"] == [kit_rows[f"seed_{j}"][r["key"]] for j in range(3)] for r in recs)
+    paired = [r for r in recs if r["pairs"]]
+    assert paired and s["n"] == len(paired)  # the kit tells the tiny model's seeds apart
+    for r in paired:
+        a, b = r["pairs"][0]
+        assert r["spliced_scores"]["forward"][0] == kit_rows["fwd_00"][r["key"]] == r["final_score"][a]
+        assert r["spliced_scores"]["reverse"][0] == kit_rows["rev_00"][r["key"]] == r["final_score"][b]
+        assert r["forward"][0][0] == r["reverse"][0][0] == "noise"
+
+
 def broken_kit(tmp_path: Path, entry: str) -> Path:
     kit = tmp_path / "VBVR-EvalKit"
     shutil.copytree(KIT, kit, ignore=shutil.ignore_patterns(".git", "__pycache__"))

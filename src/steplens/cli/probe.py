@@ -79,18 +79,12 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
                   prompt_embeds: str | None, device: str, every: int, split: str, tasks: str, video_preset: str, frames: int, height: int,
                   width: int, scorer: str, evalkit: str | None, evalkit_entry: str) -> None:
     """probe cos --data: each chosen step's x0_hat scored like a final video (steplens.probes.bench_steps)."""
-    from ..models.errors import resolve_device
     from ..probes.bench_steps import run_bench_steps, steps_lines
-    from ..vbvr.kit import make_scorers
-    from ..vbvr.run import BenchConfig
-    from .vbvr import load_bench_model
 
     sampling = sampling_config(model, steps, shift, sampler)
-    choice = choose_precision(precision, device)
-    cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed, prompt_embeds)
-    device = str(resolve_device(device))
-    scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])
-    den = load_bench_model(model, device, choice, {"text_encoder": prompt_embeds is None})
+    choice, cfg, scorers, load = _bench_setup(data, model, seed, precision, prompt_embeds, device, split, tasks, video_preset, frames,
+                                              height, width, scorer, evalkit, evalkit_entry)
+    den = load()
     result = run_bench_steps(den, cfg, out, sampling, scorers, every=every,
                              manifest={"model": model, "precision": choice.precision.value, "every": every}, echo=typer.echo)
     errors = result["generation_errors"]
@@ -99,6 +93,22 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
     typer.echo("\n".join(steps_lines(result)))
     if errors:
         raise sample_failures(len(errors), result["n_samples"] * result["n_roots"], errors[0], "generated")
+
+
+def _bench_setup(data: str, model: str, seed: int, precision: str, prompt_embeds: str | None, device: str, split: str, tasks: str,
+                 video_preset: str, frames: int, height: int, width: int, scorer: str, evalkit: str | None,
+                 evalkit_entry: str) -> tuple[Any, Any, list[Any], Callable[[], Any]]:
+    """A --data probe's precision, BenchConfig and scorers (every refusal before the model loads), and its model loader."""
+    from ..models.errors import resolve_device
+    from ..vbvr.kit import make_scorers
+    from ..vbvr.run import BenchConfig
+    from .vbvr import load_bench_model
+
+    choice = choose_precision(precision, device)
+    cfg = BenchConfig(data, tuple(parse_names(split)), tuple(parse_names(tasks)), video_preset, frames, height, width, seed, prompt_embeds)
+    device = str(resolve_device(device))
+    scorers = make_scorers(scorer, evalkit=evalkit, entry=evalkit_entry, device=device.split(":")[0])
+    return choice, cfg, scorers, lambda: load_bench_model(model, device, choice, {"text_encoder": prompt_embeds is None})
 
 
 @probe_app.command("perturb")
@@ -183,7 +193,7 @@ def behaviour(out: str = OUT, model: str = MODEL, task: str = TASK, size: int | 
 
 
 @probe_app.command("splice")
-def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
+def splice(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZE, n: int = n_option(16), seed: int = SEED,
            steps: int | None = STEPS, shift: float | None = SHIFT, batch: int = batch_option(4), prompt_embeds: str | None = PROMPT_EMBEDS,
            ray: str | None = RAY, workers: int | None = WORKERS, device: str = DEVICE, px: int | None = PX,
            frames: int | None = FRAMES, precision: str = PRECISION, sampler: str = SAMPLER,
@@ -194,13 +204,50 @@ def splice(out: str = OUT, model: str = MODEL, task: str = TASK, size: int = SIZ
                                            help="Also splice each A into itself (the control: must reproduce A's final)."),
            erase: bool = typer.Option(False, "--erase/--no-erase",
                                       help="Also erase A's largest drawn wrong candidate (a maze: lit dead-end branch) from its clean "
-                                           "estimate at each splice step (A's noise kept): does the model re-draw it?"), allow_seen: bool = ALLOW_SEEN) -> None:
+                                           "estimate at each splice step (A's noise kept): does the model re-draw it?"), allow_seen: bool = ALLOW_SEEN,
+           data: str | None = typer.Option(None, "--data", help="An official VBVR-Bench root: a final's answer is its --scorer score "
+                                           "(one scorer); pairs are seeds whose scores differ by at least --margin, and a spliced "
+                                           "final follows the donor whose score it lies within half their gap of (OUT/seeds, "
+                                           "OUT/splices); a wan: model, seed 1 unless --seed is given."),
+           margin: float = typer.Option(0.05, "--margin", help="--data: two finals differ when their scores differ by at least this."),
+           split: str = SPLITS, tasks: str = BENCH_TASKS, video_preset: str = VIDEO_PRESET, height: int = HEIGHT, width: int = WIDTH,
+           scorer: str = SCORER, evalkit: str | None = EVALKIT, evalkit_entry: str = EVALKIT_ENTRY) -> None:
     """When is the answer decided: splice seed B's clean estimate into seed A's state at each step (A's noise kept)."""
     from ..probes.splice import run_splice
 
+    if data is not None:
+        refused = [o for o, on in (("--erase", erase), ("--self-check", self_check), ("--pairs", pairs != 1)) if on]
+        if refused:
+            raise fail(f"{', '.join(refused)} apply to task runs only: --data splices one pair per sample, scored by the benchmark")
+        seed = data_run_seed(ctx, model, ray, seed)
+        _splice_on_bench(data, out, model, seed, steps, shift, sampler, precision, prompt_embeds, device, k, every, margin, split, tasks,
+                         video_preset, frames or 0, height, width, scorer, evalkit, evalkit_entry)
+        return
+    if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
     _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check,
                                                  erase=erase, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
+
+
+def _splice_on_bench(data: str, out: str, model: str, seed: int, steps: int | None, shift: float | None, sampler: str, precision: str,
+                     prompt_embeds: str | None, device: str, k: int, every: int, margin: float, split: str, tasks: str,
+                     video_preset: str, frames: int, height: int, width: int, scorer: str, evalkit: str | None,
+                     evalkit_entry: str) -> None:
+    """probe splice --data: the pair search and the outcomes read off one benchmark scorer (steplens.probes.bench_splice)."""
+    from ..probes.bench_splice import run_bench_splice
+
+    if len(parse_names(scorer)) > 1:
+        raise fail(f"--data splices read a final's answer off one scorer; --scorer names {scorer!r}: give one")
+    sampling = sampling_config(model, steps, shift, sampler)
+    choice, cfg, scorers, load = _bench_setup(data, model, seed, precision, prompt_embeds, device, split, tasks, video_preset, frames,
+                                              height, width, scorer, evalkit, evalkit_entry)
+    den = load()
+    summary = run_bench_splice(den, cfg, out, sampling, scorers[0], k=k, every=every, margin=margin,
+                               manifest={"model": model, "precision": choice.precision.value}, echo=typer.echo)
+    record_precision(out, choice)
+    typer.echo((Path(out) / "summary.txt").read_text())
+    typer.echo(f"wrote {out} ({len(to_json(summary))} bytes of summary)")
 
 
 @probe_app.command("splice-curves")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,7 +169,7 @@ def _erase(den: Any, cfg: ProbeConfig, cache: _Cache, cond: Any, recs: list[dict
         if todo:
             idx = torch.tensor([rows[j][2] for j in todo], device=x0.device)
             plan = erase_blocks(den, x0[todo], [found[j][0] for j in todo], [truths[j] for j in todo])
-            out = _continue(den, cfg, splice_latent(cache.x[s][idx], cache.x0[s][idx], plan, cache.sigma[s]), cond.index(idx), s)
+            out = continue_from(den, cfg.sampling, splice_latent(cache.x[s][idx], cache.x0[s][idx], plan, cache.sigma[s]), cond.index(idx), s)
             for j, a in zip(todo, answers(task, [insts[rows[j][2]] for j in todo], den.decode(out))):
                 (m, col), n = found[j], rows[j][2]
                 got[j] = {"redrawn": bool((a[m] == col[m]).any()), "in_final": bool((fin[n][m] == col[m]).any()),
@@ -178,9 +179,10 @@ def _erase(den: Any, cfg: ProbeConfig, cache: _Cache, cond: Any, recs: list[dict
         tick(len(recs))
 
 
-def _continue(den: Any, cfg: ProbeConfig, x: Tensor, cond: Any, s: int) -> Tensor:
-    sig = cfg.sampling.sigmas(den).to(x.device)[s:]
-    return run(get_sampler(cfg.sampling.sampler)(den, x, sig, cond, first_step=s))
+def continue_from(den: Any, sampling: Any, x: Tensor, cond: Any, s: int) -> Tensor:
+    """The final latents of sampling (a `SamplingConfig`) started from state `x` at step `s`."""
+    sig = sampling.sigmas(den).to(x.device)[s:]
+    return run(get_sampler(sampling.sampler)(den, x, sig, cond, first_step=s))
 
 
 def splice_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfig, *, k: int, grid: Sequence[int], max_pairs: int = 1,
@@ -224,7 +226,7 @@ def splice_batch(den: Any, batch: Batch, noise_seeds: list[int], cfg: ProbeConfi
     job_insts = [insts[j[0]] for j in jobs]
     for s in grid:
         xs = splice_latent(cache.x[s][noise_rows], cache.x0[s][noise_rows], cache.x0[s][plan_rows], cache.sigma[s])
-        out = _continue(den, cfg, xs, sub, s)
+        out = continue_from(den, cfg.sampling, xs, sub, s)
         require_finite(out, "spliced final latents")
         for (i, p, kind, nr, pr), a in zip(jobs, answers(task, job_insts, den.decode(out))):
             recs[i][kind][p].append("noise" if np.array_equal(a, fin[nr]) else "plan" if np.array_equal(a, fin[pr]) else "neither")
@@ -270,12 +272,18 @@ def _counts(recs: Sequence[dict[str, Any]], kinds: Sequence[str], g: int,
     return out
 
 
+def _quality(r: dict[str, Any]) -> Sequence[Any]:
+    """A record's per-seed quality of the final: the benchmark score (`final_score`, --data runs), else the task's success."""
+    return r["final_score"] if "final_score" in r else r["final_success"]
+
+
 def _plan_donor_right(want: bool) -> Callable[[dict[str, Any], int, str], bool]:
-    """Keep splices whose plan donor ended right (want=True) or wrong, and whose noise donor ended the other way."""
+    """Keep splices whose plan donor ended better (want=True: right, or the higher score) than the noise donor, or worse."""
     def keep(r: dict[str, Any], p: int, kind: str) -> bool:
         a, b = r["pairs"][p]
         noise, plan = (a, b) if kind == "forward" else (b, a)
-        return r["final_success"][plan] == want and r["final_success"][noise] != want
+        q = _quality(r)
+        return q[plan] != q[noise] and (q[plan] > q[noise]) == want
     return keep
 
 
@@ -334,9 +342,14 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
         "n": len(with_pairs), "n_pairs": sum(len(r["pairs"]) for r in recs),
         "pairs_differ": sum(r["n_differ"] for r in recs), "pairs_agree_skipped": sum(r["n_agree"] for r in recs),
         "instances_where_seeds_agree": len(recs) - len(with_pairs),
-        "final_solve_rate": float(np.mean([s for r in recs for s in r["final_success"]])),
-        "observational_commit_all_seeds": _stats([c for r in recs for c in r["commit"]]),
     }
+    scored = bool(recs) and "final_score" in recs[0]  # a --data run: finals scored by the benchmark's scorer, no per-step answer
+    if scored:
+        got = [s for r in recs for s in r["final_score"] if s is not None]
+        out["final_mean_score"] = float(np.mean(got)) if got else None
+    else:
+        out["final_solve_rate"] = float(np.mean([s for r in recs for s in r["final_success"]])) if recs else None
+        out["observational_commit_all_seeds"] = _stats([c for r in recs for c in r["commit"]])
     if not with_pairs:
         return out | {"verdict": SEEDS_AGREE, "crossing": {"step": None, "ci95": None},
                       "reading": "every seed of every instance ends at the same answer: no plan can be told from another's"}
@@ -347,7 +360,9 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
     both = _counts(with_pairs, ["forward", "reverse"], g)
     out["both_directions"] = _curve_and_crossing(both, grid, sigmas)
     out["by_plan_donor"] = {}
-    for name, want in (("plan_right_noise_wrong", True), ("plan_wrong_noise_right", False)):
+    donors = (("plan_scores_higher", True), ("plan_scores_lower", False)) if scored else (
+        ("plan_right_noise_wrong", True), ("plan_wrong_noise_right", False))
+    for name, want in donors:
         c = _counts(with_pairs, ["forward", "reverse"], g, _plan_donor_right(want))
         if c.sum():
             out["by_plan_donor"][name] = _curve_and_crossing(c, grid, sigmas)
@@ -366,18 +381,21 @@ def analyse(recs: Sequence[dict[str, Any]], grid: Sequence[int], sigmas: Sequenc
                        "definition": "last step where the follow-plan rate of the forward splice (A's noise, B's plan) crosses 50% "
                                      "from below, linear between grid steps; 95% CI: percentile bootstrap over instances, each bound "
                                      "widened to the nearest splice step outside it (the grid's resolution)"}
-    obs = [np.mean([(r["commit"][a] + r["commit"][b]) / 2 for a, b in r["pairs"]]) for r in with_pairs]
     cau = [np.mean([switch_step(row, grid, n_steps) for row in r["forward"]]) for r in with_pairs]
-    d, lo, hi = bootstrap_diff(obs, cau)  # mean(causal - observational), paired over instances
-    out["observational_commit_pairs"] = _stats(obs)
     out["causal_switch"] = _stats(cau) | {"definition": "per pair, the first grid step from which every later forward splice "
                                                         f"follows the plan ({n_steps}: never); per instance, the mean over its pairs"}
-    out["causal_minus_observational"] = {"diff": d, "ci95": [lo, hi],
-                                         "definition": "per instance: causal switch step minus the observational commit step "
-                                                       "(mean of A's and B's), paired bootstrap"}
+    obs_median = None
+    if not scored:
+        obs = [np.mean([(r["commit"][a] + r["commit"][b]) / 2 for a, b in r["pairs"]]) for r in with_pairs]
+        d, lo, hi = bootstrap_diff(obs, cau)  # mean(causal - observational), paired over instances
+        out["observational_commit_pairs"] = _stats(obs)
+        obs_median = out["observational_commit_pairs"]["median"]
+        out["causal_minus_observational"] = {"diff": d, "ci95": [lo, hi],
+                                             "definition": "per instance: causal switch step minus the observational commit step "
+                                                           "(mean of A's and B's), paired bootstrap"}
     out["crossing"]["why_wide"] = why_wide(out["crossing"]["ci_width"], len(with_pairs), grid, out["crossing"]["ci95_before_grid"])
     out["verdict"] = "measured" if c is not None else NEVER_PLAN
-    out["reading"] = _reading(c, ci, out["observational_commit_pairs"]["median"]) + (
+    out["reading"] = _reading(c, ci, obs_median) + (
         f"; {out['crossing']['why_wide']}" if out["crossing"]["why_wide"] else "")
     return out
 
@@ -467,8 +485,10 @@ def _reading(c: float | None, ci: list[float | None], obs_median: float | None) 
     if c is None:
         return "the outcome follows the noise at every splice step: the plan never decides within the grid"
     span = f"95% CI {_fmt(ci[0])}-{_fmt(ci[1])}"
+    obs = (f"the decoded answer stops changing at step {obs_median:.1f} (median, observational)" if obs_median is not None else
+           "no observational commit step (a benchmark scorer judges finished videos only: see probe cos --data)")
     return (f"the answer is decided at step {c:.1f} ({span}): before it the outcome follows the noise (the model still decides), "
-            f"after it the plan (committed); the decoded answer stops changing at step {obs_median:.1f} (median, observational)")
+            f"after it the plan (committed); {obs}")
 
 
 def _sticks_text(st: dict[str, Any]) -> str:
@@ -515,8 +535,12 @@ def run_splice(den: Any, cfg: ProbeConfig, out: str, *, k: int = 8, every: int =
 
 
 def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
-    head = (f"Splice on {s['n_instances']} held-out {cfg.task} {cfg.size}x{cfg.size} instances, K={s['k']} seeds each, "
-            f"{cfg.sampling.steps} {cfg.sampling.sampler} steps, splice steps {s['grid']}.")
+    return summary_lines(f"Splice on {s['n_instances']} held-out {cfg.task} {cfg.size}x{cfg.size} instances, K={s['k']} seeds each, "
+                         f"{cfg.sampling.steps} {cfg.sampling.sampler} steps, splice steps {s['grid']}.", s)
+
+
+def summary_lines(head: str, s: dict[str, Any]) -> list[str]:
+    """The text summary of an `analyse` result under a first line `head` (the run's instances and settings)."""
     t = [head, f"splice: {FORMULA}",
          f"pairs: {s['n_pairs']} spliced on {s['n']} instances; {s['pairs_differ']} seed pairs differ, {s['pairs_agree_skipped']} agree "
          f"(skipped); {s['instances_where_seeds_agree']} instances where every seed agrees"]
@@ -535,9 +559,10 @@ def _text(cfg: ProbeConfig, s: dict[str, Any]) -> list[str]:
             f"{r['step']} {_fmt_rate(r['kept_by_a'])} / {_fmt_rate(r['pruned_by_a'])}" for r in s["erase"]["per_step"] if r["n"]))
         t.append(_sticks_text(s["erase"]["sticks"]))
     t.append(s["reading"])
-    cm = s["causal_minus_observational"]
-    t.append(f"causal switch step minus observational commit step, paired over instances: {cm['diff']:.2f} "
-             f"[{cm['ci95'][0]:.2f}, {cm['ci95'][1]:.2f}]")
+    cm = s.get("causal_minus_observational")
+    if cm:
+        t.append(f"causal switch step minus observational commit step, paired over instances: {cm['diff']:.2f} "
+                 f"[{cm['ci95'][0]:.2f}, {cm['ci95'][1]:.2f}]")
     return t
 
 
@@ -556,8 +581,9 @@ def plot_curves(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], nam
             ax.axvline(c["step"], color=line.get_color(), lw=1)
             if c["ci95"] and None not in c["ci95"]:
                 ax.axvspan(c["ci95"][0], c["ci95"][1], color=line.get_color(), alpha=0.12)
-        obs = s["observational_commit_pairs"]["median"]
-        ax.axvline(obs, color=line.get_color(), ls="--", lw=1, label=f"{label}: observational commit (median)")
+        obs = s.get("observational_commit_pairs", {}).get("median")
+        if obs is not None:
+            ax.axvline(obs, color=line.get_color(), ls="--", lw=1, label=f"{label}: observational commit (median)")
     ax.axhline(0.5, color="k", ls=":", lw=0.8)
     _save_rate_figure(pyplot, fig, ax, run_, name, "final follows the plan (95% CI)", "When is the answer decided? (splice)",
                       "Fraction of spliced runs (A's noise, B's clean estimate at the step) whose final answer is B's; dotted: the "
@@ -605,10 +631,14 @@ def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     lines = []
     for path in runs:
         r = load_run(path)
-        if r.kind != "probe-splice":
+        if r.kind == "probe-splice":
+            cfg = r.config["probe"]
+            label = f"{cfg['model']} {cfg['task']} {cfg['size']}"
+        elif r.kind == "probe-splice-vbvr-bench":  # probe splice --data
+            label = f"{r.config.get('model', '?')} {Path(r.config['data']).name} ({r.config['scorer']})"
+        else:
             raise ValueError(f"{path}: a {r.kind} run, not a splice run (steplens probe splice)")
-        cfg = r.config["probe"]
-        lines.append((f"{cfg['model']} {cfg['task']} {cfg['size']}", r.summary, str(path)))
+        lines.append((label, r.summary, str(path)))
     run_ = ProbeRun(out, "probe-splice-compare", {"runs": [p for _, _, p in lines]})
     measured = [(label, s) for label, s, _ in lines if "curve" in s]
     if measured:
@@ -619,7 +649,14 @@ def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     rows = [{"run": p, "label": label, "n": s.get("n"), "verdict": s.get("verdict"), "crossing": s.get("crossing", {}).get("step"),
              "crossing_ci95": s.get("crossing", {}).get("ci95"),
              "observational_commit_median": s.get("observational_commit_pairs", {}).get("median")} for label, s, p in lines]
-    text = [f"{r['label']}: " + (f"decided at step {r['crossing']:.1f} [{_fmt(r['crossing_ci95'][0])}, {_fmt(r['crossing_ci95'][1])}], "
-                                 f"observational commit {r['observational_commit_median']:.1f} (n={r['n']})"
-                                 if r["crossing"] is not None else str(r["verdict"])) for r in rows]
+    text = [_compare_line(r) for r in rows]
     return run_.finish({"runs": rows}, "\n".join(["Splice crossings per run:", *text]))
+
+
+def _compare_line(r: dict[str, Any]) -> str:
+    """One run's line of `compare_runs`: its crossing [CI] and observational commit (none on --data runs), or its verdict."""
+    if r["crossing"] is None:
+        return f"{r['label']}: {r['verdict']}"
+    obs = r["observational_commit_median"]
+    return (f"{r['label']}: decided at step {r['crossing']:.1f} [{_fmt(r['crossing_ci95'][0])}, {_fmt(r['crossing_ci95'][1])}], "
+            + (f"observational commit {obs:.1f} " if obs is not None else "") + f"(n={r['n']})")

@@ -171,10 +171,12 @@ def sample_key(method: str, ref: BenchRef) -> str:
 
 
 def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[str, SampleGenerator], *, kind: str = "vbvr-bench",
-              manifest: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> list[BenchRef]:
+              manifest: dict[str, Any] | None = None, refs: Sequence[BenchRef] | None = None,
+              echo: Callable[[str], None] = print) -> list[BenchRef]:
     """Generate every selected sample with every method into `out/<method>/<split>/<task>/<i>.mp4` (resumable).
 
-    `manifest`: more config to record (and to refuse a resume with different settings). Returns the refs.
+    `manifest`: more config to record (and to refuse a resume with different settings). `refs`: only these samples
+    (default: every sample `cfg` selects). Returns the refs.
     A sample that fails is recorded with its error and retried on the next run; the others go on.
     """
     from ..config import to_dict
@@ -189,7 +191,7 @@ def run_bench(den: Any, cfg: BenchConfig, out: str | Path, generators: Mapping[s
         raise ConfigError("no methods to run")
     for name in generators:
         _check_method_name(name)
-    refs = iter_bench(cfg.data, splits=cfg.splits, tasks=cfg.tasks)
+    refs = list(refs) if refs is not None else iter_bench(cfg.data, splits=cfg.splits, tasks=cfg.tasks)
     out = Path(out)
     run = RunFolder(out, kind, {**to_dict(cfg), **(manifest or {}), "methods": list(generators)})
     prompts = load_prompt_embeds(cfg.prompt_embeds) if cfg.prompt_embeds else None
