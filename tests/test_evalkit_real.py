@@ -124,18 +124,23 @@ def test_relative_paths_score_as_absolute_ones(sets, entry, tmp_path, monkeypatc
         assert all(r.details["dimensions"]["first_frame_consistency"] != 0.5 for r in rows if r.status == "scored")
 
 
-def test_evaluate_vbvr_relative_data_with_trivial_baselines(sets, tmp_path, monkeypatch):
-    """evaluate-vbvr --data GT (relative) on the tiny Wan model, both entry points: the kit's per-sample scores of the
-    videos are those of `score` on the same videos with absolute paths, and static and end-jump sit beside the model."""
+def tiny_wan(root: Path) -> Path:
+    """The tiny Wan image-to-video model (tests/test_wan.py) saved at `root`, with prompt embeddings `root/emb.pt`."""
     pytest.importorskip("diffusers")
     import torch
     from test_wan import build
 
-    model = tmp_path / "m"
-    build("i2v_moe").save_pretrained(model)
+    build("i2v_moe").save_pretrained(root)
     g = torch.Generator().manual_seed(0)
     torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
-               model / "emb.pt")
+               root / "emb.pt")
+    return root
+
+
+def test_evaluate_vbvr_relative_data_with_trivial_baselines(sets, tmp_path, monkeypatch):
+    """evaluate-vbvr --data GT (relative) on the tiny Wan model, both entry points: the kit's per-sample scores of the
+    videos are those of `score` on the same videos with absolute paths, and static and end-jump sit beside the model."""
+    model = tiny_wan(tmp_path / "m")
     gt = tmp_path / "GT"
     shutil.copytree(sets / "GT", gt)
     monkeypatch.chdir(tmp_path)
@@ -168,15 +173,7 @@ def test_probe_splice_data_reads_answers_off_the_real_kit(sets, tmp_path, one_th
     """probe splice --data with the real kit: each seed's final scored by the kit's task rules, the widest-gap pair spliced,
     every splice scored by the kit; the kit's per-sample scores are what the records hold, and at step 0 (sigma = 1) the
     splice is the noise donor's own trajectory, so it scores exactly like it."""
-    pytest.importorskip("diffusers")
-    import torch
-    from test_wan import build
-
-    model = tmp_path / "m"
-    build("i2v_moe").save_pretrained(model)
-    g = torch.Generator().manual_seed(0)
-    torch.save({"prompt_embeds": torch.randn(1, 8, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 8, 32, generator=g)},
-               model / "emb.pt")
+    model = tiny_wan(tmp_path / "m")
     out = tmp_path / "splice"
     res = CliRunner().invoke(app, ["probe", "splice", "--model", f"wan:{model}", "--data", str(sets / "GT"), "--prompt-embeds",
                                    str(model / "emb.pt"), "--steps", "4", "--frames", "5", "--height", "32", "--width", "32", "--k", "3",
