@@ -69,8 +69,7 @@ def cos(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = TASK
         _cos_on_bench(data, out, model, seed, steps, shift, sampler, precision, prompt_embeds, device, every, split, tasks,
                       video_preset, frames or 0, height, width, scorer, evalkit, evalkit_entry)
         return
-    if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
-        raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
+    _refuse_bench_options(split, tasks, video_preset, height, width, scorer, evalkit)
     _run(out, lambda den, cfg, **kw: run_cos(den, cfg, out, n_views=views, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)
 
@@ -93,6 +92,12 @@ def _cos_on_bench(data: str, out: str, model: str, seed: int, steps: int | None,
     typer.echo("\n".join(steps_lines(result)))
     if errors:
         raise sample_failures(len(errors), result["n_samples"] * result["n_roots"], errors[0], "generated")
+
+
+def _refuse_bench_options(split: str, tasks: str, video_preset: str, height: int, width: int, scorer: str, evalkit: str | None) -> None:
+    """A task run (no --data) given an option of the --data runs: one error line."""
+    if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
+        raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
 
 
 def _bench_setup(data: str, model: str, seed: int, precision: str, prompt_embeds: str | None, device: str, split: str, tasks: str,
@@ -223,8 +228,7 @@ def splice(ctx: typer.Context, out: str = OUT, model: str = MODEL, task: str = T
         _splice_on_bench(data, out, model, seed, steps, shift, sampler, precision, prompt_embeds, device, k, every, margin, split, tasks,
                          video_preset, frames or 0, height, width, scorer, evalkit, evalkit_entry)
         return
-    if split or tasks or video_preset != "auto" or height or width or scorer != "steplens" or evalkit is not None:
-        raise fail("--split, --tasks, --video-preset, --height, --width, --scorer and --evalkit apply to --data runs only")
+    _refuse_bench_options(split, tasks, video_preset, height, width, scorer, evalkit)
     _run(out, lambda den, cfg, **kw: run_splice(den, cfg, out, k=k, every=every, max_pairs=pairs, self_check=self_check,
                                                  erase=erase, **kw),
          model, task, size, n, seed, steps, shift, batch, sampler, prompt_embeds, ray, workers, device, px, frames, precision, allow_seen)

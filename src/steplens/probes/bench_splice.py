@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, read_jsonl
-from .splice import OUTCOMES, SEEDS_AGREE, analyse, continue_from, plot_curves, splice_grid, splice_latent, summary_lines
+from .splice import analyse, continue_from, plot_curves, splice_grid, splice_latent, summary_lines
 
 KIND = "probe-splice-vbvr-bench"
 SEEDS, SPLICES = "seeds", "splices"  # the two phases' run folders under OUT
@@ -113,8 +113,9 @@ def splice_generators(pairs: Mapping[str, Sequence[int]], grid: Sequence[int],
             with torch.no_grad():
                 out = continue_from(den, sampling, splice_latent(x, x0_noise, c["states"][plan][s][1], sigma), inp.cond, s)
             return den.decode(out)[0], {"splice": kind, "step": s, "noise_seed": inp.seed + noise, "plan_seed": inp.seed + plan,
-                                        "donor_finals_sha256": c["finals_sha256"], "nfe": 2 * sampling.steps + sampling.steps - s,
-                                        "steps": sampling.steps}
+                                        "donor_finals_sha256": c["finals_sha256"], "steps": sampling.steps,
+                                        # this root's continuation; A's and B's recomputation (2 x steps) is shared by every root
+                                        "nfe": sampling.steps - s, "nfe_shared_per_sample": 2 * sampling.steps}
 
         return generate
 
@@ -139,11 +140,12 @@ def outcome(score: float, noise: float, plan: float) -> str:
     return "noise" if abs(score - noise) < half else "plan" if abs(score - plan) < half else "neither"
 
 
-def _scores(out: Path, root: str, key: str) -> dict[str, float | None]:
-    """ref.key -> score of one root under one scorer (None: missing, error or not covered)."""
+def _scores(out: Path, root: str, key: str, refs: Sequence[Any]) -> dict[str, float | None]:
+    """ref.key -> score of one root under one scorer, for each of `refs` (None: missing, error or not covered)."""
     p = out / "scores" / f"{root}.{key}.jsonl"
-    rows = read_jsonl(p) if p.is_file() else []
-    return {f"{r['split']}__{r['task']}__{r['index']}": (float(r["score"]) if r["status"] == "scored" else None) for r in rows}
+    got = {(r["split"], r["task"], r["index"]): r for r in (read_jsonl(p) if p.is_file() else [])}
+    rows = {ref.key: got.get((ref.split, ref.task, ref.index)) for ref in refs}
+    return {k: (float(r["score"]) if r and r["status"] == "scored" else None) for k, r in rows.items()}
 
 
 def _record(folder: Path, root: str, ref: Any) -> dict[str, Any]:
@@ -178,7 +180,7 @@ def run_bench_splice(den: Any, cfg: Any, out: str | Path, sampling: Any, scorer:
     refs = run_bench(den, cfg, out / SEEDS, seeds, kind=f"{KIND}-seeds", manifest={"sampling": to_dict(sampling), **(manifest or {})},
                      echo=echo)
     score_bench(out / SEEDS, cfg.data, refs, list(seeds), [scorer], baseline=None)
-    by_seed = [_scores(out / SEEDS, seed_root(j), scorer.key) for j in range(k)]
+    by_seed = [_scores(out / SEEDS, seed_root(j), scorer.key, refs) for j in range(k)]
     recs, pairs, not_covered = [], {}, []
     for ref in refs:
         sc = [s.get(ref.key) for s in by_seed]
@@ -198,7 +200,7 @@ def run_bench_splice(den: Any, cfg: Any, out: str | Path, sampling: Any, scorer:
         run_bench(den, cfg, out / SPLICES, gens, kind=f"{KIND}-splices", refs=with_pair, echo=echo,
                   manifest={"sampling": to_dict(sampling), "grid": grid, "pairs": pairs, "scorer": scorer.key, **(manifest or {})})
         score_bench(out / SPLICES, cfg.data, with_pair, list(gens), [scorer], baseline=None)
-        spliced = {name: _scores(out / SPLICES, name, scorer.key) for name in gens}
+        spliced = {name: _scores(out / SPLICES, name, scorer.key, with_pair) for name in gens}
         errors = _read_outcomes(recs, {r.key: r for r in with_pair}, spliced, grid, out)
     ok = [r for r in recs if "error" not in r]
     sigmas = [float(v) for v in sampling.sigmas(den)]
@@ -221,22 +223,16 @@ def _read_outcomes(recs: list[dict[str, Any]], refs: Mapping[str, Any], spliced:
         if not r["pairs"]:
             continue
         a, b = r["pairs"][0]
-        sa, sb = r["final_score"][a], r["final_score"][b]
-        rows: dict[str, list[str]] = {"forward": [], "reverse": []}
-        missing = []
-        for kind, (noise, plan) in (("forward", (sa, sb)), ("reverse", (sb, sa))):
-            for s in grid:
-                x = spliced[splice_root(kind, s)].get(r["key"])
-                if x is None:
-                    missing.append(splice_root(kind, s))
-                else:
-                    rows[kind].append(outcome(x, noise, plan))
+        donors = {"forward": (r["final_score"][a], r["final_score"][b]), "reverse": (r["final_score"][b], r["final_score"][a])}
+        scores = {kind: [spliced[splice_root(kind, s)].get(r["key"]) for s in grid] for kind in donors}
+        missing = [splice_root(kind, s) for kind in donors for s, x in zip(grid, scores[kind]) if x is None]
         if missing:
             r["error"] = f"{r['ref']}: no score for the spliced finals {', '.join(missing)}"
             errors.append(r["error"])
             continue
-        r["forward"], r["reverse"] = [rows["forward"]], [rows["reverse"]]
-        r["spliced_scores"] = {kind: [spliced[splice_root(kind, s)][r["key"]] for s in grid] for kind in ("forward", "reverse")}
+        for kind, (noise, plan) in donors.items():  # (noise donor's score, plan donor's score)
+            r[kind] = [[outcome(x, noise, plan) for x in scores[kind]]]
+        r["spliced_scores"] = scores
         ref = refs[r["key"]]
         again = _record(out / SPLICES, splice_root("forward", grid[0]), ref).get("donor_finals_sha256")
         first = [_record(out / SEEDS, seed_root(j), ref).get("frames_sha256") for j in (a, b)]
@@ -262,15 +258,7 @@ def bench_lines(s: dict[str, Any], sampling: Any) -> list[str]:
         t.append(f"A's and B's recomputed finals match their first run's frames on {rep['same_frames']}/{rep['n']} samples")
     if s["n_errors"]:
         t.append(f"{s['n_errors']} samples left out for a splice without a score, first: {s['errors'][0]}")
-    if "curve" not in s and SEEDS_AGREE not in t[-1]:
-        t.append(SEEDS_AGREE)
     return t
 
 
-def read_run(out: str | Path) -> list[dict[str, Any]]:
-    """The per-sample records of a --data splice run (`OUT/records.jsonl`)."""
-    return read_jsonl(Path(out) / "records.jsonl")
-
-
-__all__ = ["DEFAULT_MARGIN", "KIND", "OUTCOMES", "bench_lines", "choose_pair", "outcome", "read_run", "run_bench_splice",
-           "seed_generators", "splice_generators"]
+__all__ = ["DEFAULT_MARGIN", "KIND", "bench_lines", "choose_pair", "outcome", "run_bench_splice", "seed_generators", "splice_generators"]

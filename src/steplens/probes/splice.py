@@ -627,6 +627,7 @@ def plot_erase(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], name
 def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     """One figure over several splice run folders (one line per task/size) and their crossings, in a folder `steplens report` renders."""
     from ..report.folders import load_run
+    from .bench_splice import KIND as BENCH_KIND  # here: bench_splice builds on this module
 
     lines = []
     for path in runs:
@@ -634,7 +635,7 @@ def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
         if r.kind == "probe-splice":
             cfg = r.config["probe"]
             label = f"{cfg['model']} {cfg['task']} {cfg['size']}"
-        elif r.kind == "probe-splice-vbvr-bench":  # probe splice --data
+        elif r.kind == BENCH_KIND:  # probe splice --data
             label = f"{r.config.get('model', '?')} {Path(r.config['data']).name} ({r.config['scorer']})"
         else:
             raise ValueError(f"{path}: a {r.kind} run, not a splice run (steplens probe splice)")
