@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, read_jsonl
-from .splice import analyse, continue_from, plot_curves, splice_grid, splice_latent, summary_lines
+from .splice import BENCH_KIND, analyse, continue_from, plot_curves, splice_grid, splice_latent, summary_lines
 
-KIND = "probe-splice-vbvr-bench"
+KIND = BENCH_KIND
 SEEDS, SPLICES = "seeds", "splices"  # the two phases' run folders under OUT
 DEFAULT_MARGIN = 0.05
 ANSWER = ("a final's answer is its score under {scorer}; two finals differ when their scores differ by at least {margin:g}; "

@@ -55,6 +55,7 @@ from .common import ProbeConfig, ProbeRun, held_out, plt, require_finite, run_sh
 from .metrics import LIT, blueness, commit_step, components
 
 OUTCOMES = ("noise", "plan", "neither")
+BENCH_KIND = "probe-splice-vbvr-bench"  # the run kind of probe splice --data (probes.bench_splice)
 SEEDS_AGREE = "not measurable: the seeds agree"
 NEVER_PLAN = "not measurable: the follow-plan rate stays below 50% at every splice step (the noise decides to the end)"
 FORMULA = ("eps_A = (x_s^A - (1 - sigma_s) x0_hat_s^A) / sigma_s; x_s' = (1 - sigma_s) x0_hat_s^B + sigma_s eps_A; "
@@ -627,7 +628,6 @@ def plot_erase(run_: ProbeRun, lines: Sequence[tuple[str, dict[str, Any]]], name
 def compare_runs(runs: Sequence[str], out: str) -> dict[str, Any]:
     """One figure over several splice run folders (one line per task/size) and their crossings, in a folder `steplens report` renders."""
     from ..report.folders import load_run
-    from .bench_splice import KIND as BENCH_KIND  # here: bench_splice builds on this module
 
     lines = []
     for path in runs:
